@@ -1,0 +1,41 @@
+# simgym developer entry points. Every target works on a fresh clone: the venv is
+# created (or refreshed when pyproject.toml changes) before anything runs.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.simgym-installed
+
+.PHONY: demo test test-all lint proto bench clean
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "simgym needs Python >= 3.11 (found " + sys.version.split()[0] + "); set PYTHON=python3.11")'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	@touch $(STAMP)
+
+## demo: the CSTR sample served on loopback and checked end to end.
+demo: $(STAMP)
+	$(BIN)/simgym check examples/cstr/spec.yaml
+
+## test: the default suite (what CI runs via .ci/run).
+test: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow" -q
+
+## test-all: including long tests.
+test-all: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+## proto: regenerate simgym/v1 from proto/ (commit the result).
+proto: $(STAMP)
+	$(BIN)/python -m simserver.protogen
+
+bench: $(STAMP)
+	$(BIN)/python bench/bridge.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

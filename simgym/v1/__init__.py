@@ -1,0 +1,1 @@
+"""Generated code for the ``simgym.v1`` protocol (do not edit; run ``make proto``)."""

@@ -1,0 +1,162 @@
+from google.protobuf import struct_pb2 as _struct_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Variable(_message.Message):
+    __slots__ = ("name", "low", "high", "description")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    LOW_FIELD_NUMBER: _ClassVar[int]
+    HIGH_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    low: float
+    high: float
+    description: str
+    def __init__(self, name: _Optional[str] = ..., low: _Optional[float] = ..., high: _Optional[float] = ..., description: _Optional[str] = ...) -> None: ...
+
+class OpenRequest(_message.Message):
+    __slots__ = ("protocol", "client", "action_names", "lease_seconds")
+    PROTOCOL_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_FIELD_NUMBER: _ClassVar[int]
+    ACTION_NAMES_FIELD_NUMBER: _ClassVar[int]
+    LEASE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    protocol: str
+    client: str
+    action_names: _containers.RepeatedScalarFieldContainer[str]
+    lease_seconds: float
+    def __init__(self, protocol: _Optional[str] = ..., client: _Optional[str] = ..., action_names: _Optional[_Iterable[str]] = ..., lease_seconds: _Optional[float] = ...) -> None: ...
+
+class OpenReply(_message.Message):
+    __slots__ = ("session_id", "protocol", "server", "sim_name", "states", "actions", "config", "lease_seconds", "seedable", "max_message_bytes")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    PROTOCOL_FIELD_NUMBER: _ClassVar[int]
+    SERVER_FIELD_NUMBER: _ClassVar[int]
+    SIM_NAME_FIELD_NUMBER: _ClassVar[int]
+    STATES_FIELD_NUMBER: _ClassVar[int]
+    ACTIONS_FIELD_NUMBER: _ClassVar[int]
+    CONFIG_FIELD_NUMBER: _ClassVar[int]
+    LEASE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    SEEDABLE_FIELD_NUMBER: _ClassVar[int]
+    MAX_MESSAGE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    protocol: str
+    server: str
+    sim_name: str
+    states: _containers.RepeatedCompositeFieldContainer[Variable]
+    actions: _containers.RepeatedCompositeFieldContainer[Variable]
+    config: _containers.RepeatedCompositeFieldContainer[Variable]
+    lease_seconds: float
+    seedable: bool
+    max_message_bytes: int
+    def __init__(self, session_id: _Optional[str] = ..., protocol: _Optional[str] = ..., server: _Optional[str] = ..., sim_name: _Optional[str] = ..., states: _Optional[_Iterable[_Union[Variable, _Mapping]]] = ..., actions: _Optional[_Iterable[_Union[Variable, _Mapping]]] = ..., config: _Optional[_Iterable[_Union[Variable, _Mapping]]] = ..., lease_seconds: _Optional[float] = ..., seedable: _Optional[bool] = ..., max_message_bytes: _Optional[int] = ...) -> None: ...
+
+class SessionRef(_message.Message):
+    __slots__ = ("session_id",)
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    def __init__(self, session_id: _Optional[str] = ...) -> None: ...
+
+class ResetRequest(_message.Message):
+    __slots__ = ("session_id", "config", "seed", "seq")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    CONFIG_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    config: _struct_pb2.Struct
+    seed: int
+    seq: int
+    def __init__(self, session_id: _Optional[str] = ..., config: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., seed: _Optional[int] = ..., seq: _Optional[int] = ...) -> None: ...
+
+class StepRequest(_message.Message):
+    __slots__ = ("session_id", "action", "seq")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    action: _containers.RepeatedScalarFieldContainer[float]
+    seq: int
+    def __init__(self, session_id: _Optional[str] = ..., action: _Optional[_Iterable[float]] = ..., seq: _Optional[int] = ...) -> None: ...
+
+class Transition(_message.Message):
+    __slots__ = ("states", "terminated", "truncated", "nonfinite", "reward", "step", "sim_seconds")
+    STATES_FIELD_NUMBER: _ClassVar[int]
+    TERMINATED_FIELD_NUMBER: _ClassVar[int]
+    TRUNCATED_FIELD_NUMBER: _ClassVar[int]
+    NONFINITE_FIELD_NUMBER: _ClassVar[int]
+    REWARD_FIELD_NUMBER: _ClassVar[int]
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    SIM_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    states: _containers.RepeatedScalarFieldContainer[float]
+    terminated: bool
+    truncated: bool
+    nonfinite: _containers.RepeatedScalarFieldContainer[int]
+    reward: float
+    step: int
+    sim_seconds: float
+    def __init__(self, states: _Optional[_Iterable[float]] = ..., terminated: _Optional[bool] = ..., truncated: _Optional[bool] = ..., nonfinite: _Optional[_Iterable[int]] = ..., reward: _Optional[float] = ..., step: _Optional[int] = ..., sim_seconds: _Optional[float] = ...) -> None: ...
+
+class TransitionReply(_message.Message):
+    __slots__ = ("transition",)
+    TRANSITION_FIELD_NUMBER: _ClassVar[int]
+    transition: Transition
+    def __init__(self, transition: _Optional[_Union[Transition, _Mapping]] = ...) -> None: ...
+
+class StatesReply(_message.Message):
+    __slots__ = ("states",)
+    STATES_FIELD_NUMBER: _ClassVar[int]
+    states: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, states: _Optional[_Iterable[float]] = ...) -> None: ...
+
+class TerminationReply(_message.Message):
+    __slots__ = ("terminated", "truncated")
+    TERMINATED_FIELD_NUMBER: _ClassVar[int]
+    TRUNCATED_FIELD_NUMBER: _ClassVar[int]
+    terminated: bool
+    truncated: bool
+    def __init__(self, terminated: _Optional[bool] = ..., truncated: _Optional[bool] = ...) -> None: ...
+
+class CloseReply(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class BatchItem(_message.Message):
+    __slots__ = ("reset", "step")
+    RESET_FIELD_NUMBER: _ClassVar[int]
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    reset: ResetRequest
+    step: StepRequest
+    def __init__(self, reset: _Optional[_Union[ResetRequest, _Mapping]] = ..., step: _Optional[_Union[StepRequest, _Mapping]] = ...) -> None: ...
+
+class BatchRequest(_message.Message):
+    __slots__ = ("items",)
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    items: _containers.RepeatedCompositeFieldContainer[BatchItem]
+    def __init__(self, items: _Optional[_Iterable[_Union[BatchItem, _Mapping]]] = ...) -> None: ...
+
+class Error(_message.Message):
+    __slots__ = ("code", "message")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    code: int
+    message: str
+    def __init__(self, code: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...
+
+class BatchResult(_message.Message):
+    __slots__ = ("transition", "error")
+    TRANSITION_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    transition: Transition
+    error: Error
+    def __init__(self, transition: _Optional[_Union[Transition, _Mapping]] = ..., error: _Optional[_Union[Error, _Mapping]] = ...) -> None: ...
+
+class BatchReply(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[BatchResult]
+    def __init__(self, results: _Optional[_Iterable[_Union[BatchResult, _Mapping]]] = ...) -> None: ...
