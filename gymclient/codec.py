@@ -1,0 +1,224 @@
+"""Codecs: the spec applied to one session's names.
+
+A codec turns the sim's packed state array into the agent's observation (in
+[-1, 1], with clip counts), the agent's action in [-1, 1] into the sim's packed
+action array, and states into a reward. ``DeclarativeCodec`` implements the YAML
+spec with precomputed index and scale arrays (no per-step name lookups);
+``ReferenceCodec`` drives an unedited ``RLSimSpec`` class.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from gymclient.errors import SpecError, SpecMismatch
+from gymclient.spec import EnvSpec, Lesson, load_lessons
+
+RewardFn = Callable[[dict[str, float], bool, bool], Any]
+
+
+class Codec(Protocol):
+    """What the env needs from a spec once it knows the session's names."""
+
+    obs_names: list[str]
+    action_names: list[str]
+    lessons: dict[str, Lesson]
+    log_states: list[str]
+
+    def encode(self, states: dict[str, float], values: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+        """Observation (float32 in [-1, 1]) and a bool mask of clipped entries."""
+        ...
+
+    def decode(self, action: Any) -> list[float]:
+        """Agent action → sim action values in the session's action order."""
+        ...
+
+    def reward(
+        self, states: dict[str, float], terminated: bool, truncated: bool, sim_reward: float | None
+    ) -> tuple[float, bool, bool]:
+        """Reward and possibly adjusted flags."""
+        ...
+
+
+def load_attr(spec: EnvSpec, ref: str, key: str) -> Any:
+    """Load ``file.py:name`` (relative to the spec's folder) or ``module:name``.
+
+    Raises:
+        SpecError: Naming the spec key when the file or attribute cannot be loaded.
+    """
+    from simserver.errors import LoadError
+    from simserver.loader import resolve_class
+
+    module_part, _, attr = ref.rpartition(":")
+    if module_part.endswith(".py"):
+        ref = f"{spec.path(module_part).resolve()}:{attr}"
+    try:
+        return resolve_class(ref)
+    except LoadError as exc:
+        raise SpecError(spec.source, key, str(exc)) from None
+
+
+def declared_action_names(spec: EnvSpec) -> list[str]:
+    """Action names the client announces in ``Open``."""
+    if not spec.is_reference:
+        return list(spec.actions)
+    rl_spec = load_attr(spec, spec.rl_sim_spec or "", "rl_sim_spec")()
+    n = int(getattr(rl_spec, "action_len", 1))
+    return list(rl_spec.gym_action_to_sim(np.zeros(n, dtype=np.float32)))
+
+
+class DeclarativeCodec:
+    """The YAML spec: ranges → linear maps to [-1, 1]."""
+
+    def __init__(self, spec: EnvSpec, state_names: list[str], action_names: list[str]) -> None:
+        self.spec = spec
+        index = {name: i for i, name in enumerate(state_names)}
+        for name in spec.observations:
+            if name not in index:
+                raise SpecMismatch(
+                    f"{spec.source}: observations.{name}: the sim has no state {name!r} "
+                    f"(it has: {', '.join(state_names)})"
+                )
+        for name in spec.log_states:
+            if name not in index:
+                raise SpecMismatch(
+                    f"{spec.source}: log_states: the sim has no state {name!r} (it has: {', '.join(state_names)})"
+                )
+        if set(spec.actions) != set(action_names):
+            raise SpecMismatch(
+                f"{spec.source}: actions: the spec names {sorted(spec.actions)} but the sim "
+                f"takes {sorted(action_names)}"
+            )
+        self.obs_names = list(spec.observations)
+        self.action_names = list(action_names)
+        self.lessons = dict(spec.lessons)
+        self.log_states = list(spec.log_states)
+        self._idx = np.array([index[n] for n in self.obs_names], dtype=np.intp)
+        lo = np.array([r.min for r in spec.observations.values()])
+        hi = np.array([r.max for r in spec.observations.values()])
+        self._obs_lo, self._obs_scale = lo, 2.0 / (hi - lo)
+        alo = np.array([spec.actions[n].min for n in action_names])
+        ahi = np.array([spec.actions[n].max for n in action_names])
+        self._act_lo, self._act_half = alo, (ahi - alo) / 2.0
+        self._reward_fn: RewardFn | None = None
+        self._reward_state: str | None = None
+        if spec.reward is not None:
+            if spec.reward.function:
+                self._reward_fn = load_attr(spec, spec.reward.function, "reward.function")
+                if not callable(self._reward_fn):
+                    raise SpecError(spec.source, "reward.function", f"{spec.reward.function} is not callable")
+            else:
+                self._reward_state = spec.reward.state
+                if self._reward_state not in index:
+                    raise SpecMismatch(
+                        f"{spec.source}: reward.state: the sim has no state {self._reward_state!r}"
+                    )
+
+    def encode(self, states: dict[str, float], values: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+        raw = np.asarray(values, dtype=np.float64)[self._idx]
+        obs = (raw - self._obs_lo) * self._obs_scale - 1.0
+        clipped = (obs < -1.0) | (obs > 1.0)
+        np.clip(obs, -1.0, 1.0, out=obs)
+        return obs.astype(np.float32), clipped
+
+    def decode(self, action: Any) -> list[float]:
+        a = np.clip(np.asarray(action, dtype=np.float64).reshape(-1), -1.0, 1.0)
+        if a.shape[0] != len(self.action_names):
+            raise ValueError(f"action has {a.shape[0]} values; expected {len(self.action_names)}")
+        return ((a + 1.0) * self._act_half + self._act_lo).tolist()
+
+    def reward(
+        self, states: dict[str, float], terminated: bool, truncated: bool, sim_reward: float | None
+    ) -> tuple[float, bool, bool]:
+        spec = self.spec.reward
+        if spec is None:
+            if sim_reward is None:
+                raise SpecMismatch(
+                    f"{self.spec.source}: reward: the sim computes no reward; give "
+                    "`reward: file.py:function` or `reward: <state name>`"
+                )
+            return sim_reward, terminated, truncated
+        if self._reward_fn is not None:
+            out = self._reward_fn(states, terminated, truncated)
+            if isinstance(out, tuple):  # reference-compatible (reward, terminated, truncated)
+                r, terminated, truncated = float(out[0]), bool(out[1]), bool(out[2])
+            else:
+                r = float(out)
+        else:
+            assert self._reward_state is not None
+            r = float(states[self._reward_state])
+        r *= spec.scale
+        if terminated:
+            r += spec.terminal
+        return r, terminated, truncated
+
+
+class ReferenceCodec:
+    """An unedited reference ``RLSimSpec`` plus ``rl_lesson.yml``."""
+
+    def __init__(self, spec: EnvSpec, state_names: list[str], action_names: list[str]) -> None:
+        self.spec = spec
+        self._rl = load_attr(spec, spec.rl_sim_spec or "", "rl_sim_spec")()
+        n_obs = int(getattr(self._rl, "obs_state_len", 0))
+        if n_obs <= 0:
+            raise SpecError(spec.source, "rl_sim_spec", "RLSimSpec.obs_state_len must be a positive int")
+        self.obs_names = [f"obs[{i}]" for i in range(n_obs)]
+        self.action_names = list(action_names)
+        self._n_act = int(getattr(self._rl, "action_len", len(action_names)))
+        self.log_states = list(getattr(self._rl, "sim_states_to_log", []) or [])
+        self.lessons = (
+            load_lessons(spec.path(spec.lessons_file), spec.lessons_file) if spec.lessons_file else {}
+        )
+        self._state_names = state_names
+
+    def encode(self, states: dict[str, float], values: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+        obs = np.asarray(self._rl.sim_state_to_gym(states), dtype=np.float64).reshape(-1)
+        if obs.shape[0] != len(self.obs_names):
+            raise SpecMismatch(
+                f"RLSimSpec.sim_state_to_gym returned {obs.shape[0]} values; obs_state_len is {len(self.obs_names)}"
+            )
+        clipped = (obs < -1.0) | (obs > 1.0)
+        np.clip(obs, -1.0, 1.0, out=obs)
+        return obs.astype(np.float32), clipped
+
+    def decode(self, action: Any) -> list[float]:
+        a = np.clip(np.asarray(action, dtype=np.float32).reshape(-1), -1.0, 1.0)
+        action_dict = self._rl.gym_action_to_sim(a)
+        try:
+            return [float(action_dict[n]) for n in self.action_names]
+        except KeyError as exc:
+            raise SpecMismatch(
+                f"RLSimSpec.gym_action_to_sim returned no value for action {exc.args[0]!r}"
+            ) from None
+
+    def reward(
+        self, states: dict[str, float], terminated: bool, truncated: bool, sim_reward: float | None
+    ) -> tuple[float, bool, bool]:
+        r, terminated, truncated = self._rl.compute_reward_term_and_trun(states, terminated, truncated)
+        return float(r), bool(terminated), bool(truncated)
+
+
+def build_codec(spec: EnvSpec, state_names: list[str], action_names: list[str]) -> Codec:
+    """The codec for a spec and a session's names."""
+    if spec.is_reference:
+        return ReferenceCodec(spec, state_names, action_names)
+    return DeclarativeCodec(spec, state_names, action_names)
+
+
+def sample_config(lessons: dict[str, Lesson], rng: np.random.Generator) -> dict[str, Any]:
+    """Draw one scenario config from lessons (reproducible for a seeded ``rng``)."""
+    config: dict[str, Any] = {}
+    for key, lesson in lessons.items():
+        if lesson.values is not None:
+            config[key] = lesson.values[int(rng.integers(len(lesson.values)))]
+        else:
+            assert lesson.min is not None and lesson.max is not None
+            config[key] = float(rng.uniform(lesson.min, lesson.max))
+    return config
+
+
+__all__ = ["Codec", "Path", "build_codec", "declared_action_names", "sample_config"]

@@ -1,0 +1,232 @@
+"""A channel to one sim server, with deadlines, connect retries and typed errors.
+
+``Connection`` wraps a gRPC channel; ``RemoteSession`` is one session on it with
+its names and sequence numbers. Every call carries a deadline, so a dead or hung
+server raises ``SimTimeout``/``ServerUnavailable`` instead of hanging. Only the
+first contact retries (transport errors only, with exponential backoff): a step
+is never retried blindly, because the sim may already have applied it.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+from google.protobuf import struct_pb2
+
+from gymclient.errors import RemoteError, ServerUnavailable, from_status
+from simgym import PROTOCOL, __version__
+from simgym.v1 import simulator_pb2 as pb
+from simgym.v1 import simulator_pb2_grpc as pb_grpc
+
+DEFAULT_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ConnectOptions:
+    """How to reach a server and how long to wait for it.
+
+    Attributes:
+        timeout: Deadline of a step or batch call, in seconds.
+        reset_timeout: Deadline of reset/open/close calls (resets may be slow).
+        connect_timeout: How long the first contact keeps retrying an
+            unreachable server (it may still be starting).
+        token: Bearer token sent as ``authorization`` metadata.
+        tls: Use TLS. ``tls_ca`` is the PEM file of the CA to trust (default:
+            the system roots).
+        tls_server_name: Override the name checked against the certificate.
+        max_message_bytes: Largest message sent or received.
+        lease_seconds: Idle lease asked for each session (0: server default).
+    """
+
+    timeout: float = 10.0
+    reset_timeout: float = 30.0
+    connect_timeout: float = 30.0
+    token: str | None = None
+    tls: bool = False
+    tls_ca: str | None = None
+    tls_server_name: str | None = None
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    lease_seconds: float = 0.0
+
+
+def normalize_address(address: str) -> str:
+    """Accept ``host:port``, ``unix:/path``, ``unix:///path`` or a socket path."""
+    address = address.strip()
+    if address.startswith(("unix:", "unix-abstract:", "dns:", "ipv4:", "ipv6:")):
+        return address
+    if address.startswith(("/", "./", "../")) or address.endswith(".sock"):
+        return f"unix:{Path(address).resolve()}"
+    return address
+
+
+class Connection:
+    """A gRPC channel to one simulator server."""
+
+    def __init__(self, address: str, options: ConnectOptions | None = None) -> None:
+        self.address = normalize_address(address)
+        self.options = options or ConnectOptions()
+        o = self.options
+        channel_options: list[tuple[str, Any]] = [
+            ("grpc.max_send_message_length", o.max_message_bytes),
+            ("grpc.max_receive_message_length", o.max_message_bytes),
+            # Notice a vanished server on an idle connection instead of hanging.
+            ("grpc.keepalive_time_ms", 30_000),
+            ("grpc.keepalive_timeout_ms", 10_000),
+            # Reconnect quickly to a sidecar that is (re)starting.
+            ("grpc.initial_reconnect_backoff_ms", 100),
+            ("grpc.min_reconnect_backoff_ms", 100),
+            ("grpc.max_reconnect_backoff_ms", 2_000),
+            # Our own seq-based protocol decides what is safe to retry.
+            ("grpc.enable_retries", 0),
+        ]
+        if o.tls_server_name:
+            channel_options.append(("grpc.ssl_target_name_override", o.tls_server_name))
+        if o.tls:
+            root = Path(o.tls_ca).read_bytes() if o.tls_ca else None
+            creds = grpc.ssl_channel_credentials(root_certificates=root)
+            self._channel = grpc.secure_channel(self.address, creds, options=channel_options)
+        else:
+            self._channel = grpc.insecure_channel(self.address, options=channel_options)
+        self._stub = pb_grpc.SimulatorStub(self._channel)
+        self._metadata: tuple[tuple[str, str], ...] | None = (
+            (("authorization", f"Bearer {o.token}"),) if o.token else None
+        )
+
+    # ------------------------------------------------------------------ plumbing
+
+    def _call(self, name: str, request: Any, timeout: float) -> Any:
+        method = getattr(self._stub, name)
+        try:
+            return method(request, timeout=timeout, metadata=self._metadata)
+        except grpc.RpcError as exc:
+            raise from_status(exc.code(), exc.details() or "", address=self.address, call=name) from None
+
+    def open(self, action_names: Sequence[str] = (), client: str = "") -> RemoteSession:
+        """Open a session, retrying while the server is unreachable.
+
+        Raises:
+            ServerUnavailable: Still unreachable after ``connect_timeout``.
+            RemoteError: Any other refusal (bad token, session limit, ...), at once.
+        """
+        o = self.options
+        request = pb.OpenRequest(
+            protocol=PROTOCOL,
+            client=client or f"gymclient {__version__} pid {os.getpid()}",
+            action_names=list(action_names),
+            lease_seconds=o.lease_seconds,
+        )
+        deadline = time.monotonic() + o.connect_timeout
+        delay = 0.05
+        while True:
+            remaining = deadline - time.monotonic()
+            try:
+                reply = self._call("Open", request, max(0.1, min(o.reset_timeout, remaining)))
+                return RemoteSession(self, reply)
+            except ServerUnavailable as exc:
+                if time.monotonic() + delay >= deadline:
+                    raise ServerUnavailable(
+                        f"cannot reach sim server at {self.address} after {o.connect_timeout:.0f} s: "
+                        f"{exc}. Is simserver running there?",
+                        code=exc.code,
+                        address=self.address,
+                    ) from None
+            except RemoteError as exc:
+                if exc.code == grpc.StatusCode.DEADLINE_EXCEEDED and time.monotonic() < deadline:
+                    continue
+                raise
+            # Jittered exponential backoff: many workers starting at once must not
+            # hammer a server that is still starting in lock-step.
+            time.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, 2.0)
+
+    def batch(self, items: Sequence[pb.BatchItem]) -> Sequence[pb.BatchResult]:
+        """Run a batch of resets/steps in one round trip; results follow item order."""
+        reply = self._call("Batch", pb.BatchRequest(items=items), self.options.timeout)
+        return reply.results
+
+    def close(self) -> None:
+        """Close the channel (sessions on it should be closed first)."""
+        self._channel.close()
+
+    def __enter__(self) -> Connection:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def to_struct(config: Mapping[str, Any]) -> struct_pb2.Struct:
+    """Config dict → ``google.protobuf.Struct`` (numpy scalars become Python numbers)."""
+    struct = struct_pb2.Struct()
+    clean = {k: (v.item() if hasattr(v, "item") else v) for k, v in config.items()}
+    struct.update(clean)
+    return struct
+
+
+@dataclass
+class RemoteSession:
+    """One session on a server: its handshake data and a sequence counter."""
+
+    connection: Connection
+    info: pb.OpenReply
+    seq: int = 0
+    state_names: list[str] = field(init=False)
+    action_names: list[str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.state_names = [v.name for v in self.info.states]
+        self.action_names = [v.name for v in self.info.actions]
+
+    @property
+    def id(self) -> str:
+        """The server's session id."""
+        return self.info.session_id
+
+    def reset_request(self, config: Mapping[str, Any], seed: int | None) -> pb.ResetRequest:
+        """Build the next reset request (advances the sequence number)."""
+        self.seq += 1
+        request = pb.ResetRequest(session_id=self.id, config=to_struct(config), seq=self.seq)
+        if seed is not None and self.info.seedable:
+            request.seed = int(seed)
+        return request
+
+    def step_request(self, action: Sequence[float]) -> pb.StepRequest:
+        """Build the next step request (advances the sequence number)."""
+        self.seq += 1
+        return pb.StepRequest(session_id=self.id, action=action, seq=self.seq)
+
+    def reset(self, config: Mapping[str, Any], seed: int | None = None) -> pb.Transition:
+        """Start an episode."""
+        conn = self.connection
+        return conn._call("Reset", self.reset_request(config, seed), conn.options.reset_timeout).transition
+
+    def step(self, action: Sequence[float]) -> pb.Transition:
+        """Advance one step."""
+        conn = self.connection
+        return conn._call("Step", self.step_request(action), conn.options.timeout).transition
+
+    def states(self) -> list[float]:
+        """Current states, in ``state_names`` order."""
+        conn = self.connection
+        return list(conn._call("States", pb.SessionRef(session_id=self.id), conn.options.timeout).states)
+
+    def termination(self) -> tuple[bool, bool]:
+        """Current (terminated, truncated)."""
+        conn = self.connection
+        reply = conn._call("Termination", pb.SessionRef(session_id=self.id), conn.options.timeout)
+        return reply.terminated, reply.truncated
+
+    def close(self) -> None:
+        """Close the session on the server; errors are ignored (it may be gone already)."""
+        conn = self.connection
+        try:
+            conn._call("Close", pb.SessionRef(session_id=self.id), min(5.0, conn.options.reset_timeout))
+        except RemoteError:
+            pass

@@ -1,0 +1,303 @@
+"""The env spec: which states the agent sees, which actions it sets, reward, lessons.
+
+Two styles load into the same ``EnvSpec``:
+
+* declarative YAML (see ``examples/cstr/spec.yaml``)::
+
+    sim:
+      target: sim.py:CSTR           # simgym starts it; or `address: host:port`
+    observations:                   # state name → declared range → [-1, 1]
+      Cr: {min: 0, max: 10}
+    actions:                        # action name → range that [-1, 1] maps to
+      Tc_adjust: {min: -10, max: 10}
+    reward: reward.py:reward        # a callable, or a state name
+    log_states: [kpi_rms_conc_error]
+    lessons:                        # scenario config drawn at every reset
+      noise_percentage: {min: 0, max: 20}
+      Cref_signal: {values: [1, 2, 3, 4, 5]}
+
+* reference style: a folder with ``sim/simulator_model.py``,
+  ``training_setup/rl_sim_spec.py`` and ``training_setup/rl_lesson.yml``, used
+  unedited (or a YAML with ``rl_sim_spec:`` and ``lessons_file:`` keys).
+
+Everything is validated once, at load time; errors name the file and the key.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from gymclient.errors import SpecError
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Range(_Model):
+    """A declared range, mapped linearly to [-1, 1]."""
+
+    min: float
+    max: float
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Range:
+        if not (math.isfinite(self.min) and math.isfinite(self.max)):
+            raise ValueError("min and max must be finite numbers")
+        if self.max <= self.min:
+            raise ValueError(f"max ({self.max}) must be greater than min ({self.min})")
+        return self
+
+
+class Lesson(_Model):
+    """One scenario-config parameter: uniform in [min, max], or one of ``values``."""
+
+    min: float | None = None
+    max: float | None = None
+    values: list[Any] | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Lesson:
+        if self.values is not None:
+            if self.min is not None or self.max is not None:
+                raise ValueError("give either values or min/max, not both")
+            if not self.values:
+                raise ValueError("values must not be empty")
+        else:
+            if self.min is None or self.max is None:
+                raise ValueError("give min and max (uniform draw) or values (a list to choose from)")
+            if self.max < self.min:
+                raise ValueError(f"max ({self.max}) must be >= min ({self.min})")
+        return self
+
+
+def _lesson(value: Any) -> Any:
+    # A bare scalar is a constant: `Cref_signal: 5` means always 5.
+    if isinstance(value, (int, float, str, bool)):
+        return {"values": [value]}
+    return value
+
+
+class SimSection(_Model):
+    """Where the sim runs: a ``target`` simgym starts, or ``address``(es) already serving."""
+
+    target: str | None = None
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+    workdir: str | None = None
+    address: str | None = None
+    addresses: list[str] | None = None
+    token: str | None = None
+    token_env: str | None = None
+    tls: bool = False
+    tls_ca: str | None = None
+    tls_server_name: str | None = None
+    timeout: float = Field(10.0, gt=0)
+    reset_timeout: float = Field(30.0, gt=0)
+    connect_timeout: float = Field(30.0, gt=0)
+
+    @model_validator(mode="after")
+    def _where(self) -> SimSection:
+        given = [k for k in ("target", "address", "addresses") if getattr(self, k)]
+        if len(given) > 1:
+            raise ValueError(f"give only one of target, address, addresses (got {', '.join(given)})")
+        return self
+
+    def resolved_token(self) -> str | None:
+        """The token, from ``token`` or the environment variable ``token_env``."""
+        if self.token_env:
+            return os.environ.get(self.token_env) or self.token
+        return self.token
+
+    def address_list(self) -> list[str]:
+        """Addresses of servers that are already running (empty for ``target``)."""
+        if self.addresses:
+            return list(self.addresses)
+        return [self.address] if self.address else []
+
+
+class RewardSpec(_Model):
+    """Reward from a callable ``file.py:function`` or a named state (optionally scaled)."""
+
+    function: str | None = None
+    state: str | None = None
+    scale: float = 1.0
+    terminal: float = 0.0
+
+    @model_validator(mode="after")
+    def _one(self) -> RewardSpec:
+        if (self.function is None) == (self.state is None):
+            raise ValueError("give exactly one of function or state")
+        return self
+
+
+class EnvSpec(_Model):
+    """A validated env spec (declarative or reference style)."""
+
+    name: str = ""
+    sim: SimSection = Field(default_factory=SimSection)
+    observations: dict[str, Range] = Field(default_factory=dict)
+    actions: dict[str, Range] = Field(default_factory=dict)
+    reward: RewardSpec | None = None
+    log_states: list[str] = Field(default_factory=list)
+    lessons: dict[str, Lesson] = Field(default_factory=dict)
+    # What to do with NaN/inf states: end the episode as truncated, or raise.
+    on_nonfinite: Literal["truncate", "raise"] = "truncate"
+    # What to do when the sim or server fails mid-episode: raise, or end it as truncated.
+    on_error: Literal["raise", "truncate"] = "raise"
+    max_episode_steps: int | None = Field(None, gt=0)
+    # Reference style.
+    rl_sim_spec: str | None = None
+    lessons_file: str | None = None
+    # Folder relative paths resolve against (the spec file's folder); set by the loader.
+    base_dir: str = "."
+    source: str = "<spec>"
+
+    @field_validator("reward", mode="before")
+    @classmethod
+    def _reward_shorthand(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return {"function": value} if ":" in value else {"state": value}
+        return value
+
+    @field_validator("lessons", mode="before")
+    @classmethod
+    def _lesson_shorthand(cls, value: Any) -> Any:
+        if isinstance(value, Mapping):
+            return {k: _lesson(v) for k, v in value.items()}
+        return value
+
+    @model_validator(mode="after")
+    def _style(self) -> EnvSpec:
+        if self.rl_sim_spec:
+            if self.observations or self.actions:
+                raise ValueError("a reference-style spec (rl_sim_spec) takes no observations/actions")
+        else:
+            if not self.observations:
+                raise ValueError("observations: give at least one state name with min/max")
+            if not self.actions:
+                raise ValueError("actions: give at least one action name with min/max")
+        return self
+
+    @property
+    def is_reference(self) -> bool:
+        """True for an ``RLSimSpec``-driven spec."""
+        return self.rl_sim_spec is not None
+
+    def path(self, relative: str) -> Path:
+        """Resolve a path written in the spec against the spec's folder."""
+        p = Path(relative)
+        return p if p.is_absolute() else (Path(self.base_dir) / p)
+
+
+def _key(loc: tuple[Any, ...]) -> str:
+    parts = [str(p) for p in loc if not (isinstance(p, str) and ("[" in p or p.startswith("function-")))]
+    return ".".join(parts)
+
+
+def _from_mapping(data: Any, source: str, base_dir: Path) -> EnvSpec:
+    if not isinstance(data, Mapping):
+        raise SpecError(source, "", f"expected a mapping at the top level, got {type(data).__name__}")
+    try:
+        return EnvSpec.model_validate({**data, "base_dir": str(base_dir), "source": source})
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key (check its spelling)"
+        more = f" (and {len(exc.errors()) - 1} more problem(s))" if len(exc.errors()) > 1 else ""
+        raise SpecError(source, _key(tuple(err["loc"])), msg + more) from None
+
+
+def reference_folder_spec(folder: Path) -> EnvSpec:
+    """Build a spec for an unedited reference-style folder.
+
+    Raises:
+        SpecError: A required file is missing.
+    """
+    folder = folder.resolve()
+    needed = {
+        "sim/simulator_model.py": folder / "sim" / "simulator_model.py",
+        "training_setup/rl_sim_spec.py": folder / "training_setup" / "rl_sim_spec.py",
+    }
+    for rel, path in needed.items():
+        if not path.is_file():
+            raise SpecError(str(folder), rel, "missing: a reference-style folder needs this file")
+    lessons = folder / "training_setup" / "rl_lesson.yml"
+    data = {
+        "name": folder.name,
+        "sim": {"target": "sim/simulator_model.py:SimulatorModel", "workdir": "."},
+        "rl_sim_spec": "training_setup/rl_sim_spec.py:RLSimSpec",
+        "lessons_file": "training_setup/rl_lesson.yml" if lessons.is_file() else None,
+    }
+    return _from_mapping(data, str(folder), folder)
+
+
+def load_spec(path: str | os.PathLike[str]) -> EnvSpec:
+    """Load and validate a spec file (YAML), or a reference-style folder.
+
+    Raises:
+        SpecError: Naming the file and the key at fault.
+    """
+    p = Path(path)
+    if p.is_dir():
+        return reference_folder_spec(p)
+    if not p.is_file():
+        raise SpecError(str(p), "", "no such file")
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark is not None else ""
+        raise SpecError(str(p), where, f"not valid YAML: {getattr(exc, 'problem', exc)}") from None
+    spec = _from_mapping(data, str(p), p.resolve().parent)
+    _check_files(spec)
+    return spec
+
+
+def _check_files(spec: EnvSpec) -> None:
+    """Fail at load time, not in a Ray worker, when a referenced file is missing."""
+    refs: list[tuple[str, str | None]] = [
+        ("reward.function", spec.reward.function if spec.reward else None),
+        ("rl_sim_spec", spec.rl_sim_spec),
+        ("lessons_file", spec.lessons_file),
+        ("sim.target", spec.sim.target),
+    ]
+    for key, ref in refs:
+        if not ref or ref.startswith(("gymnasium:", "gym:")):
+            continue
+        file_part = ref.rpartition(":")[0] if ":" in ref and not ref.endswith((".yml", ".yaml")) else ref
+        if file_part.endswith((".py", ".yml", ".yaml")):
+            base = spec.path(spec.sim.workdir) if key == "sim.target" and spec.sim.workdir else Path(spec.base_dir)
+            target = Path(file_part) if Path(file_part).is_absolute() else base / file_part
+            if not target.is_file():
+                raise SpecError(spec.source, key, f"file not found: {target}")
+
+
+def load_lessons(path: Path, source: str | None = None) -> dict[str, Lesson]:
+    """Load a reference ``rl_lesson.yml``.
+
+    Raises:
+        SpecError: The file is malformed.
+    """
+    src = source or str(path)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise SpecError(src, "", f"cannot read lessons: {exc}") from None
+    if not isinstance(data, Mapping):
+        raise SpecError(src, "", "expected a mapping of config name → {min, max} or {values}")
+    lessons: dict[str, Lesson] = {}
+    for key, value in data.items():
+        try:
+            lessons[str(key)] = Lesson.model_validate(_lesson(value))
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            raise SpecError(src, str(key), err["msg"].removeprefix("Value error, ")) from None
+    return lessons

@@ -1,0 +1,471 @@
+"""Adapters: one ``SimInstance`` interface over the kinds of simulators we host.
+
+* ``ClassSim`` — a reference-style ``SimulatorModel`` (``reset(config) -> dict``,
+  ``step(action: dict) -> dict``, ``termination()``, ``truncation()``, ``sim_name``)
+  or any plain class whose ``reset``/``step`` return state dicts.
+* ``GymSim`` — any Gymnasium env (by registry id or class).
+
+A ``SimFactory`` describes the simulator once (names, bounds, seedability) and
+builds one instance per session. Names are learned from class attributes when
+the sim declares them (``state_names``, ``action_names``, ``config_keys``,
+``bounds``), otherwise by *probing*: one instance is built and reset with an
+empty config at start-up, which also proves the sim works before any client
+connects.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from simserver.errors import InvalidArgument, LoadError, SimCallFailed
+
+# Keys a plain class may put in its state dict to report episode end.
+_FLAG_KEYS = ("terminated", "truncated", "done")
+
+
+@dataclass(frozen=True)
+class Variable:
+    """A named scalar (state, action or config key) with optional bounds."""
+
+    name: str
+    low: float | None = None
+    high: float | None = None
+    description: str = ""
+
+
+@dataclass
+class Outcome:
+    """What a reset or step produced, before it is put on the wire."""
+
+    states: list[float]
+    terminated: bool
+    truncated: bool
+    reward: float | None = None
+    sim_seconds: float = 0.0
+    nonfinite: list[int] = field(default_factory=list)
+
+
+class SimInstance(Protocol):
+    """One simulator instance, owned by exactly one session."""
+
+    def reset(self, config: dict[str, Any], seed: int | None) -> Outcome:
+        """Start a new episode."""
+        ...
+
+    def step(self, action: Sequence[float]) -> Outcome:
+        """Advance one control step; ``action`` follows the factory's action order."""
+        ...
+
+    def states(self) -> list[float]:
+        """Current states in the factory's state order."""
+        ...
+
+    def termination(self) -> tuple[bool, bool]:
+        """Current (terminated, truncated) flags."""
+        ...
+
+    def close(self) -> None:
+        """Free the simulator's resources."""
+        ...
+
+
+@dataclass
+class SimFactory:
+    """Describes a simulator and builds instances of it.
+
+    Attributes:
+        sim_name: Name reported in the handshake.
+        states: State variables in wire order.
+        actions: Action variables in wire order; empty when the sim does not
+            declare them (clients then declare them in ``Open``).
+        config: Config keys the sim declares; empty means "any key".
+        seedable: Whether reset forwards a seed to the simulator.
+        create: Builds one instance; ``action_names`` are the session's.
+    """
+
+    sim_name: str
+    states: list[Variable]
+    actions: list[Variable]
+    config: list[Variable]
+    seedable: bool
+    create: Callable[[list[str]], SimInstance]
+
+
+def _finite_check(values: list[float]) -> list[int]:
+    # math.isfinite on Python floats beats numpy for the ~10 values a step carries.
+    return [i for i, v in enumerate(values) if not math.isfinite(v)]
+
+
+def _as_float(value: Any, name: str, call: str) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError) as exc:
+        raise SimCallFailed(
+            call, TypeError(f"state {name!r} is {type(value).__name__}, not a number")
+        ) from exc
+
+
+def _call(call: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Run a sim method, turning any exception into ``SimCallFailed`` naming the call."""
+    try:
+        return fn(*args, **kwargs)
+    except (SimCallFailed, InvalidArgument):
+        raise
+    except Exception as exc:
+        raise SimCallFailed(call, exc) from exc
+
+
+# --------------------------------------------------------------------------- class sims
+
+
+def _accepts(fn: Callable[..., Any], name: str) -> bool:
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+    return name in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+
+
+def _positional_count(fn: Callable[..., Any]) -> int:
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return 1
+    return sum(
+        1
+        for p in params
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL)
+    )
+
+
+def _split_result(result: Any, call: str) -> tuple[Mapping[str, Any] | None, bool | None, bool | None]:
+    """Accept ``dict``, ``(dict, terminated, truncated)`` or ``(dict, info)`` results."""
+    if result is None:
+        return None, None, None
+    if isinstance(result, Mapping):
+        return result, None, None
+    if isinstance(result, tuple) and result and isinstance(result[0], Mapping):
+        flags = [r for r in result[1:] if isinstance(r, (bool, np.bool_))]
+        term = bool(flags[0]) if len(flags) >= 1 else None
+        trunc = bool(flags[1]) if len(flags) >= 2 else None
+        return result[0], term, trunc
+    raise SimCallFailed(
+        call, TypeError(f"returned {type(result).__name__}; expected a dict of states")
+    )
+
+
+class ClassSim:
+    """Adapter for reference-style and plain simulator classes."""
+
+    def __init__(self, sim: Any, state_names: list[str], action_names: list[str]) -> None:
+        self._sim = sim
+        self._state_names = state_names
+        self._action_names = action_names
+        self._last: Mapping[str, Any] = {}
+        self._flags = (False, False)
+        reset = sim.reset
+        self._reset_takes_config = _positional_count(reset) >= 1 or _accepts(reset, "config")
+        self._reset_takes_seed = _accepts(reset, "seed")
+        self._term = getattr(sim, "termination", None)
+        self._trunc = getattr(sim, "truncation", None)
+        self._get_state = next(
+            (getattr(sim, n) for n in ("get_state", "get_states", "states") if callable(getattr(sim, n, None))),
+            None,
+        )
+
+    def _outcome(self, result: Any, call: str, started: float) -> Outcome:
+        states_dict, term, trunc = _split_result(result, call)
+        if states_dict is None:
+            if self._get_state is None:
+                raise SimCallFailed(call, TypeError("returned None and the sim has no get_state()"))
+            states_dict = _call("get_state()", self._get_state)
+            states_dict, _, _ = _split_result(states_dict, "get_state()")
+            assert states_dict is not None
+        if term is None:
+            term = bool(_call("termination()", self._term)) if self._term else bool(
+                states_dict.get("terminated", states_dict.get("done", False))
+            )
+        if trunc is None:
+            trunc = bool(_call("truncation()", self._trunc)) if self._trunc else bool(
+                states_dict.get("truncated", False)
+            )
+        self._last = states_dict
+        self._flags = (term, trunc)
+        try:
+            values = [float(states_dict[n]) for n in self._state_names]
+        except KeyError as exc:
+            raise SimCallFailed(call, KeyError(f"no value for state {exc.args[0]!r}")) from exc
+        except (TypeError, ValueError):
+            values = [_as_float(states_dict[n], n, call) for n in self._state_names]
+        return Outcome(
+            states=values,
+            terminated=term,
+            truncated=trunc,
+            sim_seconds=time.perf_counter() - started,
+            nonfinite=_finite_check(values),
+        )
+
+    def reset(self, config: dict[str, Any], seed: int | None) -> Outcome:
+        started = time.perf_counter()
+        kwargs: dict[str, Any] = {}
+        if self._reset_takes_seed and seed is not None:
+            kwargs["seed"] = seed
+        if self._reset_takes_config:
+            result = _call("reset()", self._sim.reset, config, **kwargs)
+        else:
+            if config:
+                raise InvalidArgument("this sim's reset() takes no config; send an empty config")
+            result = _call("reset()", self._sim.reset, **kwargs)
+        return self._outcome(result, "reset()", started)
+
+    def step(self, action: Sequence[float]) -> Outcome:
+        started = time.perf_counter()
+        result = _call("step()", self._sim.step, dict(zip(self._action_names, action, strict=True)))
+        return self._outcome(result, "step()", started)
+
+    def states(self) -> list[float]:
+        return [float(self._last[n]) for n in self._state_names]
+
+    def termination(self) -> tuple[bool, bool]:
+        return self._flags
+
+    def close(self) -> None:
+        close = getattr(self._sim, "close", None)
+        if callable(close):
+            _call("close()", close)
+
+
+def _declared(obj: Any, attr: str) -> list[str] | None:
+    value = getattr(obj, attr, None)
+    if value is None or callable(value):
+        return None
+    if isinstance(value, Mapping):
+        return [str(k) for k in value]
+    return [str(v) for v in value]
+
+
+def _sim_name(obj: Any, default: str) -> str:
+    name = getattr(obj, "sim_name", None)
+    if callable(name):
+        name = name()
+    return str(name) if name else default
+
+
+def class_factory(
+    cls: type,
+    kwargs: Mapping[str, Any],
+    *,
+    action_names: Sequence[str] = (),
+) -> SimFactory:
+    """Describe a simulator class, probing one instance when it declares no state names.
+
+    Args:
+        cls: The simulator class.
+        kwargs: Constructor keyword arguments.
+        action_names: Action names given on the command line, used when the class
+            declares none.
+
+    Raises:
+        LoadError: The class cannot be built, or probing its reset fails.
+    """
+    for method in ("reset", "step"):
+        if not callable(getattr(cls, method, None)):
+            raise LoadError(f"{cls.__qualname__} has no {method}() method; it cannot be hosted")
+
+    def build() -> Any:
+        try:
+            return cls(**kwargs)
+        except Exception as exc:
+            raise LoadError(f"{cls.__qualname__}({_kw(kwargs)}) raised {type(exc).__name__}: {exc}") from exc
+
+    probe = build()
+    states = _declared(probe, "state_names")
+    if states is None:
+        adapter = ClassSim(probe, [], [])
+        try:
+            result = adapter._sim.reset({}) if adapter._reset_takes_config else adapter._sim.reset()
+            states_dict, _, _ = _split_result(result, "reset()")
+            if states_dict is None and adapter._get_state is not None:
+                states_dict, _, _ = _split_result(adapter._get_state(), "get_state()")
+        except Exception as exc:
+            raise LoadError(
+                f"probing {cls.__qualname__}: reset({{}}) raised {type(exc).__name__}: {exc}. "
+                "Declare `state_names` on the class to skip probing."
+            ) from exc
+        if not states_dict:
+            raise LoadError(f"probing {cls.__qualname__}: reset({{}}) returned no state dict")
+        states = [k for k in states_dict if k not in _FLAG_KEYS]
+    actions = _declared(probe, "action_names") or list(action_names)
+    config = _declared(probe, "config_keys") or []
+    bounds: Mapping[str, Any] = getattr(probe, "bounds", None) or {}
+    descriptions: Mapping[str, str] = getattr(probe, "descriptions", None) or {}
+
+    def var(name: str) -> Variable:
+        lo, hi = bounds.get(name, (None, None))
+        return Variable(
+            name,
+            None if lo is None else float(lo),
+            None if hi is None else float(hi),
+            str(descriptions.get(name, "")),
+        )
+
+    spare = [probe]  # the probed instance serves the first session: sims can be slow to build
+
+    def create(session_actions: list[str]) -> SimInstance:
+        sim = spare.pop() if spare else build()
+        return ClassSim(sim, states, session_actions)
+
+    return SimFactory(
+        sim_name=_sim_name(probe, cls.__name__),
+        states=[var(n) for n in states],
+        actions=[var(n) for n in actions],
+        config=[var(n) for n in config],
+        seedable=_accepts(probe.reset, "seed"),
+        create=create,
+    )
+
+
+def _kw(kwargs: Mapping[str, Any]) -> str:
+    return ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
+
+
+# --------------------------------------------------------------------------- gymnasium
+
+
+def _space_names(space: Any, prefix: str) -> list[str]:
+    """Flat names for a Gymnasium space, matching ``gymnasium.spaces.flatten`` order."""
+    from gymnasium import spaces
+
+    if isinstance(space, spaces.Dict):
+        names: list[str] = []
+        for key, sub in space.spaces.items():
+            names += _space_names(sub, str(key))
+        return names
+    if isinstance(space, spaces.Tuple):
+        names = []
+        for i, sub in enumerate(space.spaces):
+            names += _space_names(sub, f"{prefix}[{i}]")
+        return names
+    size = int(spaces.flatdim(space))
+    if isinstance(space, spaces.Box) and space.shape in ((), (1,)):
+        return [prefix]
+    if isinstance(space, spaces.Discrete):
+        # flatten() one-hot encodes a Discrete space.
+        return [f"{prefix}=={int(space.start) + i}" for i in range(size)]
+    return [f"{prefix}[{i}]" for i in range(size)]
+
+
+class GymSim:
+    """Adapter for a Gymnasium env: flattened observation as states, env reward passed on."""
+
+    def __init__(self, env: Any) -> None:
+        from gymnasium import spaces
+
+        self._env = env
+        self._spaces = spaces
+        self._obs_space = env.observation_space
+        self._act_space = env.action_space
+        self._last: list[float] = []
+        self._flags = (False, False)
+
+    def _flat(self, obs: Any) -> list[float]:
+        return [float(v) for v in self._spaces.flatten(self._obs_space, obs)]
+
+    def reset(self, config: dict[str, Any], seed: int | None) -> Outcome:
+        started = time.perf_counter()
+        obs, _info = _call("reset()", self._env.reset, seed=seed, options=config or None)
+        self._last = self._flat(obs)
+        self._flags = (False, False)
+        return Outcome(
+            self._last, False, False, None, time.perf_counter() - started, _finite_check(self._last)
+        )
+
+    def step(self, action: Sequence[float]) -> Outcome:
+        started = time.perf_counter()
+        space = self._act_space
+        if isinstance(space, self._spaces.Discrete):
+            act: Any = int(round(action[0]))
+            if not space.contains(act):
+                raise InvalidArgument(f"action {act} outside Discrete({space.n}, start={space.start})")
+        else:
+            act = self._spaces.unflatten(space, np.asarray(action, dtype=np.float64))
+            if isinstance(space, self._spaces.Box):
+                act = act.astype(space.dtype)
+        obs, reward, term, trunc, _info = _call("step()", self._env.step, act)
+        self._last = self._flat(obs)
+        self._flags = (bool(term), bool(trunc))
+        return Outcome(
+            self._last,
+            bool(term),
+            bool(trunc),
+            float(reward),
+            time.perf_counter() - started,
+            _finite_check(self._last),
+        )
+
+    def states(self) -> list[float]:
+        return list(self._last)
+
+    def termination(self) -> tuple[bool, bool]:
+        return self._flags
+
+    def close(self) -> None:
+        _call("close()", self._env.close)
+
+
+def _bounds(space: Any) -> list[tuple[float | None, float | None]]:
+    from gymnasium import spaces
+
+    if isinstance(space, spaces.Discrete):
+        return [(float(space.start), float(space.start + space.n - 1))]
+    flat = spaces.flatten_space(space)
+    if isinstance(flat, spaces.Box):
+        lows, highs = flat.low.astype(float).ravel(), flat.high.astype(float).ravel()
+        return [
+            (lo if math.isfinite(lo) else None, hi if math.isfinite(hi) else None)
+            for lo, hi in zip(lows, highs, strict=True)
+        ]
+    return [(None, None)] * int(spaces.flatdim(space))
+
+
+def gym_factory(make: Callable[[], Any], name: str) -> SimFactory:
+    """Describe a Gymnasium env built by ``make`` (one call per session).
+
+    Raises:
+        LoadError: The env cannot be built.
+    """
+    from gymnasium import spaces
+
+    try:
+        probe = make()
+    except Exception as exc:
+        raise LoadError(f"building env {name} raised {type(exc).__name__}: {exc}") from exc
+    obs_space, act_space = probe.observation_space, probe.action_space
+    if isinstance(act_space, spaces.Discrete):
+        action_names = ["action"]
+    else:
+        action_names = _space_names(act_space, "action")
+    state_names = _space_names(obs_space, "obs")
+    states = [Variable(n, lo, hi) for n, (lo, hi) in zip(state_names, _bounds(obs_space), strict=True)]
+    actions = [Variable(n, lo, hi) for n, (lo, hi) in zip(action_names, _bounds(act_space), strict=True)]
+    spare = [probe]
+
+    def create(_session_actions: list[str]) -> SimInstance:
+        return GymSim(spare.pop() if spare else make())
+
+    spec = getattr(probe, "spec", None)
+    return SimFactory(
+        sim_name=(spec.id if spec is not None else name),
+        states=states,
+        actions=actions,
+        config=[],
+        seedable=True,
+        create=create,
+    )

@@ -1,0 +1,125 @@
+"""The ``simserver`` command: host a simulator class or Gymnasium env over gRPC."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+import yaml
+
+from simserver.errors import LoadError
+from simserver.server import DEFAULT_MAX_MESSAGE_BYTES, ConfigError, ServerOptions, SimServer, write_address_file
+from simserver.stdio import capture_sim_output
+
+app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+
+
+def _parse_kwargs(pairs: list[str], kwargs_file: Path | None) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {}
+    if kwargs_file is not None:
+        try:
+            loaded = yaml.safe_load(kwargs_file.read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigError(f"--kwargs-file {kwargs_file}: {exc}") from exc
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"--kwargs-file {kwargs_file}: expected a mapping of keyword arguments")
+        kwargs.update(loaded)
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.isidentifier():
+            raise ConfigError(f"--kwarg {pair!r}: expected name=value")
+        # YAML scalars: 3 → int, 0.5 → float, true → bool, [1, 2] → list, else a string.
+        kwargs[key] = yaml.safe_load(value) if value else ""
+    return kwargs
+
+
+def _fail(message: str) -> None:
+    typer.echo(f"simserver: error: {message}", err=True)
+    raise typer.Exit(2)
+
+
+@app.command()
+def serve(
+    target: Annotated[str, typer.Argument(help="path/to/file.py:Class, package.module:Class or gymnasium:EnvId")],
+    host: Annotated[str, typer.Option(help="Interface for TCP; anything but loopback needs --token or --insecure.")] = "127.0.0.1",
+    port: Annotated[int | None, typer.Option(help="TCP port; 0 picks a free one (printed). Default: 0 unless --unix is given.")] = None,
+    unix: Annotated[str | None, typer.Option(help="Listen on this unix socket path.")] = None,
+    address_file: Annotated[Path | None, typer.Option(help="Also write the bound address to this file.")] = None,
+    token: Annotated[str | None, typer.Option(envvar="SIMGYM_TOKEN", help="Require 'authorization: Bearer TOKEN' metadata.")] = None,
+    token_file: Annotated[Path | None, typer.Option(help="Read the token from this file.")] = None,
+    insecure: Annotated[bool, typer.Option(help="Allow a non-loopback --host without a token.")] = False,
+    tls_cert: Annotated[Path | None, typer.Option(help="PEM certificate chain for TLS.")] = None,
+    tls_key: Annotated[Path | None, typer.Option(help="PEM private key for TLS.")] = None,
+    max_sessions: Annotated[int, typer.Option(help="Sessions open at once; more get RESOURCE_EXHAUSTED.")] = 64,
+    lease: Annotated[float, typer.Option(help="Seconds an idle session lives before it is closed.")] = 300.0,
+    max_message_mb: Annotated[float, typer.Option(help="Largest message, in MiB.")] = DEFAULT_MAX_MESSAGE_BYTES / 2**20,
+    kwarg: Annotated[list[str] | None, typer.Option("--kwarg", "-k", help="Constructor argument name=value (YAML value); repeatable.")] = None,
+    kwargs_file: Annotated[Path | None, typer.Option(help="YAML/JSON file of constructor arguments.")] = None,
+    actions: Annotated[str | None, typer.Option(help="Comma-separated action names, for sims that do not declare them.")] = None,
+    chdir: Annotated[Path | None, typer.Option(help="Run from this folder (a sim's imports are often relative to it).")] = None,
+    log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR.")] = "INFO",
+    log_file: Annotated[Path | None, typer.Option(help="Log here instead of stderr.")] = None,
+) -> None:
+    """Serve a simulator over gRPC (simgym.v1), printing the bound address on stdout."""
+    logging.basicConfig(
+        level=getattr(logging, log_level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        filename=str(log_file) if log_file else None,
+    )
+    try:
+        if token_file is not None:
+            token = token_file.read_text().strip()
+        if chdir is not None:
+            os.chdir(chdir)
+        kwargs = _parse_kwargs(kwarg or [], kwargs_file)
+        options = ServerOptions(
+            host=host,
+            port=port if port is not None else (None if unix else 0),
+            unix=unix,
+            token=token or None,
+            insecure=insecure,
+            tls_cert=str(tls_cert) if tls_cert else None,
+            tls_key=str(tls_key) if tls_key else None,
+            max_sessions=max_sessions,
+            lease_seconds=lease,
+            max_message_bytes=int(max_message_mb * 2**20),
+        )
+        options.validate()
+        from simserver.loader import load_factory
+
+        action_names = [a.strip() for a in actions.split(",") if a.strip()] if actions else []
+        factory = load_factory(target, kwargs, action_names=action_names)
+        server = SimServer(factory, options)
+        addresses = server.start()
+    except (ConfigError, LoadError, OSError) as exc:
+        _fail(str(exc))
+        return
+    for address in addresses:
+        print(address, flush=True)
+    if address_file is not None:
+        write_address_file(str(address_file), addresses[0])
+    capture_sim_output()
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        logging.getLogger("simserver").info("signal %d: shutting down", signum)
+        server.stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    server.wait()
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+__all__ = ["app", "main"]

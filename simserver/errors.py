@@ -1,0 +1,60 @@
+"""Errors raised inside the server, each bound to the gRPC status it maps to."""
+
+from __future__ import annotations
+
+import grpc
+
+
+class SimServerError(Exception):
+    """Base class: a failure of one request, reported to the client with ``code``."""
+
+    code: grpc.StatusCode = grpc.StatusCode.INTERNAL
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidArgument(SimServerError):
+    """The request is malformed (wrong action length, NaN action, bad config)."""
+
+    code = grpc.StatusCode.INVALID_ARGUMENT
+
+
+class SessionNotFound(SimServerError):
+    """Unknown, closed or expired session id."""
+
+    code = grpc.StatusCode.NOT_FOUND
+
+
+class FailedPrecondition(SimServerError):
+    """The session is not in a state that allows the call (step before reset)."""
+
+    code = grpc.StatusCode.FAILED_PRECONDITION
+
+
+class ResourceExhausted(SimServerError):
+    """The server's session limit is reached."""
+
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+class SessionBusy(SimServerError):
+    """Another call on the same session is still running (e.g. a hung sim)."""
+
+    code = grpc.StatusCode.ABORTED
+
+
+class SimCallFailed(SimServerError):
+    """The simulator itself raised; the message names the call and the exception."""
+
+    code = grpc.StatusCode.INTERNAL
+
+    def __init__(self, call: str, exc: BaseException) -> None:
+        super().__init__(f"sim {call} raised {type(exc).__name__}: {exc}")
+        self.call = call
+        self.exc = exc
+
+
+class LoadError(Exception):
+    """The simulator target cannot be imported, built or probed (a start-up error)."""

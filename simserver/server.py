@@ -1,0 +1,255 @@
+"""The gRPC server around a ``SessionManager``: sockets, TLS, token auth, health, reflection."""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import logging
+import os
+import threading
+from collections.abc import Callable
+from concurrent import futures
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from simgym.v1 import simulator_pb2 as pb
+from simgym.v1 import simulator_pb2_grpc as pb_grpc
+from simserver.adapters import SimFactory
+from simserver.servicer import SimulatorServicer
+from simserver.sessions import SessionManager
+
+log = logging.getLogger("simserver")
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Simulator"].full_name
+DEFAULT_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+_UNAUTHENTICATED_OK = ("/grpc.health.v1.Health/",)
+
+
+class ConfigError(ValueError):
+    """Server options that cannot work together (e.g. a public host without a token)."""
+
+
+def is_loopback(host: str) -> bool:
+    """True for 127.0.0.0/8, ::1 and ``localhost``."""
+    if host in ("localhost", "ip6-localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+class TokenAuth(grpc.ServerInterceptor):
+    """Rejects calls without ``authorization: Bearer <token>`` metadata (UNAUTHENTICATED).
+
+    Health checks stay open so that orchestrators can probe readiness.
+    """
+
+    def __init__(self, token: str) -> None:
+        self._expected = f"Bearer {token}".encode()
+
+        def deny(_request: Any, context: grpc.ServicerContext) -> None:
+            context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong token (send 'authorization: Bearer <token>')")
+
+        def deny_stream(_requests: Any, context: grpc.ServicerContext) -> None:
+            deny(None, context)
+
+        self._deny_unary = grpc.unary_unary_rpc_method_handler(deny)
+        self._deny_stream = grpc.stream_stream_rpc_method_handler(deny_stream)
+
+    def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler | None:
+        method = handler_call_details.method
+        if method.startswith(_UNAUTHENTICATED_OK):
+            return continuation(handler_call_details)
+        for key, value in handler_call_details.invocation_metadata or ():
+            if key == "authorization":
+                got = value.encode() if isinstance(value, str) else value
+                if hmac.compare_digest(got, self._expected):
+                    return continuation(handler_call_details)
+        if method.endswith("/Stream") or "Reflection" in method:
+            return self._deny_stream
+        return self._deny_unary
+
+
+@dataclass
+class ServerOptions:
+    """How to expose the simulator. See ``simserver --help`` for each option."""
+
+    host: str = "127.0.0.1"
+    port: int | None = 0
+    unix: str | None = None
+    token: str | None = None
+    insecure: bool = False
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    max_sessions: int = 64
+    lease_seconds: float = 300.0
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    workers: int | None = None
+
+    def validate(self) -> None:
+        """Refuse unsafe or contradictory options before anything binds.
+
+        Raises:
+            ConfigError: With a message naming the options to change.
+        """
+        if self.port is None and self.unix is None:
+            raise ConfigError("nothing to listen on: give --port and/or --unix")
+        if self.port is not None and not is_loopback(self.host):
+            if not self.token and not self.insecure:
+                raise ConfigError(
+                    f"--host {self.host} exposes the sim beyond this machine: give --token "
+                    "(and preferably --tls-cert/--tls-key), or --insecure to accept the risk"
+                )
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ConfigError("--tls-cert and --tls-key go together")
+        if self.max_sessions < 1:
+            raise ConfigError("--max-sessions must be at least 1")
+        if self.lease_seconds <= 0:
+            raise ConfigError("--lease must be positive")
+
+
+class SimServer:
+    """A running simulator server. Use ``start()``, then ``wait()`` or ``stop()``."""
+
+    def __init__(self, factory: SimFactory, options: ServerOptions) -> None:
+        options.validate()
+        self.options = options
+        self.sessions = SessionManager(
+            factory, max_sessions=options.max_sessions, lease_seconds=options.lease_seconds
+        )
+        msg_opts = [
+            ("grpc.max_send_message_length", options.max_message_bytes),
+            ("grpc.max_receive_message_length", options.max_message_bytes),
+            # Let clients keep idle connections alive with pings (detects vanished peers).
+            ("grpc.keepalive_time_ms", 30_000),
+            ("grpc.keepalive_timeout_ms", 10_000),
+            ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
+            ("grpc.keepalive_permit_without_calls", 1),
+            # Never let two servers share a port silently.
+            ("grpc.so_reuseport", 0),
+        ]
+        # A sync gRPC server holds one thread per active stream: size the pool for
+        # one stream per session plus unary traffic, so streams cannot starve calls.
+        workers = options.workers or options.max_sessions + 8
+        interceptors = [TokenAuth(options.token)] if options.token else []
+        self._server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="simserver"),
+            interceptors=interceptors,
+            options=msg_opts,
+            maximum_concurrent_rpcs=workers * 4,
+        )
+        self.servicer = SimulatorServicer(self.sessions, options.max_message_bytes)
+        pb_grpc.add_SimulatorServicer_to_server(self.servicer, self._server)
+        self.health = health.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
+        reflection.enable_server_reflection(
+            (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+            self._server,
+        )
+        self.addresses: list[str] = []
+        self._stopped = threading.Event()
+
+    def _credentials(self) -> grpc.ServerCredentials | None:
+        o = self.options
+        if not o.tls_cert:
+            return None
+        assert o.tls_key is not None
+        key, cert = Path(o.tls_key).read_bytes(), Path(o.tls_cert).read_bytes()
+        return grpc.ssl_server_credentials([(key, cert)])
+
+    def _bind(self, target: str, creds: grpc.ServerCredentials | None) -> int:
+        try:
+            if creds is not None:
+                return self._server.add_secure_port(target, creds)
+            return self._server.add_insecure_port(target)
+        except RuntimeError as exc:
+            raise ConfigError(f"cannot listen on {target}: {exc}") from exc
+
+    def start(self) -> list[str]:
+        """Bind, start serving and return the bound addresses (``host:port``, ``unix:/path``).
+
+        Raises:
+            ConfigError: An address is in use or cannot be bound.
+        """
+        o = self.options
+        creds = self._credentials()
+        if o.unix is not None:
+            path = Path(o.unix).resolve()
+            if path.exists():
+                if path.is_socket():
+                    # A stale socket from a dead server: a live one would still be
+                    # answering, but we cannot tell cheaply, so refuse unless stale.
+                    if _socket_alive(path):
+                        raise ConfigError(f"unix socket {path} is in use by a running server")
+                    path.unlink()
+                else:
+                    raise ConfigError(f"{path} exists and is not a socket")
+            self._bind(f"unix:{path}", creds)
+            self.addresses.append(f"unix:{path}")
+        if o.port is not None:
+            host = f"[{o.host}]" if ":" in o.host and not o.host.startswith("[") else o.host
+            port = self._bind(f"{host}:{o.port}", creds)
+            if port == 0:
+                raise ConfigError(f"cannot listen on {host}:{o.port} (in use?)")
+            self.addresses.append(f"{host}:{port}")
+        self._server.start()
+        self.sessions.start_reaper()
+        self.health.set("", health_pb2.HealthCheckResponse.SERVING)
+        self.health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
+        log.info(
+            "serving %s on %s (max %d sessions, lease %.0f s, %s)",
+            self.sessions.factory.sim_name,
+            ", ".join(self.addresses),
+            o.max_sessions,
+            o.lease_seconds,
+            "token" if o.token else "no token",
+        )
+        return self.addresses
+
+    def stop(self, grace: float = 5.0) -> None:
+        """Stop accepting calls, let running ones finish for ``grace`` s, close sessions."""
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        self.health.enter_graceful_shutdown()
+        self._server.stop(grace).wait(grace + 1)
+        self.sessions.close_all()
+        if self.options.unix:
+            Path(self.options.unix).unlink(missing_ok=True)
+        log.info("stopped (%d sessions opened, %d sim errors)", self.sessions.stats.opened, self.sessions.stats.sim_errors)
+
+    def wait(self) -> None:
+        """Block until ``stop()`` is called."""
+        self._stopped.wait()
+
+
+def _socket_alive(path: Path) -> bool:
+    import socket
+
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(0.5)
+    try:
+        s.connect(str(path))
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+
+def write_address_file(path: str, address: str) -> None:
+    """Write the bound address atomically, so a poller never reads half a line."""
+    target = Path(path)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    tmp.write_text(address + "\n")
+    tmp.replace(target)

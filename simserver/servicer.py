@@ -1,0 +1,195 @@
+"""The gRPC servicer: translates ``simgym.v1`` messages to session calls and back.
+
+Thin by design: all logic lives in ``SessionManager``; this module only maps
+messages and turns ``SimServerError`` into status codes (unary calls) or
+per-item ``Error`` results (batches).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import grpc
+from google.protobuf import json_format
+
+from simgym import PROTOCOL, __version__
+from simgym.v1 import simulator_pb2 as pb
+from simgym.v1 import simulator_pb2_grpc as pb_grpc
+from simserver.adapters import Variable
+from simserver.errors import FailedPrecondition, SimServerError
+from simserver.sessions import Result, SessionManager
+
+log = logging.getLogger("simserver.servicer")
+
+
+def _variable(v: Variable) -> pb.Variable:
+    msg = pb.Variable(name=v.name, description=v.description)
+    if v.low is not None:
+        msg.low = v.low
+    if v.high is not None:
+        msg.high = v.high
+    return msg
+
+
+def _transition(result: Result) -> pb.Transition:
+    out = result.outcome
+    msg = pb.Transition(
+        states=out.states,
+        terminated=out.terminated,
+        truncated=out.truncated,
+        nonfinite=out.nonfinite,
+        step=result.step,
+        sim_seconds=out.sim_seconds,
+    )
+    if out.reward is not None:
+        msg.reward = out.reward
+    return msg
+
+
+def _config(struct: Any) -> dict[str, Any]:
+    config = json_format.MessageToDict(struct) if struct.fields else {}
+    # JSON numbers arrive as floats; give integral values back their int type, since
+    # sims commonly compare config values such as a signal id with ints.
+    return {k: _intify(v) for k, v in config.items()}
+
+
+def _intify(value: Any) -> Any:
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, list):
+        return [_intify(v) for v in value]
+    return value
+
+
+class SimulatorServicer(pb_grpc.SimulatorServicer):
+    """Implements ``simgym.v1.Simulator`` over a ``SessionManager``."""
+
+    def __init__(self, sessions: SessionManager, max_message_bytes: int) -> None:
+        self.sessions = sessions
+        self.max_message_bytes = max_message_bytes
+        factory = sessions.factory
+        self._states = [_variable(v) for v in factory.states]
+        self._config = [_variable(v) for v in factory.config]
+        self._actions_declared = {v.name: v for v in factory.actions}
+
+    @staticmethod
+    def _abort(context: grpc.ServicerContext, exc: SimServerError) -> None:
+        context.abort(exc.code, exc.message)
+
+    def Open(self, request: pb.OpenRequest, context: grpc.ServicerContext) -> pb.OpenReply:  # noqa: N802
+        """Handshake and create a session."""
+        try:
+            if request.protocol and request.protocol != PROTOCOL:
+                raise FailedPrecondition(
+                    f"protocol mismatch: client speaks {request.protocol}, this server "
+                    f"speaks {PROTOCOL}; upgrade the older side"
+                )
+            session = self.sessions.open(
+                request.action_names, request.lease_seconds, request.client or context.peer()
+            )
+        except SimServerError as exc:
+            self._abort(context, exc)
+            raise  # unreachable: abort raises
+        actions = [
+            _variable(self._actions_declared.get(name, Variable(name))) for name in session.action_names
+        ]
+        return pb.OpenReply(
+            session_id=session.id,
+            protocol=PROTOCOL,
+            server=f"simserver {__version__}",
+            sim_name=self.sessions.factory.sim_name,
+            states=self._states,
+            actions=actions,
+            config=self._config,
+            lease_seconds=session.lease,
+            seedable=self.sessions.factory.seedable,
+            max_message_bytes=self.max_message_bytes,
+        )
+
+    def _reset(self, request: pb.ResetRequest) -> pb.Transition:
+        seed = request.seed if request.HasField("seed") else None
+        return _transition(
+            self.sessions.reset(request.session_id, _config(request.config), seed, request.seq)
+        )
+
+    def _step(self, request: pb.StepRequest) -> pb.Transition:
+        return _transition(self.sessions.step(request.session_id, request.action, request.seq))
+
+    def Reset(self, request: pb.ResetRequest, context: grpc.ServicerContext) -> pb.TransitionReply:  # noqa: N802
+        """Start an episode."""
+        try:
+            return pb.TransitionReply(transition=self._reset(request))
+        except SimServerError as exc:
+            self._log_failure("reset", request.session_id, exc)
+            self._abort(context, exc)
+            raise
+
+    def Step(self, request: pb.StepRequest, context: grpc.ServicerContext) -> pb.TransitionReply:  # noqa: N802
+        """Advance one step."""
+        try:
+            return pb.TransitionReply(transition=self._step(request))
+        except SimServerError as exc:
+            self._log_failure("step", request.session_id, exc)
+            self._abort(context, exc)
+            raise
+
+    def States(self, request: pb.SessionRef, context: grpc.ServicerContext) -> pb.StatesReply:  # noqa: N802
+        """Current states."""
+        try:
+            return pb.StatesReply(states=self.sessions.states(request.session_id))
+        except SimServerError as exc:
+            self._abort(context, exc)
+            raise
+
+    def Termination(self, request: pb.SessionRef, context: grpc.ServicerContext) -> pb.TerminationReply:  # noqa: N802
+        """Current episode-end flags."""
+        try:
+            term, trunc = self.sessions.termination(request.session_id)
+            return pb.TerminationReply(terminated=term, truncated=trunc)
+        except SimServerError as exc:
+            self._abort(context, exc)
+            raise
+
+    def Close(self, request: pb.SessionRef, context: grpc.ServicerContext) -> pb.CloseReply:  # noqa: N802
+        """Close a session (idempotent)."""
+        self.sessions.close(request.session_id)
+        return pb.CloseReply()
+
+    def _batch(self, request: pb.BatchRequest) -> pb.BatchReply:
+        reply = pb.BatchReply()
+        results = reply.results
+        for item in request.items:
+            which = item.WhichOneof("op")
+            try:
+                if which == "step":
+                    transition = self._step(item.step)
+                elif which == "reset":
+                    transition = self._reset(item.reset)
+                else:
+                    results.add().error.CopyFrom(
+                        pb.Error(code=grpc.StatusCode.INVALID_ARGUMENT.value[0], message="empty batch item")
+                    )
+                    continue
+                results.add().transition.CopyFrom(transition)
+            except SimServerError as exc:
+                sid = item.step.session_id if which == "step" else item.reset.session_id
+                self._log_failure(which or "?", sid, exc)
+                results.add().error.CopyFrom(pb.Error(code=exc.code.value[0], message=exc.message))
+        return reply
+
+    def Batch(self, request: pb.BatchRequest, context: grpc.ServicerContext) -> pb.BatchReply:  # noqa: N802
+        """Reset/step many sessions in one call."""
+        return self._batch(request)
+
+    def Stream(  # noqa: N802
+        self, request_iterator: Iterator[pb.BatchRequest], context: grpc.ServicerContext
+    ) -> Iterator[pb.BatchReply]:
+        """Lock-step stream of batches."""
+        for request in request_iterator:
+            yield self._batch(request)
+
+    def _log_failure(self, call: str, session_id: str, exc: SimServerError) -> None:
+        level = logging.WARNING if exc.code == grpc.StatusCode.INTERNAL else logging.INFO
+        log.log(level, "%s on session %s: %s", call, session_id[:8], exc.message)

@@ -1,0 +1,316 @@
+"""Session lifecycle: one sim instance per session, leases, limits and retries.
+
+Kept free of gRPC message types so it can be tested directly; the servicer
+translates. Every method raises a ``SimServerError`` subclass on failure.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from simserver.adapters import Outcome, SimFactory, SimInstance
+from simserver.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    ResourceExhausted,
+    SessionBusy,
+    SessionNotFound,
+    SimCallFailed,
+)
+
+log = logging.getLogger("simserver.sessions")
+
+
+@dataclass
+class Result:
+    """A transition as the servicer puts it on the wire."""
+
+    outcome: Outcome
+    step: int
+
+
+@dataclass
+class Session:
+    """One client's simulator instance and its bookkeeping."""
+
+    id: str
+    sim: SimInstance
+    action_names: list[str]
+    lease: float
+    client: str
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    last_used: float = field(default_factory=time.monotonic)
+    # Episode state: a step is only valid while an episode is running.
+    running: bool = False
+    steps: int = 0
+    # Retry protection: the last applied sequence number and its reply.
+    seq: int = 0
+    last_result: Result | None = None
+    # What the session is doing now, for "busy" messages about hung sims.
+    busy_call: str = ""
+    busy_since: float = 0.0
+
+
+@dataclass
+class Stats:
+    """Counters for logs and health reporting."""
+
+    opened: int = 0
+    closed: int = 0
+    expired: int = 0
+    sim_errors: int = 0
+    steps: int = 0
+
+
+class SessionManager:
+    """Creates, serves and reaps sessions for one ``SimFactory``.
+
+    Args:
+        factory: The simulator description.
+        max_sessions: Open sessions allowed at once (RESOURCE_EXHAUSTED beyond).
+        lease_seconds: Default idle lease; a session unused this long is closed.
+        max_lease_seconds: Upper bound on a lease a client may ask for.
+    """
+
+    def __init__(
+        self,
+        factory: SimFactory,
+        *,
+        max_sessions: int = 64,
+        lease_seconds: float = 300.0,
+        max_lease_seconds: float = 3600.0,
+    ) -> None:
+        self.factory = factory
+        self.max_sessions = max_sessions
+        self.lease_seconds = lease_seconds
+        self.max_lease_seconds = max_lease_seconds
+        self.stats = Stats()
+        self._sessions: dict[str, Session] = {}
+        self._reserved = 0
+        self._lock = threading.Lock()
+        self._declared_actions = [v.name for v in factory.actions]
+        self._config_keys = {v.name for v in factory.config}
+        self._stop = threading.Event()
+        self._reaper: threading.Thread | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start_reaper(self, interval: float | None = None) -> None:
+        """Start the background thread that closes sessions past their lease."""
+        period = interval or max(0.05, min(5.0, self.lease_seconds / 4))
+
+        def loop() -> None:
+            while not self._stop.wait(period):
+                self.reap()
+
+        self._reaper = threading.Thread(target=loop, name="simserver-reaper", daemon=True)
+        self._reaper.start()
+
+    def open(self, action_names: Sequence[str], lease: float, client: str) -> Session:
+        """Create a session; the sim is built outside the global lock (it may be slow)."""
+        actions = self._resolve_actions(list(action_names))
+        with self._lock:
+            if len(self._sessions) + self._reserved >= self.max_sessions:
+                raise ResourceExhausted(
+                    f"session limit reached ({self.max_sessions} open); close sessions or "
+                    "start the server with a larger --max-sessions"
+                )
+            self._reserved += 1
+        try:
+            try:
+                sim = self.factory.create(actions)
+            except Exception as exc:
+                raise SimCallFailed("constructor", exc) from exc
+            granted = self.lease_seconds if lease <= 0 else min(lease, self.max_lease_seconds)
+            session = Session(uuid.uuid4().hex, sim, actions, granted, client)
+            with self._lock:
+                self._sessions[session.id] = session
+                self.stats.opened += 1
+        finally:
+            with self._lock:
+                self._reserved -= 1
+        log.info("opened session %s for %s (%d open)", session.id[:8], client or "?", len(self._sessions))
+        return session
+
+    def _resolve_actions(self, requested: list[str]) -> list[str]:
+        declared = self._declared_actions
+        if declared:
+            if requested and requested != declared:
+                if sorted(requested) == sorted(declared):
+                    # Same names, another order: the reply tells the client the wire order.
+                    return declared
+                raise InvalidArgument(
+                    f"client actions {requested} do not match the sim's actions {declared}"
+                )
+            return declared
+        if not requested:
+            raise InvalidArgument(
+                "the sim does not declare its action names: send them in Open.action_names "
+                "(gymclient does this from the spec) or start simserver with --actions"
+            )
+        if len(set(requested)) != len(requested):
+            raise InvalidArgument(f"duplicate action names in {requested}")
+        return requested
+
+    def get(self, session_id: str) -> Session:
+        """Return a live session or raise NOT_FOUND."""
+        session = self._sessions.get(session_id)
+        if session is None:
+            raise SessionNotFound(
+                f"unknown session {session_id[:8] or '<empty>'}: it was closed, expired "
+                "after its lease, or the server restarted; open a new one"
+            )
+        return session
+
+    def close(self, session_id: str) -> None:
+        """Close a session (idempotent)."""
+        with self._lock:
+            session = self._sessions.pop(session_id, None)
+            if session is not None:
+                self.stats.closed += 1
+        if session is not None:
+            self._dispose(session)
+
+    def close_all(self) -> None:
+        """Close every session (server shutdown)."""
+        self._stop.set()
+        with self._lock:
+            sessions = list(self._sessions.values())
+            self._sessions.clear()
+        for session in sessions:
+            self._dispose(session)
+
+    def _dispose(self, session: Session) -> None:
+        try:
+            session.sim.close()
+        except Exception as exc:  # a failing close must not take the server down
+            log.warning("closing session %s: %s", session.id[:8], exc)
+
+    def reap(self) -> int:
+        """Close sessions idle past their lease; returns how many were closed."""
+        now = time.monotonic()
+        expired: list[Session] = []
+        with self._lock:
+            for sid, session in list(self._sessions.items()):
+                if now - session.last_used > session.lease and not session.lock.locked():
+                    expired.append(self._sessions.pop(sid))
+            self.stats.expired += len(expired)
+        for session in expired:
+            log.info("session %s expired after %.0f s idle", session.id[:8], session.lease)
+            self._dispose(session)
+        return len(expired)
+
+    @property
+    def open_count(self) -> int:
+        """Number of open sessions."""
+        return len(self._sessions)
+
+    # ------------------------------------------------------------------ calls
+
+    def _enter(self, session: Session, call: str) -> None:
+        if not session.lock.acquire(blocking=False):
+            running = time.monotonic() - session.busy_since
+            raise SessionBusy(
+                f"session {session.id[:8]} is busy: sim {session.busy_call} has been running "
+                f"for {running:.1f} s (a hung sim?); open a new session"
+            )
+        session.busy_call = call
+        session.busy_since = time.monotonic()
+
+    def _leave(self, session: Session) -> None:
+        session.busy_call = ""
+        session.last_used = time.monotonic()
+        session.lock.release()
+
+    def reset(
+        self, session_id: str, config: dict[str, Any], seed: int | None, seq: int
+    ) -> Result:
+        """Start an episode in a session."""
+        session = self.get(session_id)
+        if self._config_keys:
+            unknown = sorted(set(config) - self._config_keys)
+            if unknown:
+                raise InvalidArgument(
+                    f"unknown config key(s) {unknown}; the sim accepts {sorted(self._config_keys)}"
+                )
+        self._enter(session, "reset()")
+        try:
+            if seq and seq == session.seq and session.last_result is not None:
+                return session.last_result
+            session.running = False
+            try:
+                outcome = session.sim.reset(config, seed)
+            except SimCallFailed:
+                self.stats.sim_errors += 1
+                raise
+            session.steps = 0
+            session.running = not (outcome.terminated or outcome.truncated)
+            result = Result(outcome, 0)
+            session.seq, session.last_result = seq, result
+            return result
+        finally:
+            self._leave(session)
+
+    def step(self, session_id: str, action: Sequence[float], seq: int) -> Result:
+        """Advance a session by one step."""
+        session = self.get(session_id)
+        if len(action) != len(session.action_names):
+            raise InvalidArgument(
+                f"action has {len(action)} value(s); this session expects "
+                f"{len(session.action_names)}: {session.action_names}"
+            )
+        for name, value in zip(session.action_names, action, strict=True):
+            if not math.isfinite(value):
+                raise InvalidArgument(f"action {name!r} is {value}; actions must be finite")
+        self._enter(session, "step()")
+        try:
+            if seq and seq == session.seq and session.last_result is not None:
+                return session.last_result
+            if not session.running:
+                raise FailedPrecondition(
+                    "no episode is running in this session: call Reset first "
+                    "(after a terminated/truncated step or a sim error, reset again)"
+                )
+            try:
+                outcome = session.sim.step(action)
+            except SimCallFailed:
+                # The sim's state is unknown after it raised: the episode is over.
+                session.running = False
+                self.stats.sim_errors += 1
+                raise
+            session.steps += 1
+            self.stats.steps += 1
+            if outcome.terminated or outcome.truncated:
+                session.running = False
+            result = Result(outcome, session.steps)
+            session.seq, session.last_result = seq, result
+            return result
+        finally:
+            self._leave(session)
+
+    def states(self, session_id: str) -> list[float]:
+        """Current states of a session."""
+        session = self.get(session_id)
+        self._enter(session, "states()")
+        try:
+            if session.last_result is None:
+                raise FailedPrecondition("no states yet: call Reset first")
+            return session.sim.states()
+        finally:
+            self._leave(session)
+
+    def termination(self, session_id: str) -> tuple[bool, bool]:
+        """Current terminated/truncated flags of a session."""
+        session = self.get(session_id)
+        self._enter(session, "termination()")
+        try:
+            return session.sim.termination()
+        finally:
+            self._leave(session)
