@@ -1,0 +1,330 @@
+"""Conformance kit: prove a sim integration works through the wire, before training.
+
+Two ways to use it:
+
+* ``check_integration(spec, address)`` returns a ``Report`` (what ``simgym
+  check`` prints): protocol checks, Gymnasium's ``check_env`` through a real
+  server, then N seeded episodes with statistics.
+* ``ConformanceSuite``: a pytest base class (like dm_env_rpc's compliance
+  tests). Subclass it in your own test suite, set ``spec`` and ``address``
+  (or override ``make_address``), and pytest runs every check as a test.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from gymclient.codec import declared_action_names
+from gymclient.connection import Connection
+from gymclient.env import SimEnv, connect_options
+from gymclient.errors import InvalidRequest, ProtocolMismatch, SessionLost, SimgymError
+from gymclient.spec import EnvSpec, load_spec
+from simgym import PROTOCOL
+from simgym.v1 import simulator_pb2 as pb
+
+
+@dataclass
+class Check:
+    """One named check and its outcome."""
+
+    name: str
+    ok: bool
+    detail: str = ""
+    warning: bool = False  # a failed warning does not make the integration unsound
+
+
+@dataclass
+class ObservationStats:
+    """What one observed state did over the episodes, against its declared range."""
+
+    name: str
+    declared: tuple[float, float] | None
+    seen_min: float = math.inf
+    seen_max: float = -math.inf
+    clipped: int = 0
+
+
+@dataclass
+class Report:
+    """Everything ``simgym check`` prints."""
+
+    address: str
+    sim_name: str = ""
+    state_names: list[str] = field(default_factory=list)
+    action_names: list[str] = field(default_factory=list)
+    checks: list[Check] = field(default_factory=list)
+    episodes: int = 0
+    steps: int = 0
+    seconds: float = 0.0
+    sim_seconds: float = 0.0
+    lengths: list[int] = field(default_factory=list)
+    terminated: int = 0
+    truncated: int = 0
+    returns: list[float] = field(default_factory=list)
+    nonfinite: int = 0
+    sim_errors: list[str] = field(default_factory=list)
+    observations: list[ObservationStats] = field(default_factory=list)
+
+    @property
+    def sound(self) -> bool:
+        """True when every non-warning check passed and no episode failed."""
+        return all(c.ok or c.warning for c in self.checks) and not self.sim_errors and not self.nonfinite
+
+    @property
+    def steps_per_second(self) -> float:
+        """Env steps per second through the wire (client + transport + sim)."""
+        return self.steps / self.seconds if self.seconds > 0 else 0.0
+
+
+def _expect(name: str, fn: Callable[[], Any], error: type[BaseException]) -> Check:
+    try:
+        fn()
+    except error as exc:
+        code = getattr(getattr(exc, "code", None), "name", type(exc).__name__)
+        return Check(name, True, code)
+    except Exception as exc:
+        return Check(name, False, f"expected {error.__name__}, got {type(exc).__name__}: {exc}")
+    return Check(name, False, f"expected {error.__name__}, the call succeeded")
+
+
+def protocol_checks(spec: EnvSpec, address: str) -> tuple[list[Check], pb.OpenReply | None]:
+    """Checks of the server's protocol behaviour on a raw session."""
+    checks: list[Check] = []
+    conn = Connection(address, connect_options(spec))
+    try:
+        try:
+            session = conn.open(declared_action_names(spec), client="simgym check")
+        except SimgymError as exc:
+            return [Check("handshake", False, str(exc))], None
+        info = session.info
+        checks.append(
+            Check(
+                "handshake",
+                info.protocol == PROTOCOL and bool(session.state_names) and bool(session.action_names),
+                f"{info.protocol}, {info.server}, {len(session.state_names)} states, "
+                f"{len(session.action_names)} actions",
+            )
+        )
+        n = len(session.action_names)
+        checks.append(_expect("step before reset is refused", lambda: session.step([0.0] * n), ProtocolMismatch))
+        try:
+            session.reset({}, 0)
+            checks.append(Check("reset with default config", True))
+        except SimgymError as exc:
+            checks.append(Check("reset with default config", False, str(exc)))
+        checks.append(_expect("wrong action length is refused", lambda: session.step([0.0] * (n + 1)), InvalidRequest))
+        checks.append(_expect("NaN action is refused", lambda: session.step([math.nan] * n), InvalidRequest))
+        ghost = pb.StepRequest(session_id="no-such-session", action=[0.0] * n, seq=1)
+        checks.append(
+            _expect("unknown session is refused", lambda: conn._call("Step", ghost, conn.options.timeout), SessionLost)
+        )
+        # A retried request (same seq) must not be applied twice.
+        try:
+            session.reset({}, 0)
+            request = session.step_request([0.0] * n)
+            first = conn._call("Step", request, conn.options.timeout).transition
+            again = conn._call("Step", request, conn.options.timeout).transition
+            checks.append(Check("retried step is not applied twice", first.step == again.step == 1, f"step counters {first.step}, {again.step}"))
+        except SimgymError as exc:
+            checks.append(Check("retried step is not applied twice", False, str(exc)))
+        session.close()
+        checks.append(_expect("closed session is gone", lambda: session.states(), SessionLost))
+        return checks, info
+    finally:
+        conn.close()
+
+
+def gymnasium_check(env: SimEnv) -> Check:
+    """Gymnasium's own env checker, through the wire."""
+    from gymnasium.utils.env_checker import check_env
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            check_env(env, skip_render_check=True)
+        except Exception as exc:
+            return Check("gymnasium check_env", False, f"{type(exc).__name__}: {exc}")
+    relevant = [str(w.message) for w in caught if "render" not in str(w.message).lower()]
+    return Check("gymnasium check_env", True, "; ".join(relevant)[:200] if relevant else "passed")
+
+
+def run_episodes(env: SimEnv, report: Report, episodes: int, seed: int, max_steps: int = 100_000) -> None:
+    """Run seeded episodes with random actions, filling the report's statistics."""
+    spec = env.spec_
+    obs_stats = {
+        name: ObservationStats(
+            name, (spec.observations[name].min, spec.observations[name].max) if name in spec.observations else None
+        )
+        for name in env.codec.obs_names
+    }
+    clips_before = env.clip_totals.copy()
+    sim_before = env.totals["sim_seconds"]
+    env.action_space.seed(seed)
+    started = time.perf_counter()
+    for ep in range(episodes):
+        try:
+            obs, info = env.reset(seed=seed + ep)
+        except SimgymError as exc:
+            report.sim_errors.append(f"episode {ep} reset: {exc}")
+            continue
+        _track(obs_stats, info)
+        total, length = 0.0, 0
+        for _ in range(max_steps):
+            try:
+                obs, reward, term, trunc, info = env.step(env.action_space.sample())
+            except SimgymError as exc:
+                report.sim_errors.append(f"episode {ep} step {length + 1}: {exc}")
+                break
+            length += 1
+            total += reward
+            if "simgym_error" in info:
+                if "non-finite" in info["simgym_error"]:
+                    report.nonfinite += 1
+                else:
+                    report.sim_errors.append(f"episode {ep} step {length}: {info['simgym_error']}")
+            _track(obs_stats, info)
+            if term or trunc:
+                report.terminated += int(term)
+                report.truncated += int(trunc)
+                break
+        report.episodes += 1
+        report.steps += length
+        report.lengths.append(length)
+        report.returns.append(total)
+    report.seconds += time.perf_counter() - started
+    report.sim_seconds += env.totals["sim_seconds"] - sim_before
+    clips = env.clip_totals - clips_before
+    for (_name, stats), count in zip(obs_stats.items(), clips, strict=True):
+        stats.clipped = int(count)
+    report.observations = list(obs_stats.values())
+
+
+def _track(obs_stats: dict[str, ObservationStats], info: dict[str, Any]) -> None:
+    states = info.get("states", {})
+    for name, stats in obs_stats.items():
+        value = states.get(name)
+        if value is not None and math.isfinite(value):
+            stats.seen_min = min(stats.seen_min, value)
+            stats.seen_max = max(stats.seen_max, value)
+
+
+def check_integration(
+    spec: EnvSpec | str, address: str, *, episodes: int = 10, seed: int = 0, clip_warn: float = 0.05
+) -> Report:
+    """Run every check against a running server and return the report."""
+    spec = spec if isinstance(spec, EnvSpec) else load_spec(spec)
+    report = Report(address=address)
+    checks, info = protocol_checks(spec, address)
+    report.checks += checks
+    if info is None:
+        return report
+    report.sim_name = info.sim_name
+    report.state_names = [v.name for v in info.states]
+    report.action_names = [v.name for v in info.actions]
+    try:
+        env = SimEnv({"spec": spec, "address": address, "client": "simgym check"})
+    except SimgymError as exc:
+        report.checks.append(Check("spec matches sim", False, str(exc)))
+        return report
+    report.checks.append(Check("spec matches sim", True, f"{len(env.codec.obs_names)} observations"))
+    try:
+        report.checks.append(gymnasium_check(env))
+        # Count failures instead of stopping at the first one: the report shows them all.
+        env.spec_ = env.spec_.model_copy(update={"on_error": "truncate"})
+        run_episodes(env, report, episodes, seed)
+    finally:
+        env.close()
+    if report.steps:
+        for stats in report.observations:
+            share = stats.clipped / report.steps
+            if share > clip_warn:
+                report.checks.append(
+                    Check(
+                        f"observation {stats.name} within its range",
+                        False,
+                        f"clipped in {share:.0%} of steps (seen {stats.seen_min:.4g}..{stats.seen_max:.4g}); widen min/max",
+                        warning=True,
+                    )
+                )
+    if report.episodes and report.terminated + report.truncated == 0:
+        report.checks.append(
+            Check("episodes end", False, "no episode terminated or truncated; set max_episode_steps", warning=True)
+        )
+    return report
+
+
+class ConformanceSuite:
+    """Pytest base class: subclass, set ``spec`` and ``address``, and run pytest.
+
+    Example::
+
+        from gymclient.conformance import ConformanceSuite
+
+        class TestMySim(ConformanceSuite):
+            spec = "my_spec.yaml"
+            address = "127.0.0.1:50051"
+    """
+
+    spec: str | EnvSpec = ""
+    address: str = ""
+    episodes: int = 3
+
+    def _spec(self) -> EnvSpec:
+        return self.spec if isinstance(self.spec, EnvSpec) else load_spec(self.spec)
+
+    def _check(self, name: str) -> None:
+        checks, _ = protocol_checks(self._spec(), self.address)
+        match = [c for c in checks if c.name == name]
+        assert match, f"check {name!r} did not run: {[c.detail for c in checks if not c.ok]}"
+        assert match[0].ok, f"{name}: {match[0].detail}"
+
+    def test_handshake(self) -> None:
+        self._check("handshake")
+
+    def test_step_before_reset_refused(self) -> None:
+        self._check("step before reset is refused")
+
+    def test_reset_default_config(self) -> None:
+        self._check("reset with default config")
+
+    def test_wrong_action_length_refused(self) -> None:
+        self._check("wrong action length is refused")
+
+    def test_nan_action_refused(self) -> None:
+        self._check("NaN action is refused")
+
+    def test_unknown_session_refused(self) -> None:
+        self._check("unknown session is refused")
+
+    def test_retried_step_applied_once(self) -> None:
+        self._check("retried step is not applied twice")
+
+    def test_close(self) -> None:
+        self._check("closed session is gone")
+
+    def test_gymnasium_check_env(self) -> None:
+        env = SimEnv({"spec": self._spec(), "address": self.address})
+        try:
+            check = gymnasium_check(env)
+        finally:
+            env.close()
+        assert check.ok, check.detail
+
+    def test_episodes(self) -> None:
+        env = SimEnv({"spec": self._spec(), "address": self.address})
+        report = Report(address=self.address)
+        try:
+            run_episodes(env, report, self.episodes, seed=0)
+        finally:
+            env.close()
+        assert not report.sim_errors, report.sim_errors
+        assert not report.nonfinite, f"{report.nonfinite} steps returned non-finite states"
+        assert report.episodes == self.episodes
+        assert np.all(np.asarray(report.lengths) > 0)

@@ -1,0 +1,64 @@
+"""The ``simgym`` command. Parses arguments and calls library functions; nothing else."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from gymclient.errors import SimgymError
+
+app = typer.Typer(
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    no_args_is_help=True,
+    help="simgym: train RL agents on simulators served over gRPC.",
+)
+console = Console()
+
+
+def _fail(message: str, code: int = 2) -> None:
+    typer.echo(f"simgym: error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+@app.command()
+def check(
+    spec: Annotated[Path, typer.Argument(help="Spec YAML, or a reference-style folder (sim/, training_setup/).")],
+    address: Annotated[str | None, typer.Option(help="Check this running server instead of starting one.")] = None,
+    episodes: Annotated[int, typer.Option(min=1, help="Seeded episodes to run.")] = 10,
+    seed: Annotated[int, typer.Option(help="First episode seed.")] = 0,
+    transport: Annotated[str, typer.Option(help="unix or tcp, for a server started by the check.")] = "unix",
+) -> None:
+    """Loopback conformance check and statistics; exit 0 only when the integration is sound."""
+    from gymclient.spec import load_spec
+    from launcher.checkrun import run_check
+    from launcher.report import render
+
+    try:
+        loaded = load_spec(spec)
+        report = run_check(loaded, address=address, episodes=episodes, seed=seed, transport=transport)
+    except SimgymError as exc:
+        _fail(str(exc))
+        return
+    render(report, console)
+    raise typer.Exit(0 if report.sound else 1)
+
+
+@app.command()
+def version() -> None:
+    """Print the simgym and protocol versions."""
+    from simgym import PROTOCOL, __version__
+
+    typer.echo(f"simgym {__version__} ({PROTOCOL})")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)

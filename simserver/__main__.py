@@ -1,0 +1,5 @@
+"""``python -m simserver`` runs the ``simserver`` command."""
+
+from simserver.cli import main
+
+main()
