@@ -1,0 +1,111 @@
+"""Small simulators that misbehave on purpose, for the server tests."""
+
+import math
+import sys
+import time
+
+
+class Toy:
+    """A 1-D integrator: x += gain * u. Declares nothing: names are probed."""
+
+    def __init__(self, gain=1.0, horizon=20):
+        self.gain, self.horizon = gain, horizon
+        self.x, self.t = 0.0, 0
+
+    def reset(self, config, seed=None):
+        self.x = float(config.get("x0", 0.0))
+        if seed is not None:
+            self.x += (seed % 7) * 0.01
+        self.t = 0
+        return {"x": self.x, "t": float(self.t)}
+
+    def step(self, action):
+        self.x += self.gain * action["u"]
+        self.t += 1
+        return {"x": self.x, "t": float(self.t)}
+
+    def termination(self):
+        return abs(self.x) > 10
+
+    def truncation(self):
+        return self.t >= self.horizon
+
+
+class Declared(Toy):
+    """Declares its names and config keys (no probing)."""
+
+    state_names = ("x", "t")
+    action_names = ("u",)
+    config_keys = ("x0",)
+    bounds = {"u": (-1.0, 1.0)}
+
+    @property
+    def sim_name(self):
+        return "declared-toy"
+
+
+class Raising(Toy):
+    """Raises on the step given by `fail_at`."""
+
+    action_names = ("u",)
+
+    def __init__(self, fail_at=3):
+        super().__init__()
+        self.fail_at = fail_at
+
+    def step(self, action):
+        if self.t + 1 == self.fail_at:
+            self.t += 1
+            raise ZeroDivisionError("boom in the sim")
+        return super().step(action)
+
+
+class Hanging(Toy):
+    """Sleeps `hang` seconds on step 2 (a hung sim)."""
+
+    action_names = ("u",)
+
+    def __init__(self, hang=30.0):
+        super().__init__()
+        self.hang = hang
+
+    def step(self, action):
+        if self.t == 1:
+            time.sleep(self.hang)
+        return super().step(action)
+
+
+class Chatty(Toy):
+    """Prints a lot on every call, to stdout and at the file-descriptor level."""
+
+    action_names = ("u",)
+
+    def step(self, action):
+        print("chatty step " + "x" * 2000)
+        sys.stdout.write("no newline yet ")
+        return super().step(action)
+
+
+class NaNSim(Toy):
+    """Returns NaN for x from step 2 on."""
+
+    action_names = ("u",)
+
+    def step(self, action):
+        out = super().step(action)
+        if self.t >= 2:
+            out["x"] = math.nan
+        return out
+
+
+class BadCtor:
+    """Its constructor fails."""
+
+    def __init__(self):
+        raise RuntimeError("cannot find license server")
+
+    def reset(self, config):
+        return {}
+
+    def step(self, action):
+        return {}

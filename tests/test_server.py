@@ -1,0 +1,382 @@
+"""simserver through real sockets: the protocol, its errors, limits, auth and shutdown."""
+
+from __future__ import annotations
+
+import math
+import signal
+import subprocess
+import sys
+import time
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from gymclient.connection import ConnectOptions, Connection
+from gymclient.errors import (
+    AuthError,
+    InvalidRequest,
+    ProtocolMismatch,
+    ServerBusy,
+    ServerUnavailable,
+    SessionLost,
+    SimCallError,
+    SimTimeout,
+)
+from simgym.v1 import simulator_pb2 as pb
+from simgym.v1 import simulator_pb2_grpc as pb_grpc
+
+from .conftest import SIMS
+
+
+def test_handshake_reset_step(start_server, transport):
+    server = start_server("toy.py:Toy", transport=transport, kwargs={"gain": 2.0})
+    assert server.address.startswith("unix:") if transport == "unix" else server.address.startswith("127.0.0.1:")
+    with Connection(server.address) as conn:
+        session = conn.open(["u"])
+        assert session.info.protocol == "simgym.v1"
+        assert session.state_names == ["x", "t"]
+        assert session.action_names == ["u"]
+        assert session.info.seedable
+        t = session.reset({"x0": 1.0})
+        assert list(t.states) == [1.0, 0.0] and t.step == 0
+        t = session.step([0.5])
+        assert list(t.states) == [2.0, 1.0] and t.step == 1
+        assert not t.terminated and not t.truncated
+        assert session.states() == [2.0, 1.0]
+        assert session.termination() == (False, False)
+        session.close()
+        session.close()  # idempotent
+
+
+def test_declared_names_config_and_bounds(start_server):
+    server = start_server("toy.py:Declared")
+    with Connection(server.address) as conn:
+        session = conn.open()  # the sim declares its actions: the client need not
+        assert session.info.sim_name == "declared-toy"
+        assert [v.name for v in session.info.config] == ["x0"]
+        (u,) = session.info.actions
+        assert (u.low, u.high) == (-1.0, 1.0)
+        with pytest.raises(InvalidRequest, match="unknown config key"):
+            session.reset({"x1": 3})
+        with pytest.raises(InvalidRequest, match="do not match"):
+            conn.open(["v"])
+
+
+def test_undeclared_actions_must_be_named(start_server):
+    server = start_server("toy.py:Toy")
+    with Connection(server.address) as conn, pytest.raises(InvalidRequest, match="action names"):
+        conn.open([])
+
+
+def test_bad_requests_get_precise_codes(start_server):
+    server = start_server("toy.py:Toy")
+    with Connection(server.address) as conn:
+        session = conn.open(["u"])
+        with pytest.raises(ProtocolMismatch, match="call Reset first"):
+            session.step([0.0])
+        session.reset({})
+        with pytest.raises(InvalidRequest, match="expects 1"):
+            session.step([0.0, 1.0])
+        with pytest.raises(InvalidRequest, match="finite"):
+            session.step([math.nan])
+        with pytest.raises(InvalidRequest, match="finite"):
+            session.step([math.inf])
+        ghost = pb.StepRequest(session_id="nope", action=[0.0], seq=1)
+        with pytest.raises(SessionLost, match="unknown session"):
+            conn._call("Step", ghost, 5)
+        # The session survived all of that.
+        assert session.step([1.0]).step == 1
+        with pytest.raises(ProtocolMismatch, match="protocol mismatch"):
+            conn._call("Open", pb.OpenRequest(protocol="simgym.v0", action_names=["u"]), 5)
+
+
+def test_episode_end_requires_reset(start_server):
+    server = start_server("toy.py:Toy", kwargs={"horizon": 2})
+    with Connection(server.address) as conn:
+        s = conn.open(["u"])
+        s.reset({})
+        s.step([0.0])
+        assert s.step([0.0]).truncated
+        with pytest.raises(ProtocolMismatch):
+            s.step([0.0])
+        assert s.reset({}).step == 0
+
+
+def test_retried_request_is_applied_once(start_server):
+    server = start_server("toy.py:Toy")
+    with Connection(server.address) as conn:
+        s = conn.open(["u"])
+        s.reset({})
+        request = s.step_request([1.0])
+        first = conn._call("Step", request, 5).transition
+        second = conn._call("Step", request, 5).transition
+        assert first.step == second.step == 1
+        assert list(first.states) == list(second.states) == [1.0, 1.0]
+        assert s.step([1.0]).step == 2
+
+
+def test_sim_exception_names_call_and_server_keeps_serving(start_server):
+    server = start_server("toy.py:Raising", kwargs={"fail_at": 2})
+    with Connection(server.address) as conn:
+        bad, good = conn.open(), conn.open()
+        bad.reset({})
+        good.reset({})
+        bad.step([0.0])
+        with pytest.raises(SimCallError, match=r"sim step\(\) raised ZeroDivisionError: boom in the sim"):
+            bad.step([0.0])
+        assert good.step([0.0]).step == 1  # other sessions unaffected
+        with pytest.raises(ProtocolMismatch):  # the failed episode is over...
+            bad.step([0.0])
+        assert bad.reset({}).step == 0  # ...and the session can be reset
+    assert "ZeroDivisionError" in server.log_tail(50)
+
+
+def test_hung_sim_hits_the_deadline_and_session_reports_busy(start_server):
+    server = start_server("toy.py:Hanging", kwargs={"hang": 20.0})
+    with Connection(server.address, ConnectOptions(timeout=1.0)) as conn:
+        s = conn.open()
+        other = conn.open()
+        s.reset({})
+        s.step([0.0])
+        started = time.monotonic()
+        with pytest.raises(SimTimeout):
+            s.step([0.0])
+        assert time.monotonic() - started < 5.0  # bounded by the deadline, not the hang
+        with pytest.raises(ServerBusy, match="busy"):
+            s.reset({})
+        other.reset({})  # the server still serves other sessions
+        assert other.step([0.0]).step == 1
+
+
+def test_chatty_sim_does_not_block(tmp_path):
+    # The server's stdout and stderr are pipes nobody reads: a sim printing 2 kB per
+    # step would fill a 64 kB pipe within ~30 steps unless its prints go to the log.
+    sock = tmp_path / "chatty.sock"
+    log_file = tmp_path / "server.log"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "simserver", "toy.py:Chatty", "--unix", str(sock), "-k", "horizon=10000",
+         "--log-file", str(log_file)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=SIMS,
+    )
+    try:
+        with Connection(f"unix:{sock}", ConnectOptions(timeout=5.0)) as conn:
+            s = conn.open()
+            s.reset({})
+            for _ in range(300):
+                s.step([0.0])
+        assert "chatty step" in log_file.read_text()
+    finally:
+        proc.kill()
+        proc.wait(10)
+
+
+def test_nonfinite_states_are_reported(start_server):
+    server = start_server("toy.py:NaNSim")
+    with Connection(server.address) as conn:
+        s = conn.open()
+        s.reset({})
+        assert list(s.step([0.0]).nonfinite) == []
+        t = s.step([0.0])
+        assert list(t.nonfinite) == [0] and math.isnan(t.states[0])
+
+
+def test_max_sessions(start_server):
+    server = start_server("toy.py:Toy", args=["--max-sessions", "2"])
+    with Connection(server.address) as conn:
+        a = conn.open(["u"])
+        conn.open(["u"])
+        with pytest.raises(ServerBusy, match="session limit"):
+            conn.open(["u"])
+        a.close()
+        conn.open(["u"])  # a closed session frees its slot
+
+
+def test_idle_sessions_expire(start_server):
+    server = start_server("toy.py:Toy", args=["--lease", "0.5"])
+    with Connection(server.address) as conn:
+        s = conn.open(["u"])
+        s.reset({})
+        time.sleep(2.0)
+        with pytest.raises(SessionLost):
+            s.step([0.0])
+
+
+def test_token_auth(start_server, transport):
+    server = start_server("toy.py:Toy", transport=transport, args=["--token", "s3cret"])
+    with Connection(server.address, ConnectOptions(connect_timeout=2)) as conn, pytest.raises(AuthError):
+        conn.open(["u"])
+    with Connection(server.address, ConnectOptions(token="wrong", connect_timeout=2)) as conn:
+        with pytest.raises(AuthError):
+            conn.open(["u"])
+    with Connection(server.address, ConnectOptions(token="s3cret")) as conn:
+        s = conn.open(["u"])
+        s.reset({})
+        assert s.step([1.0]).step == 1
+    # Health stays reachable without a token (orchestrator probes).
+    with grpc.insecure_channel(server.address) as channel:
+        reply = health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(service="simgym.v1.Simulator"), timeout=5
+        )
+        assert reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_no_token_server_accepts_any_client(start_server):
+    server = start_server("toy.py:Toy")
+    with Connection(server.address, ConnectOptions(token="whatever")) as conn:
+        conn.open(["u"]).reset({})
+
+
+def test_reflection_lists_services(start_server):
+    server = start_server("toy.py:Toy", transport="tcp")
+    with grpc.insecure_channel(server.address) as channel:
+        stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+        replies = stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5)
+        names = {s.name for r in replies for s in r.list_services_response.service}
+    assert {"simgym.v1.Simulator", "grpc.health.v1.Health"} <= names
+
+
+def test_batch_and_stream(start_server):
+    server = start_server("toy.py:Toy")
+    with Connection(server.address) as conn:
+        sessions = [conn.open(["u"]) for _ in range(3)]
+        items = [pb.BatchItem(reset=s.reset_request({"x0": float(i)}, None)) for i, s in enumerate(sessions)]
+        results = conn.batch(items)
+        assert [r.transition.states[0] for r in results] == [0.0, 1.0, 2.0]
+        items = [pb.BatchItem(step=s.step_request([1.0])) for s in sessions]
+        items.append(pb.BatchItem(step=pb.StepRequest(session_id="ghost", action=[0.0], seq=1)))
+        results = conn.batch(items)
+        assert [r.transition.states[0] for r in results[:3]] == [1.0, 2.0, 3.0]
+        assert results[3].WhichOneof("outcome") == "error"
+        assert results[3].error.code == grpc.StatusCode.NOT_FOUND.value[0]
+        # The stream answers each batch in order.
+        stub = pb_grpc.SimulatorStub(conn._channel)
+        requests = [
+            pb.BatchRequest(items=[pb.BatchItem(step=s.step_request([1.0])) for s in sessions]) for _ in range(4)
+        ]
+        replies = list(stub.Stream(iter(requests), timeout=10))
+        assert len(replies) == 4
+        assert [r.transition.states[0] for r in replies[-1].results] == [5.0, 6.0, 7.0]
+
+
+def test_killed_server_raises_fast(start_server):
+    server = start_server("toy.py:Toy", transport="tcp")
+    with Connection(server.address, ConnectOptions(timeout=3.0)) as conn:
+        s = conn.open(["u"])
+        s.reset({})
+        server.kill()
+        started = time.monotonic()
+        with pytest.raises((ServerUnavailable, SimTimeout)):
+            s.step([0.0])
+        assert time.monotonic() - started < 5.0
+
+
+def test_connect_retries_until_the_server_is_up(tmp_path):
+    # A client started before its server connects once the server is up.
+    import threading
+
+    from simserver.process import ServerProcess
+
+    sock = tmp_path / "late.sock"
+    server = ServerProcess("toy.py:Toy", workdir=SIMS, args=[])
+    result: dict[str, object] = {}
+
+    def client() -> None:
+        with Connection(f"unix:{sock}", ConnectOptions(connect_timeout=30)) as conn:
+            result["session"] = conn.open(["u"]).id
+
+    thread = threading.Thread(target=client)
+    thread.start()
+    time.sleep(1.0)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "simserver", "toy.py:Toy", "--unix", str(sock), "--chdir", str(SIMS)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        thread.join(40)
+        assert result.get("session")
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        server.cleanup()
+
+
+def test_unreachable_server_fails_within_connect_timeout(tmp_path):
+    started = time.monotonic()
+    with Connection(f"unix:{tmp_path}/none.sock", ConnectOptions(connect_timeout=1.5)) as conn:
+        with pytest.raises(ServerUnavailable, match="Is simserver running"):
+            conn.open(["u"])
+    assert time.monotonic() - started < 6
+
+
+def test_sigterm_shuts_down_gracefully(start_server):
+    server = start_server("toy.py:Toy")
+    with Connection(server.address) as conn:
+        conn.open(["u"]).reset({})
+    assert server.proc is not None
+    server.proc.send_signal(signal.SIGTERM)
+    assert server.proc.wait(15) == 0
+    assert "stopped" in server.log_tail()
+    assert not (server.folder / "sim.sock").exists()
+
+
+def _simserver(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "simserver", *args], capture_output=True, text=True, timeout=60, cwd=SIMS
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["toy.py:Toy", "--host", "0.0.0.0"], "--token"),
+        (["nosuch.py:Toy"], "no such file"),
+        (["toy.py:Nope"], "has no attribute 'Nope'"),
+        (["toy.py"], "must look like"),
+        (["toy.py:BadCtor"], "cannot find license server"),
+        (["gymnasium:NoSuchEnv-v9"], "unknown Gymnasium env id"),
+        (["toy.py:Toy", "-k", "oops"], "expected name=value"),
+    ],
+)
+def test_cli_errors_are_one_line(args, message):
+    proc = _simserver(*args)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("simserver: error:") and message in lines[0]
+    assert "Traceback" not in proc.stderr
+
+
+def test_port_in_use_is_a_clear_error(start_server):
+    server = start_server("toy.py:Toy", transport="tcp")
+    port = server.address.rsplit(":", 1)[1]
+    proc = _simserver("toy.py:Toy", "--port", port)
+    assert proc.returncode == 2
+    assert "cannot listen" in proc.stderr
+
+
+def test_address_printed_and_written(tmp_path):
+    address_file = tmp_path / "addr"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "simserver", "toy.py:Toy", "--port", "0", "--address-file", str(address_file)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        cwd=SIMS,
+    )
+    try:
+        assert proc.stdout is not None
+        printed = proc.stdout.readline().strip()
+        assert printed.startswith("127.0.0.1:") and int(printed.rsplit(":", 1)[1]) > 0
+        for _ in range(100):
+            if address_file.exists():
+                break
+            time.sleep(0.05)
+        assert address_file.read_text().strip() == printed
+    finally:
+        proc.terminate()
+        proc.wait(10)
