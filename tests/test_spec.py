@@ -1,0 +1,110 @@
+"""Spec loading: validation errors name the file and the key."""
+
+from __future__ import annotations
+
+import textwrap
+
+import numpy as np
+import pytest
+
+from gymclient.codec import DeclarativeCodec, sample_config
+from gymclient.errors import SpecError, SpecMismatch
+from gymclient.spec import load_lessons, load_spec
+
+from .conftest import SIMS
+
+GOOD = """
+sim: {target: toy.py:Toy}
+observations:
+  x: {min: -10, max: 10}
+actions:
+  u: {min: -2, max: 2}
+reward: x
+"""
+
+
+def _write(tmp_path, text, name="spec.yaml"):
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text))
+    (tmp_path / "toy.py").write_text((SIMS / "toy.py").read_text())
+    return path
+
+
+def test_good_spec_loads(tmp_path):
+    spec = load_spec(_write(tmp_path, GOOD))
+    assert list(spec.observations) == ["x"]
+    assert spec.reward is not None and spec.reward.state == "x"
+    assert spec.sim.target == "toy.py:Toy"
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "message"),
+    [
+        (GOOD.replace("max: 10", "max: -20"), "observations.x", "greater than min"),
+        (GOOD.replace("u: {min: -2, max: 2}", "u: {min: -2}"), "actions.u.max", "Field required"),
+        (GOOD + "lessons:\n  noise: {min: 1}\n", "lessons.noise", "give min and max"),
+        (GOOD + "lessons:\n  noise: {values: []}\n", "lessons.noise", "must not be empty"),
+        (GOOD + "lessons:\n  noise: {values: [1], min: 0, max: 1}\n", "lessons.noise", "not both"),
+        (GOOD + "observatons: {}\n", "observatons", "unknown key"),
+        (GOOD.replace("reward: x", "reward: {function: a.py:f, state: x}"), "reward", "exactly one"),
+        (GOOD.replace("reward: x", "reward: nofile.py:fn"), "reward.function", "file not found"),
+        (GOOD.replace("toy.py:Toy", "nothere.py:Toy"), "sim.target", "file not found"),
+        (GOOD.replace("sim: {target: toy.py:Toy}", "sim: {target: toy.py:Toy, address: 'h:1'}"), "sim", "only one"),
+        (GOOD + "sim: {timeout: -1}\n", "sim.timeout", "greater than 0"),
+        ("observations: [1, 2]\n", "observations", "valid dictionary"),
+        ("- a\n- b\n", "", "mapping at the top level"),
+        ("observations: {x: {min: 0, max: 1}\n", "line", "not valid YAML"),
+    ],
+)
+def test_errors_name_file_and_key(tmp_path, text, key, message):
+    path = _write(tmp_path, text)
+    with pytest.raises(SpecError) as info:
+        load_spec(path)
+    text_ = str(info.value)
+    assert text_.startswith(str(path)), text_
+    assert key in text_ and message in text_, text_
+
+
+def test_missing_file():
+    with pytest.raises(SpecError, match="no such file"):
+        load_spec("/nonexistent/spec.yaml")
+
+
+def test_lessons_sampling_is_reproducible(tmp_path):
+    path = tmp_path / "rl_lesson.yml"
+    path.write_text("noise_percentage: {min: 0, max: 20}\nCref_signal: {values: [1, 2, 3, 4, 5]}\nfixed: 7\n")
+    lessons = load_lessons(path)
+    a = [sample_config(lessons, np.random.default_rng(3)) for _ in range(2)]
+    b = sample_config(lessons, np.random.default_rng(4))
+    assert a[0] == a[1] != b
+    assert 0 <= a[0]["noise_percentage"] <= 20
+    assert a[0]["Cref_signal"] in (1, 2, 3, 4, 5) and isinstance(a[0]["Cref_signal"], int)
+    assert a[0]["fixed"] == 7
+
+
+def test_bad_lesson_file_names_key(tmp_path):
+    path = tmp_path / "rl_lesson.yml"
+    path.write_text("noise_percentage: {min: 5, max: 1}\n")
+    with pytest.raises(SpecError, match=r"rl_lesson.yml: noise_percentage: max \(1.0\) must be >= min"):
+        load_lessons(path)
+
+
+def test_codec_normalises_clips_and_scales(tmp_path):
+    spec = load_spec(_write(tmp_path, GOOD.replace("x: {min: -10, max: 10}", "x: {min: 0, max: 10}\n  t: {min: 0, max: 20}")))
+    codec = DeclarativeCodec(spec, ["t", "x"], ["u"])
+    obs, clipped = codec.encode({}, [10.0, 5.0])
+    np.testing.assert_allclose(obs, [0.0, 0.0])
+    obs, clipped = codec.encode({}, [40.0, -5.0])
+    np.testing.assert_allclose(obs, [-1.0, 1.0])
+    assert clipped.tolist() == [True, True]
+    assert codec.decode([1.0]) == [2.0]
+    assert codec.decode([-3.0]) == [-2.0]  # clipped to the action range
+    assert codec.decode([0.0]) == [0.0]
+
+
+def test_codec_reports_spec_sim_mismatch(tmp_path):
+    spec = load_spec(_write(tmp_path, GOOD))
+    with pytest.raises(SpecMismatch, match=r"observations.x: the sim has no state 'x' \(it has: a, b\)"):
+        DeclarativeCodec(spec, ["a", "b"], ["u"])
+    with pytest.raises(SpecMismatch, match="actions"):
+        DeclarativeCodec(spec, ["x"], ["v"])
