@@ -10,4 +10,12 @@ from gymclient.env import NonFiniteStateError, SimEnv, pick_address
 from gymclient.errors import SimgymError, SpecError
 from gymclient.spec import EnvSpec, load_spec
 
-__all__ = ["EnvSpec", "NonFiniteStateError", "SimEnv", "SimgymError", "SpecError", "load_spec", "pick_address"]
+__all__ = [
+    "EnvSpec",
+    "NonFiniteStateError",
+    "SimEnv",
+    "SimgymError",
+    "SpecError",
+    "load_spec",
+    "pick_address",
+]

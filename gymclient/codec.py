@@ -29,7 +29,9 @@ class Codec(Protocol):
     lessons: dict[str, Lesson]
     log_states: list[str]
 
-    def encode(self, states: dict[str, float], values: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    def encode(
+        self, states: dict[str, float], values: Sequence[float]
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Observation (float32 in [-1, 1]) and a bool mask of clipped entries."""
         ...
 
@@ -86,7 +88,8 @@ class DeclarativeCodec:
         for name in spec.log_states:
             if name not in index:
                 raise SpecMismatch(
-                    f"{spec.source}: log_states: the sim has no state {name!r} (it has: {', '.join(state_names)})"
+                    f"{spec.source}: log_states: the sim has no state {name!r} "
+                    f"(it has: {', '.join(state_names)})"
                 )
         if set(spec.actions) != set(action_names):
             raise SpecMismatch(
@@ -110,7 +113,9 @@ class DeclarativeCodec:
             if spec.reward.function:
                 self._reward_fn = load_attr(spec, spec.reward.function, "reward.function")
                 if not callable(self._reward_fn):
-                    raise SpecError(spec.source, "reward.function", f"{spec.reward.function} is not callable")
+                    raise SpecError(
+                        spec.source, "reward.function", f"{spec.reward.function} is not callable"
+                    )
             else:
                 self._reward_state = spec.reward.state
                 if self._reward_state not in index:
@@ -118,7 +123,9 @@ class DeclarativeCodec:
                         f"{spec.source}: reward.state: the sim has no state {self._reward_state!r}"
                     )
 
-    def encode(self, states: dict[str, float], values: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    def encode(
+        self, states: dict[str, float], values: Sequence[float]
+    ) -> tuple[np.ndarray, np.ndarray]:
         raw = np.asarray(values, dtype=np.float64)[self._idx]
         obs = (raw - self._obs_lo) * self._obs_scale - 1.0
         clipped = (obs < -1.0) | (obs > 1.0)
@@ -165,21 +172,28 @@ class ReferenceCodec:
         self._rl = load_attr(spec, spec.rl_sim_spec or "", "rl_sim_spec")()
         n_obs = int(getattr(self._rl, "obs_state_len", 0))
         if n_obs <= 0:
-            raise SpecError(spec.source, "rl_sim_spec", "RLSimSpec.obs_state_len must be a positive int")
+            raise SpecError(
+                spec.source, "rl_sim_spec", "RLSimSpec.obs_state_len must be a positive int"
+            )
         self.obs_names = [f"obs[{i}]" for i in range(n_obs)]
         self.action_names = list(action_names)
         self._n_act = int(getattr(self._rl, "action_len", len(action_names)))
         self.log_states = list(getattr(self._rl, "sim_states_to_log", []) or [])
         self.lessons = (
-            load_lessons(spec.path(spec.lessons_file), spec.lessons_file) if spec.lessons_file else {}
+            load_lessons(spec.path(spec.lessons_file), spec.lessons_file)
+            if spec.lessons_file
+            else {}
         )
         self._state_names = state_names
 
-    def encode(self, states: dict[str, float], values: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    def encode(
+        self, states: dict[str, float], values: Sequence[float]
+    ) -> tuple[np.ndarray, np.ndarray]:
         obs = np.asarray(self._rl.sim_state_to_gym(states), dtype=np.float64).reshape(-1)
         if obs.shape[0] != len(self.obs_names):
             raise SpecMismatch(
-                f"RLSimSpec.sim_state_to_gym returned {obs.shape[0]} values; obs_state_len is {len(self.obs_names)}"
+                f"RLSimSpec.sim_state_to_gym returned {obs.shape[0]} values; "
+                f"obs_state_len is {len(self.obs_names)}"
             )
         clipped = (obs < -1.0) | (obs > 1.0)
         np.clip(obs, -1.0, 1.0, out=obs)
@@ -198,7 +212,9 @@ class ReferenceCodec:
     def reward(
         self, states: dict[str, float], terminated: bool, truncated: bool, sim_reward: float | None
     ) -> tuple[float, bool, bool]:
-        r, terminated, truncated = self._rl.compute_reward_term_and_trun(states, terminated, truncated)
+        r, terminated, truncated = self._rl.compute_reward_term_and_trun(
+            states, terminated, truncated
+        )
         return float(r), bool(terminated), bool(truncated)
 
 

@@ -75,7 +75,11 @@ class Report:
     @property
     def sound(self) -> bool:
         """True when every non-warning check passed and no episode failed."""
-        return all(c.ok or c.warning for c in self.checks) and not self.sim_errors and not self.nonfinite
+        return (
+            all(c.ok or c.warning for c in self.checks)
+            and not self.sim_errors
+            and not self.nonfinite
+        )
 
     @property
     def steps_per_second(self) -> float:
@@ -94,36 +98,52 @@ def _expect(name: str, fn: Callable[[], Any], error: type[BaseException]) -> Che
     return Check(name, False, f"expected {error.__name__}, the call succeeded")
 
 
-def protocol_checks(spec: EnvSpec, address: str) -> tuple[list[Check], pb.OpenReply | None]:
+def protocol_checks(spec: EnvSpec, address: str) -> tuple[list[Check], pb.OpenReply]:
     """Checks of the server's protocol behaviour on a raw session."""
     checks: list[Check] = []
     conn = Connection(address, connect_options(spec))
     try:
-        try:
-            session = conn.open(declared_action_names(spec), client="simgym check")
-        except SimgymError as exc:
-            return [Check("handshake", False, str(exc))], None
+        # Unreachable server, bad token, wrong protocol: nothing else can be checked, so raise.
+        session = conn.open(declared_action_names(spec), client="simgym check")
         info = session.info
         checks.append(
             Check(
                 "handshake",
-                info.protocol == PROTOCOL and bool(session.state_names) and bool(session.action_names),
+                info.protocol == PROTOCOL
+                and bool(session.state_names)
+                and bool(session.action_names),
                 f"{info.protocol}, {info.server}, {len(session.state_names)} states, "
                 f"{len(session.action_names)} actions",
             )
         )
         n = len(session.action_names)
-        checks.append(_expect("step before reset is refused", lambda: session.step([0.0] * n), ProtocolMismatch))
+        checks.append(
+            _expect(
+                "step before reset is refused", lambda: session.step([0.0] * n), ProtocolMismatch
+            )
+        )
         try:
             session.reset({}, 0)
             checks.append(Check("reset with default config", True))
         except SimgymError as exc:
             checks.append(Check("reset with default config", False, str(exc)))
-        checks.append(_expect("wrong action length is refused", lambda: session.step([0.0] * (n + 1)), InvalidRequest))
-        checks.append(_expect("NaN action is refused", lambda: session.step([math.nan] * n), InvalidRequest))
+        checks.append(
+            _expect(
+                "wrong action length is refused",
+                lambda: session.step([0.0] * (n + 1)),
+                InvalidRequest,
+            )
+        )
+        checks.append(
+            _expect("NaN action is refused", lambda: session.step([math.nan] * n), InvalidRequest)
+        )
         ghost = pb.StepRequest(session_id="no-such-session", action=[0.0] * n, seq=1)
         checks.append(
-            _expect("unknown session is refused", lambda: conn._call("Step", ghost, conn.options.timeout), SessionLost)
+            _expect(
+                "unknown session is refused",
+                lambda: conn._call("Step", ghost, conn.options.timeout),
+                SessionLost,
+            )
         )
         # A retried request (same seq) must not be applied twice.
         try:
@@ -131,7 +151,13 @@ def protocol_checks(spec: EnvSpec, address: str) -> tuple[list[Check], pb.OpenRe
             request = session.step_request([0.0] * n)
             first = conn._call("Step", request, conn.options.timeout).transition
             again = conn._call("Step", request, conn.options.timeout).transition
-            checks.append(Check("retried step is not applied twice", first.step == again.step == 1, f"step counters {first.step}, {again.step}"))
+            checks.append(
+                Check(
+                    "retried step is not applied twice",
+                    first.step == again.step == 1,
+                    f"step counters {first.step}, {again.step}",
+                )
+            )
         except SimgymError as exc:
             checks.append(Check("retried step is not applied twice", False, str(exc)))
         session.close()
@@ -155,12 +181,17 @@ def gymnasium_check(env: SimEnv) -> Check:
     return Check("gymnasium check_env", True, "; ".join(relevant)[:200] if relevant else "passed")
 
 
-def run_episodes(env: SimEnv, report: Report, episodes: int, seed: int, max_steps: int = 100_000) -> None:
+def run_episodes(
+    env: SimEnv, report: Report, episodes: int, seed: int, max_steps: int = 100_000
+) -> None:
     """Run seeded episodes with random actions, filling the report's statistics."""
     spec = env.spec_
     obs_stats = {
         name: ObservationStats(
-            name, (spec.observations[name].min, spec.observations[name].max) if name in spec.observations else None
+            name,
+            (spec.observations[name].min, spec.observations[name].max)
+            if name in spec.observations
+            else None,
         )
         for name in env.codec.obs_names
     }
@@ -170,7 +201,7 @@ def run_episodes(env: SimEnv, report: Report, episodes: int, seed: int, max_step
     started = time.perf_counter()
     for ep in range(episodes):
         try:
-            obs, info = env.reset(seed=seed + ep)
+            _, info = env.reset(seed=seed + ep)
         except SimgymError as exc:
             report.sim_errors.append(f"episode {ep} reset: {exc}")
             continue
@@ -178,7 +209,7 @@ def run_episodes(env: SimEnv, report: Report, episodes: int, seed: int, max_step
         total, length = 0.0, 0
         for _ in range(max_steps):
             try:
-                obs, reward, term, trunc, info = env.step(env.action_space.sample())
+                _, reward, term, trunc, info = env.step(env.action_space.sample())
             except SimgymError as exc:
                 report.sim_errors.append(f"episode {ep} step {length + 1}: {exc}")
                 break
@@ -223,17 +254,14 @@ def check_integration(
     report = Report(address=address)
     checks, info = protocol_checks(spec, address)
     report.checks += checks
-    if info is None:
-        return report
     report.sim_name = info.sim_name
     report.state_names = [v.name for v in info.states]
     report.action_names = [v.name for v in info.actions]
-    try:
-        env = SimEnv({"spec": spec, "address": address, "client": "simgym check"})
-    except SimgymError as exc:
-        report.checks.append(Check("spec matches sim", False, str(exc)))
-        return report
-    report.checks.append(Check("spec matches sim", True, f"{len(env.codec.obs_names)} observations"))
+    # A spec that does not fit the sim is a configuration error, not a finding: raise.
+    env = SimEnv({"spec": spec, "address": address, "client": "simgym check"})
+    report.checks.append(
+        Check("spec matches sim", True, f"{len(env.codec.obs_names)} observations")
+    )
     try:
         report.checks.append(gymnasium_check(env))
         # Count failures instead of stopping at the first one: the report shows them all.
@@ -249,13 +277,19 @@ def check_integration(
                     Check(
                         f"observation {stats.name} within its range",
                         False,
-                        f"clipped in {share:.0%} of steps (seen {stats.seen_min:.4g}..{stats.seen_max:.4g}); widen min/max",
+                        f"clipped in {share:.0%} of steps (seen {stats.seen_min:.4g}.."
+                        f"{stats.seen_max:.4g}); widen min/max",
                         warning=True,
                     )
                 )
     if report.episodes and report.terminated + report.truncated == 0:
         report.checks.append(
-            Check("episodes end", False, "no episode terminated or truncated; set max_episode_steps", warning=True)
+            Check(
+                "episodes end",
+                False,
+                "no episode terminated or truncated; set max_episode_steps",
+                warning=True,
+            )
         )
     return report
 
@@ -286,30 +320,39 @@ class ConformanceSuite:
         assert match[0].ok, f"{name}: {match[0].detail}"
 
     def test_handshake(self) -> None:
+        """The handshake returns the protocol, names and a session."""
         self._check("handshake")
 
     def test_step_before_reset_refused(self) -> None:
+        """Stepping before any reset is FAILED_PRECONDITION."""
         self._check("step before reset is refused")
 
     def test_reset_default_config(self) -> None:
+        """Reset with an empty config works."""
         self._check("reset with default config")
 
     def test_wrong_action_length_refused(self) -> None:
+        """A wrong action length is INVALID_ARGUMENT."""
         self._check("wrong action length is refused")
 
     def test_nan_action_refused(self) -> None:
+        """A NaN action is INVALID_ARGUMENT and never reaches the sim."""
         self._check("NaN action is refused")
 
     def test_unknown_session_refused(self) -> None:
+        """An unknown session id is NOT_FOUND."""
         self._check("unknown session is refused")
 
     def test_retried_step_applied_once(self) -> None:
+        """A step retried with the same seq is applied once."""
         self._check("retried step is not applied twice")
 
     def test_close(self) -> None:
+        """A closed session is gone."""
         self._check("closed session is gone")
 
     def test_gymnasium_check_env(self) -> None:
+        """Gymnasium's env checker passes through the wire."""
         env = SimEnv({"spec": self._spec(), "address": self.address})
         try:
             check = gymnasium_check(env)
@@ -318,6 +361,7 @@ class ConformanceSuite:
         assert check.ok, check.detail
 
     def test_episodes(self) -> None:
+        """Seeded random episodes run without sim errors or non-finite states."""
         env = SimEnv({"spec": self._spec(), "address": self.address})
         report = Report(address=self.address)
         try:

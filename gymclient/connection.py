@@ -106,7 +106,9 @@ class Connection:
         try:
             return method(request, timeout=timeout, metadata=self._metadata)
         except grpc.RpcError as exc:
-            raise from_status(exc.code(), exc.details() or "", address=self.address, call=name) from None
+            raise from_status(
+                exc.code(), exc.details() or "", address=self.address, call=name
+            ) from None
 
     def open(self, action_names: Sequence[str] = (), client: str = "") -> RemoteSession:
         """Open a session, retrying while the server is unreachable.
@@ -132,7 +134,8 @@ class Connection:
             except ServerUnavailable as exc:
                 if time.monotonic() + delay >= deadline:
                     raise ServerUnavailable(
-                        f"cannot reach sim server at {self.address} after {o.connect_timeout:.0f} s: "
+                        f"cannot reach sim server at {self.address} after "
+                        f"{o.connect_timeout:.0f} s: "
                         f"{exc}. Is simserver running there?",
                         code=exc.code,
                         address=self.address,
@@ -205,7 +208,9 @@ class RemoteSession:
     def reset(self, config: Mapping[str, Any], seed: int | None = None) -> pb.Transition:
         """Start an episode."""
         conn = self.connection
-        return conn._call("Reset", self.reset_request(config, seed), conn.options.reset_timeout).transition
+        return conn._call(
+            "Reset", self.reset_request(config, seed), conn.options.reset_timeout
+        ).transition
 
     def step(self, action: Sequence[float]) -> pb.Transition:
         """Advance one step."""
@@ -215,7 +220,9 @@ class RemoteSession:
     def states(self) -> list[float]:
         """Current states, in ``state_names`` order."""
         conn = self.connection
-        return list(conn._call("States", pb.SessionRef(session_id=self.id), conn.options.timeout).states)
+        return list(
+            conn._call("States", pb.SessionRef(session_id=self.id), conn.options.timeout).states
+        )
 
     def termination(self) -> tuple[bool, bool]:
         """Current (terminated, truncated)."""
@@ -227,6 +234,8 @@ class RemoteSession:
         """Close the session on the server; errors are ignored (it may be gone already)."""
         conn = self.connection
         try:
-            conn._call("Close", pb.SessionRef(session_id=self.id), min(5.0, conn.options.reset_timeout))
+            conn._call(
+                "Close", pb.SessionRef(session_id=self.id), min(5.0, conn.options.reset_timeout)
+            )
         except RemoteError:
             pass

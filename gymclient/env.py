@@ -5,13 +5,13 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import gymnasium as gym
 import numpy as np
 
 from gymclient.codec import Codec, build_codec, declared_action_names, sample_config
-from gymclient.connection import ConnectOptions, Connection, RemoteSession
+from gymclient.connection import Connection, ConnectOptions, RemoteSession
 from gymclient.errors import RemoteError, SimgymError
 from gymclient.spec import EnvSpec, load_spec
 from simgym.v1 import simulator_pb2 as pb
@@ -23,7 +23,9 @@ class NonFiniteStateError(SimgymError):
     """The sim returned NaN/inf for states the agent observes (``on_nonfinite: raise``)."""
 
 
-def pick_address(addresses: Sequence[str], worker_index: int = 0, vector_index: int = 0, num_workers: int = 0) -> str:
+def pick_address(
+    addresses: Sequence[str], worker_index: int = 0, vector_index: int = 0, num_workers: int = 0
+) -> str:
     """Map an RLlib env slot to one server, deterministically and evenly.
 
     Env runner ``w`` (1-based; 0 is the local runner) and sub-env ``v`` get slot
@@ -76,7 +78,7 @@ class SimEnv(gym.Env[np.ndarray, np.ndarray]):
     when an episode was cut short by a failure (``on_error: truncate``).
     """
 
-    metadata: dict[str, Any] = {"render_modes": []}
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": []}
 
     def __init__(self, config: Mapping[str, Any] | None = None, **kwargs: Any) -> None:
         super().__init__()
@@ -90,16 +92,22 @@ class SimEnv(gym.Env[np.ndarray, np.ndarray]):
         addresses = addresses or self.spec_.sim.address_list()
         self.address = pick_address(addresses, worker, vector, workers)
         self._options = connect_options(
-            self.spec_, timeout=cfg.get("timeout"), token=cfg.get("token"),
+            self.spec_,
+            timeout=cfg.get("timeout"),
+            token=cfg.get("token"),
             connect_timeout=cfg.get("connect_timeout"),
         )
-        self._client = str(cfg.get("client") or f"SimEnv pid {os.getpid()} worker {worker} vector {vector}")
+        self._client = str(
+            cfg.get("client") or f"SimEnv pid {os.getpid()} worker {worker} vector {vector}"
+        )
         self._action_names = declared_action_names(self.spec_)
         self._conn: Connection | None = None
         self._session: RemoteSession | None = None
         self._open()
         assert self._session is not None
-        self.codec: Codec = build_codec(self.spec_, self._session.state_names, self._session.action_names)
+        self.codec: Codec = build_codec(
+            self.spec_, self._session.state_names, self._session.action_names
+        )
         self.observation_space = gym.spaces.Box(-1.0, 1.0, (len(self.codec.obs_names),), np.float32)
         self.action_space = gym.spaces.Box(-1.0, 1.0, (len(self.codec.action_names),), np.float32)
         self._last_obs = np.zeros(self.observation_space.shape, np.float32)
@@ -108,7 +116,12 @@ class SimEnv(gym.Env[np.ndarray, np.ndarray]):
         self._needs_reopen = False
         # Lifetime counters, read by the checker and training metrics.
         self.totals: dict[str, float] = {
-            "steps": 0, "episodes": 0, "sim_errors": 0, "nonfinite": 0, "reopens": 0, "sim_seconds": 0.0
+            "steps": 0,
+            "episodes": 0,
+            "sim_errors": 0,
+            "nonfinite": 0,
+            "reopens": 0,
+            "sim_seconds": 0.0,
         }
         self.last_sim_seconds = 0.0
         self.clip_totals = np.zeros(len(self.codec.obs_names), np.int64)
@@ -180,7 +193,10 @@ class SimEnv(gym.Env[np.ndarray, np.ndarray]):
             info["simgym_error"] = f"non-finite states: {', '.join(bad)}"
             return obs, 0.0, False, True, info
         reward, terminated, truncated = self.codec.reward(
-            states, terminated, truncated, transition.reward if transition.HasField("reward") else None
+            states,
+            terminated,
+            truncated,
+            transition.reward if transition.HasField("reward") else None,
         )
         max_steps = self.spec_.max_episode_steps
         if max_steps is not None and self._steps >= max_steps and not terminated:
@@ -208,7 +224,10 @@ class SimEnv(gym.Env[np.ndarray, np.ndarray]):
     def _on_nonfinite(self, transition: pb.Transition) -> None:
         self.totals["nonfinite"] += 1
         bad = [self.session.state_names[i] for i in transition.nonfinite]
-        message = f"sim {self.session.info.sim_name} at {self.address} returned non-finite states: {', '.join(bad)}"
+        message = (
+            f"sim {self.session.info.sim_name} at {self.address} returned non-finite "
+            f"states: {', '.join(bad)}"
+        )
         if self.spec_.on_nonfinite == "raise":
             raise NonFiniteStateError(message)
         log.warning("%s; episode truncated", message)

@@ -27,7 +27,9 @@ class RemoteError(SimgymError):
 
     code: grpc.StatusCode | None = None
 
-    def __init__(self, message: str, *, code: grpc.StatusCode | None = None, address: str = "") -> None:
+    def __init__(
+        self, message: str, *, code: grpc.StatusCode | None = None, address: str = ""
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.address = address

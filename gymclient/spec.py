@@ -72,7 +72,9 @@ class Lesson(_Model):
                 raise ValueError("values must not be empty")
         else:
             if self.min is None or self.max is None:
-                raise ValueError("give min and max (uniform draw) or values (a list to choose from)")
+                raise ValueError(
+                    "give min and max (uniform draw) or values (a list to choose from)"
+                )
             if self.max < self.min:
                 raise ValueError(f"max ({self.max}) must be >= min ({self.min})")
         return self
@@ -106,7 +108,9 @@ class SimSection(_Model):
     def _where(self) -> SimSection:
         given = [k for k in ("target", "address", "addresses") if getattr(self, k)]
         if len(given) > 1:
-            raise ValueError(f"give only one of target, address, addresses (got {', '.join(given)})")
+            raise ValueError(
+                f"give only one of target, address, addresses (got {', '.join(given)})"
+            )
         return self
 
     def resolved_token(self) -> str | None:
@@ -177,7 +181,9 @@ class EnvSpec(_Model):
     def _style(self) -> EnvSpec:
         if self.rl_sim_spec:
             if self.observations or self.actions:
-                raise ValueError("a reference-style spec (rl_sim_spec) takes no observations/actions")
+                raise ValueError(
+                    "a reference-style spec (rl_sim_spec) takes no observations/actions"
+                )
         else:
             if not self.observations:
                 raise ValueError("observations: give at least one state name with min/max")
@@ -197,13 +203,17 @@ class EnvSpec(_Model):
 
 
 def _key(loc: tuple[Any, ...]) -> str:
-    parts = [str(p) for p in loc if not (isinstance(p, str) and ("[" in p or p.startswith("function-")))]
+    parts = [
+        str(p) for p in loc if not (isinstance(p, str) and ("[" in p or p.startswith("function-")))
+    ]
     return ".".join(parts)
 
 
 def _from_mapping(data: Any, source: str, base_dir: Path) -> EnvSpec:
     if not isinstance(data, Mapping):
-        raise SpecError(source, "", f"expected a mapping at the top level, got {type(data).__name__}")
+        raise SpecError(
+            source, "", f"expected a mapping at the top level, got {type(data).__name__}"
+        )
     try:
         return EnvSpec.model_validate({**data, "base_dir": str(base_dir), "source": source})
     except ValidationError as exc:
@@ -272,9 +282,15 @@ def _check_files(spec: EnvSpec) -> None:
     for key, ref in refs:
         if not ref or ref.startswith(("gymnasium:", "gym:")):
             continue
-        file_part = ref.rpartition(":")[0] if ":" in ref and not ref.endswith((".yml", ".yaml")) else ref
+        file_part = (
+            ref.rpartition(":")[0] if ":" in ref and not ref.endswith((".yml", ".yaml")) else ref
+        )
         if file_part.endswith((".py", ".yml", ".yaml")):
-            base = spec.path(spec.sim.workdir) if key == "sim.target" and spec.sim.workdir else Path(spec.base_dir)
+            base = (
+                spec.path(spec.sim.workdir)
+                if key == "sim.target" and spec.sim.workdir
+                else Path(spec.base_dir)
+            )
             target = Path(file_part) if Path(file_part).is_absolute() else base / file_part
             if not target.is_file():
                 raise SpecError(spec.source, key, f"file not found: {target}")

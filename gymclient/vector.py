@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import grpc
 import gymnasium as gym
@@ -41,7 +41,7 @@ class SimVectorEnv(gym.vector.VectorEnv):
         **overrides: Connection overrides (``timeout``, ``token``, ...).
     """
 
-    metadata: dict[str, Any] = {"autoreset_mode": AutoresetMode.NEXT_STEP}
+    metadata: ClassVar[dict[str, Any]] = {"autoreset_mode": AutoresetMode.NEXT_STEP}
 
     def __init__(
         self,
@@ -73,7 +73,9 @@ class SimVectorEnv(gym.vector.VectorEnv):
             build_codec(self.spec_, s.state_names, s.action_names) for s in self._sessions
         ]
         codec = self.codecs[0]
-        self.single_observation_space = gym.spaces.Box(-1.0, 1.0, (len(codec.obs_names),), np.float32)
+        self.single_observation_space = gym.spaces.Box(
+            -1.0, 1.0, (len(codec.obs_names),), np.float32
+        )
         self.single_action_space = gym.spaces.Box(-1.0, 1.0, (len(codec.action_names),), np.float32)
         self.observation_space = batch_space(self.single_observation_space, num_envs)
         self.action_space = batch_space(self.single_action_space, num_envs)
@@ -87,7 +89,9 @@ class SimVectorEnv(gym.vector.VectorEnv):
 
     # ------------------------------------------------------------------ plumbing
 
-    def _run(self, items: list[pb.BatchItem], owners: list[int]) -> list[pb.BatchResult | RemoteError]:
+    def _run(
+        self, items: list[pb.BatchItem], owners: list[int]
+    ) -> list[pb.BatchResult | RemoteError]:
         """Send items grouped by server, concurrently; results in item order."""
         by_conn: dict[str, list[int]] = {}
         for k, env_i in enumerate(owners):
@@ -96,7 +100,9 @@ class SimVectorEnv(gym.vector.VectorEnv):
         for address, ks in by_conn.items():
             conn = self._conns[address]
             request = pb.BatchRequest(items=[items[k] for k in ks])
-            fut = conn._stub.Batch.future(request, timeout=conn.options.timeout, metadata=conn._metadata)
+            fut = conn._stub.Batch.future(
+                request, timeout=conn.options.timeout, metadata=conn._metadata
+            )
             futures.append((address, ks, fut))
         results: list[pb.BatchResult | RemoteError] = [None] * len(items)  # type: ignore[list-item]
         for address, ks, fut in futures:
@@ -128,16 +134,23 @@ class SimVectorEnv(gym.vector.VectorEnv):
 
     def _reopen_session(self, i: int) -> None:
         self._sessions[i].close()
-        self._sessions[i] = self._conns[self._env_conn[i]].open(self._actions, client=f"SimVectorEnv[{i}]")
+        self._sessions[i] = self._conns[self._env_conn[i]].open(
+            self._actions, client=f"SimVectorEnv[{i}]"
+        )
 
     # ------------------------------------------------------------------ gym API
 
     def reset(
-        self, *, seed: int | Sequence[int | None] | None = None, options: dict[str, Any] | None = None
+        self,
+        *,
+        seed: int | Sequence[int | None] | None = None,
+        options: dict[str, Any] | None = None,
     ) -> tuple[np.ndarray, dict[str, Any]]:
         """Reset every sub-env (``seed`` → ``seed + i`` per sub-env, as Gymnasium does)."""
         if seed is not None:
-            seeds = [seed + i for i in range(self.num_envs)] if isinstance(seed, int) else list(seed)
+            seeds = (
+                [seed + i for i in range(self.num_envs)] if isinstance(seed, int) else list(seed)
+            )
             for i, s in enumerate(seeds):
                 if s is not None:
                     self._rngs[i] = np.random.default_rng(s)
@@ -169,7 +182,9 @@ class SimVectorEnv(gym.vector.VectorEnv):
             obs = np.nan_to_num(obs, nan=0.0, posinf=1.0, neginf=-1.0)
         return obs
 
-    def step(self, actions: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+    def step(
+        self, actions: Any
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
         """Step all sub-envs; those that finished last step are reset instead (NEXT_STEP)."""
         actions = np.asarray(actions)
         items, owners = [], []
@@ -183,7 +198,9 @@ class SimVectorEnv(gym.vector.VectorEnv):
                 config, sim_seed = self._config(i, None)
                 items.append(pb.BatchItem(reset=session.reset_request(config, sim_seed)))
             else:
-                items.append(pb.BatchItem(step=session.step_request(self.codecs[i].decode(actions[i]))))
+                items.append(
+                    pb.BatchItem(step=session.step_request(self.codecs[i].decode(actions[i])))
+                )
             owners.append(i)
         results = self._run(items, owners)
         rewards = np.zeros(self.num_envs, np.float64)

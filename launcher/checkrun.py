@@ -18,13 +18,20 @@ def server_for(spec: EnvSpec, transport: str = "unix") -> ServerProcess:
     """
     sim = spec.sim
     if not sim.target:
-        raise SimgymError(f"{spec.source}: sim: give `target` (simgym starts it) or `address` (already running)")
+        raise SimgymError(
+            f"{spec.source}: sim: give `target` (simgym starts it) or `address` (already running)"
+        )
     workdir = spec.path(sim.workdir) if sim.workdir else Path(spec.base_dir)
     return ServerProcess(sim.target, kwargs=sim.kwargs, workdir=workdir, transport=transport)
 
 
 def run_check(
-    spec: EnvSpec, *, address: str | None = None, episodes: int = 10, seed: int = 0, transport: str = "unix"
+    spec: EnvSpec,
+    *,
+    address: str | None = None,
+    episodes: int = 10,
+    seed: int = 0,
+    transport: str = "unix",
 ) -> Report:
     """Check against ``address``, the spec's address, or a server started for the check.
 

@@ -27,11 +27,17 @@ def _fail(message: str, code: int = 2) -> None:
 
 @app.command()
 def check(
-    spec: Annotated[Path, typer.Argument(help="Spec YAML, or a reference-style folder (sim/, training_setup/).")],
-    address: Annotated[str | None, typer.Option(help="Check this running server instead of starting one.")] = None,
+    spec: Annotated[
+        Path, typer.Argument(help="Spec YAML, or a reference-style folder (sim/, training_setup/).")
+    ],
+    address: Annotated[
+        str | None, typer.Option(help="Check this running server instead of starting one.")
+    ] = None,
     episodes: Annotated[int, typer.Option(min=1, help="Seeded episodes to run.")] = 10,
     seed: Annotated[int, typer.Option(help="First episode seed.")] = 0,
-    transport: Annotated[str, typer.Option(help="unix or tcp, for a server started by the check.")] = "unix",
+    transport: Annotated[
+        str, typer.Option(help="unix or tcp, for a server started by the check.")
+    ] = "unix",
 ) -> None:
     """Loopback conformance check and statistics; exit 0 only when the integration is sound."""
     from gymclient.spec import load_spec
@@ -40,7 +46,9 @@ def check(
 
     try:
         loaded = load_spec(spec)
-        report = run_check(loaded, address=address, episodes=episodes, seed=seed, transport=transport)
+        report = run_check(
+            loaded, address=address, episodes=episodes, seed=seed, transport=transport
+        )
     except SimgymError as exc:
         _fail(str(exc))
         return

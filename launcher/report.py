@@ -37,7 +37,10 @@ def render(report: Report, console: Console) -> None:
         stats.add_row("steps/s (through the wire)", f"{report.steps_per_second:,.0f}")
         sim_share = report.sim_seconds / report.seconds if report.seconds else 0.0
         stats.add_row("share of time in the sim", f"{sim_share:.0%}")
-        stats.add_row("episode length min/mean/max", f"{min(lengths)} / {sum(lengths) / len(lengths):.1f} / {max(lengths)}")
+        stats.add_row(
+            "episode length min/mean/max",
+            f"{min(lengths)} / {sum(lengths) / len(lengths):.1f} / {max(lengths)}",
+        )
         stats.add_row("terminated", f"{report.terminated / report.episodes:.0%}")
         stats.add_row("truncated", f"{report.truncated / report.episodes:.0%}")
         if report.returns:
@@ -46,17 +49,35 @@ def render(report: Report, console: Console) -> None:
         stats.add_row("sim errors", str(len(report.sim_errors)))
         console.print(stats)
         obs = Table(title="Observations: declared range vs seen (raw state values)")
-        for col in ("observation", "declared min", "declared max", "seen min", "seen max", "% clipped"):
+        for col in (
+            "observation",
+            "declared min",
+            "declared max",
+            "seen min",
+            "seen max",
+            "% clipped",
+        ):
             obs.add_column(col, justify="right" if col != "observation" else "left")
         for o in report.observations:
             lo, hi = o.declared if o.declared else (math.nan, math.nan)
             share = o.clipped / report.steps if report.steps else 0.0
             colour = "yellow" if share > 0.05 else ""
-            obs.add_row(o.name, _fmt(lo), _fmt(hi), _fmt(o.seen_min), _fmt(o.seen_max), f"[{colour}]{share:.1%}[/]" if colour else f"{share:.1%}")
+            obs.add_row(
+                o.name,
+                _fmt(lo),
+                _fmt(hi),
+                _fmt(o.seen_min),
+                _fmt(o.seen_max),
+                f"[{colour}]{share:.1%}[/]" if colour else f"{share:.1%}",
+            )
         console.print(obs)
     for err in report.sim_errors[:5]:
         console.print(f"[red]sim error[/] {err}")
     if len(report.sim_errors) > 5:
         console.print(f"... and {len(report.sim_errors) - 5} more sim errors")
-    verdict = "[green]SOUND[/]: ready to train" if report.sound else "[red]NOT SOUND[/]: fix the failures above"
+    verdict = (
+        "[green]SOUND[/]: ready to train"
+        if report.sound
+        else "[red]NOT SOUND[/]: fix the failures above"
+    )
     console.print(verdict)

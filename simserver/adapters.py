@@ -145,7 +145,9 @@ def _positional_count(fn: Callable[..., Any]) -> int:
     )
 
 
-def _split_result(result: Any, call: str) -> tuple[Mapping[str, Any] | None, bool | None, bool | None]:
+def _split_result(
+    result: Any, call: str
+) -> tuple[Mapping[str, Any] | None, bool | None, bool | None]:
     """Accept ``dict``, ``(dict, terminated, truncated)`` or ``(dict, info)`` results."""
     if result is None:
         return None, None, None
@@ -176,7 +178,11 @@ class ClassSim:
         self._term = getattr(sim, "termination", None)
         self._trunc = getattr(sim, "truncation", None)
         self._get_state = next(
-            (getattr(sim, n) for n in ("get_state", "get_states", "states") if callable(getattr(sim, n, None))),
+            (
+                getattr(sim, n)
+                for n in ("get_state", "get_states", "states")
+                if callable(getattr(sim, n, None))
+            ),
             None,
         )
 
@@ -189,12 +195,16 @@ class ClassSim:
             states_dict, _, _ = _split_result(states_dict, "get_state()")
             assert states_dict is not None
         if term is None:
-            term = bool(_call("termination()", self._term)) if self._term else bool(
-                states_dict.get("terminated", states_dict.get("done", False))
+            term = (
+                bool(_call("termination()", self._term))
+                if self._term
+                else bool(states_dict.get("terminated", states_dict.get("done", False)))
             )
         if trunc is None:
-            trunc = bool(_call("truncation()", self._trunc)) if self._trunc else bool(
-                states_dict.get("truncated", False)
+            trunc = (
+                bool(_call("truncation()", self._trunc))
+                if self._trunc
+                else bool(states_dict.get("truncated", False))
             )
         self._last = states_dict
         self._flags = (term, trunc)
@@ -213,6 +223,7 @@ class ClassSim:
         )
 
     def reset(self, config: dict[str, Any], seed: int | None) -> Outcome:
+        """Start an episode (see ``SimInstance``)."""
         started = time.perf_counter()
         kwargs: dict[str, Any] = {}
         if self._reset_takes_seed and seed is not None:
@@ -226,17 +237,21 @@ class ClassSim:
         return self._outcome(result, "reset()", started)
 
     def step(self, action: Sequence[float]) -> Outcome:
+        """Advance one step (see ``SimInstance``)."""
         started = time.perf_counter()
         result = _call("step()", self._sim.step, dict(zip(self._action_names, action, strict=True)))
         return self._outcome(result, "step()", started)
 
     def states(self) -> list[float]:
+        """Current states (see ``SimInstance``)."""
         return [float(self._last[n]) for n in self._state_names]
 
     def termination(self) -> tuple[bool, bool]:
+        """Current flags (see ``SimInstance``)."""
         return self._flags
 
     def close(self) -> None:
+        """Free the sim (see ``SimInstance``)."""
         close = getattr(self._sim, "close", None)
         if callable(close):
             _call("close()", close)
@@ -283,7 +298,9 @@ def class_factory(
         try:
             return cls(**kwargs)
         except Exception as exc:
-            raise LoadError(f"{cls.__qualname__}({_kw(kwargs)}) raised {type(exc).__name__}: {exc}") from exc
+            raise LoadError(
+                f"{cls.__qualname__}({_kw(kwargs)}) raised {type(exc).__name__}: {exc}"
+            ) from exc
 
     probe = build()
     states = _declared(probe, "state_names")
@@ -379,6 +396,7 @@ class GymSim:
         return [float(v) for v in self._spaces.flatten(self._obs_space, obs)]
 
     def reset(self, config: dict[str, Any], seed: int | None) -> Outcome:
+        """Start an episode (see ``SimInstance``)."""
         started = time.perf_counter()
         obs, _info = _call("reset()", self._env.reset, seed=seed, options=config or None)
         self._last = self._flat(obs)
@@ -388,12 +406,15 @@ class GymSim:
         )
 
     def step(self, action: Sequence[float]) -> Outcome:
+        """Advance one step (see ``SimInstance``)."""
         started = time.perf_counter()
         space = self._act_space
         if isinstance(space, self._spaces.Discrete):
-            act: Any = int(round(action[0]))
+            act: Any = round(action[0])
             if not space.contains(act):
-                raise InvalidArgument(f"action {act} outside Discrete({space.n}, start={space.start})")
+                raise InvalidArgument(
+                    f"action {act} outside Discrete({space.n}, start={space.start})"
+                )
         else:
             act = self._spaces.unflatten(space, np.asarray(action, dtype=np.float64))
             if isinstance(space, self._spaces.Box):
@@ -411,12 +432,15 @@ class GymSim:
         )
 
     def states(self) -> list[float]:
+        """Current states (see ``SimInstance``)."""
         return list(self._last)
 
     def termination(self) -> tuple[bool, bool]:
+        """Current flags (see ``SimInstance``)."""
         return self._flags
 
     def close(self) -> None:
+        """Free the sim (see ``SimInstance``)."""
         _call("close()", self._env.close)
 
 
@@ -453,8 +477,12 @@ def gym_factory(make: Callable[[], Any], name: str) -> SimFactory:
     else:
         action_names = _space_names(act_space, "action")
     state_names = _space_names(obs_space, "obs")
-    states = [Variable(n, lo, hi) for n, (lo, hi) in zip(state_names, _bounds(obs_space), strict=True)]
-    actions = [Variable(n, lo, hi) for n, (lo, hi) in zip(action_names, _bounds(act_space), strict=True)]
+    states = [
+        Variable(n, lo, hi) for n, (lo, hi) in zip(state_names, _bounds(obs_space), strict=True)
+    ]
+    actions = [
+        Variable(n, lo, hi) for n, (lo, hi) in zip(action_names, _bounds(act_space), strict=True)
+    ]
     spare = [probe]
 
     def create(_session_actions: list[str]) -> SimInstance:

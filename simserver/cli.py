@@ -13,7 +13,13 @@ import typer
 import yaml
 
 from simserver.errors import LoadError
-from simserver.server import DEFAULT_MAX_MESSAGE_BYTES, ConfigError, ServerOptions, SimServer, write_address_file
+from simserver.server import (
+    DEFAULT_MAX_MESSAGE_BYTES,
+    ConfigError,
+    ServerOptions,
+    SimServer,
+    write_address_file,
+)
 from simserver.stdio import capture_sim_output
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
@@ -27,7 +33,9 @@ def _parse_kwargs(pairs: list[str], kwargs_file: Path | None) -> dict[str, Any]:
         except (OSError, yaml.YAMLError) as exc:
             raise ConfigError(f"--kwargs-file {kwargs_file}: {exc}") from exc
         if not isinstance(loaded, dict):
-            raise ConfigError(f"--kwargs-file {kwargs_file}: expected a mapping of keyword arguments")
+            raise ConfigError(
+                f"--kwargs-file {kwargs_file}: expected a mapping of keyword arguments"
+            )
         kwargs.update(loaded)
     for pair in pairs:
         key, sep, value = pair.partition("=")
@@ -45,23 +53,59 @@ def _fail(message: str) -> None:
 
 @app.command()
 def serve(
-    target: Annotated[str, typer.Argument(help="path/to/file.py:Class, package.module:Class or gymnasium:EnvId")],
-    host: Annotated[str, typer.Option(help="Interface for TCP; anything but loopback needs --token or --insecure.")] = "127.0.0.1",
-    port: Annotated[int | None, typer.Option(help="TCP port; 0 picks a free one (printed). Default: 0 unless --unix is given.")] = None,
+    target: Annotated[
+        str, typer.Argument(help="path/to/file.py:Class, package.module:Class or gymnasium:EnvId")
+    ],
+    host: Annotated[
+        str,
+        typer.Option(help="Interface for TCP; anything but loopback needs --token or --insecure."),
+    ] = "127.0.0.1",
+    port: Annotated[
+        int | None,
+        typer.Option(
+            help="TCP port; 0 picks a free one (printed). Default: 0 unless --unix is given."
+        ),
+    ] = None,
     unix: Annotated[str | None, typer.Option(help="Listen on this unix socket path.")] = None,
-    address_file: Annotated[Path | None, typer.Option(help="Also write the bound address to this file.")] = None,
-    token: Annotated[str | None, typer.Option(envvar="SIMGYM_TOKEN", help="Require 'authorization: Bearer TOKEN' metadata.")] = None,
+    address_file: Annotated[
+        Path | None, typer.Option(help="Also write the bound address to this file.")
+    ] = None,
+    token: Annotated[
+        str | None,
+        typer.Option(envvar="SIMGYM_TOKEN", help="Require 'authorization: Bearer TOKEN' metadata."),
+    ] = None,
     token_file: Annotated[Path | None, typer.Option(help="Read the token from this file.")] = None,
-    insecure: Annotated[bool, typer.Option(help="Allow a non-loopback --host without a token.")] = False,
+    insecure: Annotated[
+        bool, typer.Option(help="Allow a non-loopback --host without a token.")
+    ] = False,
     tls_cert: Annotated[Path | None, typer.Option(help="PEM certificate chain for TLS.")] = None,
     tls_key: Annotated[Path | None, typer.Option(help="PEM private key for TLS.")] = None,
-    max_sessions: Annotated[int, typer.Option(help="Sessions open at once; more get RESOURCE_EXHAUSTED.")] = 64,
-    lease: Annotated[float, typer.Option(help="Seconds an idle session lives before it is closed.")] = 300.0,
-    max_message_mb: Annotated[float, typer.Option(help="Largest message, in MiB.")] = DEFAULT_MAX_MESSAGE_BYTES / 2**20,
-    kwarg: Annotated[list[str] | None, typer.Option("--kwarg", "-k", help="Constructor argument name=value (YAML value); repeatable.")] = None,
-    kwargs_file: Annotated[Path | None, typer.Option(help="YAML/JSON file of constructor arguments.")] = None,
-    actions: Annotated[str | None, typer.Option(help="Comma-separated action names, for sims that do not declare them.")] = None,
-    chdir: Annotated[Path | None, typer.Option(help="Run from this folder (a sim's imports are often relative to it).")] = None,
+    max_sessions: Annotated[
+        int, typer.Option(help="Sessions open at once; more get RESOURCE_EXHAUSTED.")
+    ] = 64,
+    lease: Annotated[
+        float, typer.Option(help="Seconds an idle session lives before it is closed.")
+    ] = 300.0,
+    max_message_mb: Annotated[
+        float, typer.Option(help="Largest message, in MiB.")
+    ] = DEFAULT_MAX_MESSAGE_BYTES / 2**20,
+    kwarg: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--kwarg", "-k", help="Constructor argument name=value (YAML value); repeatable."
+        ),
+    ] = None,
+    kwargs_file: Annotated[
+        Path | None, typer.Option(help="YAML/JSON file of constructor arguments.")
+    ] = None,
+    actions: Annotated[
+        str | None,
+        typer.Option(help="Comma-separated action names, for sims that do not declare them."),
+    ] = None,
+    chdir: Annotated[
+        Path | None,
+        typer.Option(help="Run from this folder (a sim's imports are often relative to it)."),
+    ] = None,
     log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR.")] = "INFO",
     log_file: Annotated[Path | None, typer.Option(help="Log here instead of stderr.")] = None,
 ) -> None:

@@ -74,8 +74,10 @@ def _import_module(name: str, origin: str | None = None) -> Any:
         return importlib.import_module(name)
     except ModuleNotFoundError as exc:
         where = origin or name
-        raise LoadError(f"importing {where} failed: {exc} (run simserver from the folder "
-                        "your sim's imports are relative to, or use --chdir)") from exc
+        raise LoadError(
+            f"importing {where} failed: {exc} (run simserver from the folder "
+            "your sim's imports are relative to, or use --chdir)"
+        ) from exc
     except Exception as exc:
         raise LoadError(f"importing {origin or name} raised {type(exc).__name__}: {exc}") from exc
 
@@ -128,10 +130,10 @@ def load_factory(
     kwargs = dict(kwargs or {})
     for prefix in _GYM_PREFIXES:
         if target.startswith(prefix):
-            env_id = target[len(prefix):]
+            env_id = target[len(prefix) :]
             import gymnasium
 
-            def make() -> Any:
+            def make(env_id: str = env_id) -> Any:
                 return gymnasium.make(env_id, **kwargs)
 
             try:

@@ -105,12 +105,15 @@ class ServerProcess:
                 return self.address
             if self.proc.poll() is not None:
                 raise ServerStartError(
-                    f"simserver {self.target} exited with code {self.proc.returncode}:\n{self.log_tail()}"
+                    f"simserver {self.target} exited with code {self.proc.returncode}:\n"
+                    f"{self.log_tail()}"
                 )
             time.sleep(delay)
             delay = min(delay * 1.5, 0.2)
         self.stop()
-        raise ServerStartError(f"simserver {self.target} did not start within {timeout:.0f} s:\n{self.log_tail()}")
+        raise ServerStartError(
+            f"simserver {self.target} did not start within {timeout:.0f} s:\n{self.log_tail()}"
+        )
 
     def log_tail(self, lines: int = 15) -> str:
         """The last lines of the server's log."""

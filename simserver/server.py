@@ -54,7 +54,10 @@ class TokenAuth(grpc.ServerInterceptor):
         self._expected = f"Bearer {token}".encode()
 
         def deny(_request: Any, context: grpc.ServicerContext) -> None:
-            context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong token (send 'authorization: Bearer <token>')")
+            context.abort(
+                grpc.StatusCode.UNAUTHENTICATED,
+                "missing or wrong token (send 'authorization: Bearer <token>')",
+            )
 
         def deny_stream(_requests: Any, context: grpc.ServicerContext) -> None:
             deny(None, context)
@@ -67,6 +70,7 @@ class TokenAuth(grpc.ServerInterceptor):
         continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler | None:
+        """Pass authenticated calls on; deny the rest."""
         method = handler_call_details.method
         if method.startswith(_UNAUTHENTICATED_OK):
             return continuation(handler_call_details)
@@ -153,7 +157,11 @@ class SimServer:
         self.health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
         reflection.enable_server_reflection(
-            (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+            (
+                SERVICE_NAME,
+                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                reflection.SERVICE_NAME,
+            ),
             self._server,
         )
         self.addresses: list[str] = []
@@ -226,7 +234,11 @@ class SimServer:
         self.sessions.close_all()
         if self.options.unix:
             Path(self.options.unix).unlink(missing_ok=True)
-        log.info("stopped (%d sessions opened, %d sim errors)", self.sessions.stats.opened, self.sessions.stats.sim_errors)
+        log.info(
+            "stopped (%d sessions opened, %d sim errors)",
+            self.sessions.stats.opened,
+            self.sessions.stats.sim_errors,
+        )
 
     def wait(self) -> None:
         """Block until ``stop()`` is called."""

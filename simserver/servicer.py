@@ -78,7 +78,7 @@ class SimulatorServicer(pb_grpc.SimulatorServicer):
     def _abort(context: grpc.ServicerContext, exc: SimServerError) -> None:
         context.abort(exc.code, exc.message)
 
-    def Open(self, request: pb.OpenRequest, context: grpc.ServicerContext) -> pb.OpenReply:  # noqa: N802
+    def Open(self, request: pb.OpenRequest, context: grpc.ServicerContext) -> pb.OpenReply:
         """Handshake and create a session."""
         try:
             if request.protocol and request.protocol != PROTOCOL:
@@ -93,7 +93,8 @@ class SimulatorServicer(pb_grpc.SimulatorServicer):
             self._abort(context, exc)
             raise  # unreachable: abort raises
         actions = [
-            _variable(self._actions_declared.get(name, Variable(name))) for name in session.action_names
+            _variable(self._actions_declared.get(name, Variable(name)))
+            for name in session.action_names
         ]
         return pb.OpenReply(
             session_id=session.id,
@@ -117,7 +118,7 @@ class SimulatorServicer(pb_grpc.SimulatorServicer):
     def _step(self, request: pb.StepRequest) -> pb.Transition:
         return _transition(self.sessions.step(request.session_id, request.action, request.seq))
 
-    def Reset(self, request: pb.ResetRequest, context: grpc.ServicerContext) -> pb.TransitionReply:  # noqa: N802
+    def Reset(self, request: pb.ResetRequest, context: grpc.ServicerContext) -> pb.TransitionReply:
         """Start an episode."""
         try:
             return pb.TransitionReply(transition=self._reset(request))
@@ -126,7 +127,7 @@ class SimulatorServicer(pb_grpc.SimulatorServicer):
             self._abort(context, exc)
             raise
 
-    def Step(self, request: pb.StepRequest, context: grpc.ServicerContext) -> pb.TransitionReply:  # noqa: N802
+    def Step(self, request: pb.StepRequest, context: grpc.ServicerContext) -> pb.TransitionReply:
         """Advance one step."""
         try:
             return pb.TransitionReply(transition=self._step(request))
@@ -135,7 +136,7 @@ class SimulatorServicer(pb_grpc.SimulatorServicer):
             self._abort(context, exc)
             raise
 
-    def States(self, request: pb.SessionRef, context: grpc.ServicerContext) -> pb.StatesReply:  # noqa: N802
+    def States(self, request: pb.SessionRef, context: grpc.ServicerContext) -> pb.StatesReply:
         """Current states."""
         try:
             return pb.StatesReply(states=self.sessions.states(request.session_id))
@@ -143,7 +144,9 @@ class SimulatorServicer(pb_grpc.SimulatorServicer):
             self._abort(context, exc)
             raise
 
-    def Termination(self, request: pb.SessionRef, context: grpc.ServicerContext) -> pb.TerminationReply:  # noqa: N802
+    def Termination(
+        self, request: pb.SessionRef, context: grpc.ServicerContext
+    ) -> pb.TerminationReply:
         """Current episode-end flags."""
         try:
             term, trunc = self.sessions.termination(request.session_id)
@@ -152,7 +155,7 @@ class SimulatorServicer(pb_grpc.SimulatorServicer):
             self._abort(context, exc)
             raise
 
-    def Close(self, request: pb.SessionRef, context: grpc.ServicerContext) -> pb.CloseReply:  # noqa: N802
+    def Close(self, request: pb.SessionRef, context: grpc.ServicerContext) -> pb.CloseReply:
         """Close a session (idempotent)."""
         self.sessions.close(request.session_id)
         return pb.CloseReply()
@@ -169,7 +172,10 @@ class SimulatorServicer(pb_grpc.SimulatorServicer):
                     transition = self._reset(item.reset)
                 else:
                     results.add().error.CopyFrom(
-                        pb.Error(code=grpc.StatusCode.INVALID_ARGUMENT.value[0], message="empty batch item")
+                        pb.Error(
+                            code=grpc.StatusCode.INVALID_ARGUMENT.value[0],
+                            message="empty batch item",
+                        )
                     )
                     continue
                 results.add().transition.CopyFrom(transition)
@@ -179,11 +185,11 @@ class SimulatorServicer(pb_grpc.SimulatorServicer):
                 results.add().error.CopyFrom(pb.Error(code=exc.code.value[0], message=exc.message))
         return reply
 
-    def Batch(self, request: pb.BatchRequest, context: grpc.ServicerContext) -> pb.BatchReply:  # noqa: N802
+    def Batch(self, request: pb.BatchRequest, context: grpc.ServicerContext) -> pb.BatchReply:
         """Reset/step many sessions in one call."""
         return self._batch(request)
 
-    def Stream(  # noqa: N802
+    def Stream(
         self, request_iterator: Iterator[pb.BatchRequest], context: grpc.ServicerContext
     ) -> Iterator[pb.BatchReply]:
         """Lock-step stream of batches."""

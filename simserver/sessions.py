@@ -136,7 +136,9 @@ class SessionManager:
         finally:
             with self._lock:
                 self._reserved -= 1
-        log.info("opened session %s for %s (%d open)", session.id[:8], client or "?", len(self._sessions))
+        log.info(
+            "opened session %s for %s (%d open)", session.id[:8], client or "?", len(self._sessions)
+        )
         return session
 
     def _resolve_actions(self, requested: list[str]) -> list[str]:
@@ -229,9 +231,7 @@ class SessionManager:
         session.last_used = time.monotonic()
         session.lock.release()
 
-    def reset(
-        self, session_id: str, config: dict[str, Any], seed: int | None, seq: int
-    ) -> Result:
+    def reset(self, session_id: str, config: dict[str, Any], seed: int | None, seq: int) -> Result:
         """Start an episode in a session."""
         session = self.get(session_id)
         if self._config_keys:

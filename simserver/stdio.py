@@ -26,9 +26,11 @@ class LogWriter(io.TextIOBase):
         self._lock = threading.Lock()
 
     def writable(self) -> bool:
+        """Always writable."""
         return True
 
     def write(self, text: str) -> int:
+        """Buffer text; log each complete line."""
         with self._lock:
             self._buffer += text
             *lines, self._buffer = self._buffer.split("\n")
@@ -38,6 +40,7 @@ class LogWriter(io.TextIOBase):
         return len(text)
 
     def flush(self) -> None:
+        """Log any partial line."""
         with self._lock:
             rest, self._buffer = self._buffer, ""
         if rest.strip():

@@ -20,7 +20,9 @@ def start_server() -> Iterator[Callable[..., ServerProcess]]:
     """Start simserver child processes; all are stopped at teardown."""
     started: list[ServerProcess] = []
 
-    def start(target: str, *, transport: str = "unix", workdir: Path | str = SIMS, **kw: Any) -> ServerProcess:
+    def start(
+        target: str, *, transport: str = "unix", workdir: Path | str = SIMS, **kw: Any
+    ) -> ServerProcess:
         server = ServerProcess(target, workdir=workdir, transport=transport, **kw)
         started.append(server)
         server.start(timeout=60)

@@ -183,7 +183,16 @@ def test_server_killed_mid_episode_then_restarted(tmp_path):
     """on_error: truncate — the episode ends, and the next reset reaches the restarted server."""
     spec = load_spec(SPEC).model_copy(update={"on_error": "truncate"})
     sock = tmp_path / "s.sock"
-    cmd = [sys.executable, "-m", "simserver", "toy.py:Toy", "--unix", str(sock), "--chdir", str(SIMS)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "simserver",
+        "toy.py:Toy",
+        "--unix",
+        str(sock),
+        "--chdir",
+        str(SIMS),
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     assert proc.stdout is not None and proc.stdout.readline()
     env = _env(spec, f"unix:{sock}", timeout=2.0)
@@ -205,7 +214,9 @@ def test_server_killed_mid_episode_then_restarted(tmp_path):
 
 
 def test_unreachable_address_is_a_clear_error(tmp_path):
-    spec = load_spec(SPEC).model_copy(update={"sim": load_spec(SPEC).sim.model_copy(update={"connect_timeout": 1.0})})
+    spec = load_spec(SPEC).model_copy(
+        update={"sim": load_spec(SPEC).sim.model_copy(update={"connect_timeout": 1.0})}
+    )
     with pytest.raises(ServerUnavailable, match="Is simserver running"):
         _env(spec, f"unix:{tmp_path}/nothing.sock")
 
@@ -263,7 +274,9 @@ def test_vector_env_spreads_over_servers_and_survives_a_sim_error(start_server):
         venv.step(np.zeros((2, 1), np.float32))
         _, _, terms, truncs, infos = venv.step(np.zeros((2, 1), np.float32))
         assert not truncs[0] and truncs[1]
-        assert "ZeroDivisionError" in infos["simgym_error"][1] and infos["_simgym_error"].tolist() == [False, True]
+        assert "ZeroDivisionError" in infos["simgym_error"][1] and infos[
+            "_simgym_error"
+        ].tolist() == [False, True]
         venv.step(np.zeros((2, 1), np.float32))  # sub-env 1 reopens and resets
         _, _, _, truncs, _ = venv.step(np.zeros((2, 1), np.float32))
         assert not truncs.any()

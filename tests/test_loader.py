@@ -55,7 +55,8 @@ def test_gymnasium_discrete_env():
 
 
 def test_gymnasium_env_class(tmp_path):
-    (tmp_path / "myenv.py").write_text(textwrap.dedent("""
+    (tmp_path / "myenv.py").write_text(
+        textwrap.dedent("""
         import gymnasium as gym, numpy as np
         class Walk(gym.Env):
             observation_space = gym.spaces.Box(-5, 5, (2,), np.float32)
@@ -69,7 +70,8 @@ def test_gymnasium_env_class(tmp_path):
             def step(self, a):
                 self.x += float(a[0]) * self.step_size
                 return np.array([self.x, 1], np.float32), -abs(self.x), abs(self.x) > 4, False, {}
-    """))
+    """)
+    )
     factory = load_factory(f"{tmp_path}/myenv.py:Walk", {"step": 2.0})
     sim = factory.create(["action[0]"])
     assert sim.reset({"x0": 1.0}, None).states == [1.0, 0.0]
@@ -81,7 +83,8 @@ def _reference_folder(root):
     """A reference-style folder: sim/ without __init__.py, imports relative to the root."""
     (root / "sim").mkdir(parents=True)
     (root / "sim" / "physics.py").write_text("def advance(x, u):\n    return x + u\n")
-    (root / "sim" / "simulator_model.py").write_text(textwrap.dedent("""
+    (root / "sim" / "simulator_model.py").write_text(
+        textwrap.dedent("""
         from sim.physics import advance
 
         class SimulatorModel:
@@ -103,7 +106,8 @@ def _reference_folder(root):
                 return self.x > 100
             def truncation(self):
                 return self.t >= 5
-    """))
+    """)
+    )
     return root
 
 
@@ -138,8 +142,18 @@ def test_reference_folder_with_relative_unix_socket(tmp_path):
 
     root = _reference_folder(tmp_path / "proj")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "simserver", "sim/simulator_model.py:SimulatorModel", "--unix", "cstr.sock"],
-        cwd=root, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        [
+            sys.executable,
+            "-m",
+            "simserver",
+            "sim/simulator_model.py:SimulatorModel",
+            "--unix",
+            "cstr.sock",
+        ],
+        cwd=root,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
     )
     try:
         assert proc.stdout is not None

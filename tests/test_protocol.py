@@ -16,7 +16,9 @@ def test_generated_code_is_fresh(tmp_path):
         rel = fresh.relative_to(tmp_path)
         committed = REPO_ROOT / rel
         assert committed.exists(), f"{rel} is not committed: run `make proto`"
-        assert committed.read_text() == fresh.read_text(), f"{rel} is stale: run `make proto` and commit"
+        assert committed.read_text() == fresh.read_text(), (
+            f"{rel} is stale: run `make proto` and commit"
+        )
 
 
 def test_every_message_rpc_and_field_is_documented():
@@ -26,7 +28,11 @@ def test_every_message_rpc_and_field_is_documented():
         stripped = line.strip()
         is_decl = re.match(r"^(message|service|rpc|oneof)\s", stripped)
         is_field = re.match(r"^(repeated |optional )?[\w.]+\s+\w+\s*=\s*\d+", stripped)
-        if (is_decl or is_field) and not lines[i - 1].strip().startswith("//") and "//" not in stripped:
+        if (
+            (is_decl or is_field)
+            and not lines[i - 1].strip().startswith("//")
+            and "//" not in stripped
+        ):
             undocumented.append(stripped)
     assert not undocumented, f"add a comment saying what these mean: {undocumented}"
 

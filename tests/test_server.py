@@ -13,7 +13,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from gymclient.connection import ConnectOptions, Connection
+from gymclient.connection import Connection, ConnectOptions
 from gymclient.errors import (
     AuthError,
     InvalidRequest,
@@ -32,7 +32,11 @@ from .conftest import SIMS
 
 def test_handshake_reset_step(start_server, transport):
     server = start_server("toy.py:Toy", transport=transport, kwargs={"gain": 2.0})
-    assert server.address.startswith("unix:") if transport == "unix" else server.address.startswith("127.0.0.1:")
+    assert (
+        server.address.startswith("unix:")
+        if transport == "unix"
+        else server.address.startswith("127.0.0.1:")
+    )
     with Connection(server.address) as conn:
         session = conn.open(["u"])
         assert session.info.protocol == "simgym.v1"
@@ -124,7 +128,9 @@ def test_sim_exception_names_call_and_server_keeps_serving(start_server):
         bad.reset({})
         good.reset({})
         bad.step([0.0])
-        with pytest.raises(SimCallError, match=r"sim step\(\) raised ZeroDivisionError: boom in the sim"):
+        with pytest.raises(
+            SimCallError, match=r"sim step\(\) raised ZeroDivisionError: boom in the sim"
+        ):
             bad.step([0.0])
         assert good.step([0.0]).step == 1  # other sessions unaffected
         with pytest.raises(ProtocolMismatch):  # the failed episode is over...
@@ -156,8 +162,18 @@ def test_chatty_sim_does_not_block(tmp_path):
     sock = tmp_path / "chatty.sock"
     log_file = tmp_path / "server.log"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "simserver", "toy.py:Chatty", "--unix", str(sock), "-k", "horizon=10000",
-         "--log-file", str(log_file)],
+        [
+            sys.executable,
+            "-m",
+            "simserver",
+            "toy.py:Chatty",
+            "--unix",
+            str(sock),
+            "-k",
+            "horizon=10000",
+            "--log-file",
+            str(log_file),
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         cwd=SIMS,
@@ -207,7 +223,10 @@ def test_idle_sessions_expire(start_server):
 
 def test_token_auth(start_server, transport):
     server = start_server("toy.py:Toy", transport=transport, args=["--token", "s3cret"])
-    with Connection(server.address, ConnectOptions(connect_timeout=2)) as conn, pytest.raises(AuthError):
+    with (
+        Connection(server.address, ConnectOptions(connect_timeout=2)) as conn,
+        pytest.raises(AuthError),
+    ):
         conn.open(["u"])
     with Connection(server.address, ConnectOptions(token="wrong", connect_timeout=2)) as conn:
         with pytest.raises(AuthError):
@@ -234,7 +253,9 @@ def test_reflection_lists_services(start_server):
     server = start_server("toy.py:Toy", transport="tcp")
     with grpc.insecure_channel(server.address) as channel:
         stub = reflection_pb2_grpc.ServerReflectionStub(channel)
-        replies = stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5)
+        replies = stub.ServerReflectionInfo(
+            iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5
+        )
         names = {s.name for r in replies for s in r.list_services_response.service}
     assert {"simgym.v1.Simulator", "grpc.health.v1.Health"} <= names
 
@@ -243,7 +264,10 @@ def test_batch_and_stream(start_server):
     server = start_server("toy.py:Toy")
     with Connection(server.address) as conn:
         sessions = [conn.open(["u"]) for _ in range(3)]
-        items = [pb.BatchItem(reset=s.reset_request({"x0": float(i)}, None)) for i, s in enumerate(sessions)]
+        items = [
+            pb.BatchItem(reset=s.reset_request({"x0": float(i)}, None))
+            for i, s in enumerate(sessions)
+        ]
         results = conn.batch(items)
         assert [r.transition.states[0] for r in results] == [0.0, 1.0, 2.0]
         items = [pb.BatchItem(step=s.step_request([1.0])) for s in sessions]
@@ -255,7 +279,8 @@ def test_batch_and_stream(start_server):
         # The stream answers each batch in order.
         stub = pb_grpc.SimulatorStub(conn._channel)
         requests = [
-            pb.BatchRequest(items=[pb.BatchItem(step=s.step_request([1.0])) for s in sessions]) for _ in range(4)
+            pb.BatchRequest(items=[pb.BatchItem(step=s.step_request([1.0])) for s in sessions])
+            for _ in range(4)
         ]
         replies = list(stub.Stream(iter(requests), timeout=10))
         assert len(replies) == 4
@@ -292,7 +317,16 @@ def test_connect_retries_until_the_server_is_up(tmp_path):
     thread.start()
     time.sleep(1.0)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "simserver", "toy.py:Toy", "--unix", str(sock), "--chdir", str(SIMS)],
+        [
+            sys.executable,
+            "-m",
+            "simserver",
+            "toy.py:Toy",
+            "--unix",
+            str(sock),
+            "--chdir",
+            str(SIMS),
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -326,7 +360,11 @@ def test_sigterm_shuts_down_gracefully(start_server):
 
 def _simserver(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "simserver", *args], capture_output=True, text=True, timeout=60, cwd=SIMS
+        [sys.executable, "-m", "simserver", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=SIMS,
     )
 
 
@@ -362,7 +400,16 @@ def test_port_in_use_is_a_clear_error(start_server):
 def test_address_printed_and_written(tmp_path):
     address_file = tmp_path / "addr"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "simserver", "toy.py:Toy", "--port", "0", "--address-file", str(address_file)],
+        [
+            sys.executable,
+            "-m",
+            "simserver",
+            "toy.py:Toy",
+            "--port",
+            "0",
+            "--address-file",
+            str(address_file),
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,

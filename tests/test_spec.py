@@ -46,10 +46,18 @@ def test_good_spec_loads(tmp_path):
         (GOOD + "lessons:\n  noise: {values: []}\n", "lessons.noise", "must not be empty"),
         (GOOD + "lessons:\n  noise: {values: [1], min: 0, max: 1}\n", "lessons.noise", "not both"),
         (GOOD + "observatons: {}\n", "observatons", "unknown key"),
-        (GOOD.replace("reward: x", "reward: {function: a.py:f, state: x}"), "reward", "exactly one"),
+        (
+            GOOD.replace("reward: x", "reward: {function: a.py:f, state: x}"),
+            "reward",
+            "exactly one",
+        ),
         (GOOD.replace("reward: x", "reward: nofile.py:fn"), "reward.function", "file not found"),
         (GOOD.replace("toy.py:Toy", "nothere.py:Toy"), "sim.target", "file not found"),
-        (GOOD.replace("sim: {target: toy.py:Toy}", "sim: {target: toy.py:Toy, address: 'h:1'}"), "sim", "only one"),
+        (
+            GOOD.replace("sim: {target: toy.py:Toy}", "sim: {target: toy.py:Toy, address: 'h:1'}"),
+            "sim",
+            "only one",
+        ),
         (GOOD + "sim: {timeout: -1}\n", "sim.timeout", "greater than 0"),
         ("observations: [1, 2]\n", "observations", "valid dictionary"),
         ("- a\n- b\n", "", "mapping at the top level"),
@@ -72,7 +80,9 @@ def test_missing_file():
 
 def test_lessons_sampling_is_reproducible(tmp_path):
     path = tmp_path / "rl_lesson.yml"
-    path.write_text("noise_percentage: {min: 0, max: 20}\nCref_signal: {values: [1, 2, 3, 4, 5]}\nfixed: 7\n")
+    path.write_text(
+        "noise_percentage: {min: 0, max: 20}\nCref_signal: {values: [1, 2, 3, 4, 5]}\nfixed: 7\n"
+    )
     lessons = load_lessons(path)
     a = [sample_config(lessons, np.random.default_rng(3)) for _ in range(2)]
     b = sample_config(lessons, np.random.default_rng(4))
@@ -85,12 +95,19 @@ def test_lessons_sampling_is_reproducible(tmp_path):
 def test_bad_lesson_file_names_key(tmp_path):
     path = tmp_path / "rl_lesson.yml"
     path.write_text("noise_percentage: {min: 5, max: 1}\n")
-    with pytest.raises(SpecError, match=r"rl_lesson.yml: noise_percentage: max \(1.0\) must be >= min"):
+    with pytest.raises(
+        SpecError, match=r"rl_lesson.yml: noise_percentage: max \(1.0\) must be >= min"
+    ):
         load_lessons(path)
 
 
 def test_codec_normalises_clips_and_scales(tmp_path):
-    spec = load_spec(_write(tmp_path, GOOD.replace("x: {min: -10, max: 10}", "x: {min: 0, max: 10}\n  t: {min: 0, max: 20}")))
+    spec = load_spec(
+        _write(
+            tmp_path,
+            GOOD.replace("x: {min: -10, max: 10}", "x: {min: 0, max: 10}\n  t: {min: 0, max: 20}"),
+        )
+    )
     codec = DeclarativeCodec(spec, ["t", "x"], ["u"])
     obs, clipped = codec.encode({}, [10.0, 5.0])
     np.testing.assert_allclose(obs, [0.0, 0.0])
@@ -104,7 +121,9 @@ def test_codec_normalises_clips_and_scales(tmp_path):
 
 def test_codec_reports_spec_sim_mismatch(tmp_path):
     spec = load_spec(_write(tmp_path, GOOD))
-    with pytest.raises(SpecMismatch, match=r"observations.x: the sim has no state 'x' \(it has: a, b\)"):
+    with pytest.raises(
+        SpecMismatch, match=r"observations.x: the sim has no state 'x' \(it has: a, b\)"
+    ):
         DeclarativeCodec(spec, ["a", "b"], ["u"])
     with pytest.raises(SpecMismatch, match="actions"):
         DeclarativeCodec(spec, ["x"], ["v"])

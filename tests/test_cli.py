@@ -1,0 +1,81 @@
+"""The `simgym` command: exit codes and one-line errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from .conftest import SIMS
+
+
+def simgym(*args: str, cwd=None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", "from launcher.cli import main; main()", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=cwd,
+    )
+
+
+def test_check_sound_integration_exits_zero():
+    proc = simgym("check", str(SIMS / "toy_spec.yaml"), "--episodes", "3")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "SOUND" in proc.stdout and "steps/s" in proc.stdout
+
+
+def test_check_unsound_integration_exits_one(tmp_path):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(
+        (SIMS / "toy_spec.yaml")
+        .read_text()
+        .replace("toy.py:Toy", "toy.py:Raising")
+        .replace("kwargs: {gain: 2.0}", "kwargs: {fail_at: 2}")
+    )
+    for f in ("toy.py", "reward.py"):
+        (tmp_path / f).write_text((SIMS / f).read_text())
+    proc = simgym("check", str(spec), "--episodes", "2")
+    assert proc.returncode == 1
+    assert "NOT SOUND" in proc.stdout and "ZeroDivisionError" in proc.stdout
+
+
+@pytest.mark.parametrize(
+    ("spec_text", "message"),
+    [
+        (
+            "observations: {x: {min: 1, max: 0}}\nactions: {u: {min: 0, max: 1}}\n",
+            "observations.x: max (0.0) must be greater than min",
+        ),
+        (
+            "sim: {target: toy.py:Toy}\nobservations: {nope: {min: 0, max: 1}}\nactions: {u: {min: 0, max: 1}}\nreward: x\n",
+            "observations.nope: the sim has no state 'nope'",
+        ),
+        (
+            "sim: {target: toy.py:BadCtor}\nobservations: {x: {min: 0, max: 1}}\nactions: {u: {min: 0, max: 1}}\nreward: x\n",
+            "cannot find license server",
+        ),
+        (
+            "sim: {address: 'unix:/nonexistent/x.sock', connect_timeout: 1}\nobservations: {x: {min: 0, max: 1}}\nactions: {u: {min: 0, max: 1}}\n",
+            "cannot reach sim server",
+        ),
+    ],
+)
+def test_check_errors_are_one_line(tmp_path, spec_text, message):
+    (tmp_path / "toy.py").write_text((SIMS / "toy.py").read_text())
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(textwrap.dedent(spec_text))
+    proc = simgym("check", str(spec), "--episodes", "1")
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("simgym: error:") and message in lines[0], (
+        proc.stderr
+    )
+    assert "Traceback" not in proc.stderr
+
+
+def test_version():
+    proc = simgym("version")
+    assert proc.returncode == 0 and "simgym.v1" in proc.stdout

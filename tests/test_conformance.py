@@ -1,0 +1,47 @@
+"""The conformance kit, used the way a sim author would use it in their own suite."""
+
+from __future__ import annotations
+
+import pytest
+
+from gymclient.conformance import ConformanceSuite, check_integration
+from simserver.process import ServerProcess
+
+from .conftest import SIMS
+
+
+@pytest.fixture(scope="class")
+def toy_server(request):
+    server = ServerProcess("toy.py:Toy", workdir=SIMS, kwargs={"gain": 2.0})
+    server.start()
+    request.cls.address = server.address
+    yield server
+    server.cleanup()
+
+
+@pytest.mark.usefixtures("toy_server")
+class TestToyConforms(ConformanceSuite):
+    spec = str(SIMS / "toy_spec.yaml")
+
+
+def test_report_flags_a_failing_sim():
+    with ServerProcess("toy.py:Raising", workdir=SIMS, kwargs={"fail_at": 3}) as server:
+        report = check_integration(str(SIMS / "toy_spec.yaml"), server.address, episodes=3)
+    assert not report.sound
+    assert report.sim_errors and "ZeroDivisionError" in report.sim_errors[0]
+
+
+def test_report_flags_nonfinite_states():
+    with ServerProcess("toy.py:NaNSim", workdir=SIMS) as server:
+        report = check_integration(str(SIMS / "toy_spec.yaml"), server.address, episodes=2)
+    assert not report.sound and report.nonfinite == 2
+
+
+def test_report_counts_clipping_and_stats():
+    with ServerProcess("toy.py:Toy", workdir=SIMS, kwargs={"gain": 2.0}) as server:
+        report = check_integration(str(SIMS / "toy_spec.yaml"), server.address, episodes=5, seed=1)
+    assert report.sound, [c for c in report.checks if not c.ok]
+    assert report.episodes == 5 and report.steps == sum(report.lengths)
+    assert report.terminated + report.truncated == 5
+    x = next(o for o in report.observations if o.name == "x")
+    assert x.declared == (-10.0, 10.0) and x.seen_min <= x.seen_max
