@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -78,7 +78,7 @@ class SimEnv(gym.Env[np.ndarray, np.ndarray]):
     when an episode was cut short by a failure (``on_error: truncate``).
     """
 
-    metadata: ClassVar[dict[str, Any]] = {"render_modes": []}
+    metadata: dict[str, Any] = {"render_modes": []}  # noqa: RUF012 (gymnasium declares it so)
 
     def __init__(self, config: Mapping[str, Any] | None = None, **kwargs: Any) -> None:
         super().__init__()
@@ -110,10 +110,10 @@ class SimEnv(gym.Env[np.ndarray, np.ndarray]):
         )
         self.observation_space = gym.spaces.Box(-1.0, 1.0, (len(self.codec.obs_names),), np.float32)
         self.action_space = gym.spaces.Box(-1.0, 1.0, (len(self.codec.action_names),), np.float32)
-        self._last_obs = np.zeros(self.observation_space.shape, np.float32)
-        self._episode_clips = np.zeros(len(self.codec.obs_names), np.int64)
-        self._steps = 0
-        self._needs_reopen = False
+        self._last_obs: np.ndarray = np.zeros(self.observation_space.shape, np.float32)
+        self._episode_clips: np.ndarray = np.zeros(len(self.codec.obs_names), np.int64)
+        self._steps: int = 0
+        self._needs_reopen: bool = False
         # Lifetime counters, read by the checker and training metrics.
         self.totals: dict[str, float] = {
             "steps": 0,
@@ -123,8 +123,8 @@ class SimEnv(gym.Env[np.ndarray, np.ndarray]):
             "reopens": 0,
             "sim_seconds": 0.0,
         }
-        self.last_sim_seconds = 0.0
-        self.clip_totals = np.zeros(len(self.codec.obs_names), np.int64)
+        self.last_sim_seconds: float = 0.0
+        self.clip_totals: np.ndarray = np.zeros(len(self.codec.obs_names), np.int64)
 
     # ------------------------------------------------------------------ session
 

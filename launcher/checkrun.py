@@ -38,7 +38,7 @@ def run_check(
     Raises:
         SimgymError: The server cannot be started or reached.
     """
-    address = address or (spec.sim.address_list() or [None])[0]
+    address = address or next(iter(spec.sim.address_list()), None)
     if address:
         return check_integration(spec, address, episodes=episodes, seed=seed)
     server = server_for(spec, transport)

@@ -448,7 +448,7 @@ def _bounds(space: Any) -> list[tuple[float | None, float | None]]:
     from gymnasium import spaces
 
     if isinstance(space, spaces.Discrete):
-        return [(float(space.start), float(space.start + space.n - 1))]
+        return [(float(int(space.start)), float(int(space.start) + int(space.n) - 1))]
     flat = spaces.flatten_space(space)
     if isinstance(flat, spaces.Box):
         lows, highs = flat.low.astype(float).ravel(), flat.high.astype(float).ravel()

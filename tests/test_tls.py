@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from gymclient.connection import ConnectOptions, Connection
+from gymclient.connection import Connection, ConnectOptions
 from gymclient.errors import AuthError, ServerUnavailable
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
@@ -32,7 +32,14 @@ def test_tls_with_token(start_server, certs):
     server = start_server(
         "toy.py:Toy",
         transport="tcp",
-        args=["--tls-cert", str(certs / "cert.pem"), "--tls-key", str(certs / "key.pem"), "--token", "t0k"],
+        args=[
+            "--tls-cert",
+            str(certs / "cert.pem"),
+            "--tls-key",
+            str(certs / "key.pem"),
+            "--token",
+            "t0k",
+        ],
     )
     port = server.address.rsplit(":", 1)[1]
     address = f"localhost:{port}"
@@ -41,7 +48,9 @@ def test_tls_with_token(start_server, certs):
         s = conn.open(["u"])
         s.reset({})
         assert s.step([1.0]).step == 1
-    with Connection(address, ConnectOptions(tls=True, tls_ca=str(certs / "cert.pem"), token="bad")) as conn:
+    with Connection(
+        address, ConnectOptions(tls=True, tls_ca=str(certs / "cert.pem"), token="bad")
+    ) as conn:
         with pytest.raises(AuthError):
             conn.open(["u"])
     # A plaintext client cannot talk to a TLS server.
