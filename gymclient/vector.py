@@ -10,6 +10,7 @@ different servers go out concurrently.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -86,6 +87,20 @@ class SimVectorEnv(gym.vector.VectorEnv):
         self._obs = np.zeros((num_envs, *self.single_observation_space.shape), np.float32)
         self.on_error = self.spec_.on_error
         self.totals = {"steps": 0, "episodes": 0, "sim_errors": 0, "nonfinite": 0}
+        # Per-episode accumulators of the spec's log_states (reported at episode end).
+        self.log_states = [n for n in codec.log_states if n in first.state_names]
+        self._log_idx = np.array([first.state_names.index(n) for n in self.log_states], np.intp)
+        self._log_sum = np.zeros((num_envs, len(self.log_states)))
+        self._ep_steps = np.zeros(num_envs, np.int64)
+        self._max_steps = self.spec_.max_episode_steps
+        self._counters = dict.fromkeys(
+            ("steps", "sim_errors", "nonfinite", "sim_seconds", "call_seconds"), 0.0
+        )
+
+    def take_counters(self) -> dict[str, float]:
+        """Bridge counters since the last call (steps, errors, sim and call seconds)."""
+        counters, self._counters = self._counters, dict.fromkeys(self._counters, 0.0)
+        return counters
 
     # ------------------------------------------------------------------ plumbing
 
@@ -202,7 +217,9 @@ class SimVectorEnv(gym.vector.VectorEnv):
                     pb.BatchItem(step=session.step_request(self.codecs[i].decode(actions[i])))
                 )
             owners.append(i)
+        started = time.perf_counter()
         results = self._run(items, owners)
+        self._counters["call_seconds"] += time.perf_counter() - started
         rewards = np.zeros(self.num_envs, np.float64)
         terms = np.zeros(self.num_envs, bool)
         truncs = np.zeros(self.num_envs, bool)
@@ -212,6 +229,7 @@ class SimVectorEnv(gym.vector.VectorEnv):
             err = self._item_error(result, self._env_conn[i])
             if err is not None:
                 self.totals["sim_errors"] += 1
+                self._counters["sim_errors"] += 1
                 if self.on_error == "raise":
                     raise err
                 log.warning("sub-env %d truncated: %s", i, err)
@@ -226,10 +244,16 @@ class SimVectorEnv(gym.vector.VectorEnv):
             if was_reset:
                 self._autoreset[i] = False
                 self.totals["episodes"] += 1
+                self._log_sum[i] = 0.0
+                self._ep_steps[i] = 0
                 continue
             self.totals["steps"] += 1
+            self._counters["steps"] += 1
+            self._counters["sim_seconds"] += t.sim_seconds
+            self._ep_steps[i] += 1
             if t.nonfinite:
                 self.totals["nonfinite"] += 1
+                self._counters["nonfinite"] += 1
                 truncs[i] = True
                 self._add_info(infos, {"simgym_error": "non-finite states"}, i)
             else:
@@ -237,7 +261,30 @@ class SimVectorEnv(gym.vector.VectorEnv):
                 r, term, trunc = self.codecs[i].reward(
                     states, t.terminated, t.truncated, t.reward if t.HasField("reward") else None
                 )
+                if (
+                    self._max_steps is not None
+                    and self._ep_steps[i] >= self._max_steps
+                    and not term
+                ):
+                    trunc = True
                 rewards[i], terms[i], truncs[i] = r, term, trunc
+                if len(self._log_idx):
+                    values = np.asarray(t.states)[self._log_idx]
+                    self._log_sum[i] += values
+                    if term or trunc:
+                        mean = self._log_sum[i] / self._ep_steps[i]
+                        self._add_info(
+                            infos,
+                            {
+                                "log_states_mean": dict(
+                                    zip(self.log_states, mean.tolist(), strict=True)
+                                ),
+                                "log_states_final": dict(
+                                    zip(self.log_states, values.tolist(), strict=True)
+                                ),
+                            },
+                            i,
+                        )
             self._autoreset[i] = terms[i] or truncs[i]
         return self._obs.copy(), rewards, terms, truncs, infos
 

@@ -57,6 +57,36 @@ def check(
 
 
 @app.command()
+def train(
+    spec: Annotated[Path, typer.Argument(help="Training spec YAML (see docs/training.md).")],
+    resume: Annotated[
+        Path | None, typer.Option(help="Continue this run folder from its last checkpoint.")
+    ] = None,
+    address: Annotated[
+        str | None, typer.Option(help="Join this Ray cluster instead of starting one.")
+    ] = None,
+) -> None:
+    """Train with RLlib: start the sims, train to a stop condition, log metrics, checkpoint."""
+    from launcher.progress import ProgressView
+    from launcher.train import train as run_training
+
+    view = ProgressView(console)
+    try:
+        with view:
+            run_dir, state = run_training(
+                spec,
+                resume=resume,
+                ray_address=address,
+                on_progress=view.update,
+                on_start=view.started,
+            )
+    except SimgymError as exc:
+        _fail(str(exc), 1 if "details:" in str(exc) else 2)
+        return
+    view.summary(run_dir, state)
+
+
+@app.command()
 def version() -> None:
     """Print the simgym and protocol versions."""
     from simgym import PROTOCOL, __version__

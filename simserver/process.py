@@ -60,6 +60,8 @@ class ServerProcess:
         self.env = dict(env or {})
         self.proc: subprocess.Popen[bytes] | None = None
         self.address: str | None = None
+        # A restarted TCP server keeps its port, so clients reconnect to the same address.
+        self._port = 0
 
     def command(self) -> list[str]:
         """The command line that starts the server."""
@@ -67,7 +69,7 @@ class ServerProcess:
         if self.transport == "unix":
             cmd += ["--unix", str(self.folder / "sim.sock")]
         else:
-            cmd += ["--port", "0"]
+            cmd += ["--port", str(self._port)]
         cmd += ["--address-file", str(self.folder / "address")]
         if self.kwargs:
             kwargs_file = self.folder / "kwargs.yaml"
@@ -102,6 +104,8 @@ class ServerProcess:
         while time.monotonic() < deadline:
             if address_file.exists():
                 self.address = address_file.read_text().strip()
+                if self.transport == "tcp":
+                    self._port = int(self.address.rsplit(":", 1)[1])
                 return self.address
             if self.proc.poll() is not None:
                 raise ServerStartError(

@@ -1,0 +1,208 @@
+"""The training spec: one YAML file from env spec to stop conditions, validated at load time.
+
+```yaml
+env: spec.yaml                  # the env spec (or a reference-style folder), relative to this file
+sim:                            # where the sims run (default: launch the env spec's target)
+  launch: {target: sim.py:CSTR, servers: 2, sessions_per_server: 8}
+  # address: host:port / addresses: [...] — servers the user runs elsewhere
+algorithm: IMPALA               # IMPALA (default), PPO or APPO
+config: {lr: 0.0001}            # any other RLlib training keys, passed through
+resources: {env_runners: 1, envs_per_runner: 8, cpus: 2}
+stop: {max_time: 10m, env_steps: 500000, episode_reward_mean: 80}
+checkpoint: {every: 5, keep: 3}
+seed: 0
+output: runs                    # run folders go here
+experiment: cstr-impala         # MLflow experiment
+tracking_uri: null              # default sqlite:///<run>/mlflow.db, or $MLFLOW_TRACKING_URI
+```
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from gymclient.errors import SpecError
+from gymclient.spec import EnvSpec, load_spec
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|hr|d)?\s*$")
+_UNIT = {None: 1, "s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "hr": 3600, "d": 86400}
+
+
+def parse_duration(value: Any) -> float:
+    """Seconds from ``90``, ``"90s"``, ``"10m"``, ``"2h"``.
+
+    Raises:
+        ValueError: Not a duration.
+    """
+    if isinstance(value, (int, float)):
+        return float(value)
+    match = _DURATION.match(str(value))
+    if not match:
+        raise ValueError(f"{value!r} is not a duration (examples: 90, 90s, 10m, 2h)")
+    return float(match.group(1)) * _UNIT[match.group(2)]
+
+
+class Launch(_Model):
+    """Sim servers simgym starts as supervised sidecar processes on loopback."""
+
+    target: str | None = None  # default: the env spec's sim.target
+    kwargs: dict[str, Any] | None = None
+    servers: int = Field(1, ge=1, le=256)
+    sessions_per_server: int = Field(64, ge=1)
+    transport: Literal["unix", "tcp"] = "unix"
+    max_restarts: int = Field(5, ge=0)  # per server, over the run
+    restart_backoff: float = Field(1.0, ge=0)  # seconds, doubled per restart of the same server
+
+
+class SimPlacement(_Model):
+    """Where the sims are: ``launch`` sidecars, or running servers at ``address(es)``."""
+
+    launch: Launch | None = None
+    address: str | None = None
+    addresses: list[str] | None = None
+    token: str | None = None
+    token_env: str | None = None
+    tls: bool | None = None
+    tls_ca: str | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> SimPlacement:
+        given = [k for k in ("launch", "address", "addresses") if getattr(self, k)]
+        if len(given) > 1:
+            raise ValueError(f"give one of launch, address, addresses (got {', '.join(given)})")
+        return self
+
+
+class Resources(_Model):
+    """How much parallelism training uses."""
+
+    env_runners: int = Field(1, ge=0)
+    envs_per_runner: int = Field(8, ge=1)
+    cpus: int | None = Field(None, ge=1)  # Ray's num_cpus (default: all)
+    object_store_mb: int | None = Field(None, ge=64)
+
+
+class Stop(_Model):
+    """Stop conditions; training stops at the first one reached."""
+
+    max_time: float | None = None  # seconds (accepts "10m", "2h")
+    env_steps: int | None = Field(None, ge=1)
+    iterations: int | None = Field(None, ge=1)
+    episode_reward_mean: float | None = None
+
+    @field_validator("max_time", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> Any:
+        return None if value is None else parse_duration(value)
+
+    @model_validator(mode="after")
+    def _some(self) -> Stop:
+        if all(
+            v is None
+            for v in (self.max_time, self.env_steps, self.iterations, self.episode_reward_mean)
+        ):
+            raise ValueError(
+                "give at least one of max_time, env_steps, iterations, episode_reward_mean"
+            )
+        return self
+
+
+class Checkpointing(_Model):
+    """Checkpoint frequency (iterations) and how many to keep."""
+
+    every: int = Field(5, ge=1)
+    keep: int = Field(3, ge=1)
+
+
+class TrainSpec(_Model):
+    """A validated training spec."""
+
+    env: str
+    sim: SimPlacement = Field(default_factory=SimPlacement)
+    algorithm: Literal["IMPALA", "PPO", "APPO"] = "IMPALA"
+    config: dict[str, Any] = Field(default_factory=dict)
+    resources: Resources = Field(default_factory=Resources)
+    stop: Stop = Field(default_factory=lambda: Stop(max_time=600.0))
+    checkpoint: Checkpointing = Field(default_factory=Checkpointing)
+    seed: int | None = 0
+    output: str = "runs"
+    experiment: str = "simgym"
+    tracking_uri: str | None = None
+    base_dir: str = "."
+    source: str = "<train spec>"
+
+    @field_validator("algorithm", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+    def path(self, relative: str) -> Path:
+        """Resolve a path written in the spec against the spec's folder."""
+        p = Path(relative)
+        return p if p.is_absolute() else Path(self.base_dir) / p
+
+    def load_env_spec(self) -> EnvSpec:
+        """The env spec this training uses, with the ``sim`` placement applied."""
+        env = load_spec(self.path(self.env))
+        s = self.sim
+        updates: dict[str, Any] = {}
+        if s.address or s.addresses:
+            updates.update(address=s.address, addresses=s.addresses, target=None)
+        for key in ("token", "token_env", "tls", "tls_ca"):
+            if getattr(s, key) is not None:
+                updates[key] = getattr(s, key)
+        if updates:
+            env = env.model_copy(update={"sim": env.sim.model_copy(update=updates)})
+        return env
+
+    def launch(self, env: EnvSpec) -> Launch | None:
+        """The sidecar plan: explicit ``sim.launch``, else the env spec's target (1 server)."""
+        if self.sim.address or self.sim.addresses:
+            return None
+        launch = self.sim.launch or Launch()
+        if launch.target is None:
+            if not env.sim.target:
+                raise SpecError(self.source, "sim", "give sim.launch.target or sim.address(es)")
+            launch = launch.model_copy(update={"target": env.sim.target})
+        return launch
+
+
+def load_train_spec(path: str | os.PathLike[str]) -> TrainSpec:
+    """Load and validate a training spec.
+
+    Raises:
+        SpecError: Naming the file and the key.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise SpecError(str(p), "", "no such file")
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as exc:
+        raise SpecError(str(p), "", f"not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise SpecError(str(p), "", "expected a mapping at the top level")
+    try:
+        spec = TrainSpec.model_validate(
+            {**data, "base_dir": str(p.resolve().parent), "source": str(p)}
+        )
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        key = ".".join(str(x) for x in err["loc"] if not str(x).startswith("function-"))
+        msg = "unknown key (check its spelling)" if err["type"] == "extra_forbidden" else err["msg"]
+        raise SpecError(str(p), key, msg.removeprefix("Value error, ")) from None
+    env_path = spec.path(spec.env)
+    if not env_path.exists():
+        raise SpecError(str(p), "env", f"not found: {env_path}")
+    return spec
