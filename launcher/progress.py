@@ -96,7 +96,8 @@ class ProgressView:
         self.console.print("reward = episode_reward_mean (MLflow name); ep len = episode_len_mean")
         self.console.print(f"[bold]stopped[/]: {state.stop_reason}")
         self.console.print(
-            f"iterations {state.iteration}, env steps {state.env_steps:,}, episodes {state.episodes:,}, "
+            f"iterations {state.iteration}, env steps {state.env_steps:,}, "
+            f"episodes {state.episodes:,}, "
             f"best episode_reward_mean {_fmt(best)}"
         )
         self.console.print(f"checkpoint: {state.checkpoints[-1] if state.checkpoints else '—'}")

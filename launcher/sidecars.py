@@ -109,7 +109,8 @@ class SidecarPool:
         code = server.proc.returncode if server.proc else None
         if self.restarts[i] >= self.launch.max_restarts:
             if not any(e.server == i and e.kind == "gave_up" for e in self.events):
-                detail = f"server {i} exited ({code}) and its restart budget ({self.launch.max_restarts}) is used up"
+                budget = self.launch.max_restarts
+                detail = f"server {i} exited ({code}) and its restart budget ({budget}) is used up"
                 log.error(detail)
                 self.events.append(SidecarEvent(i, "gave_up", detail))
             return
@@ -123,7 +124,8 @@ class SidecarPool:
             except ServerStartError as exc:
                 log.error("restarting server %d failed: %s", i, exc)
                 return
-        detail = f"server {i} exited ({code}); restarted at {server.address} (restart {self.restarts[i]})"
+        n = self.restarts[i]
+        detail = f"server {i} exited ({code}); restarted at {server.address} (restart {n})"
         log.warning(detail)
         self.events.append(SidecarEvent(i, "restarted", detail))
 

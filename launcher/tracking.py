@@ -82,12 +82,14 @@ class Tracker:
 
         self.run_dir = run_dir
         self.csv_path = run_dir / "metrics.csv"
-        self.uri = (
-            tracking_uri
-            or os.environ.get("MLFLOW_TRACKING_URI")
-            or f"sqlite:///{run_dir.resolve()}/mlflow.db"
-        )
+        local = f"sqlite:///{run_dir.resolve()}/mlflow.db"
+        self.uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or local
         mlflow.set_tracking_uri(self.uri)
+        if self.uri == local and mlflow.get_experiment_by_name(experiment) is None:
+            # A sqlite store puts artifacts under ./mlruns of whatever the cwd is: keep
+            # them in the run folder instead.
+            artifacts = (run_dir / "mlartifacts").resolve().as_uri()
+            mlflow.create_experiment(experiment, artifact_location=artifacts)
         mlflow.set_experiment(experiment)
         self._mlflow = mlflow
         self.run = mlflow.start_run(

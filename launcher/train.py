@@ -122,7 +122,8 @@ def preflight(env_spec: EnvSpec, addresses: list[str], seed: int | None) -> None
                     session.reset(config, 0)
                 except SimgymError as exc:
                     raise SimgymError(
-                        f"{env_spec.source}: lessons: the sim at {address} rejected the reset config "
+                        f"{env_spec.source}: lessons: the sim at {address} rejected the "
+                        "reset config "
                         f"{config}: {exc}"
                     ) from None
             finally:
@@ -263,7 +264,8 @@ def train(
         state.mlflow_run_id = tracker.run_id
         if resume is None:
             tracker.log_params(
-                {"algorithm": spec.algorithm, "env": spec.env, "seed": spec.seed, **spec.resources.model_dump(),
+                {"algorithm": spec.algorithm, "env": spec.env, "seed": spec.seed,
+                 **spec.resources.model_dump(),
                  **{f"config.{k}": v for k, v in spec.config.items()}}
             )  # fmt: skip
         state.save(run_dir)
@@ -317,7 +319,8 @@ def train(
             if on_progress:
                 time_left = max(0.0, stop.max_time - elapsed) if stop.max_time is not None else None
                 on_progress(
-                    Progress(state.iteration, state.env_steps, state.episodes, elapsed, time_left, metrics,
+                    Progress(state.iteration, state.env_steps, state.episodes, elapsed, time_left,
+                             metrics,
                              checkpoint, pool.total_restarts if pool else 0)
                 )  # fmt: skip
 

@@ -174,7 +174,9 @@ class TrainSpec(_Model):
         if launch.target is None:
             if not env.sim.target:
                 raise SpecError(self.source, "sim", "give sim.launch.target or sim.address(es)")
-            launch = launch.model_copy(update={"target": env.sim.target})
+            # The env spec's target comes with its constructor arguments.
+            kwargs = env.sim.kwargs if launch.kwargs is None else launch.kwargs
+            launch = launch.model_copy(update={"target": env.sim.target, "kwargs": kwargs})
         return launch
 
 

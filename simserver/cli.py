@@ -108,6 +108,9 @@ def serve(
     ] = None,
     log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR.")] = "INFO",
     log_file: Annotated[Path | None, typer.Option(help="Log here instead of stderr.")] = None,
+    parent_pid: Annotated[
+        int | None, typer.Option(help="Exit when this process is gone (sidecar mode).")
+    ] = None,
 ) -> None:
     """Serve a simulator over gRPC (simgym.v1), printing the bound address on stdout."""
     logging.basicConfig(
@@ -155,7 +158,29 @@ def serve(
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    if parent_pid is not None:
+        _watch_parent(parent_pid, server)
     server.wait()
+
+
+def _watch_parent(pid: int, server: SimServer) -> None:
+    """A sidecar must not outlive its trainer, even one killed with SIGKILL."""
+    import threading
+    import time
+
+    def watch() -> None:
+        while True:
+            time.sleep(1.0)
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                logging.getLogger("simserver").warning("parent %d is gone: shutting down", pid)
+                server.stop(grace=1.0)
+                return
+            except PermissionError:  # alive, owned by someone else
+                pass
+
+    threading.Thread(target=watch, name="simserver-parent-watch", daemon=True).start()
 
 
 def main() -> None:

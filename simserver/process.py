@@ -70,7 +70,7 @@ class ServerProcess:
             cmd += ["--unix", str(self.folder / "sim.sock")]
         else:
             cmd += ["--port", str(self._port)]
-        cmd += ["--address-file", str(self.folder / "address")]
+        cmd += ["--address-file", str(self.folder / "address"), "--parent-pid", str(os.getpid())]
         if self.kwargs:
             kwargs_file = self.folder / "kwargs.yaml"
             kwargs_file.write_text(yaml.safe_dump(self.kwargs))

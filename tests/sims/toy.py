@@ -109,3 +109,27 @@ class BadCtor:
 
     def step(self, action):
         return {}
+
+
+class Flaky(Toy):
+    """Misbehaves at random steps: raises, returns NaN, or hangs (seeded, per instance)."""
+
+    action_names = ("u",)
+
+    def __init__(self, p_raise=0.0, p_nan=0.0, p_hang=0.0, hang=5.0, horizon=20):
+        super().__init__(horizon=horizon)
+        import random
+
+        self.rng = random.Random(id(self))
+        self.p_raise, self.p_nan, self.p_hang, self.hang = p_raise, p_nan, p_hang, hang
+
+    def step(self, action):
+        roll = self.rng.random()
+        if roll < self.p_raise:
+            raise RuntimeError("flaky sim failed")
+        if roll < self.p_raise + self.p_hang:
+            time.sleep(self.hang)
+        out = super().step(action)
+        if self.rng.random() < self.p_nan:
+            out["x"] = math.nan
+        return out
