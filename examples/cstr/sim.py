@@ -1,0 +1,517 @@
+"""CSTR — a fast, seedable simulator of a cooled continuous stirred-tank reactor.
+
+The embedded sample simulator of simgym. An exothermic, first-order reaction A → B runs in a
+cooled tank; the agent moves the coolant (jacket) temperature ``Tc`` so that the outlet
+concentration ``Cr`` follows a reference ``Cref`` that ramps from a low-conversion to a
+high-conversion operating point, where the reactor is prone to thermal runaway. It reproduces
+the public reference sample step for step (``reference/`` beside this file, and
+``tests/data/cstr_golden.json``) at a fraction of its cost: no scipy, no interpolator rebuilt per
+step, no prints, and noise drawn from the instance's own seeded generator.
+
+Units: time in minutes, concentration in kmol/m³, temperature in K, energy in kcal.
+
+Model (F = 1 m³/min, V = 1 m³, k0 = 34 930 800 1/min, E = 11 843 kcal/kmol,
+R = 1.98588 kcal/(kmol·K), ΔH = −5960 kcal/kmol, ρCp = 500 kcal/(m³·K),
+UA = 150 kcal/(min·K), Caf = 10 kmol/m³, Tf = 298.2 K)::
+
+    rA     = k0 · exp(−E / (R · Tr)) · Cr
+    dCr/dt = F/V · (Caf − Cr) − rA
+    dTr/dt = F/V · (Tf − Tr) − ΔH/ρCp · rA − UA/(ρCp · V) · (Tr − Tc)
+
+One control step (the reference's exact behaviour, kept so its baselines stay comparable):
+
+* ``Tc_adjust`` (ΔTc, K) is capped to ±int(10 · step_time); NaN or None count as 0.
+* The step is integrated in ``edo_solver_n_its`` equal sub-intervals from the noise-free
+  state; the coolant is at ``Tc + ΔTc`` during the first and at ``Tc`` during the others;
+  then ``Tc ← Tc + ΔTc`` and the ``Tc_adjust`` state is the change actually applied.
+* The references are read at the time *before* the step; the measured ``Cr``/``Tr`` are the
+  noise-free values plus ``noise · U(−range, range)`` with ranges 8.5698 − 2 (Cr) and
+  373.1311 − 311.2612 (Tr), where ``noise = noise_percentage / 100``.
+* ``kpi_rms_conc_error`` is the running RMS of (noise-free Cr − Cref) over the steps.
+* Terminated when measured Tr ≥ 400 (runaway), measured Cr ≤ 0, |ΔTc| > 10 · step_time or
+  Tc < 50; truncated when the elapsed time exceeds 90 (91 steps of 1 minute).
+
+Reset config (all optional; unknown keys raise ``ValueError``):
+
+* ``Cref_signal`` (1): 1–4 ramp the references from (8.5698, 311.2612) to (2, 373.1311) over 26
+  minutes starting at minute 1, 20, 40, 60; 5 holds the low, 6 the high operating point.
+* ``noise_percentage`` (0): measurement noise, in percent of the ranges above.
+* ``step_time`` (1): minutes per control step.
+* ``transition_start`` (1): start of the ramp for signal 1 (2–4 fix their own).
+* ``edo_solver_n_its`` (2): sub-intervals per step.
+
+At reset the plant (noise-free) state starts on the reference and the measured state at
+(8.5698, 311.2639) plus noise; ``Tc`` starts at 292 (305.0348 for signal 6).
+
+Integration: an adaptive, variable-order Taylor-series method. With ψ = −E/(R·Tr), k = k0·e^ψ
+and rA = k·Cr, the scaled Taylor coefficients x_n = x⁽ⁿ⁾(0)·hⁿ/n! of the solution follow from
+four short recurrences (Cauchy products), one ``exp`` per step::
+
+    ψ_n = −(Σ_{j=1..n} Tr_j · ψ_{n−j}) / Tr_0           (ψ · Tr = −E/R)
+    k_n = (1/n) Σ_{j=1..n} j · ψ_j · k_{n−j}            (k' = k · ψ')
+    r_n = Σ_{j=0..n} k_j · Cr_{n−j}                      (rA = k · Cr)
+    Cr_{n+1} = h/(n+1) · (δ_{n0}·Caf − Cr_n − r_n)
+    Tr_{n+1} = h/(n+1) · (δ_{n0}·(Tf + β·Tc) − (1 + β)·Tr_n − ΔH/ρCp · r_n),  β = UA/(ρCp·V)
+
+The series is summed as soon as its last two terms are below the tolerance (relative 1e-8),
+usually at order 4–9 over a whole sub-interval; otherwise, up to order 10, the step is shortened
+to the length where they would be. The result matches an exact (tolerance 1e-13) solution to
+~1e-8 relative, which is tighter than the reference's own odeint (LSODA, rtol = atol = 1.5e-8).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Mapping
+from math import exp
+from typing import Any, ClassVar
+
+# Process constants (see the module docstring).
+_K0 = 34930800.0  # pre-exponential factor, 1/min
+_E_R = 11843.0 / 1.98588  # activation energy over gas constant, K
+_CAF = 10.0  # feed concentration, kmol/m³ (F/V = 1/min is folded in)
+_TF = 298.2  # feed temperature, K
+_BETA = 150.0 / 500.0  # UA / (ρCp·V), 1/min
+_G = 1.0 + _BETA  # Tr's own decay rate, F/V + β
+_Q = -5960.0 / 500.0  # ΔH / ρCp, K·m³/kmol
+
+# Integration tolerance: a term of the series counts as converged below _ATOL + _RTOL·|x|.
+_RTOL = 1e-8
+_ATOL_C = 1e-8  # kmol/m³
+_ATOL_T = 1e-6  # K
+# A step that needs more pieces than this is numerically broken (e.g. a non-finite state).
+_MAX_PIECES = 100_000
+
+# Operating points (low conversion at the start, high conversion as the target).
+_C_LOW, _T_LOW = 8.5698, 311.2612
+_C_HIGH, _T_HIGH = 2.0, 373.1311
+_C_NOISE = _C_LOW - _C_HIGH  # measurement noise ranges
+_T_NOISE = _T_HIGH - _T_LOW
+_CR0, _TR0 = 8.5698, 311.2639  # measured state at reset (before noise)
+
+
+def _taylor_step(c0: float, t0: float, p: float, h: float) -> tuple[float, float, float]:
+    """One Taylor step of the CSTR ODE from (c0, t0) with coolant forcing p; see module doc.
+
+    Returns the state after the step and the fraction of ``h`` it covers: 1.0 when the
+    series converged within order 4..10 over all of ``h`` (the common case), less when
+    the step had to be shortened to meet the tolerance.
+    """
+    # Coefficients are scaled by h**n: c_n = Cr^(n)(0) h^n / n!, so the step is their sum.
+    mu = -1.0 / t0
+    e0 = _K0 * exp(_E_R * mu)  # k(Tr) = k0 exp(-E/(R Tr)), the only exp of the step
+    s0 = _E_R * mu  # psi = -E/(R Tr)
+    r0 = e0 * c0  # reaction rate rA = k(Tr) Cr
+    c1 = (c0 + r0 - _CAF) * -h
+    t1 = (_G * t0 + _Q * r0 - p) * -h
+    tol_c = _ATOL_C + _RTOL * c0
+    tol_t = _ATOL_T + _RTOL * t0
+    ntol_c = -tol_c
+    ntol_t = -tol_t
+    # order 2
+    s1 = (t1 * s0) * mu
+    e1 = s1 * e0
+    r1 = e0 * c1 + e1 * c0
+    q = h * (-1.0 / 2.0)
+    c2 = (c1 + r1) * q
+    t2 = (_G * t1 + _Q * r1) * q
+    # order 3
+    s2 = (t1 * s1 + t2 * s0) * mu
+    g2 = 2.0 * s2
+    e2 = (s1 * e1 + g2 * e0) * (1.0 / 2.0)
+    r2 = e0 * c2 + e1 * c1 + e2 * c0
+    q = h * (-1.0 / 3.0)
+    c3 = (c2 + r2) * q
+    t3 = (_G * t2 + _Q * r2) * q
+    # order 4
+    s3 = (t1 * s2 + t2 * s1 + t3 * s0) * mu
+    g3 = 3.0 * s3
+    e3 = (s1 * e2 + g2 * e1 + g3 * e0) * (1.0 / 3.0)
+    r3 = e0 * c3 + e1 * c2 + e2 * c1 + e3 * c0
+    q = h * (-1.0 / 4.0)
+    c4 = (c3 + r3) * q
+    t4 = (_G * t3 + _Q * r3) * q
+    if (
+        ntol_c <= c4 <= tol_c
+        and ntol_t <= t4 <= tol_t
+        and ntol_c <= c3 <= tol_c
+        and ntol_t <= t3 <= tol_t
+    ):
+        return c0 + c1 + c2 + c3 + c4, t0 + t1 + t2 + t3 + t4, 1.0
+    # order 5
+    s4 = (t1 * s3 + t2 * s2 + t3 * s1 + t4 * s0) * mu
+    g4 = 4.0 * s4
+    e4 = (s1 * e3 + g2 * e2 + g3 * e1 + g4 * e0) * (1.0 / 4.0)
+    r4 = e0 * c4 + e1 * c3 + e2 * c2 + e3 * c1 + e4 * c0
+    q = h * (-1.0 / 5.0)
+    c5 = (c4 + r4) * q
+    t5 = (_G * t4 + _Q * r4) * q
+    if (
+        ntol_c <= c5 <= tol_c
+        and ntol_t <= t5 <= tol_t
+        and ntol_c <= c4 <= tol_c
+        and ntol_t <= t4 <= tol_t
+    ):
+        return c0 + c1 + c2 + c3 + c4 + c5, t0 + t1 + t2 + t3 + t4 + t5, 1.0
+    # order 6
+    s5 = (t1 * s4 + t2 * s3 + t3 * s2 + t4 * s1 + t5 * s0) * mu
+    g5 = 5.0 * s5
+    e5 = (s1 * e4 + g2 * e3 + g3 * e2 + g4 * e1 + g5 * e0) * (1.0 / 5.0)
+    r5 = e0 * c5 + e1 * c4 + e2 * c3 + e3 * c2 + e4 * c1 + e5 * c0
+    q = h * (-1.0 / 6.0)
+    c6 = (c5 + r5) * q
+    t6 = (_G * t5 + _Q * r5) * q
+    if (
+        ntol_c <= c6 <= tol_c
+        and ntol_t <= t6 <= tol_t
+        and ntol_c <= c5 <= tol_c
+        and ntol_t <= t5 <= tol_t
+    ):
+        return c0 + c1 + c2 + c3 + c4 + c5 + c6, t0 + t1 + t2 + t3 + t4 + t5 + t6, 1.0
+    # order 7
+    s6 = (t1 * s5 + t2 * s4 + t3 * s3 + t4 * s2 + t5 * s1 + t6 * s0) * mu
+    g6 = 6.0 * s6
+    e6 = (s1 * e5 + g2 * e4 + g3 * e3 + g4 * e2 + g5 * e1 + g6 * e0) * (1.0 / 6.0)
+    r6 = e0 * c6 + e1 * c5 + e2 * c4 + e3 * c3 + e4 * c2 + e5 * c1 + e6 * c0
+    q = h * (-1.0 / 7.0)
+    c7 = (c6 + r6) * q
+    t7 = (_G * t6 + _Q * r6) * q
+    if (
+        ntol_c <= c7 <= tol_c
+        and ntol_t <= t7 <= tol_t
+        and ntol_c <= c6 <= tol_c
+        and ntol_t <= t6 <= tol_t
+    ):
+        return c0 + c1 + c2 + c3 + c4 + c5 + c6 + c7, t0 + t1 + t2 + t3 + t4 + t5 + t6 + t7, 1.0
+    # order 8
+    s7 = (t1 * s6 + t2 * s5 + t3 * s4 + t4 * s3 + t5 * s2 + t6 * s1 + t7 * s0) * mu
+    g7 = 7.0 * s7
+    e7 = (s1 * e6 + g2 * e5 + g3 * e4 + g4 * e3 + g5 * e2 + g6 * e1 + g7 * e0) * (1.0 / 7.0)
+    r7 = e0 * c7 + e1 * c6 + e2 * c5 + e3 * c4 + e4 * c3 + e5 * c2 + e6 * c1 + e7 * c0
+    q = h * (-1.0 / 8.0)
+    c8 = (c7 + r7) * q
+    t8 = (_G * t7 + _Q * r7) * q
+    if (
+        ntol_c <= c8 <= tol_c
+        and ntol_t <= t8 <= tol_t
+        and ntol_c <= c7 <= tol_c
+        and ntol_t <= t7 <= tol_t
+    ):
+        return (
+            c0 + c1 + c2 + c3 + c4 + c5 + c6 + c7 + c8,
+            t0 + t1 + t2 + t3 + t4 + t5 + t6 + t7 + t8,
+            1.0,
+        )
+    # order 9
+    s8 = (t1 * s7 + t2 * s6 + t3 * s5 + t4 * s4 + t5 * s3 + t6 * s2 + t7 * s1 + t8 * s0) * mu
+    g8 = 8.0 * s8
+    e8 = (s1 * e7 + g2 * e6 + g3 * e5 + g4 * e4 + g5 * e3 + g6 * e2 + g7 * e1 + g8 * e0) * (
+        1.0 / 8.0
+    )
+    r8 = e0 * c8 + e1 * c7 + e2 * c6 + e3 * c5 + e4 * c4 + e5 * c3 + e6 * c2 + e7 * c1 + e8 * c0
+    q = h * (-1.0 / 9.0)
+    c9 = (c8 + r8) * q
+    t9 = (_G * t8 + _Q * r8) * q
+    if (
+        ntol_c <= c9 <= tol_c
+        and ntol_t <= t9 <= tol_t
+        and ntol_c <= c8 <= tol_c
+        and ntol_t <= t8 <= tol_t
+    ):
+        return (
+            c0 + c1 + c2 + c3 + c4 + c5 + c6 + c7 + c8 + c9,
+            t0 + t1 + t2 + t3 + t4 + t5 + t6 + t7 + t8 + t9,
+            1.0,
+        )
+    # order 10
+    s9 = (
+        t1 * s8 + t2 * s7 + t3 * s6 + t4 * s5 + t5 * s4 + t6 * s3 + t7 * s2 + t8 * s1 + t9 * s0
+    ) * mu
+    g9 = 9.0 * s9
+    e9 = (
+        s1 * e8 + g2 * e7 + g3 * e6 + g4 * e5 + g5 * e4 + g6 * e3 + g7 * e2 + g8 * e1 + g9 * e0
+    ) * (1.0 / 9.0)
+    r9 = (
+        e0 * c9
+        + e1 * c8
+        + e2 * c7
+        + e3 * c6
+        + e4 * c5
+        + e5 * c4
+        + e6 * c3
+        + e7 * c2
+        + e8 * c1
+        + e9 * c0
+    )
+    q = h * (-1.0 / 10.0)
+    c10 = (c9 + r9) * q
+    t10 = (_G * t9 + _Q * r9) * q
+    if (
+        ntol_c <= c10 <= tol_c
+        and ntol_t <= t10 <= tol_t
+        and ntol_c <= c9 <= tol_c
+        and ntol_t <= t9 <= tol_t
+    ):
+        return (
+            c0 + c1 + c2 + c3 + c4 + c5 + c6 + c7 + c8 + c9 + c10,
+            t0 + t1 + t2 + t3 + t4 + t5 + t6 + t7 + t8 + t9 + t10,
+            1.0,
+        )
+    # Not converged over h: shorten the step so the last two terms meet the tolerance.
+    f = 0.9 * min(
+        (tol_c / (abs(c10) + 1e-300)) ** (1.0 / 10.0),
+        (tol_t / (abs(t10) + 1e-300)) ** (1.0 / 10.0),
+        (tol_c / (abs(c9) + 1e-300)) ** (1.0 / 9.0),
+        (tol_t / (abs(t9) + 1e-300)) ** (1.0 / 9.0),
+    )
+    cr = c10
+    tr = t10
+    cr = cr * f + c9
+    tr = tr * f + t9
+    cr = cr * f + c8
+    tr = tr * f + t8
+    cr = cr * f + c7
+    tr = tr * f + t7
+    cr = cr * f + c6
+    tr = tr * f + t6
+    cr = cr * f + c5
+    tr = tr * f + t5
+    cr = cr * f + c4
+    tr = tr * f + t4
+    cr = cr * f + c3
+    tr = tr * f + t3
+    cr = cr * f + c2
+    tr = tr * f + t2
+    cr = cr * f + c1
+    tr = tr * f + t1
+    cr = cr * f + c0
+    tr = tr * f + t0
+    return cr, tr, f
+
+
+def _integrate(c: float, t: float, p: float, h: float) -> tuple[float, float]:
+    """Advance (Cr, Tr) by h at coolant forcing p = Tf + β·Tc, one Taylor step or several."""
+    c, t, frac = _taylor_step(c, t, p, h)
+    pieces = 1
+    while frac != 1.0:
+        # The step was shortened: go on from where it stopped over what is left of h.
+        if not frac > 0.0 or pieces >= _MAX_PIECES:
+            raise ArithmeticError(f"CSTR integration failed at Cr={c!r}, Tr={t!r}")
+        h -= frac * h
+        c, t, frac = _taylor_step(c, t, p, h)
+        pieces += 1
+    return c, t
+
+
+def _integral(value: Any, key: str, low: int, high: int | None) -> int:
+    """A config value that must be a whole number in [low, high] (Struct sends 2 as 2.0)."""
+    number = float(value)
+    if number != int(number) or number < low or (high is not None and number > high):
+        bound = f"{low}..{high}" if high is not None else f">= {low}"
+        raise ValueError(f"CSTR config {key}={value!r}: expected a whole number {bound}")
+    return int(number)
+
+
+def _positive(value: Any, key: str, *, allow_zero: bool) -> float:
+    number = float(value)
+    if not (number >= 0.0 if allow_zero else number > 0.0) or math.isinf(number):
+        raise ValueError(f"CSTR config {key}={value!r}: expected a finite number > 0")
+    return number
+
+
+class CSTR:
+    """The CSTR sample simulator: ``reset(config, seed) -> states``, ``step(action) -> states``.
+
+    See the module docstring for the model, the config keys and the exact step behaviour.
+    """
+
+    state_names: ClassVar[tuple[str, ...]] = (
+        "Cr_no_noise",
+        "Tr_no_noise",
+        "Cr",
+        "Tr",
+        "Tc",
+        "Cref",
+        "Tref",
+        "Tc_adjust",
+        "kpi_rms_conc_error",
+    )
+    action_names: ClassVar[tuple[str, ...]] = ("Tc_adjust",)
+    config_keys: ClassVar[tuple[str, ...]] = (
+        "Cref_signal",
+        "noise_percentage",
+        "step_time",
+        "transition_start",
+        "edo_solver_n_its",
+    )
+    bounds: ClassVar[dict[str, tuple[float, float]]] = {"Tc_adjust": (-10.0, 10.0)}
+    descriptions: ClassVar[dict[str, str]] = {
+        "Cr_no_noise": "outlet concentration without measurement noise, kmol/m³",
+        "Tr_no_noise": "reactor temperature without measurement noise, K",
+        "Cr": "measured outlet concentration, kmol/m³",
+        "Tr": "measured reactor temperature, K (runaway at 400)",
+        "Tc": "coolant (jacket) temperature, K",
+        "Cref": "concentration reference, kmol/m³",
+        "Tref": "temperature reference, K",
+        "Tc_adjust": "coolant change applied this step, K",
+        "kpi_rms_conc_error": "running RMS of (Cr_no_noise - Cref), kmol/m³",
+        "Cref_signal": "reference profile: 1-4 ramps starting at minute 1/20/40/60, 5 low, 6 high",
+        "noise_percentage": "measurement noise, percent of the operating range",
+        "step_time": "minutes per control step",
+        "transition_start": "ramp start for Cref_signal 1, minutes",
+        "edo_solver_n_its": "integration sub-intervals per step",
+    }
+
+    def __init__(self) -> None:
+        # Unseeded until reset(seed=...): OS entropy, like a fresh random.Random().
+        self._rng = random.Random()
+        self.reset()
+
+    @property
+    def sim_name(self) -> str:
+        """Name reported to clients."""
+        return "CSTR"
+
+    def reset(self, config: Mapping[str, Any] | None = None, seed: int | None = None) -> dict:
+        """Start an episode with a scenario config; return the states.
+
+        Args:
+            config: Reset config (see the module docstring); missing keys take defaults.
+            seed: Seeds the measurement noise; None continues the current noise stream.
+
+        Raises:
+            ValueError: An unknown config key or an invalid value.
+        """
+        config = config or {}
+        for key in config:
+            if key not in self.config_keys:
+                raise ValueError(
+                    f"unknown CSTR config key {key!r}; known keys: {', '.join(self.config_keys)}"
+                )
+        signal = _integral(config.get("Cref_signal", 1), "Cref_signal", 1, 6)
+        noise = _positive(config.get("noise_percentage", 0), "noise_percentage", allow_zero=True)
+        step_time = _positive(config.get("step_time", 1), "step_time", allow_zero=False)
+        start = config.get("transition_start")
+        start = 1.0 if start is None else _positive(start, "transition_start", allow_zero=True)
+        n_its = _integral(config.get("edo_solver_n_its", 2), "edo_solver_n_its", 1, None)
+        if seed is not None:
+            self._rng.seed(seed)
+
+        self._signal = signal
+        self._step_time = step_time
+        self._n_its = n_its
+        self._h = step_time / n_its
+        self._max_adjust = float(int(10 * step_time))
+        # Noise amplitudes: measured = noise-free + amplitude · U(−1, 1).
+        self._c_noise = noise / 100 * _C_NOISE
+        self._t_noise = noise / 100 * _T_NOISE
+        # Reference schedule (a piecewise-linear ramp for signals 1-4).
+        if signal <= 4:
+            start = {2: 20.0, 3: 40.0, 4: 60.0}.get(signal, start)
+            p1 = int(start / step_time)
+            p2 = p1 + int(26 / step_time)
+            self._p1 = p1
+            self._p2 = p2
+            self._shift = p1 if signal == 1 else 0  # signal 1 starts its ramp right away
+            span = p2 - p1 if p2 > p1 else 1
+            self._c_slope = (_C_HIGH - _C_LOW) / span
+            self._t_slope = (_T_HIGH - _T_LOW) / span
+
+        self._tc = 305.0348 if signal == 6 else 292.0
+        self._cref, self._tref = self._references(1)
+        # The plant starts on the reference; the measurements carry the noise.
+        self._cr = self._cref
+        self._tr = self._tref
+        self._cr_meas = _CR0 + self._noise(self._c_noise)
+        self._tr_meas = _TR0 + self._noise(self._t_noise)
+        self._time = 0.0
+        self._rms = 0.0
+        self._adjust = 0.0
+        return self._states()
+
+    def step(self, action: Mapping[str, Any]) -> dict:
+        """Move the coolant by ``action["Tc_adjust"]`` (K) and advance one control step."""
+        adjust = action["Tc_adjust"]
+        adjust = 0.0 if adjust is None else float(adjust)
+        cap = self._max_adjust
+        if adjust > cap:
+            adjust = cap
+        elif adjust < -cap:
+            adjust = -cap
+        elif adjust != adjust:  # NaN: no move, as in the reference
+            adjust = 0.0
+
+        cref, tref = self._references(self._time)
+        c_noise = self._noise(self._c_noise)
+        t_noise = self._noise(self._t_noise)
+
+        tc = self._tc
+        h = self._h
+        # First sub-interval at the new coolant temperature, the others still at the old one.
+        cr, tr = _integrate(self._cr, self._tr, _TF + _BETA * (tc + adjust), h)
+        if self._n_its > 1:
+            forcing = _TF + _BETA * tc
+            for _ in range(self._n_its - 1):
+                cr, tr = _integrate(cr, tr, forcing, h)
+        new_tc = tc + adjust
+        self._adjust = new_tc - tc
+        self._tc = new_tc
+        self._cr = cr
+        self._tr = tr
+        self._cr_meas = cr + c_noise
+        self._tr_meas = tr + t_noise
+        self._cref = cref
+        self._tref = tref
+        self._time += self._step_time
+
+        n = int(self._time / self._step_time)
+        self._rms = math.sqrt((self._rms**2 * max(n - 1, 0) + (cr - cref) ** 2) / max(n, 1))
+        return self._states()
+
+    def termination(self) -> bool:
+        """Runaway (measured Tr ≥ 400), measured Cr ≤ 0, an impossible move, or Tc < 50."""
+        return (
+            self._tr_meas >= 400.0
+            or self._cr_meas <= 0.0
+            or abs(self._adjust) > 10.0 * self._step_time
+            or self._tc < 50.0
+        )
+
+    def truncation(self) -> bool:
+        """The episode's time budget (90 minutes) is used up."""
+        return self._time > 90.0
+
+    def _noise(self, amplitude: float) -> float:
+        # Same draw as random.uniform(-a, a); nothing drawn when noise is off.
+        if amplitude == 0.0:
+            return 0.0
+        return amplitude * (2.0 * self._rng.random() - 1.0)
+
+    def _references(self, time: float) -> tuple[float, float]:
+        signal = self._signal
+        if signal == 5:
+            return _C_LOW, _T_LOW
+        if signal == 6:
+            return _C_HIGH, _T_HIGH
+        k = time + self._shift
+        p1 = self._p1
+        if k <= p1:
+            return _C_LOW, _T_LOW
+        if k <= self._p2:
+            # The same arithmetic as the reference's interp1d, for identical values.
+            return self._c_slope * (k - p1) + _C_LOW, self._t_slope * (k - p1) + _T_LOW
+        return _C_HIGH, _T_HIGH
+
+    def _states(self) -> dict:
+        return {
+            "Cr_no_noise": self._cr,
+            "Tr_no_noise": self._tr,
+            "Cr": self._cr_meas,
+            "Tr": self._tr_meas,
+            "Tc": self._tc,
+            "Cref": self._cref,
+            "Tref": self._tref,
+            "Tc_adjust": self._adjust,
+            "kpi_rms_conc_error": self._rms,
+        }
