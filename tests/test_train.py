@@ -99,8 +99,44 @@ def test_resume_continues_counters_and_weights(tmp_path):
     assert [int(float(r["iteration"])) for r in rows] == [1, 2, 3, 4]
     steps = [float(r["env_steps_total"]) for r in rows]
     assert steps == sorted(steps)
-    assert saved  # weights were saved; their restore is exercised by RLlib's restore path
     assert RunState.load(run_dir).finished
+    # The restored policy is the trained one, not fresh weights. What --resume does,
+    # step by step: restore, then push the weights to the env runners.
+    import numpy as np
+    from ray.rllib.core.rl_module.rl_module import RLModule
+
+    last = Path(second.checkpoints[-1])
+    saved = RLModule.from_checkpoint(
+        str(last / "learner_group" / "learner" / "rl_module" / "default_policy")
+    ).get_state()
+
+    from launcher.rllib_setup import build_config
+    from launcher.train import _sync_weights
+
+    spec_obj = load_train_spec(spec)
+    env_spec = spec_obj.load_env_spec()
+    from simserver.process import ServerProcess
+
+    with ServerProcess(f"{SIMS / 'toy.py'}:Toy", workdir=SIMS) as server:
+        algo = build_config(spec_obj, env_spec, [server.address]).build_algo()
+        try:
+            fresh = algo.env_runner_group.foreach_env_runner(
+                lambda r: r.module.get_state(), local_env_runner=False
+            )[0]
+            algo.restore_from_path(str(last.resolve()))
+            _sync_weights(algo)
+            learner = algo.get_module().get_state()
+            runner = algo.env_runner_group.foreach_env_runner(
+                lambda r: r.module.get_state(), local_env_runner=False
+            )[0]
+        finally:
+            algo.stop()
+    keys = [k for k in saved if k in runner and np.asarray(saved[k]).size > 1]
+    assert keys
+    for k in keys:
+        np.testing.assert_allclose(np.asarray(learner[k]), np.asarray(saved[k]), rtol=1e-6)
+        np.testing.assert_allclose(np.asarray(runner[k]), np.asarray(saved[k]), rtol=1e-6)
+    assert any(not np.allclose(np.asarray(fresh[k]), np.asarray(saved[k])) for k in keys)
 
 
 def test_sidecar_killed_mid_training_is_restarted(tmp_path):
