@@ -14,9 +14,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[dev,train]"
 	@touch $(STAMP)
 
-## demo: the CSTR sample served on loopback and checked end to end.
+## demo: the CSTR sample checked on loopback, then trained briefly (IMPALA, sidecar sims).
+DEMO_TIME ?= 3m
 demo: $(STAMP)
-	$(BIN)/simgym check examples/cstr/spec.yaml
+	$(BIN)/simgym check examples/cstr/spec.yaml --episodes 5
+	$(BIN)/simgym train examples/cstr/train.yaml --max-time $(DEMO_TIME)
 
 ## test: the default suite (what CI runs via .ci/run).
 test: $(STAMP)

@@ -65,11 +65,20 @@ def train(
     address: Annotated[
         str | None, typer.Option(help="Join this Ray cluster instead of starting one.")
     ] = None,
+    max_time: Annotated[
+        str | None, typer.Option(help="Override stop.max_time (e.g. 90s, 10m, 2h).")
+    ] = None,
 ) -> None:
     """Train with RLlib: start the sims, train to a stop condition, log metrics, checkpoint."""
     from launcher.progress import ProgressView
     from launcher.train import train as run_training
+    from launcher.trainspec import parse_duration
 
+    try:
+        seconds = parse_duration(max_time) if max_time else None
+    except ValueError as exc:
+        _fail(f"--max-time: {exc}")
+        return
     view = ProgressView(console)
     try:
         with view:
@@ -79,6 +88,7 @@ def train(
                 ray_address=address,
                 on_progress=view.update,
                 on_start=view.started,
+                max_time=seconds,
             )
     except SimgymError as exc:
         _fail(str(exc), 1 if "details:" in str(exc) else 2)

@@ -145,9 +145,10 @@ def build_config(spec: TrainSpec, env_spec: EnvSpec, addresses: list[str]) -> An
         .fault_tolerance(restart_failed_env_runners=True, restart_failed_sub_environments=True)
         .callbacks(callbacks_class(list(env_spec.log_states)))
         .debugging(seed=spec.seed)
-        .reporting(min_time_s_per_iteration=1)
     )
     training = {**ALGO_DEFAULTS[spec.algorithm], **spec.config}
+    # Iterations of a few seconds: enough episodes per row of metrics, little per-row overhead.
+    config = config.reporting(min_time_s_per_iteration=training.pop("min_time_s_per_iteration", 5))
     if spec.algorithm in ("IMPALA", "APPO"):
         training.setdefault("train_batch_size_per_learner", 500)
     unknown = [k for k in training if not hasattr(config, k)]
@@ -156,9 +157,7 @@ def build_config(spec: TrainSpec, env_spec: EnvSpec, addresses: list[str]) -> An
             spec.source, f"config.{unknown[0]}", f"not an RLlib {spec.algorithm} setting"
         )
     try:
-        config = config.training(
-            **{k: v for k, v in training.items() if k != "min_time_s_per_iteration"}
-        )
+        config = config.training(**training)
     except TypeError:
         # Keys RLlib's training() does not take as arguments are plain attributes.
         for key, value in training.items():

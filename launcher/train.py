@@ -191,6 +191,7 @@ def train(
     ray_address: str | None = None,
     on_progress: Callable[[Progress], None] | None = None,
     on_start: Callable[[Path, list[str]], None] | None = None,
+    max_time: float | None = None,
 ) -> tuple[Path, RunState]:
     """Run a training spec to a stop condition; returns the run folder and its final state.
 
@@ -199,6 +200,8 @@ def train(
         TrainingError: Training failed; ``error.txt`` in the run folder explains.
     """
     spec = load_train_spec(spec_path)
+    if max_time is not None:
+        spec = spec.model_copy(update={"stop": spec.stop.model_copy(update={"max_time": max_time})})
     env_spec = spec.load_env_spec()
     launch = spec.launch(env_spec)
 
