@@ -162,7 +162,13 @@ def _init_ray(spec: TrainSpec, ray_address: str | None) -> None:
 
     if ray.is_initialized():
         return
-    kwargs: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.WARNING}
+    # Worker logs stay in Ray's session folder: the terminal shows the progress table, and
+    # failures reach the user through error.txt and metrics.
+    kwargs: dict[str, Any] = {
+        "include_dashboard": False,
+        "logging_level": logging.ERROR,
+        "log_to_driver": False,
+    }
     if ray_address:
         kwargs["address"] = ray_address
     else:
