@@ -2,8 +2,13 @@
 
 Both run the same workloads in the same process, interleaved repeat by repeat so that machine
 load hits them alike: whole episodes (reset, then step + termination() + truncation() until the
-episode ends) over Cref_signal 1-5, with zero actions and with seeded uniform random actions in
-[-10, 10] K. Prints the median µs per step of each and the ratio.
+episode ends) over Cref_signal 1-5, with
+* zero actions (the plant settles; cheap to integrate),
+* seeded uniform random actions in [-10, 10] K (an untrained agent: often near runaway, where
+  the dynamics are fast and integration is most expensive),
+* a feedforward + proportional controller tracking Cref (a stand-in for a trained agent:
+  mostly at the high-conversion point).
+Prints the median µs per step of each (the policy's own cost included) and the ratio.
 
     .venv/bin/python bench/cstr_speed.py [--steps 2000] [--repeats 7]
 """
@@ -44,17 +49,37 @@ def load_reference() -> type:
     return SimulatorModel
 
 
-def run(make: Callable[[], Any], actions: list[float], noise: float) -> float:
-    """Seconds per step over whole episodes until len(actions) steps are done."""
+Policy = Callable[[int, dict], float]  # (step index, states) -> Tc_adjust
+
+
+def zero_policy(n: int, states: dict) -> float:
+    return 0.0
+
+
+def random_policy(steps: int) -> Policy:
+    rng = random.Random(0)
+    actions = [rng.uniform(-10, 10) for _ in range(steps)]
+    return lambda n, states: actions[n]
+
+
+def tracking_policy(n: int, states: dict) -> float:
+    """Feedforward coolant for the reference plus a P term (a stand-in for a trained agent)."""
+    # Steady-state coolant: 292 K at Cref = 8.5698, about 305 K at Cref = 2.
+    feedforward = 292.0 + (8.5698 - states["Cref"]) / 6.5698 * 13.03
+    return feedforward + 2.0 * (states["Cr"] - states["Cref"]) - states["Tc"]
+
+
+def run(make: Callable[[], Any], policy: Policy, steps: int, noise: float) -> float:
+    """Seconds per step over whole episodes until `steps` steps are done."""
     sim = make()
     episode = 0
     n = 0
     started = time.perf_counter()
-    while n < len(actions):
-        sim.reset({"Cref_signal": episode % 5 + 1, "noise_percentage": noise})
+    while n < steps:
+        states = sim.reset({"Cref_signal": episode % 5 + 1, "noise_percentage": noise})
         episode += 1
-        while n < len(actions):
-            sim.step({"Tc_adjust": actions[n]})
+        while n < steps:
+            states = sim.step({"Tc_adjust": policy(n, states)})
             n += 1
             if sim.termination() or sim.truncation():
                 break
@@ -67,23 +92,25 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7)
     args = parser.parse_args()
 
+    if args.steps < 2000:
+        parser.error("--steps must be >= 2000")
     fast, reference = load_fast(), load_reference()
-    rng = random.Random(0)
-    workloads = {
-        "zero actions, noise 0%": ([0.0] * args.steps, 0.0),
-        "random actions, noise 5%": ([rng.uniform(-10, 10) for _ in range(args.steps)], 5.0),
+    workloads: dict[str, tuple[Policy, float]] = {
+        "zero actions, noise 0%": (zero_policy, 0.0),
+        "random actions, noise 5%": (random_policy(args.steps), 5.0),
+        "tracking (P), noise 5%": (tracking_policy, 5.0),
     }
     print(f"Python {sys.version.split()[0]}, {args.steps} steps x {args.repeats} repeats")
     print(f"{'workload':28s} {'fast µs/step':>13s} {'reference µs/step':>18s} {'ratio':>7s}")
     # The reference prints on every terminal condition; keep that out of the timing output.
     with open(os.devnull, "w") as devnull:
-        for name, (actions, noise) in workloads.items():
+        for name, (policy, noise) in workloads.items():
             fast_t: list[float] = []
             ref_t: list[float] = []
             for _ in range(args.repeats):
-                fast_t.append(run(fast, actions, noise))
+                fast_t.append(run(fast, policy, args.steps, noise))
                 with contextlib.redirect_stdout(devnull):
-                    ref_t.append(run(reference, actions, noise))
+                    ref_t.append(run(reference, policy, args.steps, noise))
             f = statistics.median(fast_t) * 1e6
             r = statistics.median(ref_t) * 1e6
             print(f"{name:28s} {f:13.2f} {r:18.1f} {r / f:6.1f}x")
