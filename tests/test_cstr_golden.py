@@ -184,6 +184,9 @@ def test_fast_sim_accepts_struct_style_numbers():
         ({"step_time": 0}, "step_time"),
         ({"edo_solver_n_its": 0}, "edo_solver_n_its"),
         ({"noise_percentage": -1}, "noise_percentage"),
+        ({"noise_percentage": "lots"}, "noise_percentage"),
+        ({"transition_start": math.nan}, "transition_start"),
+        ({"edo_solver_n_its": math.inf}, "edo_solver_n_its"),
     ],
 )
 def test_fast_sim_rejects_bad_config(config, message):

@@ -427,19 +427,30 @@ def _finish(c: float, t: float, p: float, h: float, frac: float) -> tuple[float,
     return c, t
 
 
+def _number(value: Any, key: str) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if not math.isfinite(number):
+        raise ValueError(f"CSTR config {key}={value!r}: expected a finite number")
+    return number
+
+
 def _integral(value: Any, key: str, low: int, high: int | None) -> int:
     """A config value that must be a whole number in [low, high] (Struct sends 2 as 2.0)."""
-    number = float(value)
+    number = _number(value, key)
     if number != int(number) or number < low or (high is not None and number > high):
-        bound = f"{low}..{high}" if high is not None else f">= {low}"
+        bound = f"in {low}..{high}" if high is not None else f">= {low}"
         raise ValueError(f"CSTR config {key}={value!r}: expected a whole number {bound}")
     return int(number)
 
 
 def _positive(value: Any, key: str, *, allow_zero: bool) -> float:
-    number = float(value)
-    if not (number >= 0.0 if allow_zero else number > 0.0) or math.isinf(number):
-        raise ValueError(f"CSTR config {key}={value!r}: expected a finite number > 0")
+    number = _number(value, key)
+    if number < 0.0 or (number == 0.0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"CSTR config {key}={value!r}: expected a number {bound}")
     return number
 
 
