@@ -135,6 +135,33 @@ def test_fast_sim_matches_exact_solution(reference, monkeypatch):
     assert worst < 2e-7, worst
 
 
+@pytest.mark.parametrize(
+    "config",
+    [
+        {"Cref_signal": 6},
+        {"Cref_signal": 1, "transition_start": 5},
+        {"Cref_signal": 3, "step_time": 0.5},
+        {"Cref_signal": 2, "step_time": 2, "edo_solver_n_its": 4},
+        {"Cref_signal": 4, "edo_solver_n_its": 1},
+    ],
+    ids=lambda c: ",".join(f"{k}={v}" for k, v in c.items()),
+)
+def test_fast_sim_matches_exact_solution_off_golden_configs(config, reference, monkeypatch):
+    """Configs the golden data does not cover, random actions (some capped), same check."""
+    import random
+
+    from scipy.integrate import odeint
+
+    monkeypatch.setattr(
+        reference.cstr_solver, "odeint", functools.partial(odeint, rtol=1e-12, atol=1e-12)
+    )
+    step_time = config.get("step_time", 1)
+    rng = random.Random(3)
+    actions = [rng.uniform(-12 * step_time, 12 * step_time) for _ in range(40)]
+    exact = _run(reference.simulator_model.SimulatorModel(), config, actions)
+    _compare(_run(CSTR(), config, actions), exact, lambda a, b: math.isclose(a, b, rel_tol=1e-6))
+
+
 def test_fast_sim_declares_its_names():
     sim = CSTR()
     assert sim.sim_name == "CSTR"
