@@ -186,30 +186,33 @@ def run_episodes(
 ) -> None:
     """Run seeded episodes with random actions, filling the report's statistics."""
     spec = env.spec_
+    # Declarative specs: raw state values against declared ranges. Reference specs have
+    # no ranges, so their (already normalised) observations are tracked against [-1, 1].
     obs_stats = {
         name: ObservationStats(
             name,
             (spec.observations[name].min, spec.observations[name].max)
             if name in spec.observations
-            else None,
+            else (-1.0, 1.0),
         )
         for name in env.codec.obs_names
     }
+    raw = not spec.is_reference
     clips_before = env.clip_totals.copy()
     sim_before = env.totals["sim_seconds"]
     env.action_space.seed(seed)
     started = time.perf_counter()
     for ep in range(episodes):
         try:
-            _, info = env.reset(seed=seed + ep)
+            obs, info = env.reset(seed=seed + ep)
         except SimgymError as exc:
             report.sim_errors.append(f"episode {ep} reset: {exc}")
             continue
-        _track(obs_stats, info)
+        _track(obs_stats, info, None if raw else obs)
         total, length = 0.0, 0
         for _ in range(max_steps):
             try:
-                _, reward, term, trunc, info = env.step(env.action_space.sample())
+                obs, reward, term, trunc, info = env.step(env.action_space.sample())
             except SimgymError as exc:
                 report.sim_errors.append(f"episode {ep} step {length + 1}: {exc}")
                 break
@@ -220,7 +223,7 @@ def run_episodes(
                     report.nonfinite += 1
                 else:
                     report.sim_errors.append(f"episode {ep} step {length}: {info['simgym_error']}")
-            _track(obs_stats, info)
+            _track(obs_stats, info, None if raw else obs)
             if term or trunc:
                 report.terminated += int(term)
                 report.truncated += int(trunc)
@@ -237,10 +240,12 @@ def run_episodes(
     report.observations = list(obs_stats.values())
 
 
-def _track(obs_stats: dict[str, ObservationStats], info: dict[str, Any]) -> None:
+def _track(
+    obs_stats: dict[str, ObservationStats], info: dict[str, Any], obs: Any = None
+) -> None:
     states = info.get("states", {})
-    for name, stats in obs_stats.items():
-        value = states.get(name)
+    for i, (name, stats) in enumerate(obs_stats.items()):
+        value = float(obs[i]) if obs is not None else states.get(name)
         if value is not None and math.isfinite(value):
             stats.seen_min = min(stats.seen_min, value)
             stats.seen_max = max(stats.seen_max, value)

@@ -196,7 +196,7 @@ class RemoteSession:
         """Build the next reset request (advances the sequence number)."""
         self.seq += 1
         request = pb.ResetRequest(session_id=self.id, config=to_struct(config), seq=self.seq)
-        if seed is not None and self.info.seedable:
+        if seed is not None:
             request.seed = int(seed)
         return request
 

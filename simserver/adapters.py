@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import random
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -228,6 +229,12 @@ class ClassSim:
         kwargs: dict[str, Any] = {}
         if self._reset_takes_seed and seed is not None:
             kwargs["seed"] = seed
+        elif seed is not None:
+            # Legacy sims draw from the global generators (the reference CSTR uses
+            # `random`): seeding them makes a session's episode reproducible. Best
+            # effort: sessions of one server share these generators.
+            random.seed(seed)
+            np.random.seed(seed % 2**32)
         if self._reset_takes_config:
             result = _call("reset()", self._sim.reset, config, **kwargs)
         else:
