@@ -106,6 +106,25 @@ def test_reference_sim_matches_golden(i, reference):
     _compare(got, case["trajectory"], lambda a, b: math.isclose(a, b, rel_tol=REFERENCE_RTOL))
 
 
+def test_reference_sim_keeps_its_quirks(reference, capsys):
+    """What simserver must tolerate in users' code: prints, and noise from the global random."""
+    import random
+
+    sim = reference.simulator_model.SimulatorModel()
+    sim.reset({"Cref_signal": 1})
+    while not sim.termination():
+        sim.step({"Tc_adjust": -10.0})  # over-cool until Tc < 50
+    assert "Terminating" in capsys.readouterr().out
+    state = random.getstate()  # leave the global stream as other tests found it
+    try:
+        random.seed(5)
+        first = sim.reset({"noise_percentage": 10})
+        random.seed(5)
+        assert sim.reset({"noise_percentage": 10}) == first
+    finally:
+        random.setstate(state)
+
+
 @pytest.mark.parametrize("i", range(len(CASES)), ids=_case_id)
 def test_fast_sim_matches_golden(i):
     case = CASES[i]
