@@ -240,9 +240,7 @@ def run_episodes(
     report.observations = list(obs_stats.values())
 
 
-def _track(
-    obs_stats: dict[str, ObservationStats], info: dict[str, Any], obs: Any = None
-) -> None:
+def _track(obs_stats: dict[str, ObservationStats], info: dict[str, Any], obs: Any = None) -> None:
     states = info.get("states", {})
     for i, (name, stats) in enumerate(obs_stats.items()):
         value = float(obs[i]) if obs is not None else states.get(name)

@@ -161,6 +161,10 @@ def serve(
     if parent_pid is not None:
         _watch_parent(parent_pid, server)
     server.wait()
+    # Sessions are closed and the socket removed; what may remain are worker threads
+    # stuck in a hung sim, which would block a normal interpreter exit forever.
+    logging.shutdown()
+    os._exit(0)
 
 
 def _watch_parent(pid: int, server: SimServer) -> None:
