@@ -104,6 +104,23 @@ def version() -> None:
     typer.echo(f"simgym {__version__} ({PROTOCOL})")
 
 
+def _register_extensions() -> None:
+    """Commands that live in their own modules (Azure ML, evaluation), if present."""
+    import importlib
+
+    for name in ("launcher.cli_aml", "launcher.cli_eval"):
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+            continue
+        module.register(app)
+
+
+_register_extensions()
+
+
 def main() -> None:
     """Console-script entry point."""
     try:
