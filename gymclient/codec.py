@@ -16,6 +16,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from gymclient.errors import SpecError, SpecMismatch
+from gymclient.expr import compile_expr
 from gymclient.spec import EnvSpec, Lesson, load_lessons
 
 RewardFn = Callable[[dict[str, float], bool, bool], Any]
@@ -79,8 +80,18 @@ class DeclarativeCodec:
     def __init__(self, spec: EnvSpec, state_names: list[str], action_names: list[str]) -> None:
         self.spec = spec
         index = {name: i for i, name in enumerate(state_names)}
-        for name in spec.observations:
-            if name not in index:
+        # Derived observations (expr) are computed per step; plain ones are gathered by index.
+        self._derived: list[tuple[int, Callable[[Sequence[float]], float]]] = []
+        for j, (name, r) in enumerate(spec.observations.items()):
+            if r.expr:
+                try:
+                    self._derived.append((j, compile_expr(r.expr, index)))
+                except KeyError as exc:
+                    raise SpecMismatch(
+                        f"{spec.source}: observations.{name}.expr: the sim has no state "
+                        f"{exc.args[0]!r} (it has: {', '.join(state_names)})"
+                    ) from None
+            elif name not in index:
                 raise SpecMismatch(
                     f"{spec.source}: observations.{name}: the sim has no state {name!r} "
                     f"(it has: {', '.join(state_names)})"
@@ -100,7 +111,10 @@ class DeclarativeCodec:
         self.action_names = list(action_names)
         self.lessons = dict(spec.lessons)
         self.log_states = list(spec.log_states)
-        self._idx = np.array([index[n] for n in self.obs_names], dtype=np.intp)
+        self._idx = np.array(
+            [index.get(n, 0) if not r.expr else 0 for n, r in spec.observations.items()],
+            dtype=np.intp,
+        )
         lo = np.array([r.min for r in spec.observations.values()])
         hi = np.array([r.max for r in spec.observations.values()])
         self._obs_lo, self._obs_scale = lo, 2.0 / (hi - lo)
@@ -127,6 +141,11 @@ class DeclarativeCodec:
         self, states: dict[str, float], values: Sequence[float]
     ) -> tuple[np.ndarray, np.ndarray]:
         raw = np.asarray(values, dtype=np.float64)[self._idx]
+        for j, fn in self._derived:
+            try:
+                raw[j] = fn(values)
+            except (ArithmeticError, ValueError):  # e.g. log of a negative: not a number
+                raw[j] = np.nan
         obs = (raw - self._obs_lo) * self._obs_scale - 1.0
         clipped = (obs < -1.0) | (obs > 1.0)
         np.clip(obs, -1.0, 1.0, out=obs)

@@ -42,10 +42,24 @@ class _Model(BaseModel):
 
 
 class Range(_Model):
-    """A declared range, mapped linearly to [-1, 1]."""
+    """A declared range, mapped linearly to [-1, 1].
+
+    For an observation, ``expr`` derives the value from states (``Cr - Cref``);
+    without it the observation's name is a state name.
+    """
 
     min: float
     max: float
+    expr: str | None = None
+
+    @field_validator("expr")
+    @classmethod
+    def _expr(cls, value: str | None) -> str | None:
+        if value is not None:
+            from gymclient.expr import parse
+
+            parse(value)
+        return value
 
     @model_validator(mode="after")
     def _ordered(self) -> Range:
@@ -185,6 +199,9 @@ class EnvSpec(_Model):
                     "a reference-style spec (rl_sim_spec) takes no observations/actions"
                 )
         else:
+            derived = [name for name, r in self.actions.items() if r.expr]
+            if derived:
+                raise ValueError(f"actions.{derived[0]}: expr is for observations only")
             if not self.observations:
                 raise ValueError("observations: give at least one state name with min/max")
             if not self.actions:

@@ -127,3 +127,39 @@ def test_codec_reports_spec_sim_mismatch(tmp_path):
         DeclarativeCodec(spec, ["a", "b"], ["u"])
     with pytest.raises(SpecMismatch, match="actions"):
         DeclarativeCodec(spec, ["x"], ["v"])
+
+
+def test_derived_observation(tmp_path):
+    text = GOOD.replace(
+        "x: {min: -10, max: 10}",
+        "x: {min: -10, max: 10}\n  err: {expr: 'abs(x - t) * 2', min: 0, max: 40}",
+    )
+    spec = load_spec(_write(tmp_path, text))
+    codec = DeclarativeCodec(spec, ["x", "t"], ["u"])
+    obs, _ = codec.encode({}, [3.0, 8.0])
+    np.testing.assert_allclose(obs, [0.3, (10.0 / 40) * 2 - 1])
+    with pytest.raises(SpecMismatch, match=r"observations.err.expr: the sim has no state 't'"):
+        DeclarativeCodec(spec, ["x", "y"], ["u"])
+
+
+@pytest.mark.parametrize(
+    ("expr", "message"),
+    [
+        ("x -", "not valid"),
+        ("__import__('os')", "may be called"),
+        ("x.real", "Attribute is not allowed"),
+        ("'a' + x", "only numbers"),
+        ("[x][0]", "not allowed"),
+    ],
+)
+def test_derived_observation_rejects_unsafe_or_bad_expressions(tmp_path, expr, message):
+    text = GOOD.replace("x: {min: -10, max: 10}", f'x: {{min: -10, max: 10, expr: "{expr}"}}')
+    with pytest.raises(SpecError) as info:
+        load_spec(_write(tmp_path, text))
+    assert "observations.x.expr" in str(info.value) and message in str(info.value)
+
+
+def test_action_expr_is_refused(tmp_path):
+    text = GOOD.replace("u: {min: -2, max: 2}", "u: {min: -2, max: 2, expr: 'x'}")
+    with pytest.raises(SpecError, match="expr is for observations only"):
+        load_spec(_write(tmp_path, text))
