@@ -140,16 +140,21 @@ class DeclarativeCodec:
     def encode(
         self, states: dict[str, float], values: Sequence[float]
     ) -> tuple[np.ndarray, np.ndarray]:
+        raw = self.raw_observations(values)
+        obs = (raw - self._obs_lo) * self._obs_scale - 1.0
+        clipped = (obs < -1.0) | (obs > 1.0)
+        np.clip(obs, -1.0, 1.0, out=obs)
+        return obs.astype(np.float32), clipped
+
+    def raw_observations(self, values: Sequence[float]) -> np.ndarray:
+        """Observed quantities in physical units, before normalisation."""
         raw = np.asarray(values, dtype=np.float64)[self._idx]
         for j, fn in self._derived:
             try:
                 raw[j] = fn(values)
             except (ArithmeticError, ValueError):  # e.g. log of a negative: not a number
                 raw[j] = np.nan
-        obs = (raw - self._obs_lo) * self._obs_scale - 1.0
-        clipped = (obs < -1.0) | (obs > 1.0)
-        np.clip(obs, -1.0, 1.0, out=obs)
-        return obs.astype(np.float32), clipped
+        return raw
 
     def decode(self, action: Any) -> list[float]:
         a = np.clip(np.asarray(action, dtype=np.float64).reshape(-1), -1.0, 1.0)

@@ -208,7 +208,7 @@ def run_episodes(
         except SimgymError as exc:
             report.sim_errors.append(f"episode {ep} reset: {exc}")
             continue
-        _track(obs_stats, info, None if raw else obs)
+        _track(obs_stats, info, None if raw else obs, env.codec)
         total, length = 0.0, 0
         for _ in range(max_steps):
             try:
@@ -223,7 +223,7 @@ def run_episodes(
                     report.nonfinite += 1
                 else:
                     report.sim_errors.append(f"episode {ep} step {length}: {info['simgym_error']}")
-            _track(obs_stats, info, None if raw else obs)
+            _track(obs_stats, info, None if raw else obs, env.codec)
             if term or trunc:
                 report.terminated += int(term)
                 report.truncated += int(trunc)
@@ -240,10 +240,14 @@ def run_episodes(
     report.observations = list(obs_stats.values())
 
 
-def _track(obs_stats: dict[str, ObservationStats], info: dict[str, Any], obs: Any = None) -> None:
+def _track(
+    obs_stats: dict[str, ObservationStats], info: dict[str, Any], obs: Any = None, codec: Any = None
+) -> None:
     states = info.get("states", {})
-    for i, (name, stats) in enumerate(obs_stats.items()):
-        value = float(obs[i]) if obs is not None else states.get(name)
+    if obs is None and codec is not None and hasattr(codec, "raw_observations") and states:
+        obs = codec.raw_observations(list(states.values()))  # physical units, derived included
+    for i, stats in enumerate(obs_stats.values()):
+        value = float(obs[i]) if obs is not None else None
         if value is not None and math.isfinite(value):
             stats.seen_min = min(stats.seen_min, value)
             stats.seen_max = max(stats.seen_max, value)
