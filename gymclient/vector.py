@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import grpc
@@ -81,6 +81,11 @@ class SimVectorEnv(gym.vector.VectorEnv):
         self.observation_space = batch_space(self.single_observation_space, num_envs)
         self.action_space = batch_space(self.single_action_space, num_envs)
         self.state_names = first.state_names
+        # Sessions of one sim share names: then a single codec handles all rows at once.
+        self._uniform = all(
+            s.state_names == first.state_names and s.action_names == first.action_names
+            for s in self._sessions
+        )
         self._rngs = [np.random.default_rng() for _ in range(num_envs)]
         self._autoreset = np.zeros(num_envs, dtype=bool)
         self._reopen = np.zeros(num_envs, dtype=bool)
@@ -111,24 +116,47 @@ class SimVectorEnv(gym.vector.VectorEnv):
         by_conn: dict[str, list[int]] = {}
         for k, env_i in enumerate(owners):
             by_conn.setdefault(self._env_conn[env_i], []).append(k)
-        futures = []
-        for address, ks in by_conn.items():
-            conn = self._conns[address]
-            request = pb.BatchRequest(items=[items[k] for k in ks])
-            fut = conn._stub.Batch.future(
-                request, timeout=conn.options.timeout, metadata=conn._metadata
-            )
-            futures.append((address, ks, fut))
         results: list[pb.BatchResult | RemoteError] = [None] * len(items)  # type: ignore[list-item]
-        for address, ks, fut in futures:
+
+        def deliver(address: str, ks: list[int], get: Callable[[], pb.BatchReply]) -> None:
             try:
-                reply = fut.result()
-                for k, result in zip(ks, reply.results, strict=True):
+                for k, result in zip(ks, get().results, strict=True):
                     results[k] = result
             except grpc.RpcError as exc:
                 err = from_status(exc.code(), exc.details() or "", address=address, call="Batch")
                 for k in ks:
                     results[k] = err
+
+        groups = [
+            (a, ks, pb.BatchRequest(items=[items[k] for k in ks])) for a, ks in by_conn.items()
+        ]
+        if len(groups) == 1:
+            # One server: a blocking call (a future costs ~100 µs more per call).
+            address, ks, request = groups[0]
+            conn = self._conns[address]
+            deliver(
+                address,
+                ks,
+                lambda: conn._stub.Batch(
+                    request, timeout=conn.options.timeout, metadata=conn._metadata
+                ),
+            )
+            return results
+        # Several servers: all calls in flight at once, so the servers work concurrently.
+        pending = []
+        for address, ks, request in groups:
+            conn = self._conns[address]
+            pending.append(
+                (
+                    address,
+                    ks,
+                    conn._stub.Batch.future(
+                        request, timeout=conn.options.timeout, metadata=conn._metadata
+                    ),
+                )
+            )
+        for address, ks, future in pending:
+            deliver(address, ks, future.result)
         return results
 
     def _item_error(self, result: pb.BatchResult | RemoteError, address: str) -> RemoteError | None:
@@ -201,47 +229,63 @@ class SimVectorEnv(gym.vector.VectorEnv):
         self, actions: Any
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
         """Step all sub-envs; those that finished last step are reset instead (NEXT_STEP)."""
-        actions = np.asarray(actions)
-        items, owners = [], []
-        for i in range(self.num_envs):
-            session = self._sessions[i]
+        n = self.num_envs
+        # Scale every action in one numpy pass (per-row calls would cost more than the wire).
+        if self._uniform:
+            scaled = self.codecs[0].decode_batch(np.asarray(actions).reshape(n, -1)).tolist()
+        else:
+            scaled = [self.codecs[i].decode(actions[i]) for i in range(n)]
+        items = []
+        for i in range(n):
             if self._autoreset[i]:
                 if self._reopen[i]:
                     self._reopen_session(i)
                     self._reopen[i] = False
-                    session = self._sessions[i]
                 config, sim_seed = self._config(i, None)
-                items.append(pb.BatchItem(reset=session.reset_request(config, sim_seed)))
+                items.append(pb.BatchItem(reset=self._sessions[i].reset_request(config, sim_seed)))
             else:
-                items.append(
-                    pb.BatchItem(step=session.step_request(self.codecs[i].decode(actions[i])))
-                )
-            owners.append(i)
+                items.append(pb.BatchItem(step=self._sessions[i].step_request(scaled[i])))
         started = time.perf_counter()
-        results = self._run(items, owners)
+        results = self._run(items, list(range(n)))
         self._counters["call_seconds"] += time.perf_counter() - started
-        rewards = np.zeros(self.num_envs, np.float64)
-        terms = np.zeros(self.num_envs, bool)
-        truncs = np.zeros(self.num_envs, bool)
+        rewards = np.zeros(n, np.float64)
+        terms = np.zeros(n, bool)
+        truncs = np.zeros(n, bool)
         infos: dict[str, Any] = {}
+        ok: list[int] = []
+        transitions: list[pb.Transition] = []
         for i, result in enumerate(results):
-            was_reset = bool(self._autoreset[i])
             err = self._item_error(result, self._env_conn[i])
-            if err is not None:
-                self.totals["sim_errors"] += 1
-                self._counters["sim_errors"] += 1
-                if self.on_error == "raise":
-                    raise err
-                log.warning("sub-env %d truncated: %s", i, err)
-                truncs[i] = True
-                self._reopen[i] = True
-                self._autoreset[i] = True
-                self._add_info(infos, {"simgym_error": str(err)}, i)
+            if err is None:
+                assert not isinstance(result, RemoteError)
+                ok.append(i)
+                transitions.append(result.transition)
                 continue
-            assert not isinstance(result, RemoteError)
-            t = result.transition
-            self._obs[i] = self._encode(i, t)
-            if was_reset:
+            self.totals["sim_errors"] += 1
+            self._counters["sim_errors"] += 1
+            if self.on_error == "raise":
+                raise err
+            log.warning("sub-env %d truncated: %s", i, err)
+            truncs[i] = True
+            self._reopen[i] = True
+            self._autoreset[i] = True
+            self._add_info(infos, {"simgym_error": str(err)}, i)
+        if not ok:
+            return self._obs.copy(), rewards, terms, truncs, infos
+        values = np.array([t.states for t in transitions], dtype=np.float64)
+        if self._uniform:
+            obs, _clipped = self.codecs[0].encode_batch(values)
+        else:
+            obs = np.stack(
+                [self.codecs[i].encode_batch(values[k : k + 1])[0][0] for k, i in enumerate(ok)]
+            )
+        if not np.all(np.isfinite(obs)):
+            obs = np.nan_to_num(obs, nan=0.0, posinf=1.0, neginf=-1.0)
+        self._obs[ok] = obs
+        names = self.state_names
+        for k, i in enumerate(ok):
+            t = transitions[k]
+            if self._autoreset[i]:  # this item was the reset of a finished episode
                 self._autoreset[i] = False
                 self.totals["episodes"] += 1
                 self._log_sum[i] = 0.0
@@ -255,37 +299,37 @@ class SimVectorEnv(gym.vector.VectorEnv):
                 self.totals["nonfinite"] += 1
                 self._counters["nonfinite"] += 1
                 truncs[i] = True
+                self._autoreset[i] = True
                 self._add_info(infos, {"simgym_error": "non-finite states"}, i)
-            else:
-                states = dict(zip(self._sessions[i].state_names, t.states, strict=True))
-                r, term, trunc = self.codecs[i].reward(
-                    states, t.terminated, t.truncated, t.reward if t.HasField("reward") else None
-                )
-                if (
-                    self._max_steps is not None
-                    and self._ep_steps[i] >= self._max_steps
-                    and not term
-                ):
-                    trunc = True
-                rewards[i], terms[i], truncs[i] = r, term, trunc
-                if len(self._log_idx):
-                    values = np.asarray(t.states)[self._log_idx]
-                    self._log_sum[i] += values
-                    if term or trunc:
-                        mean = self._log_sum[i] / self._ep_steps[i]
-                        self._add_info(
-                            infos,
-                            {
-                                "log_states_mean": dict(
-                                    zip(self.log_states, mean.tolist(), strict=True)
-                                ),
-                                "log_states_final": dict(
-                                    zip(self.log_states, values.tolist(), strict=True)
-                                ),
-                            },
-                            i,
-                        )
-            self._autoreset[i] = terms[i] or truncs[i]
+                continue
+            row = values[k]
+            r, term, trunc = self.codecs[i].reward(
+                dict(zip(names, row.tolist(), strict=True)),
+                t.terminated,
+                t.truncated,
+                t.reward if t.HasField("reward") else None,
+            )
+            if self._max_steps is not None and self._ep_steps[i] >= self._max_steps and not term:
+                trunc = True
+            rewards[i], terms[i], truncs[i] = r, term, trunc
+            if len(self._log_idx):
+                logged = row[self._log_idx]
+                self._log_sum[i] += logged
+                if term or trunc:
+                    mean = self._log_sum[i] / self._ep_steps[i]
+                    self._add_info(
+                        infos,
+                        {
+                            "log_states_mean": dict(
+                                zip(self.log_states, mean.tolist(), strict=True)
+                            ),
+                            "log_states_final": dict(
+                                zip(self.log_states, logged.tolist(), strict=True)
+                            ),
+                        },
+                        i,
+                    )
+            self._autoreset[i] = bool(term or trunc)
         return self._obs.copy(), rewards, terms, truncs, infos
 
     def close_extras(self, **kwargs: Any) -> None:

@@ -33,16 +33,19 @@ def _variable(v: Variable) -> pb.Variable:
     return msg
 
 
-def _transition(result: Result) -> pb.Transition:
+def _fill(msg: pb.Transition, result: Result) -> pb.Transition:
+    """Write a result into a (possibly nested) message in place.
+
+    No copy: that matters when a batch carries many transitions.
+    """
     out = result.outcome
-    msg = pb.Transition(
-        states=out.states,
-        terminated=out.terminated,
-        truncated=out.truncated,
-        nonfinite=out.nonfinite,
-        step=result.step,
-        sim_seconds=out.sim_seconds,
-    )
+    msg.states.extend(out.states)
+    msg.terminated = out.terminated
+    msg.truncated = out.truncated
+    if out.nonfinite:
+        msg.nonfinite.extend(out.nonfinite)
+    msg.step = result.step
+    msg.sim_seconds = out.sim_seconds
     if out.reward is not None:
         msg.reward = out.reward
     return msg
@@ -109,19 +112,20 @@ class SimulatorServicer(pb_grpc.SimulatorServicer):
             max_message_bytes=self.max_message_bytes,
         )
 
-    def _reset(self, request: pb.ResetRequest) -> pb.Transition:
+    def _reset(self, request: pb.ResetRequest, into: pb.Transition) -> pb.Transition:
         seed = request.seed if request.HasField("seed") else None
-        return _transition(
-            self.sessions.reset(request.session_id, _config(request.config), seed, request.seq)
-        )
+        result = self.sessions.reset(request.session_id, _config(request.config), seed, request.seq)
+        return _fill(into, result)
 
-    def _step(self, request: pb.StepRequest) -> pb.Transition:
-        return _transition(self.sessions.step(request.session_id, request.action, request.seq))
+    def _step(self, request: pb.StepRequest, into: pb.Transition) -> pb.Transition:
+        return _fill(into, self.sessions.step(request.session_id, request.action, request.seq))
 
     def Reset(self, request: pb.ResetRequest, context: grpc.ServicerContext) -> pb.TransitionReply:
         """Start an episode."""
         try:
-            return pb.TransitionReply(transition=self._reset(request))
+            reply = pb.TransitionReply()
+            self._reset(request, reply.transition)
+            return reply
         except SimServerError as exc:
             self._log_failure("reset", request.session_id, exc)
             self._abort(context, exc)
@@ -130,7 +134,9 @@ class SimulatorServicer(pb_grpc.SimulatorServicer):
     def Step(self, request: pb.StepRequest, context: grpc.ServicerContext) -> pb.TransitionReply:
         """Advance one step."""
         try:
-            return pb.TransitionReply(transition=self._step(request))
+            reply = pb.TransitionReply()
+            self._step(request, reply.transition)
+            return reply
         except SimServerError as exc:
             self._log_failure("step", request.session_id, exc)
             self._abort(context, exc)
@@ -167,18 +173,20 @@ class SimulatorServicer(pb_grpc.SimulatorServicer):
             which = item.WhichOneof("op")
             try:
                 if which == "step":
-                    transition = self._step(item.step)
-                elif which == "reset":
-                    transition = self._reset(item.reset)
-                else:
-                    results.add().error.CopyFrom(
-                        pb.Error(
-                            code=grpc.StatusCode.INVALID_ARGUMENT.value[0],
-                            message="empty batch item",
-                        )
+                    result = self.sessions.step(
+                        item.step.session_id, item.step.action, item.step.seq
                     )
+                elif which == "reset":
+                    r = item.reset
+                    seed = r.seed if r.HasField("seed") else None
+                    result = self.sessions.reset(r.session_id, _config(r.config), seed, r.seq)
+                else:
+                    error = results.add().error
+                    error.code = grpc.StatusCode.INVALID_ARGUMENT.value[0]
+                    error.message = "empty batch item"
                     continue
-                results.add().transition.CopyFrom(transition)
+                # Only a successful call adds a result: a failed one adds its error below.
+                _fill(results.add().transition, result)
             except SimServerError as exc:
                 sid = item.step.session_id if which == "step" else item.reset.session_id
                 self._log_failure(which or "?", sid, exc)
