@@ -1,0 +1,190 @@
+"""Use an exported agent from plain Python: ``load_agent(path).act(states) -> actions``.
+
+An agent folder is what ``simgym export`` writes::
+
+    agent/
+      agent.onnx        # named states in (float64, shape [batch]) → named actions out
+      manifest.json     # names, ranges, spec hash, simgym version, verification result
+
+The observation normalisation (ranges → [-1, 1], derived observations such as
+``Cr - Cref``, clipping) and the action scaling ([-1, 1] → the declared ranges) are
+inside the graph, so a caller passes the sim's states in physical units and gets the
+actions in physical units. Needs ``onnxruntime`` only (``pip install simgym[infer]``):
+neither Ray nor torch.
+
+Example::
+
+    from gymclient.agent import load_agent
+
+    agent = load_agent("agent/")
+    agent.act({"Cr": 8.57, "Tr": 311.3, "Cref": 8.57, "Tc": 292.0})   # {"Tc_adjust": ...}
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gymclient.errors import SimgymError
+
+MANIFEST = "manifest.json"
+MODEL = "agent.onnx"
+FORMAT = "simgym-agent/1"
+
+
+class AgentError(SimgymError):
+    """The agent folder is missing, malformed, or onnxruntime is not installed."""
+
+
+class AgentInputError(SimgymError, ValueError):
+    """A state given to ``act`` is missing, not a number, or not finite; ``field`` names it."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"state {field!r}: {problem}")
+        self.field = field
+
+
+def _number(name: str, value: Any) -> float:
+    # bool is an int to Python, but True is no temperature.
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
+        raise AgentInputError(name, f"expected a number, got {type(value).__name__} {value!r}")
+    number = float(value)
+    if not math.isfinite(number):
+        raise AgentInputError(name, f"expected a finite number, got {number!r}")
+    return number
+
+
+class Agent:
+    """An exported policy: deterministic action for given states, via onnxruntime.
+
+    Args:
+        path: The agent folder (or its ``manifest.json``).
+        threads: onnxruntime intra-op threads (1 is fastest for single states).
+
+    Attributes:
+        manifest: The manifest (dict).
+        state_names: The states ``act`` needs, in the graph's input order.
+        action_names: The actions ``act`` returns.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, threads: int = 1) -> None:
+        folder = Path(path)
+        if folder.is_file() and folder.name == MANIFEST:
+            folder = folder.parent
+        manifest_path = folder / MANIFEST
+        if not manifest_path.is_file():
+            raise AgentError(f"{folder}: not an agent folder (no {MANIFEST}; see `simgym export`)")
+        try:
+            manifest = json.loads(manifest_path.read_text())
+        except (OSError, ValueError) as exc:
+            raise AgentError(f"{manifest_path}: cannot read the manifest: {exc}") from None
+        if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+            raise AgentError(f"{manifest_path}: not a {FORMAT} manifest")
+        self.manifest: dict[str, Any] = manifest
+        self.folder = folder
+        self.state_names: list[str] = [i["name"] for i in manifest["inputs"]]
+        self.action_names: list[str] = [o["name"] for o in manifest["outputs"]]
+        model = folder / str(manifest.get("model", MODEL))
+        if not model.is_file():
+            raise AgentError(f"{folder}: the manifest names {model.name}, which is missing")
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise AgentError(
+                "onnxruntime is not installed: pip install 'simgym[infer]' (or onnxruntime)"
+            ) from None
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        try:
+            self._session = ort.InferenceSession(
+                str(model), options, providers=["CPUExecutionProvider"]
+            )
+        except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
+            raise AgentError(f"{model}: onnxruntime cannot load it: {exc}") from None
+        graph_inputs = [i.name for i in self._session.get_inputs()]
+        if graph_inputs != self.state_names:
+            raise AgentError(
+                f"{model}: graph inputs {graph_inputs} differ from the manifest's "
+                f"{self.state_names}"
+            )
+        self._run = self._session.run
+
+    def act(self, states: Mapping[str, Any]) -> dict[str, float]:
+        """The deterministic action for one set of states (extra states are ignored).
+
+        Raises:
+            AgentInputError: A needed state is missing, not a number or not finite.
+        """
+        if not isinstance(states, Mapping):
+            raise AgentInputError(
+                "<states>",
+                f"expected a mapping of state name to number, got {type(states).__name__}",
+            )
+        feed = {}
+        for name in self.state_names:
+            try:
+                value = states[name]
+            except KeyError:
+                raise AgentInputError(
+                    name, f"missing (the agent needs: {', '.join(self.state_names)})"
+                ) from None
+            # A fresh array per call: act() may be called from several threads.
+            feed[name] = np.array((_number(name, value),), dtype=np.float64)
+        outputs = self._run(None, feed)
+        return {name: float(out[0]) for name, out in zip(self.action_names, outputs, strict=True)}
+
+    def act_batch(
+        self, states: Mapping[str, Sequence[float] | np.ndarray]
+    ) -> dict[str, np.ndarray]:
+        """Actions for a batch: each state a sequence of the same length; arrays out.
+
+        Raises:
+            AgentInputError: A state is missing, of another length, or holds a non-finite value.
+        """
+        feed: dict[str, np.ndarray] = {}
+        n: int | None = None
+        for name in self.state_names:
+            if name not in states:
+                raise AgentInputError(
+                    name, f"missing (the agent needs: {', '.join(self.state_names)})"
+                )
+            try:
+                arr = np.asarray(states[name], dtype=np.float64).reshape(-1)
+            except (TypeError, ValueError):
+                raise AgentInputError(name, "expected a sequence of numbers") from None
+            if n is None:
+                n = arr.shape[0]
+            elif arr.shape[0] != n:
+                raise AgentInputError(name, f"has {arr.shape[0]} values; the others have {n}")
+            if not np.all(np.isfinite(arr)):
+                bad = int(np.flatnonzero(~np.isfinite(arr))[0])
+                raise AgentInputError(name, f"value {bad} is {arr[bad]!r}, not a finite number")
+            feed[name] = arr
+        outputs = self._run(None, feed)
+        return dict(zip(self.action_names, outputs, strict=True))
+
+    def __repr__(self) -> str:
+        return (
+            f"Agent({str(self.folder)!r}: {', '.join(self.state_names)} -> "
+            f"{', '.join(self.action_names)})"
+        )
+
+
+def load_agent(path: str | os.PathLike[str], *, threads: int = 1) -> Agent:
+    """Load an agent folder written by ``simgym export``.
+
+    Raises:
+        AgentError: Not an agent folder, a broken manifest, or onnxruntime missing.
+    """
+    return Agent(path, threads=threads)
+
+
+__all__ = ["Agent", "AgentError", "AgentInputError", "load_agent"]

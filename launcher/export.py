@@ -1,0 +1,428 @@
+"""``simgym export``: a trained policy as one ONNX graph from named states to named actions.
+
+The graph holds everything between the sim and the network, so the agent runs without
+simgym's env, Ray or torch (``gymclient.agent`` needs onnxruntime only)::
+
+    states (float64 [batch] each)
+      → derived observations (the spec's ``expr``s) and ranges → [-1, 1], clipped
+      → float32 observation → the RLlib module → deterministic action (the Gaussian's mean)
+      → clipped to [-1, 1] → scaled to the declared action ranges (float64 [batch] each)
+
+It is exactly what the env does in training (``DeclarativeCodec.encode``/``decode``), and
+the export is verified against that path — the spec's codec plus the RLlib module in
+torch — on random states before anything is written. Reference-style specs
+(``RLSimSpec``) are refused: their observation code is arbitrary Python.
+
+Imported only for export (needs the ``train`` extra for torch and RLlib, and ``onnx``).
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from gymclient.agent import FORMAT, MANIFEST, MODEL
+from gymclient.errors import SimgymError
+from gymclient.expr import parse
+from gymclient.spec import EnvSpec
+
+MODULE_SUBPATH = Path("learner_group") / "learner" / "rl_module" / "default_policy"
+OPSET = 17
+TOLERANCE = 1e-5
+
+
+class ExportError(SimgymError):
+    """The run cannot be exported (no checkpoint, a reference-style spec, a failed check)."""
+
+
+@dataclass
+class ExportResult:
+    """What ``export_run`` wrote and how well the graph matched the RLlib module."""
+
+    out: Path
+    model: Path
+    manifest: dict[str, Any]
+    max_abs_diff: float
+
+
+# ---------------------------------------------------------------- run folder
+
+
+def load_run_spec(run_dir: Path) -> EnvSpec:
+    """The env spec a run trained with (its ``spec.resolved.yaml``).
+
+    Raises:
+        ExportError: Not a run folder.
+    """
+    path = run_dir / "spec.resolved.yaml"
+    if not path.is_file():
+        raise ExportError(f"{run_dir}: not a simgym run folder (no spec.resolved.yaml)")
+    try:
+        data = yaml.safe_load(path.read_text())
+        return EnvSpec.model_validate(data["env"])
+    except Exception as exc:
+        raise ExportError(f"{path}: cannot read the env spec: {exc}") from None
+
+
+def resolve_checkpoint(run_dir: Path | None, checkpoint: Path | None) -> Path:
+    """The policy module folder: from ``checkpoint`` (any level), else the run's last one.
+
+    Raises:
+        ExportError: No checkpoint found, naming where it looked.
+    """
+    if checkpoint is None:
+        if run_dir is None:
+            raise ExportError("give a run folder or --checkpoint")
+        run_json = run_dir / "run.json"
+        if not run_json.is_file():
+            raise ExportError(f"{run_dir}: not a simgym run folder (no run.json)")
+        listed = json.loads(run_json.read_text()).get("checkpoints") or []
+        if not listed:
+            raise ExportError(f"{run_dir}: the run has no checkpoint yet")
+        checkpoint = Path(listed[-1])
+        if not checkpoint.is_absolute() and not checkpoint.exists():
+            checkpoint = run_dir / "checkpoints" / checkpoint.name
+    checkpoint = Path(checkpoint)
+    for candidate in (checkpoint, checkpoint / MODULE_SUBPATH, checkpoint / "default_policy"):
+        if (candidate / "module_state.pkl").exists() or (candidate / "module_state").exists():
+            return candidate.resolve()
+        if candidate.is_dir() and any(candidate.glob("module_state*")):
+            return candidate.resolve()
+    raise ExportError(f"{checkpoint}: no RLlib policy module in this checkpoint")
+
+
+def load_module(module_dir: Path) -> Any:
+    """The RLlib module, from its checkpoint folder, on CPU in eval mode."""
+    from ray.rllib.core.rl_module.rl_module import RLModule
+
+    module: Any = RLModule.from_checkpoint(str(module_dir))
+    module.eval()  # a TorchRLModule is a torch.nn.Module
+    return module
+
+
+def spec_hash(spec: EnvSpec) -> str:
+    """sha256 of what the graph depends on: observations, actions (names, ranges, exprs)."""
+    payload = {
+        "observations": {k: v.model_dump() for k, v in spec.observations.items()},
+        "actions": {k: v.model_dump() for k, v in spec.actions.items()},
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def input_states(spec: EnvSpec) -> list[str]:
+    """The states the graph takes: plain observations, then names used only in exprs."""
+    names = [n for n, r in spec.observations.items() if not r.expr]
+    for r in spec.observations.values():
+        if r.expr:
+            for name in sorted(parse(r.expr)):
+                if name not in names:
+                    names.append(name)
+    return names
+
+
+def check_exportable(spec: EnvSpec) -> None:
+    """Refuse specs whose observation code cannot be written as a graph.
+
+    Raises:
+        ExportError: A reference-style (``RLSimSpec``) spec.
+    """
+    if spec.is_reference:
+        raise ExportError(
+            f"{spec.source}: a reference-style spec (RLSimSpec) cannot be exported: its "
+            "observation and action mapping are Python code, not ranges; write the spec "
+            "declaratively (observations/actions with min/max, see docs/spec.md) and retrain"
+        )
+
+
+# ---------------------------------------------------------------- graph
+
+
+def _torch_expr(expr: str) -> Any:
+    """A torch function of ``{state: tensor}`` computing a whitelisted expression."""
+    import torch
+
+    tree = ast.parse(expr, mode="eval").body
+    import math
+
+    calls: dict[str, tuple[Any, Any]] = {
+        "abs": (torch.abs, abs),
+        "exp": (torch.exp, math.exp),
+        "log": (torch.log, math.log),
+        "sqrt": (torch.sqrt, math.sqrt),
+    }
+
+    def pair(fn: Any, a: Any, b: Any) -> Any:
+        # min/max of tensors and plain numbers (constants stay Python floats).
+        if isinstance(a, float) and isinstance(b, float):
+            return min(a, b) if fn is torch.minimum else max(a, b)
+        if isinstance(a, float):
+            a, b = b, a
+        if isinstance(b, float):
+            return torch.clamp(a, max=b) if fn is torch.minimum else torch.clamp(a, min=b)
+        return fn(a, b)
+
+    def ev(node: ast.AST, env: dict[str, Any]) -> Any:
+        if isinstance(node, ast.Constant):
+            return float(node.value)  # type: ignore[arg-type]  # parse() allows numbers only
+        if isinstance(node, ast.Name):
+            return env[node.id]
+        if isinstance(node, ast.UnaryOp):
+            value = ev(node.operand, env)
+            return -value if isinstance(node.op, ast.USub) else value
+        if isinstance(node, ast.BinOp):
+            left, right = ev(node.left, env), ev(node.right, env)
+            op = node.op
+            if isinstance(op, ast.Add):
+                return left + right
+            if isinstance(op, ast.Sub):
+                return left - right
+            if isinstance(op, ast.Mult):
+                return left * right
+            if isinstance(op, ast.Div):
+                return left / right
+            if isinstance(op, ast.Pow):
+                return left**right
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+            args = [ev(a, env) for a in node.args]
+            name = node.func.id
+            if name in ("min", "max"):
+                fn = torch.minimum if name == "min" else torch.maximum
+                out = args[0]
+                for other in args[1:]:
+                    out = pair(fn, out, other)
+                return out
+            tensor_fn, float_fn = calls[name]
+            return float_fn(args[0]) if isinstance(args[0], float) else tensor_fn(args[0])
+        raise ExportError(f"expression {expr!r}: {type(node).__name__} cannot be exported")
+
+    return lambda env: ev(tree, env)
+
+
+def build_graph_module(spec: EnvSpec, module: Any) -> Any:
+    """A ``torch.nn.Module``: named state tensors in, named action tensors out."""
+    import torch
+
+    states = input_states(spec)
+    obs = list(spec.observations.items())
+    plain = {n: states.index(n) for n, r in obs if not r.expr}
+    derived = {n: _torch_expr(r.expr) for n, r in obs if r.expr}
+    lo = torch.tensor([r.min for _, r in obs], dtype=torch.float64)
+    scale = torch.tensor([2.0 / (r.max - r.min) for _, r in obs], dtype=torch.float64)
+    actions = list(spec.actions.items())
+    a_lo = torch.tensor([r.min for _, r in actions], dtype=torch.float64)
+    a_half = torch.tensor([(r.max - r.min) / 2.0 for _, r in actions], dtype=torch.float64)
+    n_act = len(actions)
+
+    class Policy(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.module = module
+
+        def forward(self, *inputs: Any) -> Any:
+            env = dict(zip(states, inputs, strict=True))
+            columns = [
+                inputs[plain[n]] if n in plain else derived[n](env) + torch.zeros_like(inputs[0])
+                for n, _ in obs
+            ]
+            raw = torch.stack(columns, dim=-1)
+            x = (raw - lo) * scale - 1.0
+            x = torch.clamp(x, -1.0, 1.0)
+            # The env turns non-finite observations (log of a negative, ...) into 0.
+            x = torch.where(torch.isnan(x), torch.zeros_like(x), x)
+            out = self.module.forward_inference({"obs": x.to(torch.float32)})
+            mean = out["action_dist_inputs"][..., :n_act]
+            a = torch.clamp(mean.to(torch.float64), -1.0, 1.0)
+            values = (a + 1.0) * a_half + a_lo
+            return tuple(values[..., i] for i in range(n_act))
+
+    return Policy().eval()
+
+
+# ---------------------------------------------------------------- verification
+
+
+def sample_states(spec: EnvSpec, n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Random states to verify the graph on.
+
+    Each plain observation is drawn over its range widened by 10% each side (so clipping
+    is exercised); states used only in expressions over [-10, 10].
+    """
+    out: dict[str, np.ndarray] = {}
+    for name in input_states(spec):
+        r = spec.observations.get(name)
+        if r is not None and not r.expr:
+            pad = 0.1 * (r.max - r.min)
+            out[name] = rng.uniform(r.min - pad, r.max + pad, n)
+        else:
+            out[name] = rng.uniform(-10.0, 10.0, n)
+    return out
+
+
+def reference_actions(spec: EnvSpec, module: Any, states: dict[str, np.ndarray]) -> np.ndarray:
+    """What training's env and the RLlib module do: the spec's codec, then the module's mean.
+
+    Returns a (batch × actions) array in the spec's action order.
+    """
+    import torch
+
+    from gymclient.codec import DeclarativeCodec
+
+    names = list(states)
+    codec = DeclarativeCodec(
+        spec.model_copy(update={"reward": None, "log_states": []}), names, list(spec.actions)
+    )
+    values = np.stack([states[n] for n in names], axis=1)
+    obs, _ = codec.encode_batch(values.copy())
+    obs = np.nan_to_num(obs, nan=0.0, posinf=1.0, neginf=-1.0)
+    with torch.no_grad():
+        out = module.forward_inference({"obs": torch.from_numpy(obs)})
+    mean = out["action_dist_inputs"][..., : len(spec.actions)].numpy()
+    return codec.decode_batch(mean)
+
+
+def _onnx_actions(model: Path, states: dict[str, np.ndarray]) -> np.ndarray:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    outputs = session.run(None, {k: v.astype(np.float64) for k, v in states.items()})
+    return np.stack(outputs, axis=1)
+
+
+# ---------------------------------------------------------------- export
+
+
+def export_run(
+    run_dir: Path | None,
+    out: Path,
+    *,
+    checkpoint: Path | None = None,
+    spec: EnvSpec | None = None,
+    samples: int = 2000,
+    seed: int = 0,
+) -> ExportResult:
+    """Export a run's policy to ``out`` (``agent.onnx`` + ``manifest.json``), verified.
+
+    Raises:
+        ExportError: No checkpoint, a reference-style spec, or the graph disagrees with the
+            RLlib module by more than 1e-5.
+    """
+    import torch
+
+    from simgym import PROTOCOL, __version__
+
+    if spec is None:
+        if run_dir is None:
+            raise ExportError("give a run folder (or a spec with --checkpoint)")
+        spec = load_run_spec(run_dir)
+    check_exportable(spec)
+    module_dir = resolve_checkpoint(run_dir, checkpoint)
+    try:
+        module = load_module(module_dir)
+    except Exception as exc:
+        raise ExportError(f"{module_dir}: cannot load the RLlib module: {exc}") from None
+    graph = build_graph_module(spec, module)
+    names = input_states(spec)
+    actions = list(spec.actions)
+
+    out.mkdir(parents=True, exist_ok=True)
+    model = out / MODEL
+    example = tuple(torch.zeros(2, dtype=torch.float64) for _ in names)
+    torch.onnx.export(
+        graph,
+        example,
+        str(model),
+        input_names=names,
+        output_names=actions,
+        dynamic_axes={n: {0: "batch"} for n in [*names, *actions]},
+        opset_version=OPSET,
+        dynamo=False,
+    )
+
+    rng = np.random.default_rng(seed)
+    states = sample_states(spec, samples, rng)
+    expected = reference_actions(spec, module, states)
+    got = _onnx_actions(model, states)
+    # Compared in the agent's own units ([-1, 1]): a float32 network's rounding, not the
+    # action's physical scale, decides what "equal" means.
+    half = np.array([(r.max - r.min) / 2.0 for r in spec.actions.values()])
+    diff_physical = float(np.max(np.abs(got - expected))) if expected.size else 0.0
+    diff = float(np.max(np.abs(got - expected) / half)) if expected.size else 0.0
+    if not diff <= TOLERANCE:
+        model.unlink(missing_ok=True)
+        raise ExportError(
+            f"the ONNX graph differs from the RLlib module by {diff:.3g} (> {TOLERANCE}, in "
+            f"[-1, 1] action units) on {samples} random states; nothing was written"
+        )
+
+    manifest: dict[str, Any] = {
+        "format": FORMAT,
+        "model": MODEL,
+        "simgym_version": __version__,
+        "protocol": PROTOCOL,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "run": str(run_dir) if run_dir else None,
+        "checkpoint": str(module_dir),
+        "spec": spec.source,
+        "spec_hash": spec_hash(spec),
+        "inputs": [
+            {
+                "name": n,
+                "min": spec.observations[n].min if n in spec.observations else None,
+                "max": spec.observations[n].max if n in spec.observations else None,
+                "dtype": "float64",
+            }
+            for n in names
+        ],
+        "observations": [
+            {"name": n, "min": r.min, "max": r.max, **({"expr": r.expr} if r.expr else {})}
+            for n, r in spec.observations.items()
+        ],
+        "outputs": [
+            {"name": n, "min": r.min, "max": r.max, "dtype": "float64"}
+            for n, r in spec.actions.items()
+        ],
+        "policy": "deterministic: the mean of the Gaussian action distribution",
+        "opset": OPSET,
+        "verified": {
+            "samples": samples,
+            "max_abs_diff": diff,  # in [-1, 1] action units
+            "max_abs_diff_physical": diff_physical,  # in the actions' own units
+            "tolerance": TOLERANCE,
+        },
+    }
+    (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    return ExportResult(out=out, model=model, manifest=manifest, max_abs_diff=diff)
+
+
+def module_action_fn(module: Any, n_actions: int) -> Any:
+    """``obs batch (float32, N × obs) -> mean action batch`` with the RLlib module (torch)."""
+    import torch
+
+    def act(obs: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            out = module.forward_inference({"obs": torch.from_numpy(np.asarray(obs, np.float32))})
+        return out["action_dist_inputs"][..., :n_actions].numpy()
+
+    return act
+
+
+__all__ = [
+    "ExportError",
+    "ExportResult",
+    "check_exportable",
+    "export_run",
+    "input_states",
+    "load_module",
+    "load_run_spec",
+    "module_action_fn",
+    "resolve_checkpoint",
+    "spec_hash",
+]
