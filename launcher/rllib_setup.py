@@ -39,6 +39,10 @@ def make_env(ctx: Any) -> Any:
     worker = int(getattr(ctx, "worker_index", os.environ.get(_WORKER_VAR, 0)))
     workers = int(getattr(ctx, "num_workers", os.environ.get(_WORKERS_VAR, 0)))
     num_envs = cfg.pop("num_envs", None)
+    # Under `simgym node`, every env runner steps the sims of the node it runs on.
+    from launcher.node import node_sim_addresses
+
+    cfg["addresses"] = node_sim_addresses(worker) or cfg.get("addresses")
     if num_envs is not None:
         return SimVectorEnv(
             cfg["spec"],
@@ -115,8 +119,16 @@ def callbacks_class(log_states: list[str]) -> type:
     return SimgymCallbacks
 
 
-def build_config(spec: TrainSpec, env_spec: EnvSpec, addresses: list[str]) -> Any:
+def build_config(
+    spec: TrainSpec,
+    env_spec: EnvSpec,
+    addresses: list[str],
+    custom_resources: dict[str, float] | None = None,
+) -> Any:
     """The RLlib ``AlgorithmConfig`` for a training spec.
+
+    ``custom_resources``: Ray resources each env runner needs (``simgym node`` asks for
+    ``sim_slot``s, so a node hosts no more env runners than its sims can serve).
 
     Raises:
         SpecError: Unknown RLlib config keys in ``config``.
@@ -141,6 +153,7 @@ def build_config(spec: TrainSpec, env_spec: EnvSpec, addresses: list[str]) -> An
             env_runner_cls=env_runner_class(),
             gym_env_vectorize_mode="vector_entry_point",
             rollout_fragment_length=50,
+            custom_resources_per_env_runner=custom_resources or {},
         )
         .fault_tolerance(restart_failed_env_runners=True, restart_failed_sub_environments=True)
         .callbacks(callbacks_class(list(env_spec.log_states)))

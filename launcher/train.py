@@ -198,18 +198,27 @@ def train(
     on_progress: Callable[[Progress], None] | None = None,
     on_start: Callable[[Path, list[str]], None] | None = None,
     max_time: float | None = None,
+    node_sims: list[str] | None = None,
+    overrides: dict[str, Any] | None = None,
 ) -> tuple[Path, RunState]:
     """Run a training spec to a stop condition; returns the run folder and its final state.
+
+    ``node_sims``: the sims are per-node sidecars started by ``simgym node`` (these are the
+    driver's node's, for the preflight); each env runner takes its own node's addresses from
+    its environment and needs ``sim_slot`` resources. ``overrides``: top-level spec keys
+    replaced (e.g. ``output``, ``experiment``).
 
     Raises:
         SimgymError: A setup problem found before Ray starts (one readable line).
         TrainingError: Training failed; ``error.txt`` in the run folder explains.
     """
     spec = load_train_spec(spec_path)
+    if overrides:
+        spec = spec.model_copy(update=overrides)
     if max_time is not None:
         spec = spec.model_copy(update={"stop": spec.stop.model_copy(update={"max_time": max_time})})
     env_spec = spec.load_env_spec()
-    launch = spec.launch(env_spec)
+    launch = None if node_sims is not None else spec.launch(env_spec)
 
     if resume is not None:
         run_dir = resume.resolve()
@@ -250,7 +259,7 @@ def train(
                     str(exc).splitlines()[0] + f" (log: {run_dir / 'sims'})"
                 ) from None
         else:
-            addresses = env_spec.sim.address_list()
+            addresses = env_spec.sim.address_list() if node_sims is None else list(node_sims)
         stage = "checking the sims (preflight)"
         preflight(env_spec, addresses, spec.seed)
         if on_start:
@@ -262,7 +271,8 @@ def train(
         from launcher.tracking import Tracker, extract, plot_learning_curve
 
         _init_ray(spec, ray_address)
-        algo = build_config(spec, env_spec, addresses).build_algo()
+        slots = None if node_sims is None else {"sim_slot": float(spec.resources.envs_per_runner)}
+        algo = build_config(spec, env_spec, addresses, slots).build_algo()
         if resume is not None:
             algo.restore_from_path(str(Path(state.checkpoints[-1]).resolve()))
             _sync_weights(algo)

@@ -139,6 +139,7 @@ class TrainSpec(_Model):
     output: str = "runs"
     experiment: str = "simgym"
     tracking_uri: str | None = None
+    aml: dict[str, Any] | None = None  # Azure ML submission settings (launcher.aml validates)
     base_dir: str = "."
     source: str = "<train spec>"
 

@@ -1,0 +1,181 @@
+"""``simgym submit | node | status | logs``: Azure ML submission and the multi-node bootstrap.
+
+Registered into the ``simgym`` command by ``launcher.cli``. Parses arguments and calls
+``launcher.aml`` / ``launcher.node``; nothing else.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from gymclient.errors import SimgymError
+
+
+def _fail(message: str, code: int = 2) -> None:
+    typer.echo(f"simgym: error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def _duration(option: str, value: str | None) -> float | None:
+    from launcher.trainspec import parse_duration
+
+    if value is None:
+        return None
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        _fail(f"{option}: {exc}")
+        raise AssertionError from None  # unreachable: _fail exits
+
+
+def submit(
+    spec: Annotated[Path, typer.Argument(help="Training spec YAML (see docs/training.md).")],
+    workspace_config: Annotated[
+        Path | None,
+        typer.Option(help="The workspace's config.json (subscription, resource group, name)."),
+    ] = None,
+    compute: Annotated[
+        str | None, typer.Option(help="Compute cluster name (created if missing).")
+    ] = None,
+    vm_size: Annotated[
+        str | None, typer.Option(help="VM size of a cluster to create, e.g. STANDARD_D4S_V3.")
+    ] = None,
+    nodes: Annotated[int | None, typer.Option(min=1, help="Nodes (instance count).")] = None,
+    environment: Annotated[
+        str | None, typer.Option(help="Environment name (built from docker/ unless --image).")
+    ] = None,
+    image: Annotated[
+        str | None, typer.Option(help="Use this existing Docker image instead of building one.")
+    ] = None,
+    rebuild_environment: Annotated[
+        bool, typer.Option(help="Register a new environment version even if one exists.")
+    ] = False,
+    gpu: Annotated[bool | None, typer.Option(help="Build the GPU training image.")] = None,
+    experiment: Annotated[str | None, typer.Option(help="Experiment name.")] = None,
+    max_run_time: Annotated[
+        str | None, typer.Option(help="Job time limit (e.g. 90m, 2h); training stops before it.")
+    ] = None,
+    code: Annotated[
+        Path | None,
+        typer.Option(help="Project folder uploaded as the job's code (default: the spec's)."),
+    ] = None,
+    dry_run: Annotated[
+        Path | None,
+        typer.Option(help="Write job.yml, environment.yml, compute.yml here; contact nothing."),
+    ] = None,
+) -> None:
+    """Submit a training spec to Azure ML: cluster, environment, experiment, multi-node job."""
+    from launcher import aml
+
+    options = {
+        "workspace_config": str(workspace_config) if workspace_config else None,
+        "compute": compute,
+        "vm_size": vm_size,
+        "nodes": nodes,
+        "environment": environment,
+        "image": image,
+        "rebuild_environment": rebuild_environment or None,
+        "gpu": gpu,
+        "experiment": experiment,
+        "max_run_time": max_run_time,
+        "code": str(code) if code else None,
+    }
+    try:
+        plan = aml.plan_submission(spec, {k: v for k, v in options.items() if v is not None})
+        if dry_run is not None:
+            written = aml.write_dry_run(plan, dry_run)
+            for path in written:
+                typer.echo(f"wrote {path}")
+            typer.echo(aml.dry_run_hint(plan, dry_run))
+            return
+        result = aml.submit(plan, echo=typer.echo)
+    except SimgymError as exc:
+        _fail(str(exc))
+        return
+    typer.echo(f"job: {result.name}")
+    typer.echo(f"studio: {result.studio_url}")
+    typer.echo(f"follow it with: simgym status {result.name}   /   simgym logs {result.name}")
+
+
+def node(
+    spec: Annotated[Path, typer.Argument(help="Training spec YAML.")],
+    output: Annotated[
+        str | None, typer.Option(help="Outputs folder (Azure ML uploads ./outputs).")
+    ] = None,
+    experiment: Annotated[str | None, typer.Option(help="Override the MLflow experiment.")] = None,
+    max_time: Annotated[
+        str | None, typer.Option(help="Override stop.max_time (e.g. 90s, 10m, 2h).")
+    ] = None,
+    ray_port: Annotated[int, typer.Option(help="Port of the Ray head (GCS).")] = 6379,
+    join_timeout: Annotated[
+        str, typer.Option(help="How long the head waits for every node to join.")
+    ] = "10m",
+    cpus: Annotated[int | None, typer.Option(min=1, help="CPUs this node gives Ray.")] = None,
+) -> None:
+    """Per-node bootstrap of a multi-node training (run on every node, e.g. by mpirun)."""
+    from launcher.node import run_node
+
+    seconds = _duration("--max-time", max_time)
+    timeout = _duration("--join-timeout", join_timeout)
+    assert timeout is not None
+    try:
+        code = run_node(
+            spec,
+            output=output,
+            experiment=experiment,
+            max_time=seconds,
+            ray_port=ray_port,
+            join_timeout=timeout,
+            cpus=cpus,
+        )
+    except SimgymError as exc:
+        _fail(str(exc))
+        return
+    raise typer.Exit(code)
+
+
+def status(
+    job: Annotated[str, typer.Argument(help="Job name (printed by simgym submit).")],
+    workspace_config: Annotated[
+        Path | None, typer.Option(help="The workspace's config.json.")
+    ] = None,
+) -> None:
+    """A job's status, Studio URL and, once it failed, the first lines of its error."""
+    from launcher import aml
+
+    try:
+        for line in aml.job_status(job, workspace_config):
+            typer.echo(line)
+    except SimgymError as exc:
+        _fail(str(exc))
+
+
+def logs(
+    job: Annotated[str, typer.Argument(help="Job name (printed by simgym submit).")],
+    workspace_config: Annotated[
+        Path | None, typer.Option(help="The workspace's config.json.")
+    ] = None,
+    to: Annotated[
+        Path | None, typer.Option(help="Download folder (default: ./aml-logs/JOB).")
+    ] = None,
+    lines: Annotated[int, typer.Option(min=1, help="Lines shown from each node's log.")] = 40,
+) -> None:
+    """Download a job's logs and outputs; show error.txt and each node's last lines."""
+    from launcher import aml
+
+    try:
+        for line in aml.job_logs(job, workspace_config, to, lines):
+            typer.echo(line)
+    except SimgymError as exc:
+        _fail(str(exc))
+
+
+def register(app: typer.Typer) -> None:
+    """Add the Azure ML and multi-node commands to ``simgym``."""
+    app.command()(submit)
+    app.command()(node)
+    app.command()(status)
+    app.command()(logs)

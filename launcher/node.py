@@ -1,0 +1,581 @@
+"""``simgym node``: the per-node bootstrap of a multi-node training (the Azure ML job's command).
+
+Azure ML runs one copy of the job's command per node under its own ``mpirun``. Every copy:
+
+1. reads its rank and the head's address from the variables the MPI launcher sets;
+2. starts **this node's** sidecar sim servers (on private unix sockets, supervised) and checks
+   them (preflight), so a broken sim fails the node in seconds, before Ray starts;
+3. starts a Ray node whose processes inherit the sims' addresses in ``SIMGYM_NODE_SIMS`` and
+   advertise them as a ``sim_slot`` resource (one slot per sim session), so Ray places no more
+   env runners on a node than its sims can serve and every env runner steps its own node's sims;
+4. rank 0 (``ray start --head``) waits until every rank has joined (timeout, clear error), runs
+   the training and returns its exit code; other ranks (``ray start --address``) wait until the
+   head is gone;
+5. stops what it started — only that: its sidecars and the Ray processes that carry its own
+   marker in their environment (never a global ``ray stop``).
+
+Each Ray node gets a private ``--temp-dir``, so no other ``ray.init()`` on the machine can
+mistake it for "the latest local cluster".
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import json
+import logging
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from gymclient.errors import SimgymError
+
+log = logging.getLogger("simgym.node")
+
+# Set in the environment of every Ray process a node starts (workers inherit it).
+NODE_SIMS_VAR = "SIMGYM_NODE_SIMS"  # JSON list of this node's sim addresses
+NODE_RANK_VAR = "SIMGYM_NODE_RANK"
+PLACEMENT_VAR = "SIMGYM_PLACEMENT_LOG"  # env runners append where they run and which sims
+OWNER_VAR = "SIMGYM_RAY_OWNER"  # marks the processes this bootstrap started
+TOKEN_VAR = "SIMGYM_RAY_TOKEN"  # shared Ray auth token (set by `simgym submit`)
+SLOT = "sim_slot"
+
+DEFAULT_RAY_PORT = 6379
+HEAD_VARS = ("AZ_BATCH_MASTER_NODE", "AZ_BATCHAI_MPI_MASTER_NODE", "MASTER_ADDR")
+
+
+class NodeError(SimgymError):
+    """The node bootstrap failed (one line; the details are in the node's log)."""
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    """Where this process stands in the job."""
+
+    rank: int
+    size: int
+    head: str  # the head's host as the launcher gave it
+    head_source: str  # which variable it came from
+    node_ip: str | None  # address this node's Ray advertises (None: Ray decides)
+    head_ip: str  # address every node uses to reach the head
+
+    @property
+    def is_head(self) -> bool:
+        """Rank 0 runs the Ray head and the training."""
+        return self.rank == 0
+
+
+def _int_var(env: Mapping[str, str], names: Sequence[str], default: int) -> int:
+    for name in names:
+        value = env.get(name, "").strip()
+        if value:
+            try:
+                return int(value)
+            except ValueError:
+                raise NodeError(f"{name}={value!r} is not an integer") from None
+    return default
+
+
+def _host_part(value: str) -> str:
+    """``10.0.0.4:6105`` → ``10.0.0.4``; ``[::1]:80`` → ``::1``; a bare host stays."""
+    value = value.strip()
+    if value.startswith("["):
+        return value[1:].split("]", 1)[0]
+    if value.count(":") == 1:
+        return value.split(":", 1)[0]
+    return value
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def node_info(env: Mapping[str, str] | None = None) -> NodeInfo:
+    """Rank, size and head address from what Azure ML's launchers set.
+
+    Rank: ``OMPI_COMM_WORLD_RANK`` (MPI), else ``NODE_RANK``/``RANK`` (PyTorch-style), else 0.
+    Head: ``AZ_BATCH_MASTER_NODE`` (host of ``ip:port``), ``AZ_BATCHAI_MPI_MASTER_NODE``,
+    ``MASTER_ADDR``, else 127.0.0.1. A loopback head means several "nodes" on one machine
+    (tests, a laptop): node ``r`` then advertises 127.0.0.(2+r), because Ray replaces
+    127.0.0.1 itself with the machine's outward address.
+    """
+    env = os.environ if env is None else env
+    rank = _int_var(env, ("OMPI_COMM_WORLD_RANK", "NODE_RANK", "RANK"), 0)
+    size = _int_var(env, ("OMPI_COMM_WORLD_SIZE", "WORLD_SIZE"), 1)
+    if size < 1 or not 0 <= rank < size:
+        raise NodeError(f"rank {rank} of {size} nodes makes no sense (check the MPI variables)")
+    head, source = "127.0.0.1", "default"
+    for name in HEAD_VARS:
+        if env.get(name, "").strip():
+            head, source = _host_part(env[name]), name
+            break
+    if _is_loopback(head):
+        head_ip = "127.0.0.2"
+        node_ip: str | None = f"127.0.0.{2 + rank}"
+    else:
+        head_ip = head
+        # The head advertises the address the others were told; the rest let Ray pick the
+        # interface that reaches the head.
+        node_ip = head if rank == 0 else None
+    node_ip = env.get("SIMGYM_NODE_IP") or node_ip
+    return NodeInfo(rank, size, head, source, node_ip, head_ip)
+
+
+# ----------------------------------------------------------------------------- env runners
+
+
+def node_sim_addresses(worker_index: int = 0) -> list[str] | None:
+    """This node's sim addresses when running under ``simgym node`` (None otherwise).
+
+    Called by the env creator in every env runner; also appends one JSON line per call to
+    the placement log (which node, which sims), so a run shows where its envs stepped.
+    """
+    raw = os.environ.get(NODE_SIMS_VAR)
+    if not raw:
+        return None
+    addresses = [str(a) for a in json.loads(raw)]
+    path = os.environ.get(PLACEMENT_VAR)
+    if path:
+        record: dict[str, Any] = {
+            "pid": os.getpid(),
+            "worker_index": worker_index,
+            "node_rank": os.environ.get(NODE_RANK_VAR),
+            "host": socket.gethostname(),
+            "addresses": addresses,
+        }
+        try:
+            import ray
+
+            if ray.is_initialized():
+                record["ray_node_id"] = ray.get_runtime_context().get_node_id()
+        except Exception:  # placement is diagnostics: never fail an env over it
+            pass
+        with contextlib.suppress(OSError), open(path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+    return addresses
+
+
+# ----------------------------------------------------------------------------- Ray processes
+
+
+def ray_binary() -> str:
+    """The ``ray`` launcher of this interpreter's environment (never one from PATH)."""
+    path = Path(sys.executable).parent / "ray"
+    if not path.exists():
+        raise NodeError(
+            f"{path} not found: multi-node training needs the train extra "
+            '(pip install "simgym[train]")'
+        )
+    return str(path)
+
+
+def owned_pids(marker: str) -> list[int]:
+    """Processes whose environment carries ``SIMGYM_RAY_OWNER=<marker>``."""
+    needle = f"{OWNER_VAR}={marker}".encode()
+    pids = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/environ", "rb") as f:
+                if needle in f.read().split(b"\0"):
+                    pids.append(int(entry.name))
+        except OSError:
+            continue
+    return pids
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def kill_owned(marker: str, grace: float = 8.0) -> list[int]:
+    """SIGTERM the processes carrying ``marker``, SIGKILL what is left after ``grace`` s."""
+    pids = owned_pids(marker)
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and any(_alive(p) for p in pids):
+        time.sleep(0.2)
+    for pid in owned_pids(marker):
+        if _alive(pid):
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+    return pids
+
+
+def _port_open(host: str, port: int, timeout: float = 1.0) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _free_port(host: str) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+class RayNode:
+    """One ``ray start`` (head or worker) and everything it spawned, found by a marker."""
+
+    def __init__(
+        self,
+        info: NodeInfo,
+        *,
+        port: int,
+        resources: Mapping[str, float],
+        env: Mapping[str, str],
+        cpus: int | None = None,
+        log_file: Path,
+    ) -> None:
+        self.info = info
+        self.port = port
+        self.resources = dict(resources)
+        self.cpus = cpus
+        self.marker = uuid.uuid4().hex
+        self.env = {**env, OWNER_VAR: self.marker}
+        self.log_file = log_file
+        # Private and short (unix socket paths live under it).
+        self.temp_dir = tempfile.mkdtemp(prefix=f"sgr{info.rank}-", dir="/tmp")
+
+    @property
+    def head_address(self) -> str:
+        """GCS address of the head."""
+        return f"{self.info.head_ip}:{self.port}"
+
+    def command(self) -> list[str]:
+        """The ``ray start`` command line for this node."""
+        cmd = [ray_binary(), "start", "--temp-dir", self.temp_dir, "--disable-usage-stats"]
+        if self.info.is_head:
+            host = self.info.node_ip or self.info.head_ip
+            cmd += [
+                "--head",
+                "--port", str(self.port),
+                "--include-dashboard=false",
+                "--ray-client-server-port", str(_free_port(host)),
+            ]  # fmt: skip
+        else:
+            cmd += ["--address", self.head_address]
+        if self.info.node_ip:
+            cmd += ["--node-ip-address", self.info.node_ip]
+        if self.cpus is not None:
+            cmd += ["--num-cpus", str(self.cpus)]
+        if self.resources:
+            cmd += ["--resources", json.dumps(self.resources)]
+        return cmd
+
+    def start(self, attempts: int = 3, timeout: float = 120.0) -> None:
+        """Run ``ray start`` (retried: a worker may race the head's start-up).
+
+        Raises:
+            NodeError: ``ray start`` kept failing (with its output's tail).
+        """
+        last = ""
+        for attempt in range(1, attempts + 1):
+            with open(self.log_file, "ab") as out:
+                try:
+                    proc = subprocess.run(
+                        self.command(),
+                        env=self.env,
+                        stdout=out,
+                        stderr=subprocess.STDOUT,
+                        stdin=subprocess.DEVNULL,
+                        timeout=timeout,
+                        check=False,
+                    )
+                    code: int | str = proc.returncode
+                except subprocess.TimeoutExpired:
+                    code = f"timeout after {timeout:.0f} s"
+            if code == 0:
+                return
+            last = _tail(self.log_file, 8)
+            log.warning("ray start failed (%s), attempt %d of %d", code, attempt, attempts)
+            kill_owned(self.marker, grace=3)
+            time.sleep(2.0 * attempt)
+        raise NodeError(f"ray start failed on rank {self.info.rank}: {last.strip()}")
+
+    def stop(self) -> list[int]:
+        """Stop every process this node started; remove its temp dir."""
+        pids = kill_owned(self.marker)
+        shutil.rmtree(self.temp_dir, ignore_errors=True)
+        return pids
+
+
+def _tail(path: Path, lines: int) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+# ----------------------------------------------------------------------------- the bootstrap
+
+
+class _Terminated(BaseException):
+    """SIGTERM from the launcher (mpirun tearing the job down): clean up, then exit."""
+
+
+@contextlib.contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    def handler(signum: int, _frame: Any) -> None:
+        raise _Terminated(signum)
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def ray_auth_env(env: Mapping[str, str]) -> dict[str, str]:
+    """Explicit Ray auth for every node and the driver.
+
+    With ``SIMGYM_RAY_TOKEN`` set (``simgym submit`` sets one per job): token auth with that
+    token everywhere. Otherwise auth is disabled explicitly — never left to whether some
+    earlier ``ray.init()`` happened to leave ``~/.ray/auth_token`` behind.
+    """
+    token = env.get(TOKEN_VAR, "").strip()
+    if token:
+        return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token}
+    return {"RAY_AUTH_MODE": "disabled"}
+
+
+def wait_for_nodes(size: int, timeout: float, poll: float = 1.0) -> list[dict[str, Any]]:
+    """Wait until ``size`` live Ray nodes (each with its rank's resource) are in the cluster.
+
+    Raises:
+        NodeError: Naming the ranks that did not join in time.
+    """
+    import ray
+
+    deadline = time.monotonic() + timeout
+    while True:
+        nodes = [n for n in ray.nodes() if n.get("Alive")]
+        ranks = {
+            int(k.removeprefix("simgym_node_"))
+            for n in nodes
+            for k in n.get("Resources", {})
+            if k.startswith("simgym_node_")
+        }
+        if len(ranks) >= size:
+            return nodes
+        if time.monotonic() >= deadline:
+            missing = sorted(set(range(size)) - ranks)
+            raise NodeError(
+                f"only {len(ranks)} of {size} nodes joined the Ray cluster within "
+                f"{timeout:.0f} s; missing rank(s) {', '.join(map(str, missing))} "
+                "(see those ranks' logs: simgym node writes what stopped them)"
+            )
+        time.sleep(poll)
+
+
+def _say(info: NodeInfo, message: str) -> None:
+    print(f"[simgym node {info.rank}/{info.size}] {message}", file=sys.stderr, flush=True)
+
+
+def _write_error(path: Path, info: NodeInfo, what: str, exc: BaseException) -> None:
+    import traceback
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        f"simgym node (rank {info.rank} of {info.size}) failed while {what}: {exc}\n\n"
+        "--- traceback ---\n" + "".join(traceback.format_exception(exc))
+    )
+
+
+def run_node(
+    spec_path: str | os.PathLike[str],
+    *,
+    output: str | None = None,
+    experiment: str | None = None,
+    max_time: float | None = None,
+    ray_port: int = DEFAULT_RAY_PORT,
+    join_timeout: float = 600.0,
+    cpus: int | None = None,
+    env: Mapping[str, str] | None = None,
+    say: Callable[[NodeInfo, str], None] = _say,
+) -> int:
+    """Run this node's part of a multi-node training; returns the process exit code.
+
+    0: training finished (rank 0) or the head finished (others); 1: training failed
+    (``error.txt`` in the run folder); 2: a setup problem (sims, Ray, nodes not joining),
+    written to ``<output>/error.txt`` (rank 0) or ``<output>/nodes/rank-R/error.txt``.
+    """
+    from launcher.sidecars import SidecarPool
+    from launcher.train import TrainingError, preflight, train
+    from launcher.trainspec import load_train_spec
+    from simserver.process import ServerStartError
+
+    env = dict(os.environ if env is None else env)
+    info = node_info(env)
+    spec = load_train_spec(spec_path)
+    out = Path(output or spec.output)
+    node_dir = out / "nodes" / f"rank-{info.rank}"
+    node_dir.mkdir(parents=True, exist_ok=True)
+    error_file = (out if info.is_head else node_dir) / "error.txt"
+    where = info.node_ip or "auto"
+    say(info, f"head {info.head} (from {info.head_source}), this node's Ray at {where}")
+
+    pool: SidecarPool | None = None
+    ray_node: RayNode | None = None
+    stage = "reading the training spec"
+    driver = False
+    try:
+        with _sigterm_raises():
+            env_spec = spec.load_env_spec()
+            launch = spec.launch(env_spec)
+
+            # 1. This node's sims.
+            addresses: list[str] | None = None
+            resources: dict[str, float] = {f"simgym_node_{info.rank}": 1.0}
+            if launch is not None:
+                stage = "starting this node's sim servers"
+                workdir = (
+                    env_spec.path(env_spec.sim.workdir)
+                    if env_spec.sim.workdir
+                    else Path(env_spec.base_dir)
+                )
+                pool = SidecarPool(launch, workdir, node_dir / "sims")
+                try:
+                    addresses = pool.start()
+                except ServerStartError as exc:
+                    raise NodeError(
+                        str(exc).splitlines()[0] + f" (log: {node_dir / 'sims'})"
+                    ) from None
+                stage = "checking this node's sims (preflight)"
+                preflight(env_spec, addresses, spec.seed)
+                resources[SLOT] = float(launch.servers * launch.sessions_per_server)
+                say(info, f"{len(addresses)} sim server(s) ready: {', '.join(addresses)}")
+
+            # 2. Ray.
+            auth = ray_auth_env(env)
+            ray_env = {
+                **{k: v for k, v in env.items() if k != "RAY_AUTH_TOKEN_PATH"},
+                **auth,
+                NODE_RANK_VAR: str(info.rank),
+                PLACEMENT_VAR: str((out / "nodes" / "placement.jsonl").resolve()),
+            }
+            if addresses is not None:
+                ray_env[NODE_SIMS_VAR] = json.dumps(addresses)
+            ray_node = RayNode(
+                info, port=ray_port, resources=resources, env=ray_env, cpus=cpus,
+                log_file=node_dir / "ray-start.log",
+            )  # fmt: skip
+            if info.is_head:
+                stage = "starting the Ray head"
+                ray_node.start()
+                say(info, f"Ray head at {ray_node.head_address}; waiting for {info.size} node(s)")
+                # The driver (this process) runs the learner and the local env runner.
+                os.environ.update({k: ray_env[k] for k in (*auth, NODE_RANK_VAR, PLACEMENT_VAR)})
+                if addresses is not None:
+                    os.environ[NODE_SIMS_VAR] = ray_env[NODE_SIMS_VAR]
+                import ray
+
+                stage = "connecting to the Ray head"
+                ray.init(
+                    address=ray_node.head_address,
+                    _node_ip_address=info.node_ip or info.head_ip,
+                    include_dashboard=False,
+                    logging_level=logging.ERROR,
+                    log_to_driver=False,
+                )
+                driver = True
+                stage = "waiting for the other nodes"
+                nodes = wait_for_nodes(info.size, join_timeout)
+                (out / "nodes" / "cluster.json").write_text(
+                    json.dumps(
+                        [{"node_id": n["NodeID"], "ip": n["NodeManagerAddress"],
+                          "resources": n["Resources"]} for n in nodes],
+                        indent=2,
+                    )
+                )  # fmt: skip
+                say(info, f"all {info.size} node(s) joined; training")
+                stage = "training"
+                overrides: dict[str, Any] = {"output": str(out / "runs")}
+                if experiment:
+                    overrides["experiment"] = experiment
+                try:
+                    run_dir, state = train(
+                        spec_path,
+                        ray_address=ray_node.head_address,
+                        max_time=max_time,
+                        node_sims=addresses,
+                        overrides=overrides,
+                    )
+                except TrainingError as exc:
+                    say(info, f"training failed: {exc}")
+                    return 1
+                say(info, f"training finished: {state.stop_reason} (run folder {run_dir})")
+                return 0
+            else:
+                stage = "waiting for the Ray head"
+                deadline = time.monotonic() + join_timeout
+                while not _port_open(info.head_ip, ray_port):
+                    if time.monotonic() >= deadline:
+                        raise NodeError(
+                            f"the Ray head {ray_node.head_address} did not come up within "
+                            f"{join_timeout:.0f} s (see rank 0's log)"
+                        )
+                    time.sleep(1.0)
+                stage = "joining the Ray cluster"
+                ray_node.start()
+                say(info, f"joined the Ray cluster at {ray_node.head_address}")
+                stage = "serving (waiting for the head to finish)"
+                misses = 0
+                while misses < 3:
+                    time.sleep(2.0)
+                    misses = 0 if _port_open(info.head_ip, ray_port) else misses + 1
+                    if pool is not None and pool.failed():
+                        say(info, f"warning: {pool.failed()[0].detail}")
+                say(info, "the head is gone: shutting down")
+                return 0
+    except _Terminated:
+        say(info, f"terminated while {stage}: shutting down")
+        return 143
+    except SimgymError as exc:
+        say(info, f"error while {stage}: {exc}")
+        _write_error(error_file, info, stage, exc)
+        return 2
+    except Exception as exc:
+        say(info, f"error while {stage}: {type(exc).__name__}: {exc}")
+        _write_error(error_file, info, stage, exc)
+        return 2
+    finally:
+        if driver:
+            import ray
+
+            with contextlib.suppress(Exception):
+                ray.shutdown()
+        if ray_node is not None:
+            ray_node.stop()
+        if pool is not None:
+            pool.stop()
+
+
+def new_ray_token() -> str:
+    """A fresh shared token for a job's Ray cluster."""
+    return secrets.token_hex(32)
