@@ -22,6 +22,7 @@ import ast
 import hashlib
 import json
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -335,16 +336,19 @@ def export_run(
     out.mkdir(parents=True, exist_ok=True)
     model = out / MODEL
     example = tuple(torch.zeros(2, dtype=torch.float64) for _ in names)
-    torch.onnx.export(
-        graph,
-        example,
-        str(model),
-        input_names=names,
-        output_names=actions,
-        dynamic_axes={n: {0: "batch"} for n in [*names, *actions]},
-        opset_version=OPSET,
-        dynamo=False,
-    )
+    with warnings.catch_warnings():
+        # The TorchScript exporter (one self-contained file) is "legacy" but what we want.
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            graph,
+            example,
+            str(model),
+            input_names=names,
+            output_names=actions,
+            dynamic_axes={n: {0: "batch"} for n in [*names, *actions]},
+            opset_version=OPSET,
+            dynamo=False,
+        )
 
     rng = np.random.default_rng(seed)
     states = sample_states(spec, samples, rng)
