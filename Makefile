@@ -5,13 +5,13 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.simgym-installed
 
-.PHONY: demo test test-all lint proto bench clean
+.PHONY: demo test test-all lint proto bench clean ci-setup
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "simgym needs Python >= 3.11 (found " + sys.version.split()[0] + "); set PYTHON=python3.11")'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[dev,train,infer]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,train,infer,aml]"
 	@touch $(STAMP)
 
 ## demo: the CSTR sample checked on loopback, then trained briefly (IMPALA, sidecar sims).
@@ -19,6 +19,12 @@ DEMO_TIME ?= 3m
 demo: $(STAMP)
 	$(BIN)/simgym check examples/cstr/spec.yaml --episodes 5
 	$(BIN)/simgym train examples/cstr/train.yaml --max-time $(DEMO_TIME)
+
+## ci-setup: system packages the tests need (Open MPI for the multi-node test, iproute2 for
+## network namespaces); installed only when missing. .ci/run calls it before `make test`.
+ci-setup:
+	@command -v mpirun >/dev/null 2>&1 && command -v ip >/dev/null 2>&1 || { \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openmpi-bin iproute2; }
 
 ## test: the default suite (what CI runs via .ci/run).
 test: $(STAMP)

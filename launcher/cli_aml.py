@@ -173,9 +173,30 @@ def logs(
         _fail(str(exc))
 
 
+def docker_context(
+    kind: Annotated[str, typer.Argument(help="sim, train or train-gpu.")],
+    out: Annotated[Path, typer.Argument(help="Folder to write the build context to.")],
+    requirements: Annotated[
+        Path | None, typer.Option(help="The sim's pip requirements file.")
+    ] = None,
+) -> None:
+    """Stage a Docker build context for one of simgym's images (docker build OUT)."""
+    from launcher import aml
+
+    if requirements is not None and not requirements.is_file():
+        _fail(f"--requirements {requirements}: no such file")
+    try:
+        path = aml.stage_build_context(out, kind, requirements)
+    except SimgymError as exc:
+        _fail(str(exc))
+        return
+    typer.echo(f"build context for the {kind} image: {path}  (docker build {path})")
+
+
 def register(app: typer.Typer) -> None:
     """Add the Azure ML and multi-node commands to ``simgym``."""
     app.command()(submit)
     app.command()(node)
     app.command()(status)
     app.command()(logs)
+    app.command("docker-context")(docker_context)

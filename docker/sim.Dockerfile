@@ -1,0 +1,21 @@
+# syntax=docker/dockerfile:1
+# simgym sim image: simgym's base install and the sim's own requirements — no Ray, no torch.
+# Serves a sim in its own container; training reaches it over gRPC (token required off loopback).
+#
+#   simgym docker-context sim build/ --requirements my-sim/requirements.txt
+#   docker build -t my-sim build/
+#   docker run -p 50051:50051 -v $PWD/my-sim:/sim -e SIMGYM_TOKEN=... my-sim \
+#       sim.py:MySim --host 0.0.0.0 --port 50051
+FROM python:3.11.11-slim-bookworm
+
+ENV PYTHONUNBUFFERED=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+COPY . /opt/simgym-build
+RUN sh /opt/simgym-build/install.sh sim /opt/simgym && rm -rf /opt/simgym-build
+ENV PATH=/opt/simgym/bin:$PATH
+
+RUN useradd --create-home --uid 1000 sim
+USER sim
+WORKDIR /sim
+EXPOSE 50051
+ENTRYPOINT ["simserver"]
+CMD ["--help"]
