@@ -17,6 +17,7 @@ specs), not simgym's source; simgym itself is installed in the environment's ima
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import shlex
@@ -439,16 +440,23 @@ def default_credential() -> Any:
     """
     from azure.identity import DefaultAzureCredential
 
-    credential = DefaultAzureCredential()
+    # The chain logs every attempt as a warning: the one line below says it better.
+    quiet = logging.getLogger("azure.identity")
+    level = quiet.level
+    quiet.setLevel(logging.CRITICAL)
     try:
+        credential = DefaultAzureCredential()
         credential.get_token("https://management.azure.com/.default")
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        tried = re.findall(r"^\s+(\w+?)Credential:", str(exc), re.MULTILINE)
+        detail = f"tried {', '.join(tried)}" if tried else f"{type(exc).__name__}: {exc}"
         raise AmlError(
             "no usable Azure credentials: sign in with `az login`, or set AZURE_TENANT_ID, "
             "AZURE_CLIENT_ID and AZURE_CLIENT_SECRET for a service principal, or run where a "
-            f"managed identity is assigned (DefaultAzureCredential: {first})"
+            f"managed identity is assigned (DefaultAzureCredential {detail})"
         ) from None
+    finally:
+        quiet.setLevel(level)
     return credential
 
 
@@ -562,6 +570,14 @@ def submit(
     Raises:
         AmlError: One line naming what is missing or what Azure refused.
     """
+    try:
+        return _submit(plan, credential, client, echo)
+    finally:
+        if plan.context_dir is not None:
+            shutil.rmtree(plan.context_dir, ignore_errors=True)
+
+
+def _submit(plan: Plan, credential: Any, client: Any, echo: Callable[[str], None]) -> Submitted:
     for note in plan.notes:
         echo(f"note: {note}")
     if client is None:
@@ -578,9 +594,6 @@ def submit(
         job = client.jobs.create_or_update(plan.job, experiment_name=plan.job.experiment_name)
     except Exception as exc:
         raise _network_error(exc, "submitting the job") from None
-    finally:
-        if plan.context_dir is not None:
-            shutil.rmtree(plan.context_dir, ignore_errors=True)
     return Submitted(job.name, studio_url(job, client), env_ref, created)
 
 
