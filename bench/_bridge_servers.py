@@ -1,0 +1,209 @@
+"""Baseline servers for bench/bridge.py: the CSTR sim behind a raw socket and bare grpcio.
+
+Both carry the same payload as a simgym step, struct-packed: a request is ``<BHd`` (op, slot,
+value: 11 bytes; op 0 = step with ``Tc_adjust = value``, op 1 = reset to episode ``int(value)``),
+a reply is ``<9d??`` (9 states in ``CSTR.state_names`` order + terminated + truncated: 74 bytes).
+A step calls ``step`` + ``termination`` + ``truncation``, as simserver does; a reset uses the
+bench's episode config (``episode_config``). ``slot`` picks one of the server's sims, so one
+server can hold several (the batched baselines send K requests back to back in one message).
+
+    python bench/_bridge_servers.py raw  --unix PATH          --address-file F [--parent-pid P]
+    python bench/_bridge_servers.py grpc (--unix PATH | --port 0) --address-file F [--parent-pid P]
+
+The gRPC server registers generic handlers with no (de)serialiser (bytes in, bytes out):
+``/bare.Sim/Step`` (unary, one request), ``/bare.Sim/Batch`` (unary, K requests concatenated) and
+``/bare.Sim/Stream`` (bidi, lock-step, each message as Batch). What it costs over the raw socket is
+what gRPC itself costs. Each server exits when its parent process disappears.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import signal
+import socket
+import struct
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent import futures
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+CSTR_FILE = REPO / "examples" / "cstr" / "sim.py"
+
+REQUEST = struct.Struct("<BHd")
+REPLY = struct.Struct("<9d??")
+OP_STEP, OP_RESET = 0, 1
+NOISE_PERCENTAGE = 5.0
+
+
+def load_cstr() -> Any:
+    """``examples/cstr/sim.py:CSTR``, loaded by path (examples/ is not a package)."""
+    spec = importlib.util.spec_from_file_location("bridge_cstr_sim", CSTR_FILE)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.CSTR
+
+
+def episode_config(episode: int) -> dict[str, Any]:
+    """The scenario of episode ``episode`` (all cases reset to the same ones)."""
+    return {"Cref_signal": episode % 5 + 1, "noise_percentage": NOISE_PERCENTAGE}
+
+
+class SimSlots:
+    """Sims by slot number, each driven exactly as simserver drives a session's sim."""
+
+    def __init__(self) -> None:
+        self._cls = load_cstr()
+        self._sims: dict[int, Any] = {}
+        self._names = tuple(self._cls.state_names)
+
+    def handle(self, op: int, slot: int, value: float) -> bytes:
+        sim = self._sims.get(slot)
+        if sim is None:
+            sim = self._sims[slot] = self._cls()
+        if op == OP_RESET:
+            episode = int(value)
+            states = sim.reset(episode_config(episode), seed=episode)
+        else:
+            states = sim.step({"Tc_adjust": value})
+        return REPLY.pack(
+            *[states[n] for n in self._names], bool(sim.termination()), bool(sim.truncation())
+        )
+
+    def handle_many(self, data: bytes) -> bytes:
+        size = REQUEST.size
+        handle = self.handle
+        return b"".join(
+            handle(*REQUEST.unpack_from(data, off)) for off in range(0, len(data), size)
+        )
+
+
+# --------------------------------------------------------------------------- raw socket
+
+
+def _recv_exact(conn: socket.socket, buf: bytearray) -> bool:
+    view = memoryview(buf)
+    got = 0
+    while got < len(buf):
+        n = conn.recv_into(view[got:])
+        if n == 0:
+            return False
+        got += n
+    return True
+
+
+def _serve_raw_connection(conn: socket.socket, slots: SimSlots) -> None:
+    buf = bytearray(REQUEST.size)
+    with conn:
+        while _recv_exact(conn, buf):
+            conn.sendall(slots.handle(*REQUEST.unpack(buf)))
+
+
+def serve_raw(path: str, ready: Callable[[str], None]) -> None:
+    """A unix stream socket server: one thread per connection, one reply per request."""
+    slots = SimSlots()
+    Path(path).unlink(missing_ok=True)
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(path)
+    server.listen(16)
+    ready(f"unix:{path}")
+    while True:
+        conn, _ = server.accept()
+        threading.Thread(target=_serve_raw_connection, args=(conn, slots), daemon=True).start()
+
+
+# --------------------------------------------------------------------------- bare grpcio
+
+
+def serve_grpc(target: str, ready: Callable[[str], None]) -> None:
+    """A grpcio server with generic, bytes-only handlers (no protobuf, no simgym code)."""
+    import grpc
+
+    slots = SimSlots()
+
+    def step(request: bytes, context: Any) -> bytes:
+        return slots.handle(*REQUEST.unpack(request))
+
+    def batch(request: bytes, context: Any) -> bytes:
+        return slots.handle_many(request)
+
+    def stream(requests: Iterator[bytes], context: Any) -> Iterator[bytes]:
+        for request in requests:
+            yield slots.handle_many(request)
+
+    handler = grpc.method_handlers_generic_handler(
+        "bare.Sim",
+        {
+            "Step": grpc.unary_unary_rpc_method_handler(step),
+            "Batch": grpc.unary_unary_rpc_method_handler(batch),
+            "Stream": grpc.stream_stream_rpc_method_handler(stream),
+        },
+    )
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
+    server.add_generic_rpc_handlers((handler,))
+    port = server.add_insecure_port(target)
+    server.start()
+    ready(target if target.startswith("unix:") else f"127.0.0.1:{port}")
+    server.wait_for_termination()
+
+
+# --------------------------------------------------------------------------- main
+
+
+def write_address(path: str, address: str) -> None:
+    """Atomically, so the parent never reads half a line."""
+    tmp = f"{path}.{os.getpid()}.tmp"
+    Path(tmp).write_text(address + "\n")
+    os.replace(tmp, path)
+
+
+def watch_parent(pid: int) -> None:
+    """Exit when the bench that started us is gone (no orphan servers)."""
+
+    def loop() -> None:
+        while True:
+            time.sleep(0.5)
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                os._exit(0)
+
+    threading.Thread(target=loop, daemon=True).start()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("kind", choices=("raw", "grpc"))
+    parser.add_argument("--unix")
+    parser.add_argument("--port", type=int)
+    parser.add_argument("--address-file", required=True)
+    parser.add_argument("--parent-pid", type=int)
+    args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
+    if args.parent_pid:
+        watch_parent(args.parent_pid)
+
+    def ready(address: str) -> None:
+        write_address(args.address_file, address)
+
+    if args.kind == "raw":
+        if not args.unix:
+            parser.error("raw needs --unix")
+        serve_raw(args.unix, ready)
+    else:
+        if args.unix:
+            target = f"unix:{Path(args.unix).resolve()}"
+        elif args.port is not None:
+            target = f"127.0.0.1:{args.port}"
+        else:
+            parser.error("grpc needs --unix or --port")
+        serve_grpc(target, ready)
+
+
+if __name__ == "__main__":
+    main()

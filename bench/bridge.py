@@ -1,0 +1,856 @@
+"""What the simgym bridge costs per env step, against its baselines, measured in one run.
+
+Every case drives the CSTR sample (``examples/cstr/sim.py:CSTR``): one step is ``step`` +
+``termination`` + ``truncation`` with the next value of one seeded table of Tc_adjust moves in
+[-1, 1] K, and an episode that ends is reset (scenario ``Cref_signal`` 1-5 in turn, 5 % noise,
+the episode index as seed; SimEnv/SimVectorEnv draw from the spec's lessons instead). Resets are
+timed but only steps are counted. Clients run in this process, each server in its own process:
+
+* ``in-process``: the sim called directly (no transport at all);
+* ``raw socket``: a unix stream socket, struct-packed request (1 double) / reply (9 doubles +
+  2 flags), a thread-per-connection server around the same sim (the floor for any IPC);
+* ``bare grpcio``: a grpcio server with generic bytes-only handlers carrying the same packed
+  payloads and calling the same sim (unary, lock-step stream, K requests in one message) —
+  what gRPC itself costs;
+* ``simgym``: a real ``simserver`` hosting CSTR: ``RemoteSession.step`` (unix socket and TCP
+  127.0.0.1), ``SimEnv.step`` (Gymnasium level: normalisation, reward), ``Connection.batch``
+  and ``SimVectorEnv.step`` over K sessions, and the lock-step ``Stream`` carrying K sessions;
+* ``dm-env-rpc``: DeepMind's dm-env-rpc (the peer anchor): its ``DmEnvAdaptor`` (dm_env API)
+  over its own bidi-stream protocol, against a minimal dm_env_rpc server for CSTR written in
+  the pattern of dm_env_rpc's example server (bench/_bridge_dmenv.py).
+
+Cases are interleaved: every repeat runs all cases once, in an order rotated each repeat, so
+that load changes on a noisy machine hit them alike. The table shows medians over repeats; the
+ratios are medians of per-repeat ratios (paired: both sides measured in the same repeat).
+Client CPU is this process's CPU time, server CPU the server process's, per env step.
+
+    .venv/bin/python bench/bridge.py              # full run (5 repeats, a few minutes)
+    .venv/bin/python bench/bridge.py --quick      # smoke run (seconds; numbers meaningless)
+    .venv/bin/python bench/bridge.py --only simgym --repeats 3 --json out.json
+
+dm-env-rpc is a bench-only extra: ``.venv/bin/pip install dm-env-rpc``. Without it the
+dm-env-rpc row says why it is missing; ``--dm-python /other/venv/bin/python`` runs its client
+and server with another interpreter instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gc
+import json
+import os
+import platform
+import queue
+import random
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+sys.path.insert(0, str(BENCH))
+sys.path.insert(0, str(REPO))
+
+import _bridge_dmenv as dmenv  # noqa: E402
+from _bridge_servers import (  # noqa: E402
+    OP_RESET,
+    OP_STEP,
+    REPLY,
+    REQUEST,
+    episode_config,
+    load_cstr,
+)
+
+SPEC = REPO / "examples" / "cstr" / "spec.yaml"
+TARGET = "examples/cstr/sim.py:CSTR"
+N_ACTIONS = 4096
+ACTION_AMPLITUDE = 1.0  # K; small moves keep episodes running to truncation (91 steps)
+CALL_TIMEOUT = 10.0  # every gRPC call carries a deadline, as gymclient's do
+
+TARGETS = {
+    "unary": ("simgym unary step / bare grpcio unary", "<=", 1.2),
+    "peer": ("dm-env-rpc step / simgym unary step", ">=", 2.0),
+    "batch": ("batched K=64 env-steps/s / unary env-steps/s", ">=", 20.0),
+}
+
+
+def action_table() -> list[float]:
+    rng = random.Random(0)
+    return [rng.uniform(-ACTION_AMPLITUDE, ACTION_AMPLITUDE) for _ in range(N_ACTIONS)]
+
+
+ACTIONS = action_table()
+
+
+# --------------------------------------------------------------------------- processes
+
+
+def proc_cpu_seconds(pid: int | None) -> float | None:
+    """User + system CPU seconds of a process (all its threads), from /proc."""
+    if pid is None:
+        return None
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class HelperServer:
+    """A baseline server script run as a child process that writes its address to a file."""
+
+    def __init__(self, name: str, argv: Sequence[str], python: str = sys.executable) -> None:
+        self.name = name
+        self._tmp = tempfile.TemporaryDirectory(prefix="bridge-")
+        self.folder = Path(self._tmp.name)
+        self.argv = [a.replace("{dir}", str(self.folder)) for a in argv]
+        self.python = python
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.address = ""
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    def start(self, timeout: float = 60.0) -> str:
+        address_file = self.folder / "address"
+        log = open(self.folder / "server.log", "wb")
+        try:
+            self.proc = subprocess.Popen(
+                [
+                    self.python,
+                    *self.argv,
+                    "--address-file",
+                    str(address_file),
+                    "--parent-pid",
+                    str(os.getpid()),
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+                start_new_session=True,
+            )
+        finally:
+            log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if address_file.exists():
+                self.address = address_file.read_text().strip()
+                return self.address
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        tail = (self.folder / "server.log").read_text(errors="replace")[-2000:]
+        self.stop()
+        raise RuntimeError(f"{self.name} server did not start:\n{tail}")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+    def cleanup(self) -> None:
+        self.stop()
+        self._tmp.cleanup()
+
+
+# --------------------------------------------------------------------------- clients
+
+
+class InProcess:
+    """The sim called directly: the cost every other case adds transport to."""
+
+    def __init__(self) -> None:
+        self.sim = load_cstr()()
+        self.episode = 0
+        self.t = 0
+        self._reset()
+
+    def _reset(self) -> None:
+        self.sim.reset(episode_config(self.episode), seed=self.episode)
+        self.episode += 1
+
+    def run(self, steps: int) -> int:
+        sim, actions, t = self.sim, ACTIONS, self.t
+        for _ in range(steps):
+            sim.step({"Tc_adjust": actions[t % N_ACTIONS]})
+            t += 1
+            if sim.termination() or sim.truncation():
+                self._reset()
+        self.t = t
+        return steps
+
+
+class RawSocket:
+    """Struct-packed request/reply over a unix stream socket."""
+
+    def __init__(self, address: str) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.connect(address.removeprefix("unix:"))
+        self.buf = bytearray(REPLY.size)
+        self.episode = 0
+        self.t = 0
+        self._call(OP_RESET, self._next_episode())
+
+    def _next_episode(self) -> float:
+        self.episode += 1
+        return float(self.episode - 1)
+
+    def _call(self, op: int, value: float) -> tuple[Any, ...]:
+        self.sock.sendall(REQUEST.pack(op, 0, value))
+        view, got = memoryview(self.buf), 0
+        while got < REPLY.size:
+            n = self.sock.recv_into(view[got:])
+            if n == 0:
+                raise ConnectionError("raw server closed the connection")
+            got += n
+        return REPLY.unpack(self.buf)
+
+    def run(self, steps: int) -> int:
+        for _ in range(steps):
+            reply = self._call(OP_STEP, ACTIONS[self.t % N_ACTIONS])
+            self.t += 1
+            if reply[9] or reply[10]:
+                self._call(OP_RESET, self._next_episode())
+        return steps
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+class BareGrpc:
+    """grpcio with bytes-only generic methods: unary, or lock-step stream; K sims per message."""
+
+    def __init__(self, address: str, k: int = 1, stream: bool = False) -> None:
+        import grpc
+
+        self.channel = grpc.insecure_channel(address)
+        grpc.channel_ready_future(self.channel).result(timeout=30)
+        self.k = k
+        self.t = 0
+        self.episode = 0
+        self._queue: queue.Queue[bytes | None] | None = None
+        if stream:
+            self._queue = queue.Queue()
+            method = self.channel.stream_stream("/bare.Sim/Stream")
+            self._replies: Iterator[bytes] = method(iter(self._queue.get, None))
+            self._call = self._stream_call
+        elif k == 1:
+            self._unary = self.channel.unary_unary("/bare.Sim/Step")
+            self._call = self._unary_call
+        else:
+            self._unary = self.channel.unary_unary("/bare.Sim/Batch")
+            self._call = self._unary_call
+        # Slots: this client's sims on the server (a fresh range per client).
+        self.base = BareGrpc._next_base
+        BareGrpc._next_base += k
+        self.reset_pending = [True] * k
+
+    _next_base = 0
+
+    def _unary_call(self, payload: bytes) -> bytes:
+        return self._unary(payload, timeout=CALL_TIMEOUT)
+
+    def _stream_call(self, payload: bytes) -> bytes:
+        assert self._queue is not None
+        self._queue.put(payload)
+        return next(self._replies)
+
+    def run(self, steps: int) -> int:
+        done = 0
+        k, base, pending = self.k, self.base, self.reset_pending
+        size = REPLY.size
+        while done < steps:
+            parts = []
+            for i in range(k):
+                if pending[i]:
+                    parts.append(REQUEST.pack(OP_RESET, base + i, float(self.episode)))
+                    self.episode += 1
+                else:
+                    parts.append(REQUEST.pack(OP_STEP, base + i, ACTIONS[self.t % N_ACTIONS]))
+                    self.t += 1
+            reply = self._call(b"".join(parts))
+            for i in range(k):
+                values = REPLY.unpack_from(reply, i * size)
+                if pending[i]:
+                    pending[i] = False
+                else:
+                    done += 1
+                    pending[i] = values[9] or values[10]
+        return done
+
+    def close(self) -> None:
+        if self._queue is not None:
+            self._queue.put(None)
+            with contextlib.suppress(Exception):
+                for _ in self._replies:
+                    pass
+        self.channel.close()
+
+
+class SimgymUnary:
+    """``RemoteSession.step`` through a real simserver (one unary Step per env step)."""
+
+    def __init__(self, address: str) -> None:
+        from gymclient.connection import Connection
+
+        self.conn = Connection(address)
+        self.session = self.conn.open(["Tc_adjust"], client="bench/bridge unary")
+        self.episode = 0
+        self.t = 0
+        self._reset()
+
+    def _reset(self) -> None:
+        self.session.reset(episode_config(self.episode), seed=self.episode)
+        self.episode += 1
+
+    def run(self, steps: int) -> int:
+        session = self.session
+        for _ in range(steps):
+            tr = session.step([ACTIONS[self.t % N_ACTIONS]])
+            self.t += 1
+            if tr.terminated or tr.truncated:
+                self._reset()
+        return steps
+
+    def close(self) -> None:
+        self.session.close()
+        self.conn.close()
+
+
+class SimgymEnv:
+    """``SimEnv.step``: the Gymnasium env (normalisation, reward, info) over unary calls."""
+
+    def __init__(self, address: str) -> None:
+        import numpy as np
+
+        from gymclient.env import SimEnv
+
+        self.np = np
+        self.env = SimEnv({"spec": str(SPEC), "address": address})
+        self.env.reset(seed=0)
+        # The agent's normalised actions for the same physical moves (spec range ±10 K).
+        self.actions = [np.array([a / 10.0], np.float32) for a in ACTIONS]
+        self.t = 0
+
+    def run(self, steps: int) -> int:
+        env, actions = self.env, self.actions
+        for _ in range(steps):
+            _obs, _r, term, trunc, _info = env.step(actions[self.t % N_ACTIONS])
+            self.t += 1
+            if term or trunc:
+                env.reset()
+        return steps
+
+    def close(self) -> None:
+        self.env.close()
+
+
+class SimgymBatch:
+    """K sessions per message: ``Connection.batch`` (unary) or the lock-step ``Stream``.
+
+    Finished sessions are reset in the next message (Gymnasium's NEXT_STEP autoreset), as
+    ``SimVectorEnv`` does; only step items count as env steps.
+    """
+
+    def __init__(self, address: str, k: int, stream: bool = False) -> None:
+        from gymclient.connection import Connection
+
+        self.conn = Connection(address)
+        self.sessions = [
+            self.conn.open(["Tc_adjust"], client=f"bench/bridge batch {i}") for i in range(k)
+        ]
+        self.k = k
+        self.t = 0
+        self.episode = 0
+        self.pending = [True] * k
+        self._queue: queue.Queue[Any] | None = None
+        if stream:
+            import grpc
+
+            from simgym.v1 import simulator_pb2_grpc as pb_grpc
+
+            self.channel = grpc.insecure_channel(self.conn.address)
+            self._queue = queue.Queue()
+            stub = pb_grpc.SimulatorStub(self.channel)
+            self._replies = stub.Stream(iter(self._queue.get, None))
+            self._call = self._stream_call
+        else:
+            self._call = self.conn.batch
+
+    def _stream_call(self, items: list[Any]) -> Sequence[Any]:
+        from simgym.v1 import simulator_pb2 as pb
+
+        assert self._queue is not None
+        self._queue.put(pb.BatchRequest(items=items))
+        return next(self._replies).results
+
+    def run(self, steps: int) -> int:
+        from simgym.v1 import simulator_pb2 as pb
+
+        done = 0
+        pending, sessions = self.pending, self.sessions
+        while done < steps:
+            items = []
+            for i, s in enumerate(sessions):
+                if pending[i]:
+                    config = episode_config(self.episode)
+                    items.append(pb.BatchItem(reset=s.reset_request(config, self.episode)))
+                    self.episode += 1
+                else:
+                    items.append(pb.BatchItem(step=s.step_request([ACTIONS[self.t % N_ACTIONS]])))
+                    self.t += 1
+            results = self._call(items)
+            for i, result in enumerate(results):
+                if result.WhichOneof("outcome") != "transition":
+                    raise RuntimeError(f"batch item {i} failed: {result.error.message}")
+                tr = result.transition
+                if pending[i]:
+                    pending[i] = False
+                else:
+                    done += 1
+                    pending[i] = tr.terminated or tr.truncated
+        return done
+
+    def close(self) -> None:
+        if self._queue is not None:
+            self._queue.put(None)
+            with contextlib.suppress(Exception):
+                for _ in self._replies:
+                    pass
+            self.channel.close()
+        for s in self.sessions:
+            s.close()
+        self.conn.close()
+
+
+class SimgymVector:
+    """``SimVectorEnv.step``: K sub-envs, one Batch per step (Gymnasium vector API)."""
+
+    def __init__(self, address: str, k: int) -> None:
+        import numpy as np
+
+        from gymclient.vector import SimVectorEnv
+
+        self.env = SimVectorEnv(str(SPEC), k, addresses=[address])
+        self.env.reset(seed=0)
+        table = np.array(ACTIONS, np.float32) / 10.0
+        self.batches = [
+            np.take(table, np.arange(j * k, (j + 1) * k), mode="wrap").reshape(k, 1)
+            for j in range(64)
+        ]
+        self.j = 0
+
+    def run(self, steps: int) -> int:
+        env = self.env
+        start = env.totals["steps"]
+        while env.totals["steps"] - start < steps:
+            env.step(self.batches[self.j % 64])
+            self.j += 1
+        return int(env.totals["steps"] - start)
+
+    def close(self) -> None:
+        self.env.close()
+
+
+class DmEnvRpc:
+    """dm-env-rpc's ``DmEnvAdaptor.step`` (in this process)."""
+
+    def __init__(self, address: str) -> None:
+        self.client = dmenv.DmClient(address)
+        self.t = 0
+
+    def run(self, steps: int) -> int:
+        done = self.client.run(steps, ACTIONS, self.t)
+        self.t += steps
+        return done
+
+    def close(self) -> None:
+        self.client.close()
+
+
+class DmEnvRpcSubprocess:
+    """dm-env-rpc's client run by another interpreter (``--dm-python``): one process per repeat."""
+
+    def __init__(self, address: str, python: str) -> None:
+        self.address = address
+        self.python = python
+
+    def measure(self, steps: int) -> tuple[float, float, int]:
+        proc = subprocess.run(
+            [
+                self.python,
+                str(BENCH / "_bridge_dmenv.py"),
+                "client",
+                "--address",
+                self.address,
+                "--steps",
+                str(steps),
+                "--actions",
+                json.dumps(ACTIONS[:512]),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=True,
+        )
+        out = json.loads(proc.stdout.strip().splitlines()[-1])
+        return out["seconds"], out["cpu_seconds"], out["steps"]
+
+    def close(self) -> None:
+        pass
+
+
+# --------------------------------------------------------------------------- cases
+
+
+@dataclass
+class Case:
+    key: str
+    group: str
+    label: str
+    transport: str
+    steps: int
+    make: Callable[[], Any]
+    server: Callable[[], int | None] = lambda: None
+    server_name: str | None = None
+    client: Any = None
+    error: str | None = None
+    reps: list[int] = field(default_factory=list)
+    wall: list[float] = field(default_factory=list)
+    client_cpu: list[float] = field(default_factory=list)
+    server_cpu: list[float] = field(default_factory=list)
+
+    def measure(self, steps: int, rep: int) -> None:
+        gc.collect()
+        pid = self.server()
+        s0 = proc_cpu_seconds(pid)
+        if hasattr(self.client, "measure"):
+            wall, cpu, done = self.client.measure(steps)
+        else:
+            c0, t0 = time.process_time(), time.perf_counter()
+            done = self.client.run(steps)
+            wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+        s1 = proc_cpu_seconds(pid)
+        self.reps.append(rep)
+        self.wall.append(wall / done * 1e6)
+        self.client_cpu.append(cpu / done * 1e6)
+        if s0 is not None and s1 is not None:
+            self.server_cpu.append((s1 - s0) / done * 1e6)
+
+    @property
+    def us(self) -> float:
+        return statistics.median(self.wall)
+
+
+# key, group, label, transport, env steps per repeat (full run), server, client factory
+CASES: list[tuple[str, str, str, str, int, str | None, Callable[[str], Any]]] = [
+    ("inproc", "baseline", "CSTR in-process", "-", 30000, None, lambda a: InProcess()),
+    ("raw", "baseline", "raw socket, struct-packed", "unix", 10000, "raw", RawSocket),
+    ("bare-unix", "bare grpcio", "unary", "unix", 3000, "bare-unix", BareGrpc),
+    ("bare-tcp", "bare grpcio", "unary", "tcp", 3000, "bare-tcp", BareGrpc),
+    ("bare-stream", "bare grpcio", "bidi stream, lock-step", "unix", 3000, "bare-unix",
+     lambda a: BareGrpc(a, stream=True)),
+    ("bare-k8", "bare grpcio", "unary, K=8 per message", "unix", 8000, "bare-unix",
+     lambda a: BareGrpc(a, k=8)),
+    ("bare-k64", "bare grpcio", "unary, K=64 per message", "unix", 25600, "bare-unix",
+     lambda a: BareGrpc(a, k=64)),
+    ("bare-stream-k64", "bare grpcio", "stream, K=64 per message", "unix", 25600, "bare-unix",
+     lambda a: BareGrpc(a, k=64, stream=True)),
+    ("sg-unix", "simgym", "RemoteSession.step (unary)", "unix", 3000, "sg-unix", SimgymUnary),
+    ("sg-tcp", "simgym", "RemoteSession.step (unary)", "tcp", 3000, "sg-tcp", SimgymUnary),
+    ("sg-env", "simgym", "SimEnv.step (Gymnasium)", "unix", 3000, "sg-unix", SimgymEnv),
+    ("sg-stream1", "simgym", "Stream, K=1, lock-step", "unix", 3000, "sg-unix",
+     lambda a: SimgymBatch(a, 1, stream=True)),
+    ("sg-batch8", "simgym", "Connection.batch, K=8", "unix", 8000, "sg-batch",
+     lambda a: SimgymBatch(a, 8)),
+    ("sg-batch64", "simgym", "Connection.batch, K=64", "unix", 25600, "sg-batch",
+     lambda a: SimgymBatch(a, 64)),
+    ("sg-vec8", "simgym", "SimVectorEnv.step, K=8", "unix", 8000, "sg-batch",
+     lambda a: SimgymVector(a, 8)),
+    ("sg-vec64", "simgym", "SimVectorEnv.step, K=64", "unix", 25600, "sg-batch",
+     lambda a: SimgymVector(a, 64)),
+    ("sg-stream64", "simgym", "Stream, K=64, lock-step", "unix", 25600, "sg-batch",
+     lambda a: SimgymBatch(a, 64, stream=True)),
+    ("dm", "peer", "dm-env-rpc DmEnvAdaptor.step", "unix", 3000, "dm", DmEnvRpc),
+]  # fmt: skip
+
+
+def build_cases(args: argparse.Namespace, servers: dict[str, Any]) -> list[Case]:
+    """The selected cases; ``servers`` will hold the started servers by name."""
+    dm_why = None if args.dm_python else dmenv.available()
+    cases = []
+    for key, group, label, transport, steps, server, factory in CASES:
+        if args.only and not any(o in key or o in group for o in args.only):
+            continue
+        if key == "dm" and args.dm_python:
+            python = args.dm_python
+
+            def factory(a: str, python: str = python) -> Any:
+                return DmEnvRpcSubprocess(a, python)
+
+        def make(factory: Callable[[str], Any] = factory, server: str | None = server) -> Any:
+            return factory(servers[server].address if server else "")
+
+        def pid(server: str | None = server) -> int | None:
+            return servers[server].pid if server else None
+
+        case = Case(key, group, label, transport, max(50, int(steps * args.scale)), make, pid)
+        case.server_name = server
+        if key == "dm" and dm_why is not None:
+            case.error = f"dm-env-rpc not available ({dm_why}); pip install dm-env-rpc"
+        cases.append(case)
+    return cases
+
+
+def make_server(name: str, args: argparse.Namespace) -> Any:
+    from simserver.process import ServerProcess
+
+    servers_py = str(BENCH / "_bridge_servers.py")
+    dm_py = str(BENCH / "_bridge_dmenv.py")
+    if name == "raw":
+        return HelperServer(name, [servers_py, "raw", "--unix", "{dir}/raw.sock"])
+    if name == "bare-unix":
+        return HelperServer(name, [servers_py, "grpc", "--unix", "{dir}/bare.sock"])
+    if name == "bare-tcp":
+        return HelperServer(name, [servers_py, "grpc", "--port", "0"])
+    if name == "dm":
+        python = args.dm_python or sys.executable
+        return HelperServer(name, [dm_py, "serve", "--unix", "{dir}/dm.sock"], python=python)
+    log = ["--log-level", "WARNING"]
+    if name == "sg-unix":  # the default server, as `simgym` starts it
+        return ServerProcess(TARGET, workdir=REPO, transport="unix", args=log)
+    if name == "sg-tcp":
+        return ServerProcess(TARGET, workdir=REPO, transport="tcp", args=log)
+    if name == "sg-batch":  # room for every batched case's sessions
+        return ServerProcess(
+            TARGET, workdir=REPO, transport="unix", args=[*log, "--max-sessions", "512"]
+        )
+    raise KeyError(name)
+
+
+# --------------------------------------------------------------------------- report
+
+
+def machine() -> dict[str, str]:
+    import google.protobuf
+    import grpc
+
+    info = {
+        "nproc": str(os.cpu_count()),
+        "cpu": "?",
+        "python": platform.python_version(),
+        "grpcio": grpc.__version__,
+        "protobuf": google.protobuf.__version__,
+        "kernel": platform.release(),
+    }
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                info["cpu"] = line.split(":", 1)[1].strip()
+                break
+    try:
+        from importlib.metadata import version
+
+        info["dm-env-rpc"] = version("dm-env-rpc")
+    except Exception:
+        info["dm-env-rpc"] = "not installed"
+    return info
+
+
+def fmt_us(us: float) -> str:
+    return f"{us:.1f}" if us < 100 else f"{us:.0f}"
+
+
+def paired(cases: dict[str, Case], num: str, den: str, inverse: bool = False) -> list[float]:
+    """Per-repeat ratios num/den of µs per step (or den/num: a throughput ratio)."""
+    a, b = cases.get(num), cases.get(den)
+    if a is None or b is None or not a.wall or not b.wall:
+        return []
+    other = dict(zip(b.reps, b.wall, strict=True))
+    pairs = [(x, other[r]) for r, x in zip(a.reps, a.wall, strict=True) if r in other]
+    return [(y / x) if inverse else (x / y) for x, y in pairs]
+
+
+def report(cases: list[Case], args: argparse.Namespace, info: dict[str, str]) -> dict[str, Any]:
+    by_key = {c.key: c for c in cases}
+    base = {k: by_key[k].us for k in ("inproc", "raw") if k in by_key and by_key[k].wall}
+    bare = {t: by_key[k].us for t, k in (("unix", "bare-unix"), ("tcp", "bare-tcp"))
+            if k in by_key and by_key[k].wall}  # fmt: skip
+    header = (
+        f"{'group':12s} {'case':32s} {'via':4s} {'µs/step':>8s} {'min–max':>13s} "
+        f"{'steps/s':>8s} {'cli CPU':>7s} {'srv CPU':>7s} {'×in-proc':>8s} {'×raw':>6s} "
+        f"{'×grpc':>6s}"
+    )
+    print(header)
+    print("-" * len(header))
+    rows: list[dict[str, Any]] = []
+    for c in cases:
+        if c.error or not c.wall:
+            print(f"{c.group:12s} {c.label:32s} {c.transport:4s} n/a: {c.error or 'no data'}")
+            rows.append({"key": c.key, "label": c.label, "error": c.error})
+            continue
+        us = c.us
+        cli = statistics.median(c.client_cpu)
+        srv = statistics.median(c.server_cpu) if c.server_cpu else None
+        x_in = us / base["inproc"] if "inproc" in base else None
+        x_raw = us / base["raw"] if "raw" in base else None
+        x_grpc = us / bare[c.transport] if c.transport in bare else None
+
+        def r(x: float | None) -> str:
+            return f"{x:.2f}" if x is not None and x < 10 else (f"{x:.0f}" if x else "-")
+
+        print(
+            f"{c.group:12s} {c.label:32s} {c.transport:4s} {fmt_us(us):>8s} "
+            f"{fmt_us(min(c.wall)) + '–' + fmt_us(max(c.wall)):>13s} {1e6 / us:8.0f} "
+            f"{fmt_us(cli):>7s} {fmt_us(srv) if srv is not None else '-':>7s} "
+            f"{r(x_in):>8s} {r(x_raw):>6s} {r(x_grpc):>6s}"
+        )
+        rows.append(
+            {
+                "key": c.key,
+                "group": c.group,
+                "label": c.label,
+                "transport": c.transport,
+                "us_per_step": us,
+                "us_per_step_repeats": c.wall,
+                "steps_per_s": 1e6 / us,
+                "client_cpu_us": cli,
+                "server_cpu_us": srv,
+                "x_inproc": x_in,
+                "x_raw": x_raw,
+                "x_bare_grpc": x_grpc,
+                "steps_per_repeat": c.steps,
+            }
+        )
+    print()
+    print("Ratios (median of per-repeat paired ratios, [min–max] over repeats):")
+    ratios = []
+    specs = [
+        ("unary", "simgym RemoteSession.step / bare grpcio unary, unix", "sg-unix", "bare-unix", False),  # noqa: E501
+        (None, "simgym RemoteSession.step / bare grpcio unary, tcp", "sg-tcp", "bare-tcp", False),
+        (None, "simgym SimEnv.step / bare grpcio unary, unix", "sg-env", "bare-unix", False),
+        ("peer", "dm-env-rpc DmEnvAdaptor.step / simgym RemoteSession.step", "dm", "sg-unix", False),  # noqa: E501
+        (None, "dm-env-rpc DmEnvAdaptor.step / simgym SimEnv.step", "dm", "sg-env", False),
+        (None, "dm-env-rpc DmEnvAdaptor.step / simgym Stream K=1", "dm", "sg-stream1", False),
+        (None, "simgym Stream K=1 / bare grpcio stream, µs", "sg-stream1", "bare-stream", False),
+        ("batch", "Connection.batch K=64 / RemoteSession.step, steps/s", "sg-batch64", "sg-unix", True),  # noqa: E501
+        (None, "SimVectorEnv K=64 / SimEnv.step, steps/s", "sg-vec64", "sg-env", True),
+        (None, "Stream K=64 / RemoteSession.step, steps/s", "sg-stream64", "sg-unix", True),
+        (None, "simgym Batch K=64 / bare grpcio K=64, µs", "sg-batch64", "bare-k64", False),
+        (None, "simgym Stream K=64 / bare grpcio stream K=64, µs", "sg-stream64", "bare-stream-k64", False),  # noqa: E501
+        (None, "bare grpcio unary / raw socket, µs", "bare-unix", "raw", False),
+    ]  # fmt: skip
+    for target_key, label, num, den, inverse in specs:
+        values = paired(by_key, num, den, inverse)
+        if not values:
+            if target_key:
+                print(f"  {label:58s}    n/a  (a side was not measured)")
+            continue
+        med = statistics.median(values)
+        verdict = ""
+        if target_key:
+            _, op, bound = TARGETS[target_key]
+            ok = med <= bound if op == "<=" else med >= bound
+            verdict = f"  target {op} {bound:g}: {'PASS' if ok else 'MISS'}"
+        print(f"  {label:58s} {med:6.2f}  [{min(values):.2f}–{max(values):.2f}]{verdict}")
+        ratios.append(
+            {"label": label, "median": med, "min": min(values), "max": max(values),
+             "target": TARGETS[target_key][1:] if target_key else None}
+        )  # fmt: skip
+    return {"machine": info, "args": vars(args), "rows": rows, "ratios": ratios}
+
+
+# --------------------------------------------------------------------------- main
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smoke run: few steps, 1 repeat")
+    parser.add_argument("--repeats", type=int, help="interleaved repeats (default 5; quick 1)")
+    parser.add_argument(
+        "--scale", type=float, help="multiply every case's steps per repeat (default 1; quick .03)"
+    )
+    parser.add_argument("--only", nargs="*", help="run cases whose key or group contains these")
+    parser.add_argument("--dm-python", help="interpreter with dm-env-rpc, for its server+client")
+    parser.add_argument("--json", help="also write the results here")
+    args = parser.parse_args()
+    args.repeats = args.repeats or (1 if args.quick else 5)
+    args.scale = args.scale or (0.03 if args.quick else 1.0)
+    if not args.quick and args.repeats < 3:
+        print("note: fewer than 3 repeats: medians are not robust", file=sys.stderr)
+
+    # A SIGTERM must still run the finally blocks that stop the servers.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    info = machine()
+    print(
+        "bench/bridge.py: "
+        + ", ".join(f"{k} {v}" for k, v in info.items())
+        + f"; load {os.getloadavg()[0]:.2f}"
+    )
+    servers: dict[str, Any] = {}
+    cases: list[Case] = []
+    try:
+        cases = build_cases(args, servers)
+        needed = sorted({c.server_name for c in cases if c.server_name and not c.error})
+        for name in needed:
+            servers[name] = make_server(name, args)
+            servers[name].start()
+        for c in cases:
+            if c.error:
+                continue
+            try:
+                c.client = c.make()
+                if not hasattr(c.client, "measure"):
+                    c.client.run(max(20, min(300, c.steps // 10)))  # warm-up: connect, caches
+            except Exception as exc:
+                c.error = f"setup failed: {type(exc).__name__}: {exc}"
+        live = [c for c in cases if not c.error]
+        print(
+            f"{len(live)} cases x {args.repeats} repeats, interleaved "
+            f"(steps per repeat: {min(c.steps for c in live)}–{max(c.steps for c in live)})",
+            flush=True,
+        )
+        for rep in range(args.repeats):
+            started = time.perf_counter()
+            order = live[rep % len(live) :] + live[: rep % len(live)]
+            for c in order:
+                try:
+                    c.measure(c.steps, rep)
+                except Exception as exc:
+                    c.error = f"failed: {type(exc).__name__}: {exc}"
+                    live.remove(c)
+            print(
+                f"  repeat {rep + 1}/{args.repeats}: {time.perf_counter() - started:.1f} s, "
+                f"load {os.getloadavg()[0]:.2f}",
+                flush=True,
+            )
+        print()
+        result = report(cases, args, info)
+        if args.json:
+            Path(args.json).write_text(json.dumps(result, indent=2))
+    finally:
+        for c in cases:
+            if c.client is not None and hasattr(c.client, "close"):
+                with contextlib.suppress(Exception):
+                    c.client.close()
+        for s in servers.values():
+            with contextlib.suppress(Exception):
+                s.cleanup()
+
+
+if __name__ == "__main__":
+    main()
