@@ -209,20 +209,28 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def kill_owned(marker: str, grace: float = 8.0) -> list[int]:
-    """SIGTERM the processes carrying ``marker``, SIGKILL what is left after ``grace`` s."""
-    pids = owned_pids(marker)
-    for pid in pids:
-        with contextlib.suppress(OSError):
-            os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline and any(_alive(p) for p in pids):
-        time.sleep(0.2)
-    for pid in owned_pids(marker):
-        if _alive(pid):
+def kill_owned(marker: str, grace: float = 8.0, settle: float = 30.0) -> list[int]:
+    """Stop every process carrying ``marker``: SIGTERM, then SIGKILL after ``grace`` s.
+
+    Rescans until nothing with the marker is left (a dying raylet's agents linger or are
+    respawned for a moment), for at most ``settle`` s.
+    """
+    signalled: dict[int, float] = {}
+    deadline = time.monotonic() + settle
+    quiet = 0
+    while time.monotonic() < deadline and quiet < 3:
+        alive = [p for p in owned_pids(marker) if _alive(p)]
+        quiet = 0 if alive else quiet + 1
+        now = time.monotonic()
+        for pid in alive:
+            sig = signal.SIGTERM if pid not in signalled else signal.SIGKILL
+            if sig == signal.SIGKILL and now - signalled[pid] < grace:
+                continue
+            signalled.setdefault(pid, now)
             with contextlib.suppress(OSError):
-                os.kill(pid, signal.SIGKILL)
-    return pids
+                os.kill(pid, sig)
+        time.sleep(0.3)
+    return sorted(signalled)
 
 
 def _port_open(host: str, port: int, timeout: float = 1.0) -> bool:

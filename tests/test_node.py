@@ -1,0 +1,212 @@
+"""The multi-node bootstrap, launched the way Azure ML launches it: ``mpirun -np 2``.
+
+Two ranks on this machine act as two nodes: each starts its own sidecar sims and its own
+Ray node (rank 0 the head, on 127.0.0.2; rank 1 on 127.0.0.3 — loopback only), a short
+training runs over both, and every env runner is shown to have stepped the sims of the
+node it ran on. Nothing is left running afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from launcher.node import node_info
+
+from .conftest import SIMS
+
+SIMGYM = str(Path(sys.executable).parent / "simgym")
+
+
+# ----------------------------------------------------------------------------- rank and head
+
+
+def test_rank_and_head_from_the_launchers_variables():
+    info = node_info({"OMPI_COMM_WORLD_RANK": "1", "OMPI_COMM_WORLD_SIZE": "3",
+                      "AZ_BATCH_MASTER_NODE": "10.0.0.4:6105",
+                      "AZ_BATCHAI_MPI_MASTER_NODE": "10.9.9.9", "MASTER_ADDR": "10.8.8.8"})  # fmt: skip
+    assert (info.rank, info.size, info.head, info.head_source) == (
+        1,
+        3,
+        "10.0.0.4",
+        "AZ_BATCH_MASTER_NODE",
+    )
+    assert info.head_ip == "10.0.0.4" and info.node_ip is None and not info.is_head
+    info = node_info({"OMPI_COMM_WORLD_RANK": "0", "OMPI_COMM_WORLD_SIZE": "2",
+                      "AZ_BATCHAI_MPI_MASTER_NODE": "10.9.9.9", "MASTER_ADDR": "10.8.8.8"})  # fmt: skip
+    assert info.head == "10.9.9.9" and info.node_ip == "10.9.9.9" and info.is_head
+    info = node_info({"NODE_RANK": "1", "WORLD_SIZE": "2", "MASTER_ADDR": "10.8.8.8"})
+    assert (info.rank, info.size, info.head_source) == (1, 2, "MASTER_ADDR")
+    # Nothing set: one node on loopback (Ray turns 127.0.0.1 into the machine's address,
+    # so the head advertises 127.0.0.2).
+    info = node_info({})
+    assert (info.rank, info.size, info.head_source) == (0, 1, "default")
+    assert info.head_ip == "127.0.0.2" and info.node_ip == "127.0.0.2"
+    assert (
+        node_info({"OMPI_COMM_WORLD_RANK": "1", "OMPI_COMM_WORLD_SIZE": "2"}).node_ip == "127.0.0.3"
+    )
+    from launcher.node import NodeError
+
+    with pytest.raises(NodeError, match="rank 2 of 2"):
+        node_info({"OMPI_COMM_WORLD_RANK": "2", "OMPI_COMM_WORLD_SIZE": "2"})
+    with pytest.raises(NodeError, match="OMPI_COMM_WORLD_RANK='x'"):
+        node_info({"OMPI_COMM_WORLD_RANK": "x"})
+
+
+# ----------------------------------------------------------------------------- two nodes
+
+needs_mpirun = pytest.mark.skipif(
+    shutil.which("mpirun") is None, reason="needs Open MPI's mpirun (make ci-setup installs it)"
+)
+pytest.importorskip("ray", reason="training needs the train extra (installed by make)")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.2", 0))
+        return int(s.getsockname()[1])
+
+
+def _project(tmp_path: Path, **train_updates) -> Path:
+    """A user's project: the toy sim with a sim that reports which node's sidecar it is."""
+    project = tmp_path / "project"
+    project.mkdir()
+    for name in ("toy.py", "reward.py", "toy_spec.yaml"):
+        shutil.copy2(SIMS / name, project / name)
+    train = {
+        "env": "toy_spec.yaml",
+        "sim": {"launch": {"servers": 1, "sessions_per_server": 4}},
+        "algorithm": "PPO",
+        "config": {"train_batch_size_per_learner": 400, "minibatch_size": 100, "num_epochs": 1,
+                   "min_time_s_per_iteration": 1},
+        "resources": {"env_runners": 2, "envs_per_runner": 4},
+        "stop": {"iterations": 2},
+        "checkpoint": {"every": 5, "keep": 1},
+        "experiment": "toy-2nodes",
+        **train_updates,
+    }  # fmt: skip
+    (project / "train.yaml").write_text(yaml.safe_dump(train))
+    return project / "train.yaml"
+
+
+def _mpirun(spec: Path, out: Path, port: int, *extra: str, timeout: float = 240):
+    cmd = [
+        "mpirun", "--allow-run-as-root", "--oversubscribe", "-np", "2",
+        # What Azure ML's MPI launcher exports to every process.
+        "-x", "AZ_BATCH_MASTER_NODE=127.0.0.1:6105",
+        "-x", "AZ_BATCHAI_MPI_MASTER_NODE=127.0.0.1",
+        "-x", "SIMGYM_RAY_TOKEN=" + "ab" * 32,
+        "-x", "PATH",
+        SIMGYM, "node", str(spec), "--output", str(out), "--ray-port", str(port),
+        "--cpus", "1", "--join-timeout", "90s", *extra,
+    ]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "OMPI_"))}
+    return subprocess.run(cmd, cwd=spec.parent, capture_output=True, text=True, timeout=timeout,
+                          env=env)  # fmt: skip
+
+
+@needs_mpirun
+def test_two_nodes_under_mpirun_train_on_their_own_sidecars(tmp_path):
+    spec = _project(tmp_path)
+    out = tmp_path / "outputs"
+    sidecars_before = set(Path("/tmp").glob("sgr*"))
+    r = _mpirun(spec, out, _free_port())
+    log = r.stdout + r.stderr
+    assert r.returncode == 0, log[-4000:]
+    assert "[simgym node 0/2] all 2 node(s) joined; training" in log
+    assert "[simgym node 1/2] the head is gone: shutting down" in log
+
+    # The training completed.
+    (run_dir,) = (out / "runs").iterdir()
+    state = json.loads((run_dir / "run.json").read_text())
+    assert state["finished"] and state["iteration"] == 2 and state["env_steps"] > 0
+    assert not (out / "error.txt").exists()
+
+    # Two Ray nodes, each with its rank's marker resource and its sims' slots.
+    cluster = json.loads((out / "nodes" / "cluster.json").read_text())
+    rank_of = {
+        n["node_id"]: next(int(k.split("_")[-1]) for k in n["resources"] if k.startswith("simgym_node_"))
+        for n in cluster
+    }  # fmt: skip
+    assert sorted(rank_of.values()) == [0, 1]
+    assert {n["ip"] for n in cluster} == {"127.0.0.2", "127.0.0.3"}
+    assert all(n["resources"]["sim_slot"] == 4 for n in cluster)
+
+    # Each node's sidecars (their logs name their addresses) ...
+    sims = {}
+    for rank in (0, 1):
+        logs = list((out / "nodes" / f"rank-{rank}" / "sims").glob("server-*.log"))
+        assert len(logs) == 1
+        sims[rank] = logs[0].read_text()
+        assert "for SimVectorEnv[" in sims[rank], f"no env runner stepped rank {rank}'s sims"
+
+    # ... and every env runner: it ran on the Ray node of one rank and used that rank's sims.
+    records = [
+        json.loads(line) for line in (out / "nodes" / "placement.jsonl").read_text().splitlines()
+    ]
+    runners = [r for r in records if r["worker_index"] > 0]
+    assert {r["worker_index"] for r in runners} == {1, 2}
+    seen_ranks = set()
+    for rec in runners:
+        rank = rank_of[rec["ray_node_id"]]  # where Ray actually placed this runner
+        assert rec["node_rank"] == str(rank)
+        for address in rec["addresses"]:
+            assert address in sims[rank], f"runner on rank {rank} used {address}"
+        seen_ranks.add(rank)
+    assert seen_ranks == {0, 1}, "expected one env runner per node"
+    addresses = {rank: {a for rec in runners if rank_of[rec["ray_node_id"]] == rank
+                        for a in rec["addresses"]} for rank in (0, 1)}  # fmt: skip
+    assert addresses[0].isdisjoint(addresses[1]), "two nodes shared sims"
+
+    # Nothing left: no Ray process of ours, no private Ray temp dir.
+    leftovers = _ray_processes_from(tmp_path)
+    assert not leftovers, f"left running: {leftovers}"
+    assert set(Path("/tmp").glob("sgr*")) <= sidecars_before
+
+
+def _ray_processes_from(tmp_path: Path) -> list[str]:
+    """Ray or simserver processes whose command line or environment points into tmp_path."""
+    found = []
+    needle = str(tmp_path).encode()
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            env = Path(f"/proc/{entry.name}/environ").read_bytes()
+            cmd = Path(f"/proc/{entry.name}/cmdline").read_bytes()
+            stat = Path(f"/proc/{entry.name}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if stat[0] != "Z" and (needle in env or needle in cmd):
+            found.append(cmd.replace(b"\0", b" ").decode(errors="replace")[:120])
+    return found
+
+
+@needs_mpirun
+def test_a_node_that_never_joins_is_a_clear_error(tmp_path):
+    spec = _project(tmp_path)
+    out = tmp_path / "outputs"
+    # Rank 0 of 2, but no rank 1: the head must give up after the join timeout.
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "OMPI_"))}
+    env.update(OMPI_COMM_WORLD_RANK="0", OMPI_COMM_WORLD_SIZE="2")
+    started = time.monotonic()
+    r = subprocess.run(
+        [SIMGYM, "node", str(spec), "--output", str(out), "--ray-port", str(_free_port()),
+         "--cpus", "1", "--join-timeout", "5s"],
+        cwd=spec.parent, capture_output=True, text=True, timeout=180, env=env,
+    )  # fmt: skip
+    assert r.returncode == 2, r.stderr[-3000:]
+    assert "only 1 of 2 nodes joined the Ray cluster within 5 s; missing rank(s) 1" in r.stderr
+    error = (out / "error.txt").read_text()
+    assert error.startswith("simgym node (rank 0 of 2) failed while waiting for the other nodes")
+    assert time.monotonic() - started < 150
+    assert not _ray_processes_from(tmp_path)
