@@ -147,11 +147,17 @@ def check_exportable(spec: EnvSpec) -> None:
 
 
 def _torch_expr(expr: str) -> Any:
-    """A torch function of ``{state: tensor}`` computing a whitelisted expression."""
+    """A torch function of ``({state: tensor}, cache)`` computing a whitelisted expression.
+
+    ``cache`` is shared by the expressions of one graph: a subexpression that several
+    observations use (``Cref_next`` in ``Cr - Cref_next`` and ``Tr - f(Cref_next)``) is
+    computed once, which keeps the graph — and the time per call — small.
+    """
+    import math
+
     import torch
 
     tree = ast.parse(expr, mode="eval").body
-    import math
 
     calls: dict[str, tuple[Any, Any]] = {
         "abs": (torch.abs, abs),
@@ -170,16 +176,22 @@ def _torch_expr(expr: str) -> Any:
             return torch.clamp(a, max=b) if fn is torch.minimum else torch.clamp(a, min=b)
         return fn(a, b)
 
-    def ev(node: ast.AST, env: dict[str, Any]) -> Any:
+    def ev(node: ast.AST, env: dict[str, Any], cache: dict[str, Any]) -> Any:
+        key = ast.dump(node)
+        if key not in cache:
+            cache[key] = _ev(node, env, cache)
+        return cache[key]
+
+    def _ev(node: ast.AST, env: dict[str, Any], cache: dict[str, Any]) -> Any:
         if isinstance(node, ast.Constant):
             return float(node.value)  # type: ignore[arg-type]  # parse() allows numbers only
         if isinstance(node, ast.Name):
             return env[node.id]
         if isinstance(node, ast.UnaryOp):
-            value = ev(node.operand, env)
+            value = ev(node.operand, env, cache)
             return -value if isinstance(node.op, ast.USub) else value
         if isinstance(node, ast.BinOp):
-            left, right = ev(node.left, env), ev(node.right, env)
+            left, right = ev(node.left, env, cache), ev(node.right, env, cache)
             op = node.op
             if isinstance(op, ast.Add):
                 return left + right
@@ -192,7 +204,7 @@ def _torch_expr(expr: str) -> Any:
             if isinstance(op, ast.Pow):
                 return left**right
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
-            args = [ev(a, env) for a in node.args]
+            args = [ev(a, env, cache) for a in node.args]
             name = node.func.id
             if name in ("min", "max"):
                 fn = torch.minimum if name == "min" else torch.maximum
@@ -204,7 +216,7 @@ def _torch_expr(expr: str) -> Any:
             return float_fn(args[0]) if isinstance(args[0], float) else tensor_fn(args[0])
         raise ExportError(f"expression {expr!r}: {type(node).__name__} cannot be exported")
 
-    return lambda env: ev(tree, env)
+    return lambda env, cache: ev(tree, env, cache)
 
 
 def build_graph_module(spec: EnvSpec, module: Any) -> Any:
@@ -221,6 +233,17 @@ def build_graph_module(spec: EnvSpec, module: Any) -> Any:
     a_lo = torch.tensor([r.min for _, r in actions], dtype=torch.float64)
     a_half = torch.tensor([(r.max - r.min) / 2.0 for _, r in actions], dtype=torch.float64)
     n_act = len(actions)
+    # Only these can turn finite states into NaN (the env maps NaN observations to 0).
+    may_nan = any(
+        isinstance(node, (ast.Div, ast.Pow))
+        or (isinstance(node, ast.Name) and node.id in ("log", "sqrt"))
+        for _, r in obs
+        if r.expr
+        for node in ast.walk(ast.parse(r.expr, mode="eval"))
+    )
+
+    def column(value: Any, like: Any) -> Any:
+        return value if isinstance(value, torch.Tensor) else torch.full_like(like, value)
 
     class Policy(torch.nn.Module):
         def __init__(self) -> None:
@@ -229,15 +252,17 @@ def build_graph_module(spec: EnvSpec, module: Any) -> Any:
 
         def forward(self, *inputs: Any) -> Any:
             env = dict(zip(states, inputs, strict=True))
+            cache: dict[str, Any] = {}
             columns = [
-                inputs[plain[n]] if n in plain else derived[n](env) + torch.zeros_like(inputs[0])
+                inputs[plain[n]] if n in plain else column(derived[n](env, cache), inputs[0])
                 for n, _ in obs
             ]
             raw = torch.stack(columns, dim=-1)
             x = (raw - lo) * scale - 1.0
             x = torch.clamp(x, -1.0, 1.0)
-            # The env turns non-finite observations (log of a negative, ...) into 0.
-            x = torch.where(torch.isnan(x), torch.zeros_like(x), x)
+            if may_nan:
+                # The env turns non-finite observations (log of a negative, ...) into 0.
+                x = torch.where(torch.isnan(x), torch.zeros_like(x), x)
             out = self.module.forward_inference({"obs": x.to(torch.float32)})
             mean = out["action_dist_inputs"][..., :n_act]
             a = torch.clamp(mean.to(torch.float64), -1.0, 1.0)
