@@ -143,7 +143,7 @@ def status(
         Path | None, typer.Option(help="The workspace's config.json.")
     ] = None,
 ) -> None:
-    """A job's status, Studio URL and, once it failed, the first lines of its error."""
+    """A job's status, experiment, compute and Studio URL."""
     from launcher import aml
 
     try:
