@@ -485,7 +485,8 @@ def run_node(
                 **{k: v for k, v in env.items() if k != "RAY_AUTH_TOKEN_PATH"},
                 **auth,
                 NODE_RANK_VAR: str(info.rank),
-                PLACEMENT_VAR: str((out / "nodes" / "placement.jsonl").resolve()),
+                # Per node: on Azure ML every node uploads its own outputs/ folder.
+                PLACEMENT_VAR: str((node_dir / "placement.jsonl").resolve()),
             }
             if addresses is not None:
                 ray_env[NODE_SIMS_VAR] = json.dumps(addresses)

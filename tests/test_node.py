@@ -150,15 +150,16 @@ def test_two_nodes_under_mpirun_train_on_their_own_sidecars(tmp_path):
         assert "for SimVectorEnv[" in sims[rank], f"no env runner stepped rank {rank}'s sims"
 
     # ... and every env runner: it ran on the Ray node of one rank and used that rank's sims.
-    records = [
-        json.loads(line) for line in (out / "nodes" / "placement.jsonl").read_text().splitlines()
-    ]
+    records = []
+    for rank in (0, 1):
+        for line in (out / "nodes" / f"rank-{rank}" / "placement.jsonl").read_text().splitlines():
+            records.append({**json.loads(line), "file_rank": rank})
     runners = [r for r in records if r["worker_index"] > 0]
     assert {r["worker_index"] for r in runners} == {1, 2}
     seen_ranks = set()
     for rec in runners:
         rank = rank_of[rec["ray_node_id"]]  # where Ray actually placed this runner
-        assert rec["node_rank"] == str(rank)
+        assert rec["node_rank"] == str(rank) and rec["file_rank"] == rank
         for address in rec["addresses"]:
             assert address in sims[rank], f"runner on rank {rank} used {address}"
         seen_ranks.add(rank)
