@@ -13,7 +13,11 @@ server can hold several (the batched baselines send K requests back to back in o
 The gRPC server registers generic handlers with no (de)serialiser (bytes in, bytes out):
 ``/bare.Sim/Step`` (unary, one request), ``/bare.Sim/Batch`` (unary, K requests concatenated) and
 ``/bare.Sim/Stream`` (bidi, lock-step, each message as Batch). What it costs over the raw socket is
-what gRPC itself costs. Each server exits when its parent process disappears.
+what gRPC itself costs. It also serves ``simgym.v1.Simulator`` with a trivial servicer
+(``TrivialSimulator``: the generated stub, the same protobuf messages, none of simserver's logic),
+so that gymclient's own client can be timed against it: the gap to bytes is protobuf plus the
+client library, the gap to simserver is simserver's own work. Each server exits when its parent
+process disappears.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import os
 import signal
 import socket
 import struct
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -33,6 +38,10 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 CSTR_FILE = REPO / "examples" / "cstr" / "sim.py"
+sys.path.insert(0, str(REPO))  # simgym.v1, when run as a script
+
+from simgym.v1 import simulator_pb2 as pb  # noqa: E402
+from simgym.v1 import simulator_pb2_grpc as pb_grpc  # noqa: E402
 
 REQUEST = struct.Struct("<BHd")
 REPLY = struct.Struct("<9d??")
@@ -62,7 +71,8 @@ class SimSlots:
         self._sims: dict[int, Any] = {}
         self._names = tuple(self._cls.state_names)
 
-    def handle(self, op: int, slot: int, value: float) -> bytes:
+    def run(self, op: int, slot: int, value: float) -> tuple[list[float], bool, bool]:
+        """Reset (``value``: episode index) or step (``value``: Tc_adjust) one sim."""
         sim = self._sims.get(slot)
         if sim is None:
             sim = self._sims[slot] = self._cls()
@@ -71,9 +81,11 @@ class SimSlots:
             states = sim.reset(episode_config(episode), seed=episode)
         else:
             states = sim.step({"Tc_adjust": value})
-        return REPLY.pack(
-            *[states[n] for n in self._names], bool(sim.termination()), bool(sim.truncation())
-        )
+        return [states[n] for n in self._names], bool(sim.termination()), bool(sim.truncation())
+
+    def handle(self, op: int, slot: int, value: float) -> bytes:
+        values, term, trunc = self.run(op, slot, value)
+        return REPLY.pack(*values, term, trunc)
 
     def handle_many(self, data: bytes) -> bytes:
         size = REQUEST.size
@@ -136,7 +148,7 @@ def serve_grpc(target: str, ready: Callable[[str], None]) -> None:
         for request in requests:
             yield slots.handle_many(request)
 
-    handler = grpc.method_handlers_generic_handler(
+    handler = grpc.method_handlers_generic_handler(  # bytes in, bytes out
         "bare.Sim",
         {
             "Step": grpc.unary_unary_rpc_method_handler(step),
@@ -146,10 +158,72 @@ def serve_grpc(target: str, ready: Callable[[str], None]) -> None:
     )
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
     server.add_generic_rpc_handlers((handler,))
+    pb_grpc.add_SimulatorServicer_to_server(TrivialSimulator(slots), server)
     port = server.add_insecure_port(target)
     server.start()
     ready(target if target.startswith("unix:") else f"127.0.0.1:{port}")
     server.wait_for_termination()
+
+
+class TrivialSimulator(pb_grpc.SimulatorServicer):
+    """The ``simgym.v1.Simulator`` contract at its most trivial, over the same ``SimSlots``.
+
+    Same protobuf messages and generated stubs as simserver, so gymclient's ``Connection`` and
+    ``RemoteSession`` can drive it, but none of simserver's work (no session manager, leases,
+    locks, seq retry cache, validation, adapters, non-finite checks): a session id is a slot
+    number and a reset's seed is the episode index (the bench's clients send it so).
+    """
+
+    def __init__(self, slots: SimSlots) -> None:
+        self.pb = pb
+        self.slots = slots
+        self.next_slot = 1 << 15  # clear of the slots the bytes clients use
+        self.states = [pb.Variable(name=n) for n in slots._names]
+
+    def Open(self, request: Any, context: Any) -> Any:
+        self.next_slot += 1
+        return self.pb.OpenReply(
+            session_id=str(self.next_slot),
+            protocol="simgym.v1",
+            sim_name="CSTR",
+            states=self.states,
+            actions=[self.pb.Variable(name="Tc_adjust")],
+            seedable=True,
+        )
+
+    def _fill(self, t: Any, op: int, slot: str, value: float) -> None:
+        values, t.terminated, t.truncated = self.slots.run(op, int(slot), value)
+        t.states.extend(values)
+
+    def Reset(self, request: Any, context: Any) -> Any:
+        reply = self.pb.TransitionReply()
+        self._fill(reply.transition, OP_RESET, request.session_id, float(request.seed))
+        return reply
+
+    def Step(self, request: Any, context: Any) -> Any:
+        reply = self.pb.TransitionReply()
+        self._fill(reply.transition, OP_STEP, request.session_id, request.action[0])
+        return reply
+
+    def Close(self, request: Any, context: Any) -> Any:
+        return self.pb.CloseReply()
+
+    def Batch(self, request: Any, context: Any) -> Any:
+        reply = self.pb.BatchReply()
+        add = reply.results.add
+        for item in request.items:
+            t = add().transition
+            if item.WhichOneof("op") == "step":
+                step = item.step
+                self._fill(t, OP_STEP, step.session_id, step.action[0])
+            else:
+                reset = item.reset
+                self._fill(t, OP_RESET, reset.session_id, float(reset.seed))
+        return reply
+
+    def Stream(self, requests: Iterator[Any], context: Any) -> Iterator[Any]:
+        for request in requests:
+            yield self.Batch(request, context)
 
 
 # --------------------------------------------------------------------------- main

@@ -12,6 +12,10 @@ timed but only steps are counted. Clients run in this process, each server in it
 * ``bare grpcio``: a grpcio server with generic bytes-only handlers carrying the same packed
   payloads and calling the same sim (unary, lock-step stream, K requests in one message) —
   what gRPC itself costs;
+* ``trivial pb``: gymclient's own client (``RemoteSession``, ``Connection.batch``, the Stream)
+  against a trivial ``simgym.v1.Simulator`` servicer in the bare grpcio server (same generated
+  stubs and protobuf messages, none of simserver's logic): separates protobuf + client library
+  (vs bare) from simserver's own work (vs simgym);
 * ``simgym``: a real ``simserver`` hosting CSTR: ``RemoteSession.step`` (unix socket and TCP
   127.0.0.1), ``SimEnv.step`` (Gymnasium level: normalisation, reward), ``Connection.batch``
   and ``SimVectorEnv.step`` over K sessions, and the lock-step ``Stream`` carrying K sessions;
@@ -533,6 +537,7 @@ class Case:
     wall: list[float] = field(default_factory=list)
     client_cpu: list[float] = field(default_factory=list)
     server_cpu: list[float] = field(default_factory=list)
+    cpu: list[float] = field(default_factory=list)  # client + server, per repeat
 
     def measure(self, steps: int, rep: int) -> None:
         gc.collect()
@@ -548,8 +553,11 @@ class Case:
         self.reps.append(rep)
         self.wall.append(wall / done * 1e6)
         self.client_cpu.append(cpu / done * 1e6)
+        server = 0.0
         if s0 is not None and s1 is not None:
-            self.server_cpu.append((s1 - s0) / done * 1e6)
+            server = (s1 - s0) / done * 1e6
+            self.server_cpu.append(server)
+        self.cpu.append(cpu / done * 1e6 + server)
 
     @property
     def us(self) -> float:
@@ -570,6 +578,12 @@ CASES: list[tuple[str, str, str, str, int, str | None, Callable[[str], Any]]] = 
      lambda a: BareGrpc(a, k=64)),
     ("bare-stream-k64", "bare grpcio", "stream, K=64 per message", "unix", 25600, "bare-unix",
      lambda a: BareGrpc(a, k=64, stream=True)),
+    ("pb-unix", "trivial pb", "RemoteSession.step (unary)", "unix", 3000, "bare-unix",
+     SimgymUnary),
+    ("pb-stream1", "trivial pb", "Stream, K=1, lock-step", "unix", 3000, "bare-unix",
+     lambda a: SimgymBatch(a, 1, stream=True)),
+    ("pb-batch64", "trivial pb", "Connection.batch, K=64", "unix", 25600, "bare-unix",
+     lambda a: SimgymBatch(a, 64)),
     ("sg-unix", "simgym", "RemoteSession.step (unary)", "unix", 3000, "sg-unix", SimgymUnary),
     ("sg-tcp", "simgym", "RemoteSession.step (unary)", "tcp", 3000, "sg-tcp", SimgymUnary),
     ("sg-env", "simgym", "SimEnv.step (Gymnasium)", "unix", 3000, "sg-unix", SimgymEnv),
@@ -586,6 +600,13 @@ CASES: list[tuple[str, str, str, str, int, str | None, Callable[[str], Any]]] = 
     ("sg-stream64", "simgym", "Stream, K=64, lock-step", "unix", 25600, "sg-batch",
      lambda a: SimgymBatch(a, 64, stream=True)),
     ("dm", "peer", "dm-env-rpc DmEnvAdaptor.step", "unix", 3000, "dm", DmEnvRpc),
+]  # fmt: skip
+
+
+RUN_ORDER = [
+    "inproc", "raw", "bare-unix", "pb-unix", "sg-unix", "sg-env", "dm", "sg-stream1",
+    "pb-stream1", "bare-stream", "bare-tcp", "sg-tcp", "bare-k8", "sg-batch8", "sg-vec8",
+    "bare-k64", "pb-batch64", "sg-batch64", "sg-vec64", "sg-stream64", "bare-stream-k64",
 ]  # fmt: skip
 
 
@@ -675,13 +696,19 @@ def fmt_us(us: float) -> str:
     return f"{us:.1f}" if us < 100 else f"{us:.0f}"
 
 
-def paired(cases: dict[str, Case], num: str, den: str, inverse: bool = False) -> list[float]:
-    """Per-repeat ratios num/den of µs per step (or den/num: a throughput ratio)."""
+def paired(
+    cases: dict[str, Case], num: str, den: str, inverse: bool = False, attr: str = "wall"
+) -> list[float]:
+    """Per-repeat ratios num/den of µs per step (or den/num: a throughput ratio).
+
+    ``attr``: ``wall`` (elapsed time) or ``cpu`` (client + server CPU time).
+    """
     a, b = cases.get(num), cases.get(den)
     if a is None or b is None or not a.wall or not b.wall:
         return []
-    other = dict(zip(b.reps, b.wall, strict=True))
-    pairs = [(x, other[r]) for r, x in zip(a.reps, a.wall, strict=True) if r in other]
+    other = dict(zip(b.reps, getattr(b, attr), strict=True))
+    mine = getattr(a, attr)
+    pairs = [(x, other[r]) for r, x in zip(a.reps, mine, strict=True) if r in other]
     return [(y / x) if inverse else (x / y) for x, y in pairs]
 
 
@@ -721,6 +748,7 @@ def report(cases: list[Case], args: argparse.Namespace, info: dict[str, str]) ->
         )
         rows.append(
             {
+                "cpu_us": statistics.median(c.cpu),
                 "key": c.key,
                 "group": c.group,
                 "label": c.label,
@@ -737,7 +765,10 @@ def report(cases: list[Case], args: argparse.Namespace, info: dict[str, str]) ->
             }
         )
     print()
-    print("Ratios (median of per-repeat paired ratios, [min–max] over repeats):")
+    print(
+        "Ratios: median of per-repeat paired ratios of wall time, [min–max] over repeats; "
+        "then the same from CPU time (client + server), less sensitive to machine load:"
+    )
     ratios = []
     specs = [
         ("unary", "simgym RemoteSession.step / bare grpcio unary, unix", "sg-unix", "bare-unix", False),  # noqa: E501
@@ -753,6 +784,12 @@ def report(cases: list[Case], args: argparse.Namespace, info: dict[str, str]) ->
         (None, "simgym Batch K=64 / bare grpcio K=64, µs", "sg-batch64", "bare-k64", False),
         (None, "simgym Stream K=64 / bare grpcio stream K=64, µs", "sg-stream64", "bare-stream-k64", False),  # noqa: E501
         (None, "bare grpcio unary / raw socket, µs", "bare-unix", "raw", False),
+        (None, "simgym unary / trivial pb servicer unary: simserver's own cost", "sg-unix", "pb-unix", False),  # noqa: E501
+        (None, "trivial pb unary / bare grpcio unary: protobuf + gymclient", "pb-unix", "bare-unix", False),  # noqa: E501
+        (None, "simgym Stream K=1 / trivial pb Stream K=1", "sg-stream1", "pb-stream1", False),
+        (None, "trivial pb Stream K=1 / bare grpcio stream", "pb-stream1", "bare-stream", False),
+        (None, "simgym Batch K=64 / trivial pb Batch K=64", "sg-batch64", "pb-batch64", False),
+        (None, "trivial pb Batch K=64 / bare grpcio K=64", "pb-batch64", "bare-k64", False),
     ]  # fmt: skip
     for target_key, label, num, den, inverse in specs:
         values = paired(by_key, num, den, inverse)
@@ -766,10 +803,15 @@ def report(cases: list[Case], args: argparse.Namespace, info: dict[str, str]) ->
             _, op, bound = TARGETS[target_key]
             ok = med <= bound if op == "<=" else med >= bound
             verdict = f"  target {op} {bound:g}: {'PASS' if ok else 'MISS'}"
-        print(f"  {label:58s} {med:6.2f}  [{min(values):.2f}–{max(values):.2f}]{verdict}")
+        cpu = paired(by_key, num, den, inverse, "cpu")
+        cpu_med = statistics.median(cpu) if cpu else None
+        cpu_txt = f"cpu {cpu_med:6.2f}" if cpu_med is not None else ""
+        print(
+            f"  {label:58s} {med:6.2f}  [{min(values):.2f}–{max(values):.2f}]  {cpu_txt}{verdict}"
+        )
         ratios.append(
             {"label": label, "median": med, "min": min(values), "max": max(values),
-             "target": TARGETS[target_key][1:] if target_key else None}
+             "cpu_median": cpu_med, "target": TARGETS[target_key][1:] if target_key else None}
         )  # fmt: skip
     return {"machine": info, "args": vars(args), "rows": rows, "ratios": ratios}
 
@@ -818,7 +860,11 @@ def main() -> None:
                     c.client.run(max(20, min(300, c.steps // 10)))  # warm-up: connect, caches
             except Exception as exc:
                 c.error = f"setup failed: {type(exc).__name__}: {exc}"
-        live = [c for c in cases if not c.error]
+        # Run order: the two sides of each ratio next to each other (load drifts in time).
+        live = sorted(
+            (c for c in cases if not c.error),
+            key=lambda c: RUN_ORDER.index(c.key) if c.key in RUN_ORDER else len(RUN_ORDER),
+        )
         print(
             f"{len(live)} cases x {args.repeats} repeats, interleaved "
             f"(steps per repeat: {min(c.steps for c in live)}–{max(c.steps for c in live)})",
