@@ -284,7 +284,9 @@ class RayNode:
                 "--head",
                 "--port", str(self.port),
                 "--include-dashboard=false",
+                # Ports nobody else on the machine has (another Ray may run beside us).
                 "--ray-client-server-port", str(_free_port(host)),
+                "--dashboard-port", str(_free_port(host)),
             ]  # fmt: skip
         else:
             cmd += ["--address", self.head_address]
