@@ -816,6 +816,49 @@ def report(cases: list[Case], args: argparse.Namespace, info: dict[str, str]) ->
     return {"machine": info, "args": vars(args), "rows": rows, "ratios": ratios}
 
 
+def markdown(result: dict[str, Any]) -> str:
+    """The table and the ratios as Markdown (for docs/performance.md)."""
+
+    def num(x: float | None, digits: int = 2) -> str:
+        if x is None:
+            return "-"
+        return f"{x:.{digits}f}" if x < 10 else f"{x:.1f}" if x < 100 else f"{x:.0f}"
+
+    lines = [
+        "| group | case | via | µs/env-step (median) | min–max | env-steps/s "
+        "| client CPU µs | server CPU µs | × in-process | × raw socket | × bare grpcio unary |",
+        "|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|",
+    ]
+    for r in result["rows"]:
+        if r.get("error") or "us_per_step" not in r:
+            lines.append(f"| {r.get('group', '')} | {r['label']} | | n/a: {r.get('error')} |")
+            continue
+        reps = r["us_per_step_repeats"]
+        lines.append(
+            f"| {r['group']} | {r['label']} | {r['transport']} | **{fmt_us(r['us_per_step'])}** "
+            f"| {fmt_us(min(reps))}–{fmt_us(max(reps))} | {r['steps_per_s']:,.0f} "
+            f"| {fmt_us(r['client_cpu_us'])} "
+            f"| {fmt_us(r['server_cpu_us']) if r['server_cpu_us'] is not None else '-'} "
+            f"| {num(r['x_inproc'], 1)} | {num(r['x_raw'])} | {num(r['x_bare_grpc'])} |"
+        )
+    lines += [
+        "",
+        "| ratio | wall (median) | min–max | from CPU time | target |",
+        "|---|--:|--:|--:|---|",
+    ]
+    for q in result["ratios"]:
+        target = ""
+        if q["target"]:
+            op, bound = q["target"]
+            ok = q["median"] <= bound if op == "<=" else q["median"] >= bound
+            target = f"{'≤' if op == '<=' else '≥'} {bound:g}: **{'pass' if ok else 'MISS'}**"
+        lines.append(
+            f"| {q['label']} | **{q['median']:.2f}** | {q['min']:.2f}–{q['max']:.2f} "
+            f"| {num(q['cpu_median'])} | {target} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 # --------------------------------------------------------------------------- main
 
 
@@ -829,6 +872,7 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", help="run cases whose key or group contains these")
     parser.add_argument("--dm-python", help="interpreter with dm-env-rpc, for its server+client")
     parser.add_argument("--json", help="also write the results here")
+    parser.add_argument("--markdown", help="also write the table and ratios here as Markdown")
     args = parser.parse_args()
     args.repeats = args.repeats or (1 if args.quick else 5)
     args.scale = args.scale or (0.03 if args.quick else 1.0)
@@ -888,6 +932,8 @@ def main() -> None:
         result = report(cases, args, info)
         if args.json:
             Path(args.json).write_text(json.dumps(result, indent=2))
+        if args.markdown:
+            Path(args.markdown).write_text(markdown(result))
     finally:
         for c in cases:
             if c.client is not None and hasattr(c.client, "close"):
