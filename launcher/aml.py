@@ -127,7 +127,8 @@ class Plan:
     environment: Any  # Environment
     job: Any  # CommandJob
     image_kind: str  # train | train-gpu | image
-    context_dir: Path | None = None  # staged docker build context (when building)
+    requirements: Path | None = None  # the sim's requirements, for the image
+    context_dir: Path | None = None  # the staged docker build context, once staged
     notes: list[str] = field(default_factory=list)
 
 
@@ -271,18 +272,22 @@ def plan_submission(spec_path: str | os.PathLike[str], options: Mapping[str, Any
             description=f"simgym {__version__} training environment (existing image)",
             tags=tags,
         )
-        context = None
+        requirements = None
     else:
         kind = "train-gpu" if settings.gpu else "train"
         requirements = spec.path(settings.requirements) if settings.requirements else None
         if requirements is not None and not requirements.is_file():
             raise SpecError(spec.source, "aml.requirements", f"not found: {requirements}")
-        context = stage_build_context(
-            Path(tempfile.mkdtemp(prefix="simgym-aml-")), kind, requirements
-        )
+        needed = (DOCKER_DIR / DOCKERFILES[kind], REPO / "pyproject.toml")
+        if not all(p.exists() for p in needed):
+            raise AmlError(
+                "building simgym's image needs a source checkout of simgym (docker/ and "
+                "pyproject.toml); pass --image with an image you built instead"
+            )
+        # Points at docker/ until a submission or a dry run stages the real build context.
         environment = Environment(
             name=settings.environment,
-            build=BuildContext(path=str(context), dockerfile_path="Dockerfile"),
+            build=BuildContext(path=str(DOCKER_DIR), dockerfile_path=DOCKERFILES[kind]),
             description=f"simgym {__version__} {kind} image (built from simgym's docker/)",
             tags={**tags, "kind": kind},
         )
@@ -312,7 +317,7 @@ def plan_submission(spec_path: str | os.PathLike[str], options: Mapping[str, Any
     return Plan(
         spec=spec, spec_path=path.resolve(), settings=settings, code_dir=code_dir,
         spec_rel=spec_rel, command=command, compute=compute, environment=environment,
-        job=job, image_kind=kind, context_dir=context, notes=notes,
+        job=job, image_kind=kind, requirements=requirements, notes=notes,
     )  # fmt: skip
 
 
@@ -357,6 +362,15 @@ def stage_build_context(dest: Path, kind: str, requirements: Path | None = None)
     return dest
 
 
+def stage_environment(plan: Plan, dest: Path) -> Path:
+    """Stage the plan's image build context in ``dest`` and point the environment at it."""
+    context = stage_build_context(dest, plan.image_kind, plan.requirements).resolve()
+    plan.environment.build.path = str(context)
+    plan.environment.build.dockerfile_path = "Dockerfile"
+    plan.context_dir = context
+    return context
+
+
 # ----------------------------------------------------------------------------- dry run
 
 
@@ -364,13 +378,8 @@ def write_dry_run(plan: Plan, out: Path) -> list[Path]:
     """Write ``job.yml``, ``environment.yml`` and ``compute.yml`` (and the build context)."""
     out.mkdir(parents=True, exist_ok=True)
     environment = plan.environment
-    if plan.context_dir is not None:
-        # Keep the build context beside the YAML (the temporary one goes away).
-        context = stage_build_context(out / "environment-context", plan.image_kind, None)
-        shutil.copy2(plan.context_dir / "requirements.txt", context / "requirements.txt")
-        environment.build.path = str(context.resolve())
-        shutil.rmtree(plan.context_dir, ignore_errors=True)
-        plan.context_dir = context
+    if plan.image_kind != "image":
+        stage_environment(plan, out / "environment-context")
     written = []
     for name, entity in (
         ("compute.yml", plan.compute),
@@ -570,11 +579,14 @@ def submit(
     Raises:
         AmlError: One line naming what is missing or what Azure refused.
     """
+    staged = None
     try:
+        if plan.image_kind != "image":
+            staged = stage_environment(plan, Path(tempfile.mkdtemp(prefix="simgym-aml-")))
         return _submit(plan, credential, client, echo)
     finally:
-        if plan.context_dir is not None:
-            shutil.rmtree(plan.context_dir, ignore_errors=True)
+        if staged is not None:
+            shutil.rmtree(staged, ignore_errors=True)
 
 
 def _submit(plan: Plan, credential: Any, client: Any, echo: Callable[[str], None]) -> Submitted:

@@ -138,7 +138,7 @@ def test_training_time_is_capped_below_the_job_limit(tmp_path):
     args = shlex.split(plan.job.command)
     assert args[args.index("--max-time") + 1] == "3240s"  # 1 h less 10 %, for wrap-up
     assert any("past the job's limit" in n for n in plan.notes)
-    assert plan.environment.image == "myacr.azurecr.io/sim:1" and plan.context_dir is None
+    assert plan.environment.image == "myacr.azurecr.io/sim:1" and plan.environment.build is None
 
 
 def test_bad_settings_are_one_line_errors(tmp_path):
@@ -260,6 +260,8 @@ class Intercepted:
 
         def env_create(env):
             self.calls.append(("environment", env))
+            self.calls.append(("context_files", sorted(p.name for p in Path(env.build.path).iterdir())
+                               if env.build else []))  # fmt: skip
             return env
 
         def job_create(job, **kwargs):
@@ -288,13 +290,12 @@ def test_submission_creates_cluster_environment_and_job(tmp_path, monkeypatch):
     spec = _project(tmp_path)
     plan = aml.plan_submission(spec, {"nodes": 2, "environment": "simgym-cstr",
                                       "experiment": "cstr-impala", "max_run_time": "2h"})  # fmt: skip
-    context = plan.context_dir
     client = aml.ml_client(_config(tmp_path), credential=FakeCredential())
     calls = Intercepted(client, monkeypatch)
     said: list[str] = []
     result = aml.submit(plan, client=client, echo=said.append)
 
-    assert calls.kinds() == ["compute", "environment", "job", "job_kwargs"]
+    assert calls.kinds() == ["compute", "environment", "context_files", "job", "job_kwargs"]
     compute = calls.get("compute")
     assert compute.min_instances == 0 and compute.max_instances == 2
     env = calls.get("environment")
@@ -308,7 +309,11 @@ def test_submission_creates_cluster_environment_and_job(tmp_path, monkeypatch):
     assert result.name == "calm_river_x1"
     assert result.studio_url.startswith("https://ml.azure.com/runs/calm_river_x1?wsid=")
     assert "/workspaces/ws" in result.studio_url
-    assert not context.exists()  # the staged build context is cleaned up
+    # The build context was staged for the upload, and is cleaned up after it.
+    assert calls.get("context_files") == [
+        ".dockerignore", "Dockerfile", "constraints.txt", "install.sh", "requirements.txt",
+        "simgym-src"]  # fmt: skip
+    assert not Path(env.build.path).exists()
     assert any("creating compute cluster cpu-cluster" in s for s in said)
 
     # The CLI prints the job's name and Studio URL.
@@ -334,7 +339,7 @@ def test_existing_environment_is_reused_unless_rebuilt(tmp_path, monkeypatch):
     calls = Intercepted(client, monkeypatch, compute_exists=True, env_version="3")
     plan = aml.plan_submission(spec, {"environment": "simgym-cstr", "rebuild_environment": True})
     aml.submit(plan, client=client, echo=lambda s: None)
-    assert calls.kinds() == ["environment", "job", "job_kwargs"]
+    assert calls.kinds() == ["environment", "context_files", "job", "job_kwargs"]
     assert calls.get("environment").version == "4"
     assert calls.get("job").environment == "azureml:simgym-cstr:4"
 
