@@ -106,6 +106,19 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def _resolve(host: str) -> str:
+    """An IP address for a host name (Ray wants addresses); an address stays as it is."""
+    try:
+        ipaddress.ip_address(host)
+        return host
+    except ValueError:
+        pass
+    try:
+        return socket.gethostbyname(host)
+    except OSError:
+        return host
+
+
 def node_info(env: Mapping[str, str] | None = None) -> NodeInfo:
     """Rank, size and head address from what Azure ML's launchers set.
 
@@ -129,10 +142,10 @@ def node_info(env: Mapping[str, str] | None = None) -> NodeInfo:
         head_ip = "127.0.0.2"
         node_ip: str | None = f"127.0.0.{2 + rank}"
     else:
-        head_ip = head
+        head_ip = _resolve(head)
         # The head advertises the address the others were told; the rest let Ray pick the
         # interface that reaches the head.
-        node_ip = head if rank == 0 else None
+        node_ip = head_ip if rank == 0 else None
     node_ip = env.get("SIMGYM_NODE_IP") or node_ip
     return NodeInfo(rank, size, head, source, node_ip, head_ip)
 
