@@ -214,25 +214,69 @@ def owned_pids(marker: str) -> list[int]:
     return pids
 
 
-def _alive(pid: int) -> bool:
+def _stat(pid: int) -> tuple[str, int, str] | None:
+    """(state, parent pid, start time) of a process, None when it is gone."""
     try:
         with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
+            fields = f.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return fields[0], int(fields[1]), fields[19]
 
 
-def kill_owned(marker: str, grace: float = 8.0, settle: float = 30.0) -> list[int]:
-    """Stop every process carrying ``marker``: SIGTERM, then SIGKILL after ``grace`` s.
+def _alive(pid: int) -> bool:
+    stat = _stat(pid)
+    return stat is not None and stat[0] != "Z"
 
-    Rescans until nothing with the marker is left (a dying raylet's agents linger or are
-    respawned for a moment), for at most ``settle`` s.
+
+def track(marker: str, tracked: dict[int, str]) -> dict[int, str]:
+    """Add to ``tracked`` (pid → start time) the marked processes and all their descendants.
+
+    Descendants matter: Ray renames its agents' processes (``ray::DashboardAgent``), which
+    overwrites the start of their environment, marker included; and once their raylet is
+    gone they are re-parented, so the family must be recorded while it is alive.
     """
+    table = {}
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            stat = _stat(int(entry.name))
+            if stat is not None:
+                table[int(entry.name)] = stat
+    for pid in owned_pids(marker):
+        if pid in table:
+            tracked.setdefault(pid, table[pid][2])
+    grew = True
+    while grew:
+        grew = False
+        for pid, (_, ppid, started) in table.items():
+            if ppid in tracked and pid not in tracked and pid != os.getpid():
+                tracked[pid] = started
+                grew = True
+    return tracked
+
+
+def kill_owned(
+    marker: str,
+    tracked: dict[int, str] | None = None,
+    grace: float = 4.0,
+    settle: float = 30.0,
+) -> list[int]:
+    """Stop the marked processes and their families: SIGTERM, then SIGKILL after ``grace`` s.
+
+    Rescans until nothing is left (a dying raylet's agents linger for a moment), for at
+    most ``settle`` s. A pid is only signalled while it is the same process (start time).
+    """
+    tracked = {} if tracked is None else tracked
     signalled: dict[int, float] = {}
     deadline = time.monotonic() + settle
     quiet = 0
     while time.monotonic() < deadline and quiet < 3:
-        alive = [p for p in owned_pids(marker) if _alive(p)]
+        track(marker, tracked)
+        alive = []
+        for pid, started in tracked.items():
+            stat = _stat(pid)
+            if stat is not None and stat[0] != "Z" and stat[2] == started:
+                alive.append(pid)
         quiet = 0 if alive else quiet + 1
         now = time.monotonic()
         for pid in alive:
@@ -244,6 +288,29 @@ def kill_owned(marker: str, grace: float = 8.0, settle: float = 30.0) -> list[in
                 os.kill(pid, sig)
         time.sleep(0.3)
     return sorted(signalled)
+
+
+def reaper_main(marker: str, parent: int, temp_dir: str = "", interval: float = 1.0) -> None:
+    """The watchdog ``RayNode`` starts, in a process of its own.
+
+    Follows the node's Ray processes and stops them when told to (SIGTERM) or when the node
+    process is gone, even killed with SIGKILL.
+    """
+    stop = False
+
+    def on_term(signum: int, _frame: Any) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C is the node's to handle
+    tracked: dict[int, str] = {}
+    while not stop and _alive(parent):
+        track(marker, tracked)
+        time.sleep(interval)
+    kill_owned(marker, tracked)
+    if temp_dir:
+        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 def _port_open(host: str, port: int, timeout: float = 1.0) -> bool:
@@ -282,6 +349,21 @@ class RayNode:
         self.log_file = log_file
         # Private and short (unix socket paths live under it).
         self.temp_dir = tempfile.mkdtemp(prefix=f"sgr{info.rank}-", dir="/tmp")
+        self.reaper: subprocess.Popen[bytes] | None = None
+
+    def _start_reaper(self) -> None:
+        """A watchdog that stops this node's Ray processes even if we are SIGKILLed."""
+        if self.reaper is not None:
+            return
+        code = (
+            "import sys; from launcher.node import reaper_main; "
+            "reaper_main(sys.argv[1], int(sys.argv[2]), sys.argv[3])"
+        )
+        self.reaper = subprocess.Popen(
+            [sys.executable, "-c", code, self.marker, str(os.getpid()), self.temp_dir],
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,  # a signal to our process group is not its business
+        )
 
     @property
     def head_address(self) -> str:
@@ -317,6 +399,7 @@ class RayNode:
         Raises:
             NodeError: ``ray start`` kept failing (with its output's tail).
         """
+        self._start_reaper()
         last = ""
         for attempt in range(1, attempts + 1):
             with open(self.log_file, "ab") as out:
@@ -341,11 +424,18 @@ class RayNode:
             time.sleep(2.0 * attempt)
         raise NodeError(f"ray start failed on rank {self.info.rank}: {last.strip()}")
 
-    def stop(self) -> list[int]:
+    def stop(self) -> None:
         """Stop every process this node started; remove its temp dir."""
-        pids = kill_owned(self.marker)
+        if self.reaper is not None and self.reaper.poll() is None:
+            # It has followed the family since the start: it knows the renamed agents.
+            self.reaper.terminate()
+            try:
+                self.reaper.wait(60)
+            except subprocess.TimeoutExpired:
+                self.reaper.kill()
+                self.reaper.wait(5)
+        kill_owned(self.marker, settle=5.0)  # anything it could not have seen
         shutil.rmtree(self.temp_dir, ignore_errors=True)
-        return pids
 
 
 def _tail(path: Path, lines: int) -> str:
@@ -571,7 +661,7 @@ def run_node(
                 stage = "serving (waiting for the head to finish)"
                 misses = 0
                 while misses < 3:
-                    time.sleep(2.0)
+                    time.sleep(1.0)
                     misses = 0 if _port_open(info.head_ip, ray_port) else misses + 1
                     if pool is not None and pool.failed():
                         say(info, f"warning: {pool.failed()[0].detail}")

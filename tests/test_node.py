@@ -211,3 +211,30 @@ def test_a_node_that_never_joins_is_a_clear_error(tmp_path):
     assert error.startswith("simgym node (rank 0 of 2) failed while waiting for the other nodes")
     assert time.monotonic() - started < 150
     assert not _ray_processes_from(tmp_path)
+
+
+@needs_mpirun
+def test_a_killed_node_leaves_nothing_behind(tmp_path):
+    """SIGKILL gives no chance to clean up: the node's watchdog and the sims' parent watch do."""
+    spec = _project(tmp_path, stop={"iterations": 1000})
+    out = tmp_path / "outputs"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "OMPI_"))}
+    proc = subprocess.Popen(
+        [SIMGYM, "node", str(spec), "--output", str(out), "--ray-port", str(_free_port()),
+         "--cpus", "2"],
+        cwd=spec.parent, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 150
+        while not (out / "nodes" / "cluster.json").exists():
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            assert time.monotonic() < deadline, "the node did not start"
+            time.sleep(0.5)
+        assert _ray_processes_from(tmp_path), "expected Ray and sim processes while it runs"
+    finally:
+        proc.kill()
+        proc.wait(10)
+    deadline = time.monotonic() + 60
+    while _ray_processes_from(tmp_path) and time.monotonic() < deadline:
+        time.sleep(1)
+    assert not _ray_processes_from(tmp_path), "left running after SIGKILL"
