@@ -506,8 +506,16 @@ def wait_for_nodes(size: int, timeout: float, poll: float = 1.0) -> list[dict[st
         time.sleep(poll)
 
 
+_STARTED = time.monotonic()
+
+
 def _say(info: NodeInfo, message: str) -> None:
-    print(f"[simgym node {info.rank}/{info.size}] {message}", file=sys.stderr, flush=True)
+    elapsed = time.monotonic() - _STARTED
+    print(
+        f"[simgym node {info.rank}/{info.size}] {message} (+{elapsed:.1f} s)",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 def _write_error(path: Path, info: NodeInfo, what: str, exc: BaseException) -> None:

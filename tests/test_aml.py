@@ -450,6 +450,7 @@ def _base_python() -> str:
     return getattr(sys, "_base_executable", None) or shutil.which("python3") or sys.executable
 
 
+@pytest.mark.timeout(600)
 def test_sim_image_install_steps_succeed_in_a_fresh_venv(tmp_path, monkeypatch):
     monkeypatch.setenv("PYTHON", _base_python())
     venv, _ = _install("sim", tmp_path, requirements="six\n")
@@ -462,6 +463,7 @@ def test_sim_image_install_steps_succeed_in_a_fresh_venv(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1200)  # ~2-5 min: Ray, torch, MLflow into a fresh venv
 def test_training_image_install_steps_succeed_in_a_fresh_venv(tmp_path, monkeypatch):
     monkeypatch.setenv("PYTHON", _base_python())
     venv, _ = _install("train", tmp_path)

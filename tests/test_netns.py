@@ -135,6 +135,7 @@ def test_wrong_or_missing_token_is_rejected_over_the_link(remote_sim, tmp_path, 
         env.close()
 
 
+@pytest.mark.timeout(480)  # ~25 s on an idle machine
 def test_training_against_a_sim_on_another_host(remote_sim, tmp_path, monkeypatch):
     pytest.importorskip("ray.rllib", reason="training needs the train extra")
     import ray
