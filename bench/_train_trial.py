@@ -200,6 +200,8 @@ def run_trial(options: dict[str, Any]) -> dict[str, Any]:
             "bridge_step_ms": runners.get("bridge_step_ms"),
             "cpu_per_s": {k: (cpu1.get(k, v) - v) / window for k, v in cpu0.items()},
             "machine_busy_cpus": busy / window,
+            # CPU used by processes outside this trial (other users of the machine).
+            "other_cpus": (busy - sum(cpu1.get(k, v) - v for k, v in cpu0.items())) / window,
         }
     finally:
         if algo is not None:

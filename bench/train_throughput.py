@@ -19,9 +19,10 @@ unmeasured, then ``--seconds`` measured; env steps/s come from RLlib's
     .venv/bin/python bench/train_throughput.py --configs local bridge bridge:envs=64,servers=2 \
         local:envs=64
 
-A configuration is ``local`` or ``bridge`` with optional ``:envs=N,runners=N,servers=N`` (servers:
-bridge only). Ratios pair each bridge configuration with the local one of the same runners and
-envs when it was measured, else with the first local one.
+A configuration is ``local`` or ``bridge`` with optional ``:envs=N,runners=N,servers=N,wait=S``
+(servers: bridge only; wait: IMPALA's ``timeout_s_sampler_manager``, seconds the driver blocks
+for samples instead of polling). Ratios pair each bridge configuration with the local one of the
+same runners, envs and wait when it was measured, else with the first local one.
 """
 
 from __future__ import annotations
@@ -49,6 +50,14 @@ def parse_config(text: str) -> dict[str, Any]:
     out: dict[str, Any] = {"mode": mode, "label": text}
     for item in filter(None, rest.split(",")):
         key, _, value = item.partition("=")
+        if key == "wait":
+            # IMPALA's timeout_s_sampler_manager: the driver blocks up to this long for
+            # samples instead of polling (the default, 0, spins a core).
+            try:
+                out["config"] = {"timeout_s_sampler_manager": float(value)}
+            except ValueError:
+                raise argparse.ArgumentTypeError(f"{text!r}: bad setting {item!r}") from None
+            continue
         if key not in ("envs", "runners", "servers") or not value.isdigit():
             raise argparse.ArgumentTypeError(f"{text!r}: bad setting {item!r}")
         if key == "servers" and mode != "bridge":
@@ -86,8 +95,8 @@ def machine_line() -> str:
     )
 
 
-def _key(c: dict[str, Any]) -> tuple[int | None, int | None]:
-    return c.get("runners"), c.get("envs")
+def _key(c: dict[str, Any]) -> tuple[Any, ...]:
+    return c.get("runners"), c.get("envs"), json.dumps(c.get("config"), sort_keys=True)
 
 
 def main() -> None:
@@ -133,7 +142,8 @@ def main() -> None:
             print(
                 f"round {round_ + 1} {c['label']:<28} {r['steps_per_s']:8.0f} env steps/s "
                 f"({r['env_steps']} in {r['seconds']:.1f} s, {r['iterations']} iters); "
-                f"CPU/s: {cpu}; machine busy {r['machine_busy_cpus']:.2f} CPUs{extra}; "
+                f"CPU/s: {cpu}; machine busy {r['machine_busy_cpus']:.2f} CPUs "
+                f"(others {r['other_cpus']:.2f}){extra}; "
                 f"trial {time.monotonic() - started:.0f} s",
                 flush=True,
             )

@@ -11,6 +11,7 @@ import csv
 import logging
 import math
 import os
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -78,24 +79,37 @@ class Tracker:
         run_name: str | None = None,
         resume_run_id: str | None = None,
     ) -> None:
-        import mlflow
+        from mlflow.tracking import MlflowClient
 
         self.run_dir = run_dir
         self.csv_path = run_dir / "metrics.csv"
         local = f"sqlite:///{run_dir.resolve()}/mlflow.db"
-        self.uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or local
-        mlflow.set_tracking_uri(self.uri)
-        if self.uri == local and mlflow.get_experiment_by_name(experiment) is None:
+        env_uri = os.environ.get("MLFLOW_TRACKING_URI")
+        self.uri = tracking_uri or env_uri or local
+        # An explicit client, not mlflow's fluent API: mlflow.set_tracking_uri() exports
+        # MLFLOW_TRACKING_URI into this process, so a second training in the same process
+        # would log into the first one's store.
+        self._client = MlflowClient(tracking_uri=self.uri)
+        found = self._client.get_experiment_by_name(experiment)
+        if found is not None:
+            experiment_id = found.experiment_id
+        elif self.uri == local:
             # A sqlite store puts artifacts under ./mlruns of whatever the cwd is: keep
             # them in the run folder instead.
             artifacts = (run_dir / "mlartifacts").resolve().as_uri()
-            mlflow.create_experiment(experiment, artifact_location=artifacts)
-        mlflow.set_experiment(experiment)
-        self._mlflow = mlflow
-        self.run = mlflow.start_run(
-            run_id=resume_run_id, run_name=None if resume_run_id else run_name
-        )
-        self.run_id = self.run.info.run_id
+            experiment_id = self._client.create_experiment(experiment, artifact_location=artifacts)
+        else:
+            experiment_id = self._client.create_experiment(experiment)
+        # Inside an Azure ML job the service creates the run and exports its id: log into it
+        # (and leave ending it to the service).
+        job_run = os.environ.get("MLFLOW_RUN_ID") if self.uri == env_uri else None
+        self._owns_run = not (job_run and not resume_run_id)
+        run_id = resume_run_id or job_run
+        if run_id:
+            self._client.update_run(run_id, status="RUNNING")
+            self.run_id = run_id
+        else:
+            self.run_id = self._client.create_run(experiment_id, run_name=run_name).info.run_id
         self._rows: list[dict[str, float]] = self._read_csv()
 
     def _read_csv(self) -> list[dict[str, float]]:
@@ -109,11 +123,20 @@ class Tracker:
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         """Record the run's settings (stringified, MLflow's limit)."""
-        self._mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
+        from mlflow.entities import Param
+
+        self._client.log_batch(
+            self.run_id, params=[Param(k, str(v)[:500]) for k, v in params.items()]
+        )
 
     def log(self, step: int, metrics: Mapping[str, float]) -> None:
         """Record one iteration (x-axis: the training step)."""
-        self._mlflow.log_metrics(dict(metrics), step=step)
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        self._client.log_batch(
+            self.run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()]
+        )
         self._rows.append({"iteration": float(step), **metrics})
         columns = sorted({k for row in self._rows for k in row} - {"iteration"})
         with self.csv_path.open("w", newline="") as f:
@@ -130,13 +153,14 @@ class Tracker:
     def log_artifact(self, path: Path) -> None:
         """Attach a file to the MLflow run; failures are logged, never fatal."""
         try:
-            self._mlflow.log_artifact(str(path))
+            self._client.log_artifact(self.run_id, str(path))
         except Exception as exc:
             log.warning("could not attach %s to MLflow: %s", path.name, exc)
 
     def close(self, status: str = "FINISHED") -> None:
         """End the MLflow run."""
-        self._mlflow.end_run(status=status)
+        if self._owns_run or status != "FINISHED":
+            self._client.set_terminated(self.run_id, status=status)
 
 
 def plot_learning_curve(rows: list[dict[str, float]], path: Path, title: str) -> Path | None:

@@ -87,6 +87,7 @@ def _project(tmp_path: Path, **train_updates) -> Path:
         "sim": {"launch": {"servers": 1, "sessions_per_server": 4}},
         "algorithm": "PPO",
         "config": {"train_batch_size_per_learner": 200, "minibatch_size": 100, "num_epochs": 1,
+                   "rollout_fragment_length": 25,
                    "min_time_s_per_iteration": 1},
         "resources": {"env_runners": 2, "envs_per_runner": 4},
         "stop": {"iterations": 1},
