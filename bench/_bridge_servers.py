@@ -2,7 +2,8 @@
 
 Both carry the same payload as a simgym step, struct-packed: a request is ``<BHd`` (op, slot,
 value: 11 bytes; op 0 = step with ``Tc_adjust = value``, op 1 = reset to episode ``int(value)``),
-a reply is ``<9d??`` (9 states in ``CSTR.state_names`` order + terminated + truncated: 74 bytes).
+a reply is ``<Nd??`` (the N states in ``CSTR.state_names`` order + terminated + truncated;
+N = 9 for the reference's states: 74 bytes).
 A step calls ``step`` + ``termination`` + ``truncation``, as simserver does; a reset uses the
 bench's episode config (``episode_config``). ``slot`` picks one of the server's sims, so one
 server can hold several (the batched baselines send K requests back to back in one message).
@@ -43,8 +44,6 @@ sys.path.insert(0, str(REPO))  # simgym.v1, when run as a script
 from simgym.v1 import simulator_pb2 as pb  # noqa: E402
 from simgym.v1 import simulator_pb2_grpc as pb_grpc  # noqa: E402
 
-REQUEST = struct.Struct("<BHd")
-REPLY = struct.Struct("<9d??")
 OP_STEP, OP_RESET = 0, 1
 NOISE_PERCENTAGE = 5.0
 
@@ -56,6 +55,13 @@ def load_cstr() -> Any:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module.CSTR
+
+
+# The reply is sized from the sim's own state list, so the baselines carry exactly what a
+# simgym transition carries even when the sample gains states.
+N_STATES = len(load_cstr().state_names)
+REQUEST = struct.Struct("<BHd")
+REPLY = struct.Struct(f"<{N_STATES}d??")
 
 
 def episode_config(episode: int) -> dict[str, Any]:

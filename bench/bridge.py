@@ -7,8 +7,9 @@ the episode index as seed; SimEnv/SimVectorEnv draw from the spec's lessons inst
 timed but only steps are counted. Clients run in this process, each server in its own process:
 
 * ``in-process``: the sim called directly (no transport at all);
-* ``raw socket``: a unix stream socket, struct-packed request (1 double) / reply (9 doubles +
-  2 flags), a thread-per-connection server around the same sim (the floor for any IPC);
+* ``raw socket``: a unix stream socket, struct-packed request (1 double) / reply (the sim's
+  N states as doubles + 2 flags), a thread-per-connection server around the same sim (the
+  floor for any IPC);
 * ``bare grpcio``: a grpcio server with generic bytes-only handlers carrying the same packed
   payloads and calling the same sim (unary, lock-step stream, K requests in one message) —
   what gRPC itself costs;
@@ -66,6 +67,7 @@ sys.path.insert(0, str(REPO))
 
 import _bridge_dmenv as dmenv  # noqa: E402
 from _bridge_servers import (  # noqa: E402
+    N_STATES,
     OP_RESET,
     OP_STEP,
     REPLY,
@@ -227,7 +229,7 @@ class RawSocket:
         for _ in range(steps):
             reply = self._call(OP_STEP, ACTIONS[self.t % N_ACTIONS])
             self.t += 1
-            if reply[9] or reply[10]:
+            if reply[N_STATES] or reply[N_STATES + 1]:
                 self._call(OP_RESET, self._next_episode())
         return steps
 
@@ -293,7 +295,7 @@ class BareGrpc:
                     pending[i] = False
                 else:
                     done += 1
-                    pending[i] = values[9] or values[10]
+                    pending[i] = values[N_STATES] or values[N_STATES + 1]
         return done
 
     def close(self) -> None:
