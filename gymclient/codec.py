@@ -9,6 +9,7 @@ spec with precomputed index and scale arrays (no per-step name lookups);
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -34,6 +35,15 @@ class Codec(Protocol):
         self, states: dict[str, float], values: Sequence[float]
     ) -> tuple[np.ndarray, np.ndarray]:
         """Observation (float32 in [-1, 1]) and a bool mask of clipped entries."""
+        ...
+
+    def observe(
+        self, states: dict[str, float], values: Sequence[float]
+    ) -> tuple[np.ndarray, list[int]]:
+        """``encode`` for one env step: NaN entries replaced by 0, clipped entries by index.
+
+        The single-env hot path; what ``SimEnv`` feeds the agent.
+        """
         ...
 
     def decode(self, action: Any) -> list[float]:
@@ -129,6 +139,13 @@ class DeclarativeCodec:
         alo = np.array([spec.actions[n].min for n in action_names])
         ahi = np.array([spec.actions[n].max for n in action_names])
         self._act_lo, self._act_half = alo, (ahi - alo) / 2.0
+        # The same maps as Python floats, for the single-env path: on a handful of values,
+        # plain float arithmetic is several times cheaper than numpy's per-call overhead
+        # (and gives the same float64 results, operation for operation).
+        self._obs_map = list(
+            zip(self._idx.tolist(), lo.tolist(), self._obs_scale.tolist(), strict=True)
+        )
+        self._act_map = list(zip(alo.tolist(), self._act_half.tolist(), strict=True))
         self._reward_fn: RewardFn | None = None
         self._reward_state: str | None = None
         if spec.reward is not None:
@@ -154,6 +171,34 @@ class DeclarativeCodec:
         np.clip(obs, -1.0, 1.0, out=obs)
         return obs.astype(np.float32), clipped
 
+    def observe(
+        self, states: dict[str, float], values: Sequence[float]
+    ) -> tuple[np.ndarray, list[int]]:
+        obs: list[float] = []
+        clipped: list[int] = []
+        derived = self._derived
+        if derived:
+            raw = [values[i] for i, _, _ in self._obs_map]
+            for j, fn in derived:
+                try:
+                    raw[j] = fn(values)
+                except (ArithmeticError, ValueError):  # e.g. log of a negative: not a number
+                    raw[j] = math.nan
+        else:
+            raw = [values[i] for i, _, _ in self._obs_map]
+        for j, (x, (_, lo, scale)) in enumerate(zip(raw, self._obs_map, strict=True)):
+            y = (x - lo) * scale - 1.0
+            if y > 1.0:
+                y = 1.0
+                clipped.append(j)
+            elif y < -1.0:
+                y = -1.0
+                clipped.append(j)
+            elif y != y:  # NaN: 0 for the agent (what np.nan_to_num does); never "clipped"
+                y = 0.0
+            obs.append(y)
+        return np.array(obs, np.float32), clipped
+
     def raw_observations(self, values: Sequence[float]) -> np.ndarray:
         """Observed quantities in physical units, before normalisation."""
         raw = np.asarray(values, dtype=np.float64)[self._idx]
@@ -165,6 +210,14 @@ class DeclarativeCodec:
         return raw
 
     def decode(self, action: Any) -> list[float]:
+        if isinstance(action, np.ndarray) and action.ndim == 1 and action.dtype.kind == "f":
+            values = action.tolist()  # float32 → the same values as float64, as astype does
+            if len(values) == len(self._act_map):
+                # min/max clip like np.clip, NaN included (it stays NaN: the server refuses it).
+                return [
+                    (min(max(v, -1.0), 1.0) + 1.0) * half + lo
+                    for v, (lo, half) in zip(values, self._act_map, strict=True)
+                ]
         a = np.clip(np.asarray(action, dtype=np.float64).reshape(-1), -1.0, 1.0)
         if a.shape[0] != len(self.action_names):
             raise ValueError(f"action has {a.shape[0]} values; expected {len(self.action_names)}")
@@ -173,12 +226,18 @@ class DeclarativeCodec:
     def encode_batch(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         # One numpy pass for all sessions: per-row calls cost ~10 µs each in overhead.
         raw = values[:, self._idx]
-        for j, fn in self._derived:
-            for row in range(values.shape[0]):
-                try:
-                    raw[row, j] = fn(values[row])
-                except (ArithmeticError, ValueError):
-                    raw[row, j] = np.nan
+        if self._derived:
+            # Expressions run on Python floats, as in `encode` (a numpy row would make every
+            # index and operation a numpy scalar call, and turn x/0 into inf, not NaN).
+            rows = values.tolist()
+            for j, fn in self._derived:
+                column = []
+                for row in rows:
+                    try:
+                        column.append(fn(row))
+                    except (ArithmeticError, ValueError):
+                        column.append(math.nan)
+                raw[:, j] = column
         obs = (raw - self._obs_lo) * self._obs_scale - 1.0
         clipped = (obs < -1.0) | (obs > 1.0)
         np.clip(obs, -1.0, 1.0, out=obs)
@@ -248,6 +307,14 @@ class ReferenceCodec:
         clipped = (obs < -1.0) | (obs > 1.0)
         np.clip(obs, -1.0, 1.0, out=obs)
         return obs.astype(np.float32), clipped
+
+    def observe(
+        self, states: dict[str, float], values: Sequence[float]
+    ) -> tuple[np.ndarray, list[int]]:
+        obs, clipped = self.encode(states, values)
+        if not np.isfinite(obs).all():
+            obs = np.nan_to_num(obs, nan=0.0, posinf=1.0, neginf=-1.0)
+        return obs, np.flatnonzero(clipped).tolist()
 
     def encode_batch(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         rows = [

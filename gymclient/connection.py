@@ -149,10 +149,24 @@ class Connection:
             time.sleep(delay * (0.5 + random.random()))
             delay = min(delay * 2, 2.0)
 
-    def batch(self, items: Sequence[pb.BatchItem]) -> Sequence[pb.BatchResult]:
-        """Run a batch of resets/steps in one round trip; results follow item order."""
-        reply = self._call("Batch", pb.BatchRequest(items=items), self.options.timeout)
+    def batch(self, items: Sequence[pb.BatchItem] | pb.BatchRequest) -> Sequence[pb.BatchResult]:
+        """Run a batch of resets/steps in one round trip; results follow item order.
+
+        Args:
+            items: The items, or a whole ``BatchRequest`` (cheapest: items filled in place
+                with ``RemoteSession.fill_step``/``fill_reset``, nothing copied).
+        """
+        request = items if isinstance(items, pb.BatchRequest) else pb.BatchRequest(items=items)
+        reply = self._call("Batch", request, self.options.timeout)
         return reply.results
+
+    def packed(self, request: pb.PackedRequest) -> pb.PackedReply:
+        """Run one packed request as a unary ``PackedBatch`` call (see ``gymclient.packed``).
+
+        Raises:
+            RemoteError: The whole call failed (per-slot failures are in the reply).
+        """
+        return self._call("PackedBatch", request, self.options.timeout)
 
     def close(self) -> None:
         """Close the channel (sessions on it should be closed first)."""
@@ -204,6 +218,27 @@ class RemoteSession:
         """Build the next step request (advances the sequence number)."""
         self.seq += 1
         return pb.StepRequest(session_id=self.id, action=action, seq=self.seq)
+
+    def fill_step(self, msg: pb.StepRequest, action: Sequence[float]) -> None:
+        """Fill a step request in place, e.g. ``request.items.add().step`` of a batch.
+
+        Building a ``StepRequest`` and passing it to ``BatchItem(step=...)`` copies it;
+        filling the nested message avoids the copy (a third of a batch item's client cost).
+        Advances the sequence number.
+        """
+        self.seq += 1
+        msg.session_id = self.info.session_id
+        msg.action.extend(action)
+        msg.seq = self.seq
+
+    def fill_reset(self, msg: pb.ResetRequest, config: Mapping[str, Any], seed: int | None) -> None:
+        """Fill a reset request in place (see ``fill_step``); advances the sequence number."""
+        self.seq += 1
+        msg.session_id = self.info.session_id
+        msg.config.CopyFrom(to_struct(config))
+        if seed is not None:
+            msg.seed = int(seed)
+        msg.seq = self.seq
 
     def reset(self, config: Mapping[str, Any], seed: int | None = None) -> pb.Transition:
         """Start an episode."""

@@ -13,8 +13,8 @@ import numpy as np
 from gymclient.codec import Codec, build_codec, declared_action_names, sample_config
 from gymclient.connection import Connection, ConnectOptions, RemoteSession
 from gymclient.errors import RemoteError, SimgymError
+from gymclient.packed import PackedLane, Reset, Transition
 from gymclient.spec import EnvSpec, load_spec
-from simgym.v1 import simulator_pb2 as pb
 
 log = logging.getLogger("gymclient")
 
@@ -76,6 +76,11 @@ class SimEnv(gym.Env[np.ndarray, np.ndarray]):
     raw ``states`` dict, per-observation clip counts for the episode
     (``clipped``), and ``simgym_error``
     when an episode was cut short by a failure (``on_error: truncate``).
+
+    Steps and resets travel over one lock-step ``PackedStream`` per env (no per-call
+    setup, cheaper than a unary call); ``transport: unary`` in the config sends one
+    ``PackedBatch`` call per step instead. Either falls back to ``Batch`` on a server that
+    predates them.
     """
 
     metadata: dict[str, Any] = {"render_modes": []}  # noqa: RUF012 (gymnasium declares it so)
@@ -100,18 +105,27 @@ class SimEnv(gym.Env[np.ndarray, np.ndarray]):
         self._client = str(
             cfg.get("client") or f"SimEnv pid {os.getpid()} worker {worker} vector {vector}"
         )
+        transport = cfg.get("transport") or "stream"
+        if transport not in ("stream", "unary"):
+            raise SimgymError(f"SimEnv transport must be 'stream' or 'unary', not {transport!r}")
+        self._stream = transport == "stream"
         self._action_names = declared_action_names(self.spec_)
         self._conn: Connection | None = None
         self._session: RemoteSession | None = None
+        self._lane: PackedLane | None = None
         self._open()
         assert self._session is not None
+        self._state_names: list[str] = self._session.state_names
+        self._reset_action: list[float] = [0.0] * len(self._session.action_names)
         self.codec: Codec = build_codec(
             self.spec_, self._session.state_names, self._session.action_names
         )
+        self._obs_names: list[str] = list(self.codec.obs_names)
         self.observation_space = gym.spaces.Box(-1.0, 1.0, (len(self.codec.obs_names),), np.float32)
         self.action_space = gym.spaces.Box(-1.0, 1.0, (len(self.codec.action_names),), np.float32)
         self._last_obs: np.ndarray = np.zeros(self.observation_space.shape, np.float32)
-        self._episode_clips: np.ndarray = np.zeros(len(self.codec.obs_names), np.int64)
+        # Python ints: per-step updates of a numpy counter cost more than the step's maths.
+        self._episode_clips: list[int] = [0] * len(self.codec.obs_names)
         self._steps: int = 0
         self._needs_reopen: bool = False
         # Lifetime counters, read by the checker and training metrics.
@@ -132,6 +146,10 @@ class SimEnv(gym.Env[np.ndarray, np.ndarray]):
         if self._conn is None:
             self._conn = Connection(self.address, self._options)
         self._session = self._conn.open(self._action_names, client=self._client)
+        if self._lane is None:
+            self._lane = PackedLane(self._conn, [self._session], stream=self._stream)
+        else:  # a reopened session: a healthy stream carries on with the new id
+            self._lane.replace(0, self._session)
 
     @property
     def session(self) -> RemoteSession:
@@ -144,8 +162,10 @@ class SimEnv(gym.Env[np.ndarray, np.ndarray]):
         """The sim's state names."""
         return self.session.state_names
 
-    def _states_dict(self, values: Sequence[float]) -> dict[str, float]:
-        return dict(zip(self.session.state_names, values, strict=True))
+    def _run(self, action: list[float], reset: Reset | None) -> Transition:
+        """One step (or reset) of the session; a failure of either raises ``RemoteError``."""
+        assert self._lane is not None
+        return self._lane.run_single(action, reset)
 
     # ------------------------------------------------------------------ gym API
 
@@ -165,9 +185,9 @@ class SimEnv(gym.Env[np.ndarray, np.ndarray]):
         sim_seed = int(self.np_random.integers(2**31 - 1))
         if options and "sim_seed" in options:
             sim_seed = int(options["sim_seed"])
-        transition = self.session.reset(config, sim_seed)
+        transition = self._run(self._reset_action, (config, sim_seed))
         self._steps = 0
-        self._episode_clips[:] = 0
+        self._episode_clips = [0] * len(self._episode_clips)
         self.totals["episodes"] += 1
         obs, info = self._observe(transition)
         info["config"] = config
@@ -179,7 +199,7 @@ class SimEnv(gym.Env[np.ndarray, np.ndarray]):
         """Apply an action in [-1, 1] (scaled to the sim's ranges) and advance one step."""
         values = self.codec.decode(action)
         try:
-            transition = self.session.step(values)
+            transition = self._run(values, None)
         except RemoteError as exc:
             return self._failed(exc)
         self._steps += 1
@@ -193,35 +213,31 @@ class SimEnv(gym.Env[np.ndarray, np.ndarray]):
             info["simgym_error"] = f"non-finite states: {', '.join(bad)}"
             return obs, 0.0, False, True, info
         reward, terminated, truncated = self.codec.reward(
-            states,
-            terminated,
-            truncated,
-            transition.reward if transition.HasField("reward") else None,
+            states, terminated, truncated, transition.reward
         )
         max_steps = self.spec_.max_episode_steps
         if max_steps is not None and self._steps >= max_steps and not terminated:
             truncated = True
         return obs, reward, terminated, truncated, info
 
-    def _observe(self, transition: pb.Transition) -> tuple[np.ndarray, dict[str, Any]]:
+    def _observe(self, transition: Transition) -> tuple[np.ndarray, dict[str, Any]]:
         values = transition.states
-        states = self._states_dict(values)
-        obs, clipped = self.codec.encode(states, values)
-        if not np.all(np.isfinite(obs)):
-            obs = np.nan_to_num(obs, nan=0.0, posinf=1.0, neginf=-1.0)
-        self._episode_clips += clipped
-        self.clip_totals += clipped
+        states = dict(zip(self._state_names, values, strict=True))
+        obs, clipped = self.codec.observe(states, values)
+        for j in clipped:
+            self._episode_clips[j] += 1
+            self.clip_totals[j] += 1
         self._last_obs = obs
         info: dict[str, Any] = {
             "states": states,
-            "clipped": dict(zip(self.codec.obs_names, self._episode_clips.tolist(), strict=True)),
+            "clipped": dict(zip(self._obs_names, self._episode_clips, strict=True)),
         }
         # Timing stays out of `info`: Gymnasium's determinism check compares infos.
         self.last_sim_seconds = transition.sim_seconds
         self.totals["sim_seconds"] += transition.sim_seconds
         return obs, info
 
-    def _on_nonfinite(self, transition: pb.Transition) -> None:
+    def _on_nonfinite(self, transition: Transition) -> None:
         self.totals["nonfinite"] += 1
         bad = [self.session.state_names[i] for i in transition.nonfinite]
         message = (
@@ -250,7 +266,10 @@ class SimEnv(gym.Env[np.ndarray, np.ndarray]):
         self._needs_reopen = False
 
     def close(self) -> None:
-        """Close the session and the channel."""
+        """Close the stream, the session and the channel."""
+        if self._lane is not None:
+            self._lane.close()
+            self._lane = None
         if self._session is not None:
             self._session.close()
             self._session = None

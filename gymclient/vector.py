@@ -1,20 +1,21 @@
 """``SimVectorEnv``: N sim sessions stepped in one round trip per server.
 
-A Python gRPC round trip costs ~0.4 ms here, several times a typical sim step,
-so stepping sessions one call each would make transport the bottleneck. This
-env sends one ``Batch`` per server per step (resets of finished sub-envs ride
-in the same message, Gymnasium's ``NEXT_STEP`` autoreset), and calls on
-different servers go out concurrently.
+A Python gRPC round trip costs ~0.5 ms here, many times a typical sim step, so
+stepping sessions one call each would make transport the bottleneck. This env
+sends one packed message per server per step over a lock-step stream
+(``gymclient.packed``: actions, states and flags as packed arrays; resets of
+finished sub-envs ride in the same message, Gymnasium's ``NEXT_STEP``
+autoreset), and the messages to different servers are in flight together.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-import grpc
 import gymnasium as gym
 import numpy as np
 from gymnasium.vector import AutoresetMode
@@ -23,9 +24,9 @@ from gymnasium.vector.utils import batch_space
 from gymclient.codec import Codec, build_codec, declared_action_names, sample_config
 from gymclient.connection import Connection, RemoteSession
 from gymclient.env import connect_options, pick_address
-from gymclient.errors import RemoteError, from_status
+from gymclient.errors import RemoteError
+from gymclient.packed import PackedLane, PackedResult, Reset
 from gymclient.spec import EnvSpec, load_spec
-from simgym.v1 import simulator_pb2 as pb
 
 log = logging.getLogger("gymclient.vector")
 
@@ -39,6 +40,8 @@ class SimVectorEnv(gym.vector.VectorEnv):
         addresses: Servers to spread sessions over (default: the spec's).
         worker_index: RLlib env-runner index, for the address mapping.
         num_workers: RLlib env-runner count, for the address mapping.
+        transport: ``"stream"`` (default: one lock-step ``PackedStream`` per server) or
+            ``"unary"`` (one ``PackedBatch`` call per server and step).
         **overrides: Connection overrides (``timeout``, ``token``, ...).
     """
 
@@ -52,8 +55,11 @@ class SimVectorEnv(gym.vector.VectorEnv):
         *,
         worker_index: int = 0,
         num_workers: int = 0,
+        transport: str = "stream",
         **overrides: Any,
     ) -> None:
+        if transport not in ("stream", "unary"):
+            raise ValueError(f"transport must be 'stream' or 'unary', not {transport!r}")
         self.spec_ = spec if isinstance(spec, EnvSpec) else load_spec(spec)
         self.num_envs = num_envs
         addrs = list(addresses or self.spec_.sim.address_list())
@@ -101,6 +107,22 @@ class SimVectorEnv(gym.vector.VectorEnv):
         self._counters = dict.fromkeys(
             ("steps", "sim_errors", "nonfinite", "sim_seconds", "call_seconds"), 0.0
         )
+        # One lane per server; sub-env i is slot self._slot[i] = (lane, k) of it.
+        self._lanes: list[PackedLane] = []
+        self._lane_envs: list[np.ndarray] = []
+        self._slot: list[tuple[int, int]] = [(0, 0)] * num_envs
+        for address, conn in self._conns.items():
+            envs = [i for i in range(num_envs) if self._env_conn[i] == address]
+            for k, i in enumerate(envs):
+                self._slot[i] = (len(self._lanes), k)
+            self._lanes.append(
+                PackedLane(conn, [self._sessions[i] for i in envs], stream=transport == "stream")
+            )
+            self._lane_envs.append(np.array(envs, np.intp))
+        # One server: its slots are the sub-envs in order, nothing to regroup per step.
+        self._single = len(self._lanes) == 1
+        self._width = len(first.state_names)
+        self._zero_actions = np.zeros((num_envs, len(first.action_names)))
 
     def take_counters(self) -> dict[str, float]:
         """Bridge counters since the last call (steps, errors, sim and call seconds)."""
@@ -109,63 +131,51 @@ class SimVectorEnv(gym.vector.VectorEnv):
 
     # ------------------------------------------------------------------ plumbing
 
-    def _run(
-        self, items: list[pb.BatchItem], owners: list[int]
-    ) -> list[pb.BatchResult | RemoteError]:
-        """Send items grouped by server, concurrently; results in item order."""
-        by_conn: dict[str, list[int]] = {}
-        for k, env_i in enumerate(owners):
-            by_conn.setdefault(self._env_conn[env_i], []).append(k)
-        results: list[pb.BatchResult | RemoteError] = [None] * len(items)  # type: ignore[list-item]
+    def _exchange(self, actions: np.ndarray, resets: dict[int, Reset]) -> PackedResult:
+        """One round on every server: step each sub-env with its row, reset ``resets``.
 
-        def deliver(address: str, ks: list[int], get: Callable[[], pb.BatchReply]) -> None:
+        A failure of a whole server's round becomes the error of each of its sub-envs.
+        """
+        if self._single:
+            lane = self._lanes[0]
             try:
-                for k, result in zip(ks, get().results, strict=True):
-                    results[k] = result
-            except grpc.RpcError as exc:
-                err = from_status(exc.code(), exc.details() or "", address=address, call="Batch")
-                for k in ks:
-                    results[k] = err
-
-        groups = [
-            (a, ks, pb.BatchRequest(items=[items[k] for k in ks])) for a, ks in by_conn.items()
-        ]
-        if len(groups) == 1:
-            # One server: a blocking call (a future costs ~100 µs more per call).
-            address, ks, request = groups[0]
-            conn = self._conns[address]
-            deliver(
-                address,
-                ks,
-                lambda: conn._stub.Batch(
-                    request, timeout=conn.options.timeout, metadata=conn._metadata
-                ),
-            )
-            return results
-        # Several servers: all calls in flight at once, so the servers work concurrently.
-        pending = []
-        for address, ks, request in groups:
-            conn = self._conns[address]
-            pending.append(
-                (
-                    address,
-                    ks,
-                    conn._stub.Batch.future(
-                        request, timeout=conn.options.timeout, metadata=conn._metadata
-                    ),
-                )
-            )
-        for address, ks, future in pending:
-            deliver(address, ks, future.result)
-        return results
-
-    def _item_error(self, result: pb.BatchResult | RemoteError, address: str) -> RemoteError | None:
-        if isinstance(result, RemoteError):
-            return result
-        if result.WhichOneof("outcome") == "error":
-            code = _CODES.get(result.error.code, grpc.StatusCode.UNKNOWN)
-            return from_status(code, result.error.message, address=address, call="Batch item")
-        return None
+                return lane.run(actions.ravel().tolist(), resets)
+            except RemoteError as err:
+                return _failed_round(self.num_envs, self._width, err)
+        # Several servers: every round in flight before any reply is awaited, so the servers
+        # work concurrently.
+        out = _failed_round(self.num_envs, self._width, None)
+        sent: list[tuple[PackedLane, np.ndarray]] = []
+        for lane, envs in zip(self._lanes, self._lane_envs, strict=True):
+            lane_resets = {k: resets[i] for k, i in enumerate(envs.tolist()) if i in resets}
+            try:
+                lane.send(actions[envs].ravel().tolist(), lane_resets)
+                sent.append((lane, envs))
+            except RemoteError as err:
+                out.errors.update(dict.fromkeys(envs.tolist(), err))
+        for lane, envs in sent:
+            try:
+                result = lane.receive()
+            except RemoteError as err:
+                out.errors.update(dict.fromkeys(envs.tolist(), err))
+                continue
+            index = envs.tolist()
+            out.states[envs] = result.states
+            for k, i in enumerate(index):
+                out.terminated[i] = result.terminated[k]
+                out.truncated[i] = result.truncated[k]
+                out.steps[i] = result.steps[k]
+                out.sim_seconds[i] = result.sim_seconds[k]
+            if result.rewards is not None:
+                if out.rewards is None:
+                    out.rewards = [math.nan] * self.num_envs
+                for k, i in enumerate(index):
+                    out.rewards[i] = result.rewards[k]
+            for k, bad in result.nonfinite.items():
+                out.nonfinite[index[k]] = bad
+            for k, failure in result.errors.items():
+                out.errors[index[k]] = failure
+        return out
 
     def _config(self, i: int, options: Mapping[str, Any] | None) -> tuple[dict[str, Any], int]:
         rng = self._rngs[i]
@@ -180,6 +190,23 @@ class SimVectorEnv(gym.vector.VectorEnv):
         self._sessions[i] = self._conns[self._env_conn[i]].open(
             self._actions, client=f"SimVectorEnv[{i}]"
         )
+        lane, slot = self._slot[i]
+        self._lanes[lane].replace(slot, self._sessions[i])
+
+    def _observe(self, values: np.ndarray, rows: list[int] | None) -> np.ndarray:
+        """Observations of the given rows of ``values`` (all rows when None)."""
+        if rows is not None:
+            values = values[rows]
+        if self._uniform:
+            obs, _clipped = self.codecs[0].encode_batch(values)
+        else:
+            envs = rows if rows is not None else range(self.num_envs)
+            obs = np.stack(
+                [self.codecs[i].encode_batch(values[k : k + 1])[0][0] for k, i in enumerate(envs)]
+            )
+        if not np.isfinite(obs).all():
+            obs = np.nan_to_num(obs, nan=0.0, posinf=1.0, neginf=-1.0)
+        return obs
 
     # ------------------------------------------------------------------ gym API
 
@@ -197,33 +224,21 @@ class SimVectorEnv(gym.vector.VectorEnv):
             for i, s in enumerate(seeds):
                 if s is not None:
                     self._rngs[i] = np.random.default_rng(s)
-        items, owners = [], []
+        resets: dict[int, Reset] = {}
         for i in range(self.num_envs):
             if self._reopen[i]:
                 self._reopen_session(i)
                 self._reopen[i] = False
-            config, sim_seed = self._config(i, options)
-            items.append(pb.BatchItem(reset=self._sessions[i].reset_request(config, sim_seed)))
-            owners.append(i)
-        results = self._run(items, owners)
-        infos: dict[str, Any] = {}
-        for i, result in enumerate(results):
-            err = self._item_error(result, self._env_conn[i])
-            if err is not None:
-                raise err  # a sub-env that cannot even reset is a setup problem, not noise
-            assert not isinstance(result, RemoteError)
-            t = result.transition
-            self._obs[i] = self._encode(i, t)
+            resets[i] = self._config(i, options)
+        result = self._exchange(self._zero_actions, resets)
+        for i in sorted(result.errors):
+            raise result.errors[i]  # a sub-env that cannot even reset is a setup problem
+        self._obs[:] = self._observe(result.states, None)
         self._autoreset[:] = False
+        self._log_sum[:] = 0.0
+        self._ep_steps[:] = 0
         self.totals["episodes"] += self.num_envs
-        return self._obs.copy(), infos
-
-    def _encode(self, i: int, t: pb.Transition) -> np.ndarray:
-        states = dict(zip(self._sessions[i].state_names, t.states, strict=True))
-        obs, _clipped = self.codecs[i].encode(states, t.states)
-        if t.nonfinite:
-            obs = np.nan_to_num(obs, nan=0.0, posinf=1.0, neginf=-1.0)
-        return obs
+        return self._obs.copy(), {}
 
     def step(
         self, actions: Any
@@ -232,35 +247,26 @@ class SimVectorEnv(gym.vector.VectorEnv):
         n = self.num_envs
         # Scale every action in one numpy pass (per-row calls would cost more than the wire).
         if self._uniform:
-            scaled = self.codecs[0].decode_batch(np.asarray(actions).reshape(n, -1)).tolist()
+            scaled = self.codecs[0].decode_batch(np.asarray(actions).reshape(n, -1))
         else:
-            scaled = [self.codecs[i].decode(actions[i]) for i in range(n)]
-        items = []
-        for i in range(n):
-            if self._autoreset[i]:
-                if self._reopen[i]:
-                    self._reopen_session(i)
-                    self._reopen[i] = False
-                config, sim_seed = self._config(i, None)
-                items.append(pb.BatchItem(reset=self._sessions[i].reset_request(config, sim_seed)))
-            else:
-                items.append(pb.BatchItem(step=self._sessions[i].step_request(scaled[i])))
+            scaled = np.array([self.codecs[i].decode(actions[i]) for i in range(n)])
+        finished = np.flatnonzero(self._autoreset).tolist()
+        resets: dict[int, Reset] = {}
+        for i in finished:
+            if self._reopen[i]:
+                self._reopen_session(i)
+                self._reopen[i] = False
+            resets[i] = self._config(i, None)
         started = time.perf_counter()
-        results = self._run(items, list(range(n)))
+        result = self._exchange(scaled, resets)
         self._counters["call_seconds"] += time.perf_counter() - started
         rewards = np.zeros(n, np.float64)
         terms = np.zeros(n, bool)
         truncs = np.zeros(n, bool)
         infos: dict[str, Any] = {}
-        ok: list[int] = []
-        transitions: list[pb.Transition] = []
-        for i, result in enumerate(results):
-            err = self._item_error(result, self._env_conn[i])
-            if err is None:
-                assert not isinstance(result, RemoteError)
-                ok.append(i)
-                transitions.append(result.transition)
-                continue
+        errors = result.errors
+        for i in sorted(errors):
+            err = errors[i]
             self.totals["sim_errors"] += 1
             self._counters["sim_errors"] += 1
             if self.on_error == "raise":
@@ -268,72 +274,82 @@ class SimVectorEnv(gym.vector.VectorEnv):
             log.warning("sub-env %d truncated: %s", i, err)
             truncs[i] = True
             self._reopen[i] = True
-            self._autoreset[i] = True
             self._add_info(infos, {"simgym_error": str(err)}, i)
-        if not ok:
+        ok = [i for i in range(n) if i not in errors] if errors else None
+        if ok == []:
+            self._autoreset[:] = True
             return self._obs.copy(), rewards, terms, truncs, infos
-        values = np.array([t.states for t in transitions], dtype=np.float64)
-        if self._uniform:
-            obs, _clipped = self.codecs[0].encode_batch(values)
-        else:
-            obs = np.stack(
-                [self.codecs[i].encode_batch(values[k : k + 1])[0][0] for k, i in enumerate(ok)]
-            )
-        if not np.all(np.isfinite(obs)):
-            obs = np.nan_to_num(obs, nan=0.0, posinf=1.0, neginf=-1.0)
-        self._obs[ok] = obs
+        values = result.states
+        self._obs[ok if ok is not None else slice(None)] = self._observe(values, ok)
+        # Sub-envs stepped (not reset, not failed): their counters move together.
+        stepped = np.ones(n, bool)
+        stepped[finished] = False
+        if errors:
+            stepped[list(errors)] = False
+        self._autoreset[finished] = False
+        self._autoreset[list(errors)] = True
+        if finished:
+            self.totals["episodes"] += len(finished) - sum(1 for i in finished if i in errors)
+            self._log_sum[finished] = 0.0
+            self._ep_steps[finished] = 0
+        count = int(stepped.sum())
+        self.totals["steps"] += count
+        self._counters["steps"] += count
+        self._counters["sim_seconds"] += float(np.dot(result.sim_seconds, stepped))
+        self._ep_steps[stepped] += 1
+        if len(self._log_idx):
+            logged_rows = stepped
+            if result.nonfinite:  # those episodes end now, unlogged: keep NaN out of the sums
+                logged_rows = stepped.copy()
+                logged_rows[list(result.nonfinite)] = False
+            self._log_sum[logged_rows] += values[logged_rows][:, self._log_idx]
+        # Reward and episode end need the sim's flags and the spec's reward, per sub-env.
+        rows = values.tolist()
         names = self.state_names
-        for k, i in enumerate(ok):
-            t = transitions[k]
-            if self._autoreset[i]:  # this item was the reset of a finished episode
-                self._autoreset[i] = False
-                self.totals["episodes"] += 1
-                self._log_sum[i] = 0.0
-                self._ep_steps[i] = 0
-                continue
-            self.totals["steps"] += 1
-            self._counters["steps"] += 1
-            self._counters["sim_seconds"] += t.sim_seconds
-            self._ep_steps[i] += 1
-            if t.nonfinite:
+        ep_steps = self._ep_steps.tolist()
+        max_steps = self._max_steps
+        sim_rewards = result.rewards
+        ended: list[int] = []
+        for i in np.flatnonzero(stepped).tolist():
+            if i in result.nonfinite:
                 self.totals["nonfinite"] += 1
                 self._counters["nonfinite"] += 1
                 truncs[i] = True
                 self._autoreset[i] = True
                 self._add_info(infos, {"simgym_error": "non-finite states"}, i)
                 continue
-            row = values[k]
             r, term, trunc = self.codecs[i].reward(
-                dict(zip(names, row.tolist(), strict=True)),
-                t.terminated,
-                t.truncated,
-                t.reward if t.HasField("reward") else None,
+                dict(zip(names, rows[i], strict=True)),
+                result.terminated[i],
+                result.truncated[i],
+                sim_rewards[i] if sim_rewards is not None else None,
             )
-            if self._max_steps is not None and self._ep_steps[i] >= self._max_steps and not term:
+            if max_steps is not None and ep_steps[i] >= max_steps and not term:
                 trunc = True
             rewards[i], terms[i], truncs[i] = r, term, trunc
-            if len(self._log_idx):
-                logged = row[self._log_idx]
-                self._log_sum[i] += logged
-                if term or trunc:
-                    mean = self._log_sum[i] / self._ep_steps[i]
-                    self._add_info(
-                        infos,
-                        {
-                            "log_states_mean": dict(
-                                zip(self.log_states, mean.tolist(), strict=True)
-                            ),
-                            "log_states_final": dict(
-                                zip(self.log_states, logged.tolist(), strict=True)
-                            ),
-                        },
-                        i,
-                    )
-            self._autoreset[i] = bool(term or trunc)
+            if term or trunc:
+                self._autoreset[i] = True
+                ended.append(i)
+        if len(self._log_idx):
+            for i in ended:
+                logged = values[i, self._log_idx]
+                mean = self._log_sum[i] / self._ep_steps[i]
+                self._add_info(
+                    infos,
+                    {
+                        "log_states_mean": dict(zip(self.log_states, mean.tolist(), strict=True)),
+                        "log_states_final": dict(
+                            zip(self.log_states, logged.tolist(), strict=True)
+                        ),
+                    },
+                    i,
+                )
         return self._obs.copy(), rewards, terms, truncs, infos
 
     def close_extras(self, **kwargs: Any) -> None:
-        """Close every session and channel."""
+        """Close every stream, session and channel."""
+        for lane in self._lanes:
+            lane.close()
         for session in self._sessions:
             session.close()
         for conn in self._conns.values():
@@ -341,4 +357,15 @@ class SimVectorEnv(gym.vector.VectorEnv):
         self._sessions = []
 
 
-_CODES = {code.value[0]: code for code in grpc.StatusCode}
+def _failed_round(count: int, width: int, err: RemoteError | None) -> PackedResult:
+    """A round's result with nothing received yet (every sub-env failed with ``err``)."""
+    return PackedResult(
+        states=np.full((count, width), math.nan),
+        terminated=[False] * count,
+        truncated=[False] * count,
+        steps=[0] * count,
+        sim_seconds=[0.0] * count,
+        rewards=None,
+        nonfinite={},
+        errors=dict.fromkeys(range(count), err) if err is not None else {},
+    )

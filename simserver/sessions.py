@@ -28,7 +28,7 @@ from simserver.errors import (
 log = logging.getLogger("simserver.sessions")
 
 
-@dataclass
+@dataclass(slots=True)
 class Result:
     """A transition as the servicer puts it on the wire."""
 
@@ -260,15 +260,20 @@ class SessionManager:
 
     def step(self, session_id: str, action: Sequence[float], seq: int) -> Result:
         """Advance a session by one step."""
-        session = self.get(session_id)
-        if len(action) != len(session.action_names):
+        session = self._sessions.get(session_id) or self.get(session_id)
+        # A protobuf repeated field costs on every len/iteration/index: copy it once.
+        action = list(action)
+        names = session.action_names
+        if len(action) != len(names):
             raise InvalidArgument(
-                f"action has {len(action)} value(s); this session expects "
-                f"{len(session.action_names)}: {session.action_names}"
+                f"action has {len(action)} value(s); this session expects {len(names)}: {names}"
             )
-        for name, value in zip(session.action_names, action, strict=True):
-            if not math.isfinite(value):
-                raise InvalidArgument(f"action {name!r} is {value}; actions must be finite")
+        # One sum proves all values finite; only a non-finite sum (or an overflow of finite
+        # values) needs the per-name scan that says which value is bad.
+        if not math.isfinite(sum(action)):
+            for name, value in zip(names, action, strict=True):
+                if not math.isfinite(value):
+                    raise InvalidArgument(f"action {name!r} is {value}; actions must be finite")
         self._enter(session, "step()")
         try:
             if seq and seq == session.seq and session.last_result is not None:

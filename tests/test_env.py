@@ -11,8 +11,10 @@ import numpy as np
 import pytest
 
 from gymclient import NonFiniteStateError, SimEnv, load_spec, pick_address
-from gymclient.errors import ServerUnavailable, SimCallError, SimTimeout
+from gymclient.connection import Connection
+from gymclient.errors import RemoteError, ServerUnavailable, SimCallError, SimTimeout
 from gymclient.vector import SimVectorEnv
+from simgym.v1 import simulator_pb2 as pb
 
 from .conftest import SIMS
 
@@ -221,9 +223,10 @@ def test_unreachable_address_is_a_clear_error(tmp_path):
         _env(spec, f"unix:{tmp_path}/nothing.sock")
 
 
-def test_vector_env_matches_single_envs(toy):
+@pytest.mark.parametrize("vec_transport", ["stream", "unary"])
+def test_vector_env_matches_single_envs(toy, vec_transport):
     spec, address = toy
-    venv = SimVectorEnv(spec, 4, [address])
+    venv = SimVectorEnv(spec, 4, [address], transport=vec_transport)
     singles = [_env(spec, address) for _ in range(4)]
     try:
         obs, _ = venv.reset(seed=10)
@@ -282,3 +285,115 @@ def test_vector_env_spreads_over_servers_and_survives_a_sim_error(start_server):
         assert not truncs.any()
     finally:
         venv.close()
+
+
+# --------------------------------------------------------------------------- packed transport
+
+
+@pytest.mark.parametrize("transport", ["stream", "unary"])
+def test_env_transports_match_per_session_stepping(toy, transport):
+    """SimEnv over a PackedStream (default) or PackedBatch calls == a session stepped alone."""
+    spec, address = toy
+    env = _env(spec, address, transport=transport)
+    config = {"config": {"x0": 0.5}, "sim_seed": 5}
+    try:
+        with Connection(address) as conn:
+            session = conn.open(["u"])
+            obs, info = env.reset(seed=0, options=config)
+            t = session.reset(config["config"], seed=5)
+            rng = np.random.default_rng(0)
+            for _ in range(45):  # crosses episode ends (horizon 20 or |x| > 10)
+                assert list(info["states"].values()) == list(t.states)
+                # The pure-Python observation path gives what the numpy codec gives.
+                expected, _ = env.codec.encode(info["states"], list(t.states))
+                np.testing.assert_array_equal(obs, expected)
+                action = rng.uniform(-1, 1, 1).astype(np.float32)
+                obs, reward, term, trunc, info = env.step(action)
+                t = session.step(env.codec.decode(action))
+                assert term == t.terminated and (trunc or not t.truncated)
+                if term or trunc:
+                    obs, info = env.reset(options=config)
+                    t = session.reset(config["config"], seed=5)
+    finally:
+        env.close()
+
+
+def test_vector_env_truncates_a_dead_session_and_reopens_it(toy):
+    """A session that vanished (closed, expired) fails its slot of the packed message only."""
+    spec, address = toy
+    tolerant = spec.model_copy(update={"on_error": "truncate"})
+    venv = SimVectorEnv(tolerant, 3, [address])
+    try:
+        venv.reset(seed=0)
+        dead = venv._sessions[1].id
+        with Connection(address) as conn:
+            conn._call("Close", pb.SessionRef(session_id=dead), 5)
+        actions = np.zeros((3, 1), np.float32)
+        _, rewards, terms, truncs, infos = venv.step(actions)
+        assert truncs.tolist() == [False, True, False] and not terms.any()
+        assert "unknown session" in infos["simgym_error"][1]
+        assert venv.totals["sim_errors"] == 1
+        # Next step: sub-env 1 gets a new session, reset in the same message as the steps.
+        _, rewards, _, truncs, _ = venv.step(actions)
+        assert venv._sessions[1].id != dead and rewards[1] == 0.0 and not truncs.any()
+        obs, _, _, truncs, _ = venv.step(actions)
+        assert not truncs.any() and np.isfinite(obs).all()
+    finally:
+        venv.close()
+
+
+# A server built before the packed calls existed: the same simserver without them, so the
+# generated base class answers UNIMPLEMENTED, as a server from the older .proto does.
+_OLD_SERVER = """
+import sys
+from simserver import servicer
+del servicer.SimulatorServicer.PackedBatch, servicer.SimulatorServicer.PackedStream
+from simserver.cli import main
+main()
+"""
+
+
+@pytest.fixture
+def old_server(tmp_path):
+    sock = tmp_path / "old.sock"
+    cmd = [sys.executable, "-c", _OLD_SERVER, "toy.py:Toy", "--unix", str(sock)]
+    proc = subprocess.Popen(
+        [*cmd, "--chdir", str(SIMS), "-k", "gain=2.0"],  # as toy_spec.yaml's sim.kwargs
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    assert proc.stdout is not None and proc.stdout.readline()
+    yield f"unix:{sock}"
+    proc.terminate()
+    proc.wait(10)
+
+
+def test_envs_fall_back_to_batch_on_an_older_server(toy, old_server):
+    spec, address = toy
+    with Connection(old_server) as conn, pytest.raises(RemoteError, match="PackedBatch"):
+        conn.packed(pb.PackedRequest())  # the premise: this server has no packed calls
+    for transport in ("stream", "unary"):
+        new, old = (
+            _env(spec, address, transport=transport),
+            _env(spec, old_server, transport=transport),
+        )
+        try:
+            assert np.array_equal(new.reset(seed=4)[0], old.reset(seed=4)[0])
+            for _ in range(3):
+                a, b = new.step([0.5]), old.step([0.5])
+                assert np.array_equal(a[0], b[0]) and a[1:4] == b[1:4]
+            assert old._lane is not None and old._lane.mode == "batch"
+        finally:
+            new.close()
+            old.close()
+    new_v, old_v = SimVectorEnv(spec, 2, [address]), SimVectorEnv(spec, 2, [old_server])
+    try:
+        assert np.array_equal(new_v.reset(seed=1)[0], old_v.reset(seed=1)[0])
+        for _ in range(25):  # crosses an episode end: resets ride in the Batch fallback too
+            a, b = new_v.step(np.ones((2, 1), np.float32)), old_v.step(np.ones((2, 1), np.float32))
+            for x, y in zip(a[:4], b[:4], strict=True):
+                np.testing.assert_array_equal(x, y)
+        assert old_v._lanes[0].mode == "batch"
+    finally:
+        new_v.close()
+        old_v.close()

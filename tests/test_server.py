@@ -24,6 +24,7 @@ from gymclient.errors import (
     SimCallError,
     SimTimeout,
 )
+from gymclient.packed import PackedStream
 from simgym.v1 import simulator_pb2 as pb
 from simgym.v1 import simulator_pb2_grpc as pb_grpc
 
@@ -427,3 +428,156 @@ def test_address_printed_and_written(tmp_path):
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+# --------------------------------------------------------------------------- packed fast path
+
+
+def _packed(sessions, actions, resets=(), seqs=None):
+    """A PackedRequest for `sessions` (advancing their seqs unless `seqs` is given)."""
+    if seqs is None:
+        seqs = []
+        for s in sessions:
+            s.seq += 1
+            seqs.append(s.seq)
+    request = pb.PackedRequest(session_ids=[s.id for s in sessions], actions=actions, seqs=seqs)
+    for slot, config in resets:
+        request.resets.add(slot=slot).config.update(config)
+    return request
+
+
+def _code(number):
+    return next(c for c in grpc.StatusCode if c.value[0] == number)
+
+
+def _rows(reply):
+    w = reply.state_width
+    return [list(reply.states[k * w : (k + 1) * w]) for k in range(len(reply.terminated))]
+
+
+@pytest.mark.parametrize("call", ["PackedBatch", "PackedStream"])
+def test_packed_matches_per_session_stepping(start_server, call):
+    server = start_server("toy.py:Toy", kwargs={"horizon": 3})
+    with Connection(server.address) as conn:
+        packed = [conn.open(["u"]) for _ in range(3)]
+        single = [conn.open(["u"]) for _ in range(3)]
+        stream = PackedStream(conn, timeout=10.0)  # one lock-step stream for every round
+        requests = []
+
+        def send(request):
+            requests.append(request)
+            if call == "PackedBatch":
+                return conn.packed(request)
+            stream.send(request)
+            return stream.receive()
+
+        configs = [{"x0": float(i)} for i in range(3)]
+        reply = send(_packed(packed, [0.0] * 3, resets=list(enumerate(configs))))
+        expected = [s.reset(c) for s, c in zip(single, configs, strict=True)]
+        assert reply.state_width == 2 and not reply.errors
+        assert _rows(reply) == [list(t.states) for t in expected]
+        assert list(reply.steps) == [0, 0, 0]
+        actions = [[0.5, -1.0, 2.0], [1.0, 1.0, 1.0], [0.0, 0.25, -0.5]]
+        for row in actions:
+            reply = send(_packed(packed, row))
+            expected = [s.step([a]) for s, a in zip(single, row, strict=True)]
+            assert not reply.errors
+            assert _rows(reply) == [list(t.states) for t in expected]
+            assert list(reply.terminated) == [t.terminated for t in expected]
+            assert list(reply.truncated) == [t.truncated for t in expected]
+            assert list(reply.steps) == [t.step for t in expected]
+            assert len(reply.sim_seconds) == 3 and not reply.rewards and not reply.nonfinite
+        assert list(reply.truncated) == [True, True, True]  # horizon 3
+        # Next-step autoreset: slot 1 resets in the same message as the others' steps,
+        # which fail (their episodes are over) without affecting it.
+        reply = send(_packed(packed, [0.0, 9.0, 0.0], resets=[(1, {"x0": 5.0})]))
+        assert [e.slot for e in reply.errors] == [0, 2]
+        assert {e.code for e in reply.errors} == {grpc.StatusCode.FAILED_PRECONDITION.value[0]}
+        assert _rows(reply)[1] == [5.0, 0.0] and reply.steps[1] == 0
+        assert all(math.isnan(v) for v in _rows(reply)[0] + _rows(reply)[2])
+        # The retry rule holds per slot: the same request again is not applied again.
+        again = send(requests[-1])
+        assert _rows(again)[1] == [5.0, 0.0]
+        assert conn.packed(_packed(packed[1:2], [1.0])).states[0] == 6.0
+        stream.close()
+
+
+def test_packed_rejects_malformed_requests_as_a_whole(start_server):
+    server = start_server("toy.py:Toy")
+    with Connection(server.address) as conn:
+        a, b = conn.open(["u"]), conn.open(["u"])
+        bad = [
+            (pb.PackedRequest(session_ids=[a.id, b.id], actions=[0.0, 1.0, 2.0]), "not a whole"),
+            (pb.PackedRequest(session_ids=[a.id, b.id], actions=[0.0, 1.0], seqs=[1]), "seqs"),
+            (_packed([a, b], [0.0, 0.0], resets=[(2, {})]), "slot 2"),
+            (_packed([a, b], [0.0, 0.0], resets=[(1, {}), (1, {})]), "twice"),
+            (pb.PackedRequest(actions=[1.0]), "no session_ids"),
+        ]
+        for request, message in bad:
+            with pytest.raises(InvalidRequest, match=message):
+                conn.packed(request)
+        # A stream ends at a malformed message, with the same status.
+        stub = pb_grpc.SimulatorStub(conn._channel)
+        with pytest.raises(grpc.RpcError) as info:
+            list(stub.PackedStream(iter([bad[0][0]]), timeout=10))
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "not a whole" in info.value.details()
+        # Nothing was applied: both sessions still await their first reset.
+        assert conn.packed(pb.PackedRequest()).state_width == 2
+        reply = conn.packed(_packed([a, b], [0.0, 0.0], resets=[(0, {}), (1, {})]))
+        assert not reply.errors
+
+
+def test_packed_per_slot_errors_leave_other_slots_alone(start_server):
+    server = start_server("toy.py:Raising", kwargs={"fail_at": 2})
+    with Connection(server.address) as conn:
+        good, failing, closed, nan_action = (conn.open() for _ in range(4))
+        sessions = [good, failing, closed, nan_action]
+        reply = conn.packed(_packed(sessions, [0.0] * 4, resets=[(k, {}) for k in range(4)]))
+        assert not reply.errors
+        closed.close()
+        reply = conn.packed(_packed(sessions, [1.0, 1.0, 1.0, math.nan]))
+        codes = {e.slot: _code(e.code) for e in reply.errors}
+        assert codes == {
+            2: grpc.StatusCode.NOT_FOUND,
+            3: grpc.StatusCode.INVALID_ARGUMENT,
+        }
+        assert "finite" in reply.errors[1].message
+        assert _rows(reply)[:2] == [[1.0, 1.0], [1.0, 1.0]]
+        # Slot 1's sim raises on its second step: only that slot fails, naming the call.
+        # Slot 0 is reset meanwhile; slot 3's rejected NaN never reached its sim.
+        reply = conn.packed(_packed(sessions, [1.0] * 4, resets=[(0, {})]))
+        errors = {e.slot: e for e in reply.errors}
+        assert sorted(errors) == [1, 2]
+        assert errors[1].code == grpc.StatusCode.INTERNAL.value[0]
+        assert "sim step() raised ZeroDivisionError" in errors[1].message
+        assert errors[2].code == grpc.StatusCode.NOT_FOUND.value[0]
+        assert _rows(reply)[0] == [0.0, 0.0] and _rows(reply)[3] == [1.0, 1.0]
+        assert list(reply.steps) == [0, 0, 0, 1]
+        # Wrong action width for these sessions: every slot fails on its own.
+        reply = conn.packed(_packed([good, failing], [0.0, 0.0, 0.0, 0.0]))
+        assert [e.slot for e in reply.errors] == [0, 1]
+        assert "expects 1" in reply.errors[0].message
+        # The failed episode is over; a reset in the next message and it goes on.
+        reply = conn.packed(_packed([failing], [0.0]))
+        assert reply.errors[0].code == grpc.StatusCode.FAILED_PRECONDITION.value[0]
+        reply = conn.packed(_packed([good, failing], [1.0, 0.0], resets=[(1, {})]))
+        assert not reply.errors and _rows(reply) == [[1.0, 1.0], [0.0, 0.0]]
+
+
+def test_packed_reports_nonfinite_states_and_sim_rewards(start_server):
+    server = start_server("toy.py:NaNSim")
+    with Connection(server.address) as conn:
+        sessions = [conn.open(), conn.open()]
+        conn.packed(_packed(sessions, [0.0, 0.0], resets=[(0, {}), (1, {})]))
+        conn.packed(_packed(sessions[:1], [0.0]))  # session 0 is one step ahead
+        reply = conn.packed(_packed(sessions, [0.0, 0.0]))
+        assert list(reply.nonfinite) == [0]  # slot 0, state x (flat index 0 * 2 + 0)
+        assert math.isnan(reply.states[0]) and math.isfinite(reply.states[2])
+    gym = start_server("gymnasium:Pendulum-v1")
+    with Connection(gym.address) as conn:
+        sessions = [conn.open(), conn.open()]
+        reply = conn.packed(_packed(sessions, [0.0, 0.0], resets=[(0, {}), (1, {})]))
+        assert not reply.rewards  # a reset carries no reward
+        reply = conn.packed(_packed(sessions, [1.0, -1.0]))
+        assert len(reply.rewards) == 2 and all(r <= 0 for r in reply.rewards)

@@ -160,3 +160,57 @@ class BatchReply(_message.Message):
     RESULTS_FIELD_NUMBER: _ClassVar[int]
     results: _containers.RepeatedCompositeFieldContainer[BatchResult]
     def __init__(self, results: _Optional[_Iterable[_Union[BatchResult, _Mapping]]] = ...) -> None: ...
+
+class PackedRequest(_message.Message):
+    __slots__ = ("session_ids", "actions", "seqs", "resets")
+    SESSION_IDS_FIELD_NUMBER: _ClassVar[int]
+    ACTIONS_FIELD_NUMBER: _ClassVar[int]
+    SEQS_FIELD_NUMBER: _ClassVar[int]
+    RESETS_FIELD_NUMBER: _ClassVar[int]
+    session_ids: _containers.RepeatedScalarFieldContainer[str]
+    actions: _containers.RepeatedScalarFieldContainer[float]
+    seqs: _containers.RepeatedScalarFieldContainer[int]
+    resets: _containers.RepeatedCompositeFieldContainer[PackedReset]
+    def __init__(self, session_ids: _Optional[_Iterable[str]] = ..., actions: _Optional[_Iterable[float]] = ..., seqs: _Optional[_Iterable[int]] = ..., resets: _Optional[_Iterable[_Union[PackedReset, _Mapping]]] = ...) -> None: ...
+
+class PackedReset(_message.Message):
+    __slots__ = ("slot", "config", "seed")
+    SLOT_FIELD_NUMBER: _ClassVar[int]
+    CONFIG_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    slot: int
+    config: _struct_pb2.Struct
+    seed: int
+    def __init__(self, slot: _Optional[int] = ..., config: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., seed: _Optional[int] = ...) -> None: ...
+
+class PackedError(_message.Message):
+    __slots__ = ("slot", "code", "message")
+    SLOT_FIELD_NUMBER: _ClassVar[int]
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    slot: int
+    code: int
+    message: str
+    def __init__(self, slot: _Optional[int] = ..., code: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...
+
+class PackedReply(_message.Message):
+    __slots__ = ("state_width", "states", "terminated", "truncated", "steps", "sim_seconds", "rewards", "nonfinite", "errors")
+    STATE_WIDTH_FIELD_NUMBER: _ClassVar[int]
+    STATES_FIELD_NUMBER: _ClassVar[int]
+    TERMINATED_FIELD_NUMBER: _ClassVar[int]
+    TRUNCATED_FIELD_NUMBER: _ClassVar[int]
+    STEPS_FIELD_NUMBER: _ClassVar[int]
+    SIM_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    REWARDS_FIELD_NUMBER: _ClassVar[int]
+    NONFINITE_FIELD_NUMBER: _ClassVar[int]
+    ERRORS_FIELD_NUMBER: _ClassVar[int]
+    state_width: int
+    states: _containers.RepeatedScalarFieldContainer[float]
+    terminated: _containers.RepeatedScalarFieldContainer[bool]
+    truncated: _containers.RepeatedScalarFieldContainer[bool]
+    steps: _containers.RepeatedScalarFieldContainer[int]
+    sim_seconds: _containers.RepeatedScalarFieldContainer[float]
+    rewards: _containers.RepeatedScalarFieldContainer[float]
+    nonfinite: _containers.RepeatedScalarFieldContainer[int]
+    errors: _containers.RepeatedCompositeFieldContainer[PackedError]
+    def __init__(self, state_width: _Optional[int] = ..., states: _Optional[_Iterable[float]] = ..., terminated: _Optional[_Iterable[bool]] = ..., truncated: _Optional[_Iterable[bool]] = ..., steps: _Optional[_Iterable[int]] = ..., sim_seconds: _Optional[_Iterable[float]] = ..., rewards: _Optional[_Iterable[float]] = ..., nonfinite: _Optional[_Iterable[int]] = ..., errors: _Optional[_Iterable[_Union[PackedError, _Mapping]]] = ...) -> None: ...

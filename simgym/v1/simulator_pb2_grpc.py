@@ -77,6 +77,16 @@ class SimulatorStub:
                 request_serializer=simgym_dot_v1_dot_simulator__pb2.BatchRequest.SerializeToString,
                 response_deserializer=simgym_dot_v1_dot_simulator__pb2.BatchReply.FromString,
                 _registered_method=True)
+        self.PackedBatch = channel.unary_unary(
+                '/simgym.v1.Simulator/PackedBatch',
+                request_serializer=simgym_dot_v1_dot_simulator__pb2.PackedRequest.SerializeToString,
+                response_deserializer=simgym_dot_v1_dot_simulator__pb2.PackedReply.FromString,
+                _registered_method=True)
+        self.PackedStream = channel.stream_stream(
+                '/simgym.v1.Simulator/PackedStream',
+                request_serializer=simgym_dot_v1_dot_simulator__pb2.PackedRequest.SerializeToString,
+                response_deserializer=simgym_dot_v1_dot_simulator__pb2.PackedReply.FromString,
+                _registered_method=True)
 
 
 class SimulatorServicer:
@@ -147,6 +157,31 @@ class SimulatorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PackedBatch(self, request, context):
+        """Fastest path: steps and/or resets many sessions in one round trip with
+        the numbers packed once for all of them (session ids, actions, seq
+        numbers in; states, flags out) instead of one message per item. Same
+        semantics as `Batch`: slots run in request order, a failing slot gets a
+        per-slot error and the others are unaffected, the retry rule holds per
+        slot. A malformed request (array lengths that do not match the number of
+        sessions, a reset naming no slot) fails as a whole: INVALID_ARGUMENT.
+        Servers that predate it answer UNIMPLEMENTED; clients may fall back to
+        `Batch`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PackedStream(self, request_iterator, context):
+        """`PackedBatch` over a lock-step bidirectional stream: the server answers
+        each request message with exactly one reply message, in order. A
+        malformed message ends the stream with INVALID_ARGUMENT. Also the cheapest
+        way to drive a single session step by step (no per-call setup).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SimulatorServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -189,6 +224,16 @@ def add_SimulatorServicer_to_server(servicer, server):
                     servicer.Stream,
                     request_deserializer=simgym_dot_v1_dot_simulator__pb2.BatchRequest.FromString,
                     response_serializer=simgym_dot_v1_dot_simulator__pb2.BatchReply.SerializeToString,
+            ),
+            'PackedBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.PackedBatch,
+                    request_deserializer=simgym_dot_v1_dot_simulator__pb2.PackedRequest.FromString,
+                    response_serializer=simgym_dot_v1_dot_simulator__pb2.PackedReply.SerializeToString,
+            ),
+            'PackedStream': grpc.stream_stream_rpc_method_handler(
+                    servicer.PackedStream,
+                    request_deserializer=simgym_dot_v1_dot_simulator__pb2.PackedRequest.FromString,
+                    response_serializer=simgym_dot_v1_dot_simulator__pb2.PackedReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -410,6 +455,60 @@ class Simulator:
             '/simgym.v1.Simulator/Stream',
             simgym_dot_v1_dot_simulator__pb2.BatchRequest.SerializeToString,
             simgym_dot_v1_dot_simulator__pb2.BatchReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PackedBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/simgym.v1.Simulator/PackedBatch',
+            simgym_dot_v1_dot_simulator__pb2.PackedRequest.SerializeToString,
+            simgym_dot_v1_dot_simulator__pb2.PackedReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PackedStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/simgym.v1.Simulator/PackedStream',
+            simgym_dot_v1_dot_simulator__pb2.PackedRequest.SerializeToString,
+            simgym_dot_v1_dot_simulator__pb2.PackedReply.FromString,
             options,
             channel_credentials,
             insecure,
