@@ -84,8 +84,10 @@ CALL_TIMEOUT = 10.0  # every gRPC call carries a deadline, as gymclient's do
 
 TARGETS = {
     "unary": ("simgym unary step / bare grpcio unary", "<=", 1.2),
-    "peer": ("dm-env-rpc step / simgym unary step", ">=", 2.0),
-    "batch": ("batched K=64 env-steps/s / unary env-steps/s", ">=", 20.0),
+    # simgym's unbatched step: one session over its single-session transport (SimEnv's).
+    "peer": ("dm-env-rpc step / simgym single-session step (PackedStream K=1)", ">=", 2.0),
+    # Batched: the packed stream SimVectorEnv uses; unbatched: unary RemoteSession.step.
+    "batch": ("batched K=64 env-steps/s (PackedStream) / unary env-steps/s", ">=", 20.0),
 }
 
 
@@ -307,6 +309,62 @@ class BareGrpc:
         self.channel.close()
 
 
+class BareAio(BareGrpc):
+    """A ``grpc.aio`` client on a private event loop run in this thread (no client thread of
+    ours to hop to): unary calls or a lock-step stream, the bytes payloads of ``BareGrpc``."""
+
+    def __init__(self, address: str, stream: bool = False) -> None:
+        import asyncio
+
+        import grpc
+
+        self.loop = asyncio.new_event_loop()
+
+        async def connect() -> Any:
+            channel = grpc.aio.insecure_channel(address)
+            await asyncio.wait_for(channel.channel_ready(), 30)
+            return channel
+
+        self.aio_channel = self.loop.run_until_complete(connect())
+        self.k, self.t, self.episode = 1, 0, 0
+        self._queue = None
+        self._aio_stream: Any = None
+        if stream:
+
+            async def open_stream() -> Any:
+                return self.aio_channel.stream_stream("/bare.Sim/Stream")()
+
+            self._aio_stream = self.loop.run_until_complete(open_stream())
+            self._call = self._aio_stream_call
+        else:
+            self._aio_unary = self.aio_channel.unary_unary("/bare.Sim/Step")
+            self._call = self._aio_unary_call
+        self.base = BareGrpc._next_base
+        BareGrpc._next_base += 1
+        self.reset_pending = [True]
+
+    async def _exchange(self, payload: bytes) -> bytes:
+        await self._aio_stream.write(payload)
+        return await self._aio_stream.read()
+
+    def _aio_stream_call(self, payload: bytes) -> bytes:
+        return self.loop.run_until_complete(self._exchange(payload))
+
+    def _aio_unary_call(self, payload: bytes) -> bytes:
+        return self.loop.run_until_complete(self._aio_unary(payload, timeout=CALL_TIMEOUT))
+
+    def close(self) -> None:
+        async def shut() -> None:
+            if self._aio_stream is not None:
+                await self._aio_stream.done_writing()
+            await self.aio_channel.close()
+
+        with contextlib.suppress(Exception):
+            self.loop.run_until_complete(shut())
+        # The loop stays open: gRPC's poller thread may still hand it a late event, and a
+        # closed loop would raise on it (the process ends soon after anyway).
+
+
 class SimgymUnary:
     """``RemoteSession.step`` through a real simserver (one unary Step per env step)."""
 
@@ -338,15 +396,19 @@ class SimgymUnary:
 
 
 class SimgymEnv:
-    """``SimEnv.step``: the Gymnasium env (normalisation, reward, info) over unary calls."""
+    """``SimEnv.step``: the Gymnasium env (normalisation, reward, info).
 
-    def __init__(self, address: str) -> None:
+    ``transport``: ``stream`` (its default: a lock-step PackedStream) or ``unary`` (one
+    PackedBatch call per step).
+    """
+
+    def __init__(self, address: str, transport: str = "stream") -> None:
         import numpy as np
 
         from gymclient.env import SimEnv
 
         self.np = np
-        self.env = SimEnv({"spec": str(SPEC), "address": address})
+        self.env = SimEnv({"spec": str(SPEC), "address": address, "transport": transport})
         self.env.reset(seed=0)
         # The agent's normalised actions for the same physical moves (spec range ±10 K).
         self.actions = [np.array([a / 10.0], np.float32) for a in ACTIONS]
@@ -363,6 +425,66 @@ class SimgymEnv:
 
     def close(self) -> None:
         self.env.close()
+
+
+class SimgymLane:
+    """``gymclient.packed.PackedLane``: K sessions per packed message (what the envs use).
+
+    Over the lock-step ``PackedStream`` (``SimVectorEnv``'s and, with K = 1, ``SimEnv``'s
+    transport) or one unary ``PackedBatch`` call per message. Finished sessions are reset in
+    the next message; only steps count. K = 1 goes through ``run_single``, as ``SimEnv``.
+    """
+
+    def __init__(self, address: str, k: int, stream: bool = True) -> None:
+        from gymclient.connection import Connection
+        from gymclient.packed import PackedLane
+
+        self.conn = Connection(address)
+        self.sessions = [
+            self.conn.open(["Tc_adjust"], client=f"bench/bridge lane {i}") for i in range(k)
+        ]
+        self.lane = PackedLane(self.conn, self.sessions, stream=stream)
+        self.k = k
+        self.t = 0
+        self.episode = 0
+        self.pending = [True] * k
+
+    def run(self, steps: int) -> int:
+        done = 0
+        k, lane, pending = self.k, self.lane, self.pending
+        while done < steps:
+            resets: dict[int, tuple[dict[str, Any], int]] = {}
+            actions = []
+            for i in range(k):
+                if pending[i]:
+                    resets[i] = (episode_config(self.episode), self.episode)
+                    self.episode += 1
+                    actions.append(0.0)
+                else:
+                    actions.append(ACTIONS[self.t % N_ACTIONS])
+                    self.t += 1
+            if k == 1:
+                tr = lane.run_single(actions, resets.get(0))
+                flags = [(tr.terminated, tr.truncated)]
+            else:
+                result = lane.run(actions, resets)
+                if result.errors:
+                    slot, err = next(iter(result.errors.items()))
+                    raise RuntimeError(f"slot {slot} failed: {err}")
+                flags = list(zip(result.terminated, result.truncated, strict=True))
+            for i, (term, trunc) in enumerate(flags):
+                if pending[i]:
+                    pending[i] = False
+                else:
+                    done += 1
+                    pending[i] = term or trunc
+        return done
+
+    def close(self) -> None:
+        self.lane.close()
+        for s in self.sessions:
+            s.close()
+        self.conn.close()
 
 
 class SimgymBatch:
@@ -397,11 +519,9 @@ class SimgymBatch:
         else:
             self._call = self.conn.batch
 
-    def _stream_call(self, items: list[Any]) -> Sequence[Any]:
-        from simgym.v1 import simulator_pb2 as pb
-
+    def _stream_call(self, request: Any) -> Sequence[Any]:
         assert self._queue is not None
-        self._queue.put(pb.BatchRequest(items=items))
+        self._queue.put(request)
         return next(self._replies).results
 
     def run(self, steps: int) -> int:
@@ -410,16 +530,17 @@ class SimgymBatch:
         done = 0
         pending, sessions = self.pending, self.sessions
         while done < steps:
-            items = []
+            # Items filled in place (RemoteSession.fill_*), as SimVectorEnv's Batch fallback does.
+            request = pb.BatchRequest()
+            add = request.items.add
             for i, s in enumerate(sessions):
                 if pending[i]:
-                    config = episode_config(self.episode)
-                    items.append(pb.BatchItem(reset=s.reset_request(config, self.episode)))
+                    s.fill_reset(add().reset, episode_config(self.episode), self.episode)
                     self.episode += 1
                 else:
-                    items.append(pb.BatchItem(step=s.step_request([ACTIONS[self.t % N_ACTIONS]])))
+                    s.fill_step(add().step, [ACTIONS[self.t % N_ACTIONS]])
                     self.t += 1
-            results = self._call(items)
+            results = self._call(request)
             for i, result in enumerate(results):
                 if result.WhichOneof("outcome") != "transition":
                     raise RuntimeError(f"batch item {i} failed: {result.error.message}")
@@ -580,21 +701,42 @@ CASES: list[tuple[str, str, str, str, int, str | None, Callable[[str], Any]]] = 
      lambda a: BareGrpc(a, k=64)),
     ("bare-stream-k64", "bare grpcio", "stream, K=64 per message", "unix", 25600, "bare-unix",
      lambda a: BareGrpc(a, k=64, stream=True)),
+    ("bare-aio-unary", "bare grpcio", "grpc.aio client (own loop), unary", "unix", 3000,
+     "bare-unix", BareAio),
+    ("bare-aio-stream", "bare grpcio", "grpc.aio client (own loop), stream", "unix", 3000,
+     "bare-unix", lambda a: BareAio(a, stream=True)),
+    ("bare-aiosrv-stream", "bare grpcio", "grpc.aio server, sync client, stream", "unix", 3000,
+     "bare-aio", lambda a: BareGrpc(a, stream=True)),
+    ("bare-aiosrv-aio-stream", "bare grpcio", "grpc.aio server + aio client, stream", "unix",
+     3000, "bare-aio", lambda a: BareAio(a, stream=True)),
     ("pb-unix", "trivial pb", "RemoteSession.step (unary)", "unix", 3000, "bare-unix",
      SimgymUnary),
     ("pb-stream1", "trivial pb", "Stream, K=1, lock-step", "unix", 3000, "bare-unix",
      lambda a: SimgymBatch(a, 1, stream=True)),
     ("pb-batch64", "trivial pb", "Connection.batch, K=64", "unix", 25600, "bare-unix",
      lambda a: SimgymBatch(a, 64)),
+    ("pb-lane1", "trivial pb", "PackedStream, K=1", "unix", 3000, "bare-unix",
+     lambda a: SimgymLane(a, 1)),
+    ("pb-pstream64", "trivial pb", "PackedStream, K=64", "unix", 25600, "bare-unix",
+     lambda a: SimgymLane(a, 64)),
     ("sg-unix", "simgym", "RemoteSession.step (unary)", "unix", 3000, "sg-unix", SimgymUnary),
     ("sg-tcp", "simgym", "RemoteSession.step (unary)", "tcp", 3000, "sg-tcp", SimgymUnary),
-    ("sg-env", "simgym", "SimEnv.step (Gymnasium)", "unix", 3000, "sg-unix", SimgymEnv),
+    ("sg-lane1", "simgym", "PackedStream, K=1 (SimEnv's transport)", "unix", 3000, "sg-unix",
+     lambda a: SimgymLane(a, 1)),
+    ("sg-env", "simgym", "SimEnv.step (Gymnasium, PackedStream)", "unix", 3000, "sg-unix",
+     SimgymEnv),
+    ("sg-env-unary", "simgym", "SimEnv.step (Gymnasium, unary PackedBatch)", "unix", 3000,
+     "sg-unix", lambda a: SimgymEnv(a, "unary")),
     ("sg-stream1", "simgym", "Stream, K=1, lock-step", "unix", 3000, "sg-unix",
      lambda a: SimgymBatch(a, 1, stream=True)),
     ("sg-batch8", "simgym", "Connection.batch, K=8", "unix", 8000, "sg-batch",
      lambda a: SimgymBatch(a, 8)),
     ("sg-batch64", "simgym", "Connection.batch, K=64", "unix", 25600, "sg-batch",
      lambda a: SimgymBatch(a, 64)),
+    ("sg-packed64", "simgym", "PackedBatch (unary), K=64", "unix", 25600, "sg-batch",
+     lambda a: SimgymLane(a, 64, stream=False)),
+    ("sg-pstream64", "simgym", "PackedStream, K=64", "unix", 25600, "sg-batch",
+     lambda a: SimgymLane(a, 64)),
     ("sg-vec8", "simgym", "SimVectorEnv.step, K=8", "unix", 8000, "sg-batch",
      lambda a: SimgymVector(a, 8)),
     ("sg-vec64", "simgym", "SimVectorEnv.step, K=64", "unix", 25600, "sg-batch",
@@ -606,9 +748,11 @@ CASES: list[tuple[str, str, str, str, int, str | None, Callable[[str], Any]]] = 
 
 
 RUN_ORDER = [
-    "inproc", "raw", "bare-unix", "pb-unix", "sg-unix", "sg-env", "dm", "sg-stream1",
-    "pb-stream1", "bare-stream", "bare-tcp", "sg-tcp", "bare-k8", "sg-batch8", "sg-vec8",
-    "bare-k64", "pb-batch64", "sg-batch64", "sg-vec64", "sg-stream64", "bare-stream-k64",
+    "inproc", "raw", "bare-unix", "pb-unix", "sg-unix", "sg-lane1", "dm", "sg-env",
+    "sg-env-unary", "sg-stream1", "pb-stream1", "pb-lane1", "bare-stream", "bare-aio-stream",
+    "bare-aiosrv-stream", "bare-aiosrv-aio-stream", "bare-aio-unary", "bare-tcp", "sg-tcp",
+    "bare-k8", "sg-batch8", "sg-vec8", "bare-k64", "pb-batch64", "sg-batch64", "sg-packed64",
+    "sg-pstream64", "pb-pstream64", "sg-vec64", "sg-stream64", "bare-stream-k64",
 ]  # fmt: skip
 
 
@@ -650,6 +794,8 @@ def make_server(name: str, args: argparse.Namespace) -> Any:
         return HelperServer(name, [servers_py, "grpc", "--unix", "{dir}/bare.sock"])
     if name == "bare-tcp":
         return HelperServer(name, [servers_py, "grpc", "--port", "0"])
+    if name == "bare-aio":
+        return HelperServer(name, [servers_py, "grpc-aio", "--unix", "{dir}/aio.sock"])
     if name == "dm":
         python = args.dm_python or sys.executable
         return HelperServer(name, [dm_py, "serve", "--unix", "{dir}/dm.sock"], python=python)
@@ -776,13 +922,28 @@ def report(cases: list[Case], args: argparse.Namespace, info: dict[str, str]) ->
         ("unary", "simgym RemoteSession.step / bare grpcio unary, unix", "sg-unix", "bare-unix", False),  # noqa: E501
         (None, "simgym RemoteSession.step / bare grpcio unary, tcp", "sg-tcp", "bare-tcp", False),
         (None, "simgym SimEnv.step / bare grpcio unary, unix", "sg-env", "bare-unix", False),
-        ("peer", "dm-env-rpc DmEnvAdaptor.step / simgym RemoteSession.step", "dm", "sg-unix", False),  # noqa: E501
-        (None, "dm-env-rpc DmEnvAdaptor.step / simgym SimEnv.step", "dm", "sg-env", False),
+        ("peer", "dm-env-rpc DmEnvAdaptor.step / simgym PackedStream K=1", "dm", "sg-lane1", False),
+        (None, "dm-env-rpc DmEnvAdaptor.step / simgym SimEnv.step (PackedStream)", "dm", "sg-env", False),  # noqa: E501
+        (None, "dm-env-rpc DmEnvAdaptor.step / simgym SimEnv.step (unary)", "dm", "sg-env-unary", False),  # noqa: E501
+        (None, "dm-env-rpc DmEnvAdaptor.step / simgym RemoteSession.step", "dm", "sg-unix", False),
         (None, "dm-env-rpc DmEnvAdaptor.step / simgym Stream K=1", "dm", "sg-stream1", False),
+        (None, "dm-env-rpc DmEnvAdaptor.step / bare grpcio stream", "dm", "bare-stream", False),
+        (None, "simgym PackedStream K=1 / bare grpcio stream, µs", "sg-lane1", "bare-stream", False),  # noqa: E501
         (None, "simgym Stream K=1 / bare grpcio stream, µs", "sg-stream1", "bare-stream", False),
-        ("batch", "Connection.batch K=64 / RemoteSession.step, steps/s", "sg-batch64", "sg-unix", True),  # noqa: E501
-        (None, "SimVectorEnv K=64 / SimEnv.step, steps/s", "sg-vec64", "sg-env", True),
+        (None, "SimEnv.step PackedStream / unary PackedBatch, µs", "sg-env", "sg-env-unary", False),
+        (None, "bare: aio client stream / sync stream, µs", "bare-aio-stream", "bare-stream", False),  # noqa: E501
+        (None, "bare: aio server, sync client stream / sync stream, µs", "bare-aiosrv-stream", "bare-stream", False),  # noqa: E501
+        (None, "bare: aio server + aio client stream / sync stream, µs", "bare-aiosrv-aio-stream", "bare-stream", False),  # noqa: E501
+        (None, "bare: aio client unary / sync unary, µs", "bare-aio-unary", "bare-unix", False),
+        ("batch", "PackedStream K=64 / RemoteSession.step, steps/s", "sg-pstream64", "sg-unix", True),  # noqa: E501
+        (None, "PackedBatch K=64 / RemoteSession.step, steps/s", "sg-packed64", "sg-unix", True),
+        (None, "Connection.batch K=64 / RemoteSession.step, steps/s", "sg-batch64", "sg-unix", True),  # noqa: E501
         (None, "Stream K=64 / RemoteSession.step, steps/s", "sg-stream64", "sg-unix", True),
+        (None, "SimVectorEnv K=64 / RemoteSession.step, steps/s", "sg-vec64", "sg-unix", True),
+        (None, "SimVectorEnv K=64 / SimEnv.step, steps/s", "sg-vec64", "sg-env", True),
+        (None, "PackedStream K=64 / PackedStream K=1, steps/s", "sg-pstream64", "sg-lane1", True),
+        (None, "simgym PackedStream K=64 / bare grpcio stream K=64, µs", "sg-pstream64", "bare-stream-k64", False),  # noqa: E501
+        (None, "simgym PackedBatch K=64 / bare grpcio K=64, µs", "sg-packed64", "bare-k64", False),
         (None, "simgym Batch K=64 / bare grpcio K=64, µs", "sg-batch64", "bare-k64", False),
         (None, "simgym Stream K=64 / bare grpcio stream K=64, µs", "sg-stream64", "bare-stream-k64", False),  # noqa: E501
         (None, "bare grpcio unary / raw socket, µs", "bare-unix", "raw", False),
@@ -792,6 +953,10 @@ def report(cases: list[Case], args: argparse.Namespace, info: dict[str, str]) ->
         (None, "trivial pb Stream K=1 / bare grpcio stream", "pb-stream1", "bare-stream", False),
         (None, "simgym Batch K=64 / trivial pb Batch K=64", "sg-batch64", "pb-batch64", False),
         (None, "trivial pb Batch K=64 / bare grpcio K=64", "pb-batch64", "bare-k64", False),
+        (None, "simgym PackedStream K=1 / trivial pb PackedStream K=1", "sg-lane1", "pb-lane1", False),  # noqa: E501
+        (None, "trivial pb PackedStream K=1 / bare grpcio stream", "pb-lane1", "bare-stream", False),  # noqa: E501
+        (None, "simgym PackedStream K=64 / trivial pb PackedStream K=64", "sg-pstream64", "pb-pstream64", False),  # noqa: E501
+        (None, "trivial pb PackedStream K=64 / bare grpcio stream K=64", "pb-pstream64", "bare-stream-k64", False),  # noqa: E501
     ]  # fmt: skip
     for target_key, label, num, den, inverse in specs:
         values = paired(by_key, num, den, inverse)

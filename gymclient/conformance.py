@@ -19,12 +19,19 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import grpc
 import numpy as np
 
 from gymclient.codec import declared_action_names
-from gymclient.connection import Connection
+from gymclient.connection import Connection, RemoteSession
 from gymclient.env import SimEnv, connect_options
-from gymclient.errors import InvalidRequest, ProtocolMismatch, SessionLost, SimgymError
+from gymclient.errors import (
+    InvalidRequest,
+    ProtocolMismatch,
+    RemoteError,
+    SessionLost,
+    SimgymError,
+)
 from gymclient.spec import EnvSpec, load_spec
 from simgym import PROTOCOL
 from simgym.v1 import simulator_pb2 as pb
@@ -160,11 +167,57 @@ def protocol_checks(spec: EnvSpec, address: str) -> tuple[list[Check], pb.OpenRe
             )
         except SimgymError as exc:
             checks.append(Check("retried step is not applied twice", False, str(exc)))
+        checks += packed_checks(conn, session, declared_action_names(spec))
         session.close()
         checks.append(_expect("closed session is gone", lambda: session.states(), SessionLost))
         return checks, info
     finally:
         conn.close()
+
+
+def packed_checks(conn: Connection, session: RemoteSession, actions: list[str]) -> list[Check]:
+    """The optional ``PackedBatch`` call: same transition as ``Step``; bad shapes refused.
+
+    A server without it only gets a warning: clients fall back to ``Batch`` (slower).
+    """
+    name = "packed step matches a unary step"
+    n = len(session.action_names)
+    other = conn.open(actions, client="simgym check")
+    try:
+        # One session after the other, each reset first: sims that draw from global
+        # generators (seeded by the reset) see the same draws.
+        session.reset({}, 0)
+        unary = session.step([0.0] * n)
+        other.reset({}, 0)
+        other.seq += 1
+        request = pb.PackedRequest(session_ids=[other.id], actions=[0.0] * n, seqs=[other.seq])
+        try:
+            reply = conn.packed(request)
+        except RemoteError as exc:
+            if exc.code == grpc.StatusCode.UNIMPLEMENTED:
+                return [Check(name, False, "PackedBatch not implemented (optional)", warning=True)]
+            return [Check(name, False, str(exc))]
+        same = (
+            not reply.errors
+            and list(reply.states) == list(unary.states)
+            and list(reply.terminated) == [unary.terminated]
+            and list(reply.truncated) == [unary.truncated]
+            and list(reply.steps) == [unary.step]
+        )
+        detail = "" if same else f"packed {reply}, unary {unary}".replace("\n", " ")[:300]
+        malformed = pb.PackedRequest(session_ids=[other.id], actions=[0.0] * (n + 1), seqs=[1, 2])
+        return [
+            Check(name, same, detail),
+            _expect(
+                "malformed packed request is refused",
+                lambda: conn.packed(malformed),
+                InvalidRequest,
+            ),
+        ]
+    except SimgymError as exc:
+        return [Check(name, False, str(exc))]
+    finally:
+        other.close()
 
 
 def gymnasium_check(env: SimEnv) -> Check:
@@ -357,6 +410,18 @@ class ConformanceSuite:
     def test_close(self) -> None:
         """A closed session is gone."""
         self._check("closed session is gone")
+
+    def test_packed_step(self) -> None:
+        """``PackedBatch`` (optional) steps as ``Step`` does and refuses malformed requests."""
+        import pytest
+
+        checks, _ = protocol_checks(self._spec(), self.address)
+        packed = [c for c in checks if "packed" in c.name]
+        assert packed, "the packed checks did not run"
+        if packed[0].warning and not packed[0].ok:
+            pytest.skip(packed[0].detail)
+        for check in packed:
+            assert check.ok, f"{check.name}: {check.detail}"
 
     def test_gymnasium_check_env(self) -> None:
         """Gymnasium's env checker passes through the wire."""
