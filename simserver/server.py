@@ -79,7 +79,8 @@ class TokenAuth(grpc.ServerInterceptor):
                 got = value.encode() if isinstance(value, str) else value
                 if hmac.compare_digest(got, self._expected):
                     return continuation(handler_call_details)
-        if method.endswith("/Stream") or "Reflection" in method:
+        # Streaming methods (Stream, PackedStream, reflection) need a streaming denial.
+        if method.endswith("Stream") or "Reflection" in method:
             return self._deny_stream
         return self._deny_unary
 

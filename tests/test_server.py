@@ -24,7 +24,7 @@ from gymclient.errors import (
     SimCallError,
     SimTimeout,
 )
-from gymclient.packed import PackedStream
+from gymclient.packed import PackedLane, PackedStream
 from simgym.v1 import simulator_pb2 as pb
 from simgym.v1 import simulator_pb2_grpc as pb_grpc
 
@@ -236,6 +236,17 @@ def test_token_auth(start_server, transport):
         s = conn.open(["u"])
         s.reset({})
         assert s.step([1.0]).step == 1
+        # The packed calls are guarded alike, the stream included.
+        lane = PackedLane(conn, [s])
+        assert lane.run_single([1.0], None).states == [2.0, 2.0]
+        lane.close()
+    with Connection(server.address, ConnectOptions(token="wrong")) as conn:
+        with pytest.raises(AuthError):
+            conn.packed(pb.PackedRequest())
+        stream = PackedStream(conn, timeout=5.0)
+        stream.send(pb.PackedRequest())
+        with pytest.raises(AuthError):
+            stream.receive()
     # Health stays reachable without a token (orchestrator probes).
     with grpc.insecure_channel(server.address) as channel:
         reply = health_pb2_grpc.HealthStub(channel).Check(
