@@ -398,8 +398,9 @@ class SimgymUnary:
 class SimgymEnv:
     """``SimEnv.step``: the Gymnasium env (normalisation, reward, info).
 
-    ``transport``: ``stream`` (its default: a lock-step PackedStream) or ``unary`` (one
-    PackedBatch call per step).
+    ``transport``: ``stream`` (its default: a lock-step PackedStream), ``aio`` (the same
+    stream driven by grpc.aio on a private event loop) or ``unary`` (one PackedBatch call per
+    step).
     """
 
     def __init__(self, address: str, transport: str = "stream") -> None:
@@ -431,11 +432,12 @@ class SimgymLane:
     """``gymclient.packed.PackedLane``: K sessions per packed message (what the envs use).
 
     Over the lock-step ``PackedStream`` (``SimVectorEnv``'s and, with K = 1, ``SimEnv``'s
-    transport) or one unary ``PackedBatch`` call per message. Finished sessions are reset in
+    transport; ``aio``: driven by ``grpc.aio`` on a private event loop) or one unary
+    ``PackedBatch`` call per message. Finished sessions are reset in
     the next message; only steps count. K = 1 goes through ``run_single``, as ``SimEnv``.
     """
 
-    def __init__(self, address: str, k: int, stream: bool = True) -> None:
+    def __init__(self, address: str, k: int, stream: bool = True, aio: bool = False) -> None:
         from gymclient.connection import Connection
         from gymclient.packed import PackedLane
 
@@ -443,7 +445,7 @@ class SimgymLane:
         self.sessions = [
             self.conn.open(["Tc_adjust"], client=f"bench/bridge lane {i}") for i in range(k)
         ]
-        self.lane = PackedLane(self.conn, self.sessions, stream=stream)
+        self.lane = PackedLane(self.conn, self.sessions, stream=stream, aio=aio)
         self.k = k
         self.t = 0
         self.episode = 0
@@ -723,8 +725,12 @@ CASES: list[tuple[str, str, str, str, int, str | None, Callable[[str], Any]]] = 
     ("sg-tcp", "simgym", "RemoteSession.step (unary)", "tcp", 3000, "sg-tcp", SimgymUnary),
     ("sg-lane1", "simgym", "PackedStream, K=1 (SimEnv's transport)", "unix", 3000, "sg-unix",
      lambda a: SimgymLane(a, 1)),
+    ("sg-aio1", "simgym", "PackedStream, K=1, grpc.aio (own loop)", "unix", 3000, "sg-unix",
+     lambda a: SimgymLane(a, 1, aio=True)),
     ("sg-env", "simgym", "SimEnv.step (Gymnasium, PackedStream)", "unix", 3000, "sg-unix",
      SimgymEnv),
+    ("sg-env-aio", "simgym", "SimEnv.step (Gymnasium, PackedStream, aio)", "unix", 3000,
+     "sg-unix", lambda a: SimgymEnv(a, "aio")),
     ("sg-env-unary", "simgym", "SimEnv.step (Gymnasium, unary PackedBatch)", "unix", 3000,
      "sg-unix", lambda a: SimgymEnv(a, "unary")),
     ("sg-stream1", "simgym", "Stream, K=1, lock-step", "unix", 3000, "sg-unix",
@@ -748,8 +754,9 @@ CASES: list[tuple[str, str, str, str, int, str | None, Callable[[str], Any]]] = 
 
 
 RUN_ORDER = [
-    "inproc", "raw", "bare-unix", "pb-unix", "sg-unix", "sg-lane1", "dm", "sg-env",
-    "sg-env-unary", "sg-stream1", "pb-stream1", "pb-lane1", "bare-stream", "bare-aio-stream",
+    "inproc", "raw", "bare-unix", "pb-unix", "sg-unix", "sg-lane1", "dm", "sg-aio1", "sg-env",
+    "sg-env-aio", "sg-env-unary", "sg-stream1", "pb-stream1", "pb-lane1", "bare-stream",
+    "bare-aio-stream",
     "bare-aiosrv-stream", "bare-aiosrv-aio-stream", "bare-aio-unary", "bare-tcp", "sg-tcp",
     "bare-k8", "sg-batch8", "sg-vec8", "bare-k64", "pb-batch64", "sg-batch64", "sg-packed64",
     "sg-pstream64", "pb-pstream64", "sg-vec64", "sg-stream64", "bare-stream-k64",
@@ -923,7 +930,9 @@ def report(cases: list[Case], args: argparse.Namespace, info: dict[str, str]) ->
         (None, "simgym RemoteSession.step / bare grpcio unary, tcp", "sg-tcp", "bare-tcp", False),
         (None, "simgym SimEnv.step / bare grpcio unary, unix", "sg-env", "bare-unix", False),
         ("peer", "dm-env-rpc DmEnvAdaptor.step / simgym PackedStream K=1", "dm", "sg-lane1", False),
+        (None, "dm-env-rpc DmEnvAdaptor.step / simgym PackedStream K=1 aio", "dm", "sg-aio1", False),  # noqa: E501
         (None, "dm-env-rpc DmEnvAdaptor.step / simgym SimEnv.step (PackedStream)", "dm", "sg-env", False),  # noqa: E501
+        (None, "dm-env-rpc DmEnvAdaptor.step / simgym SimEnv.step (aio)", "dm", "sg-env-aio", False),  # noqa: E501
         (None, "dm-env-rpc DmEnvAdaptor.step / simgym SimEnv.step (unary)", "dm", "sg-env-unary", False),  # noqa: E501
         (None, "dm-env-rpc DmEnvAdaptor.step / simgym RemoteSession.step", "dm", "sg-unix", False),
         (None, "dm-env-rpc DmEnvAdaptor.step / simgym Stream K=1", "dm", "sg-stream1", False),
@@ -931,6 +940,8 @@ def report(cases: list[Case], args: argparse.Namespace, info: dict[str, str]) ->
         (None, "simgym PackedStream K=1 / bare grpcio stream, µs", "sg-lane1", "bare-stream", False),  # noqa: E501
         (None, "simgym Stream K=1 / bare grpcio stream, µs", "sg-stream1", "bare-stream", False),
         (None, "SimEnv.step PackedStream / unary PackedBatch, µs", "sg-env", "sg-env-unary", False),
+        (None, "simgym PackedStream K=1: aio / sync, µs", "sg-aio1", "sg-lane1", False),
+        (None, "SimEnv.step PackedStream: aio / sync, µs", "sg-env-aio", "sg-env", False),
         (None, "bare: aio client stream / sync stream, µs", "bare-aio-stream", "bare-stream", False),  # noqa: E501
         (None, "bare: aio server, sync client stream / sync stream, µs", "bare-aiosrv-stream", "bare-stream", False),  # noqa: E501
         (None, "bare: aio server + aio client stream / sync stream, µs", "bare-aiosrv-aio-stream", "bare-stream", False),  # noqa: E501

@@ -88,16 +88,31 @@ class Connection:
         ]
         if o.tls_server_name:
             channel_options.append(("grpc.ssl_target_name_override", o.tls_server_name))
+        self._channel_options = channel_options
+        self._credentials: grpc.ChannelCredentials | None = None
         if o.tls:
             root = Path(o.tls_ca).read_bytes() if o.tls_ca else None
-            creds = grpc.ssl_channel_credentials(root_certificates=root)
-            self._channel = grpc.secure_channel(self.address, creds, options=channel_options)
+            self._credentials = grpc.ssl_channel_credentials(root_certificates=root)
+            self._channel = grpc.secure_channel(
+                self.address, self._credentials, options=channel_options
+            )
         else:
             self._channel = grpc.insecure_channel(self.address, options=channel_options)
         self._stub = pb_grpc.SimulatorStub(self._channel)
         self._metadata: tuple[tuple[str, str], ...] | None = (
             (("authorization", f"Bearer {o.token}"),) if o.token else None
         )
+
+    def aio_channel(self) -> grpc.aio.Channel:
+        """A ``grpc.aio`` channel to the same server with the same options and credentials.
+
+        Create it inside the event loop that will use it (gRPC binds it to that loop).
+        """
+        if self._credentials is not None:
+            return grpc.aio.secure_channel(
+                self.address, self._credentials, options=self._channel_options
+            )
+        return grpc.aio.insecure_channel(self.address, options=self._channel_options)
 
     # ------------------------------------------------------------------ plumbing
 

@@ -23,6 +23,11 @@ class NonFiniteStateError(SimgymError):
     """The sim returned NaN/inf for states the agent observes (``on_nonfinite: raise``)."""
 
 
+# How SimEnv reaches its session: a lock-step PackedStream (sync grpcio, or grpc.aio on a
+# private event loop), or one unary PackedBatch call per step.
+TRANSPORTS = ("stream", "aio", "unary")
+
+
 def pick_address(
     addresses: Sequence[str], worker_index: int = 0, vector_index: int = 0, num_workers: int = 0
 ) -> str:
@@ -106,9 +111,11 @@ class SimEnv(gym.Env[np.ndarray, np.ndarray]):
             cfg.get("client") or f"SimEnv pid {os.getpid()} worker {worker} vector {vector}"
         )
         transport = cfg.get("transport") or "stream"
-        if transport not in ("stream", "unary"):
-            raise SimgymError(f"SimEnv transport must be 'stream' or 'unary', not {transport!r}")
-        self._stream = transport == "stream"
+        if transport not in TRANSPORTS:
+            raise SimgymError(
+                f"SimEnv transport must be one of {', '.join(TRANSPORTS)}, not {transport!r}"
+            )
+        self._transport = transport
         self._action_names = declared_action_names(self.spec_)
         self._conn: Connection | None = None
         self._session: RemoteSession | None = None
@@ -147,7 +154,12 @@ class SimEnv(gym.Env[np.ndarray, np.ndarray]):
             self._conn = Connection(self.address, self._options)
         self._session = self._conn.open(self._action_names, client=self._client)
         if self._lane is None:
-            self._lane = PackedLane(self._conn, [self._session], stream=self._stream)
+            self._lane = PackedLane(
+                self._conn,
+                [self._session],
+                stream=self._transport != "unary",
+                aio=self._transport == "aio",
+            )
         else:  # a reopened session: a healthy stream carries on with the new id
             self._lane.replace(0, self._session)
 

@@ -16,6 +16,8 @@ with old servers.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import math
 import queue
 import threading
@@ -30,6 +32,7 @@ import numpy as np
 from gymclient.connection import Connection, RemoteSession, to_struct
 from gymclient.errors import RemoteError, from_status
 from simgym.v1 import simulator_pb2 as pb
+from simgym.v1 import simulator_pb2_grpc as pb_grpc
 
 # A reset slot: (scenario config, seed).
 Reset = tuple[Mapping[str, Any], int | None]
@@ -40,6 +43,31 @@ _CODES = {code.value[0]: code for code in grpc.StatusCode}
 def status_code(number: int) -> grpc.StatusCode:
     """The ``grpc.StatusCode`` of a status number carried in an error message."""
     return _CODES.get(number, grpc.StatusCode.UNKNOWN)
+
+
+_local = threading.local()
+
+
+def _thread_loop() -> asyncio.AbstractEventLoop:
+    """This thread's private event loop for ``AioPackedStream``s, made on first use.
+
+    One per thread, shared by its streams (a thread steps them one at a time) and never
+    closed: gRPC's poller thread may hand a loop a late event, which a closed loop refuses
+    noisily, and a loop per stream would cost file descriptors until collected.
+    """
+    loop: asyncio.AbstractEventLoop | None = getattr(_local, "loop", None)
+    if loop is None:
+        loop = _local.loop = asyncio.new_event_loop()
+    return loop
+
+
+def _loop_running() -> bool:
+    """True when an asyncio event loop runs in this thread."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 @dataclass(slots=True)
@@ -167,6 +195,99 @@ class PackedStream:
         self._call.cancel()
 
 
+class _WriteFailed(Exception):
+    """A request could not be written to an ``AioPackedStream``: it was never sent."""
+
+
+class AioPackedStream:
+    """``PackedStream`` over a ``grpc.aio`` call driven by a private event loop in this thread.
+
+    The sync stream hands every request to a gRPC thread that consumes the request iterator,
+    and every reply back through the channel's polling thread; here the calling thread runs
+    the call itself, one ``run_until_complete`` per message (on a loop private to the thread,
+    never another code's). Same interface and deadline semantics as ``PackedStream``; a timer
+    on the loop cancels a late reply.
+    """
+
+    def __init__(self, connection: Connection, timeout: float) -> None:
+        self.connection = connection
+        self.timeout = timeout
+        self.alive = True
+        self._loop = _thread_loop()
+        self._request: pb.PackedRequest | None = None
+        self._expired = False
+        self._channel: Any = None
+        self._call: Any = None
+        self._loop.run_until_complete(self._open())
+
+    async def _open(self) -> None:
+        self._channel = self.connection.aio_channel()
+        stub = pb_grpc.SimulatorStub(self._channel)
+        self._call = stub.PackedStream(metadata=self.connection._metadata)
+
+    def send(self, request: pb.PackedRequest) -> None:
+        """Queue one request; ``receive`` sends it and waits for its reply."""
+        self._request = request
+
+    def receive(self) -> pb.PackedReply:
+        """Send the queued request and return its reply (see ``PackedStream.receive``)."""
+        request, self._request = self._request, None
+        loop = self._loop
+        timer = loop.call_later(self.timeout, self._expire)
+        try:
+            reply = loop.run_until_complete(self._exchange(request))
+        except (grpc.RpcError, asyncio.CancelledError, _WriteFailed) as exc:
+            self.close()
+            if self._expired:
+                code, details = (
+                    grpc.StatusCode.DEADLINE_EXCEEDED,
+                    f"no reply within {self.timeout:g} s",
+                )
+            elif isinstance(exc, _WriteFailed):
+                code, details = grpc.StatusCode.UNAVAILABLE, f"the stream broke ({exc})"
+            elif isinstance(exc, grpc.RpcError):
+                code, details = exc.code(), exc.details() or ""
+            else:
+                code, details = grpc.StatusCode.CANCELLED, "cancelled"
+            raise from_status(
+                code, details, address=self.connection.address, call="PackedStream"
+            ) from None
+        finally:
+            timer.cancel()
+        if reply is grpc.aio.EOF:
+            self.close()
+            raise RemoteError(
+                f"PackedStream on {self.connection.address}: the server ended the stream",
+                code=grpc.StatusCode.UNKNOWN,
+                address=self.connection.address,
+            )
+        return reply  # type: ignore[no-any-return]
+
+    async def _exchange(self, request: pb.PackedRequest | None) -> Any:
+        try:
+            await self._call.write(request)
+        except grpc.RpcError as exc:
+            # Lock-step: every earlier reply was read, so a call that ended since ended at
+            # the transport (server gone). grpc.aio reports that as INTERNAL "Internal error
+            # from Core" and loses the real status; say what it means.
+            raise _WriteFailed(exc.details() or "connection lost") from None
+        return await self._call.read()
+
+    def _expire(self) -> None:
+        self._expired = True
+        self._call.cancel()
+
+    def close(self) -> None:
+        """End the call and its channel (idempotent); the server's sessions stay open."""
+        if not self.alive:
+            return
+        self.alive = False
+        self._call.cancel()
+        if not _loop_running():  # else the channel goes with the garbage collector
+            with contextlib.suppress(Exception):
+                self._loop.run_until_complete(self._channel.close())
+
+
 class PackedLane:
     """A fixed list of sessions on one server, stepped or reset together, one slot each.
 
@@ -175,18 +296,27 @@ class PackedLane:
         sessions: Slot ``k`` drives ``sessions[k]``; all take the same number of actions.
         stream: Use a lock-step ``PackedStream`` (default); else one unary ``PackedBatch``
             call per round.
+        aio: Drive the stream with ``grpc.aio`` on a private event loop in the calling thread
+            (``AioPackedStream``) instead of grpcio's threaded sync stream; the sync stream
+            takes over when the calling thread already runs an event loop.
     """
 
     def __init__(
-        self, connection: Connection, sessions: Sequence[RemoteSession], *, stream: bool = True
+        self,
+        connection: Connection,
+        sessions: Sequence[RemoteSession],
+        *,
+        stream: bool = True,
+        aio: bool = False,
     ) -> None:
         self.connection = connection
         self.sessions = list(sessions)
         self.stream = stream
+        self.aio = aio
         # "packed" until the server answers UNIMPLEMENTED, then "batch" (an older server).
         self.mode = "packed"
         self._ids = [s.id for s in self.sessions]
-        self._stream: PackedStream | None = None
+        self._stream: PackedStream | AioPackedStream | None = None
         # A unary round in flight: (method, request) and, when overlapping, its future.
         self._unary: tuple[str, Any] | None = None
         self._future: Any = None
@@ -302,8 +432,14 @@ class PackedLane:
         if not self.stream:
             self._begin_unary("PackedBatch", request, overlap)
             return
+        if self.aio and _loop_running():
+            # Our private loop cannot run inside another one (e.g. a notebook, an async
+            # actor): the sync stream serves this lane from now on.
+            self.aio = False
+            self.close()
         if self._stream is None or not self._stream.alive:
-            self._stream = PackedStream(self.connection, self.connection.options.timeout)
+            kind = AioPackedStream if self.aio else PackedStream
+            self._stream = kind(self.connection, self.connection.options.timeout)
         self._stream.send(request)
 
     def _begin_unary(self, method: str, request: Any, overlap: bool) -> None:

@@ -166,10 +166,11 @@ def test_sim_error_raises_by_default_and_truncates_when_asked(start_server):
         env.close()
 
 
-def test_hung_sim_times_out_within_the_deadline(start_server):
+@pytest.mark.parametrize("transport", ["stream", "aio", "unary"])
+def test_hung_sim_times_out_within_the_deadline(start_server, transport):
     spec = load_spec(SPEC)
     server = start_server("toy.py:Hanging", kwargs={"hang": 30.0})
-    env = _env(spec, server.address, timeout=1.0)
+    env = _env(spec, server.address, timeout=1.0, transport=transport)
     try:
         env.reset(seed=0)
         env.step([0.0])
@@ -181,7 +182,8 @@ def test_hung_sim_times_out_within_the_deadline(start_server):
         env.close()
 
 
-def test_server_killed_mid_episode_then_restarted(tmp_path):
+@pytest.mark.parametrize("transport", ["stream", "aio"])
+def test_server_killed_mid_episode_then_restarted(tmp_path, transport):
     """on_error: truncate — the episode ends, and the next reset reaches the restarted server."""
     spec = load_spec(SPEC).model_copy(update={"on_error": "truncate"})
     sock = tmp_path / "s.sock"
@@ -197,7 +199,7 @@ def test_server_killed_mid_episode_then_restarted(tmp_path):
     ]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     assert proc.stdout is not None and proc.stdout.readline()
-    env = _env(spec, f"unix:{sock}", timeout=2.0)
+    env = _env(spec, f"unix:{sock}", timeout=2.0, transport=transport)
     try:
         env.reset(seed=0)
         env.step([0.0])
@@ -290,9 +292,9 @@ def test_vector_env_spreads_over_servers_and_survives_a_sim_error(start_server):
 # --------------------------------------------------------------------------- packed transport
 
 
-@pytest.mark.parametrize("transport", ["stream", "unary"])
+@pytest.mark.parametrize("transport", ["stream", "aio", "unary"])
 def test_env_transports_match_per_session_stepping(toy, transport):
-    """SimEnv over a PackedStream (default) or PackedBatch calls == a session stepped alone."""
+    """SimEnv over a PackedStream (sync or aio) or PackedBatch calls == a session alone."""
     spec, address = toy
     env = _env(spec, address, transport=transport)
     config = {"config": {"x0": 0.5}, "sim_seed": 5}
@@ -397,3 +399,24 @@ def test_envs_fall_back_to_batch_on_an_older_server(toy, old_server):
     finally:
         new_v.close()
         old_v.close()
+
+
+def test_aio_transport_inside_a_running_event_loop(toy):
+    """A private loop cannot run inside another: the env carries on over the sync stream."""
+    import asyncio
+
+    spec, address = toy
+    env = _env(spec, address, transport="aio")
+    try:
+        env.reset(seed=0)
+        first = env.step(np.array([0.5], np.float32))
+
+        async def inside() -> tuple:
+            return env.step(np.array([0.5], np.float32))
+
+        second = asyncio.run(inside())
+        assert env._lane is not None and not env._lane.aio
+        assert second[4]["states"]["t"] == first[4]["states"]["t"] + 1
+        env.step(np.array([0.5], np.float32))  # and after the loop is gone
+    finally:
+        env.close()
