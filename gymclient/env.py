@@ -83,9 +83,10 @@ class SimEnv(gym.Env[np.ndarray, np.ndarray]):
     when an episode was cut short by a failure (``on_error: truncate``).
 
     Steps and resets travel over one lock-step ``PackedStream`` per env (no per-call
-    setup, cheaper than a unary call); ``transport: unary`` in the config sends one
-    ``PackedBatch`` call per step instead. Either falls back to ``Batch`` on a server that
-    predates them.
+    setup, cheaper than a unary call). The config key ``transport`` picks ``stream``
+    (default), ``aio`` (the same stream driven by ``grpc.aio`` on a private event loop) or
+    ``unary`` (one ``PackedBatch`` call per step). All fall back to ``Batch`` on a server
+    that predates the packed calls.
     """
 
     metadata: dict[str, Any] = {"render_modes": []}  # noqa: RUF012 (gymnasium declares it so)
