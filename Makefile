@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[dev,train,infer,aml]"
 	@touch $(STAMP)
 
-## demo: the CSTR sample checked on loopback, then trained briefly (IMPALA, sidecar sims).
+## demo: the CSTR sample checked on loopback, then trained briefly (the PPO recipe, sidecar sims).
 DEMO_TIME ?= 3m
 demo: $(STAMP)
 	$(BIN)/simgym check examples/cstr/spec.yaml --episodes 5

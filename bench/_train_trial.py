@@ -1,8 +1,9 @@
 """One throughput trial of bench/train_throughput.py, run in its own process.
 
 ``run_trial(options)`` builds the shipped CSTR recipe's RLlib config with
-``launcher.rllib_setup.build_config`` (IMPALA, lr 1e-4, same env runners, envs per runner, seed,
-fault tolerance, callbacks), then either
+``launcher.rllib_setup.build_config`` (the recipe's algorithm and settings, or ``algorithm``
+with simgym's defaults for it; same env runners, envs per runner, seed, fault tolerance,
+callbacks), then either
 
 * ``mode="local"``: swaps in the in-process env (``bench/_train_local.py``: the spec codec over
   ``examples/cstr/sim.py`` instances, no gRPC), or
@@ -53,8 +54,13 @@ def _spec(options: dict[str, Any]) -> Any:
             update={"servers": servers, "sessions_per_server": max(per_server, 1)}
         )
         updates["sim"] = spec.sim.model_copy(update={"launch": launch})
+    config = dict(spec.config)
+    if options.get("algorithm") and options["algorithm"] != spec.algorithm:
+        updates["algorithm"] = options["algorithm"]
+        config = {}
     if options.get("config"):
-        updates["config"] = {**spec.config, **options["config"]}
+        config.update(options["config"])
+    updates["config"] = config
     return spec.model_copy(update=updates)
 
 

@@ -1,7 +1,7 @@
 """The shipped CSTR recipe, end to end: train it, then evaluate the final policy deterministically.
 
-1. Trains ``examples/cstr/train.yaml`` (IMPALA, lr 1e-4, 1 env runner x 16 envs, one sidecar
-   sim server, 10 minutes) with ``launcher.train.train()``; the run folder goes to ``runs/``
+1. Trains ``examples/cstr/train.yaml`` (PPO, 1 env runner x 16 envs, one sidecar sim server,
+   20 minutes; ``--max-time 600`` for the 10-minute figure) with ``launcher.train.train()``; the run folder goes to ``runs/``
    under the current folder (git-ignored), as ``simgym train`` would put it.
 2. Loads the final checkpoint's policy with ``RLModule.from_checkpoint`` (no Ray) and drives a
    ``gymclient.SimEnv`` through a real ``simserver`` hosting ``examples/cstr/sim.py:CSTR``; the
@@ -13,9 +13,9 @@
 Prints per policy: mean per-step reward, mean episode return, mean final
 ``kpi_rms_conc_error`` (``info["states"]``), termination rate; overall and per noise level.
 
-    .venv/bin/python bench/cstr_recipe.py                      # train 10 min, then evaluate
+    .venv/bin/python bench/cstr_recipe.py                      # train 20 min, then evaluate
     .venv/bin/python bench/cstr_recipe.py --max-time 60        # a short training (development)
-    .venv/bin/python bench/cstr_recipe.py --run runs/cstr-impala-...   # evaluate an existing run
+    .venv/bin/python bench/cstr_recipe.py --run runs/cstr-ppo-...   # evaluate an existing run
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """Training throughput on CSTR: the env in-process (a) vs through simgym's bridge (b).
 
 Both train the shipped recipe's RLlib config (examples/cstr/train.yaml via
-``launcher.rllib_setup.build_config``: IMPALA, lr 1e-4, 1 env runner x 16 envs, seed 0):
+``launcher.rllib_setup.build_config``: PPO, 4000-step batches, 1 env runner x 16 envs, seed 0;
+``algo=IMPALA`` swaps in the product's default algorithm with simgym's defaults for it):
 
 * (a) ``local``: an in-process vector env applying the same spec codec (``DeclarativeCodec``:
   observation/action normalisation, reward, lessons) to ``examples/cstr/sim.py`` instances,
@@ -18,11 +19,13 @@ unmeasured, then ``--seconds`` measured; env steps/s come from RLlib's
     .venv/bin/python bench/train_throughput.py --seconds 30 --repeats 1
     .venv/bin/python bench/train_throughput.py --configs local bridge bridge:envs=64,servers=2 \
         local:envs=64
+    .venv/bin/python bench/train_throughput.py --configs local bridge local:algo=IMPALA \
+        bridge:algo=IMPALA
 
-A configuration is ``local`` or ``bridge`` with optional ``:envs=N,runners=N,servers=N,wait=S``
-(servers: bridge only; wait: IMPALA's ``timeout_s_sampler_manager``, seconds the driver blocks
-for samples instead of polling). Ratios pair each bridge configuration with the local one of the
-same runners, envs and wait when it was measured, else with the first local one.
+A configuration is ``local`` or ``bridge`` with optional
+``:envs=N,runners=N,servers=N,wait=S,algo=NAME`` (servers: bridge only; wait: IMPALA's
+``timeout_s_sampler_manager``, seconds the driver blocks for samples instead of polling). Ratios pair each bridge configuration with the local one of the
+same algorithm, runners, envs and wait when it was measured, else with the first local one.
 """
 
 from __future__ import annotations
@@ -50,6 +53,13 @@ def parse_config(text: str) -> dict[str, Any]:
     out: dict[str, Any] = {"mode": mode, "label": text}
     for item in filter(None, rest.split(",")):
         key, _, value = item.partition("=")
+        if key == "algo":
+            # Another algorithm than the recipe's, with simgym's defaults for it (the
+            # recipe's tuned settings belong to its own algorithm).
+            if value not in ("IMPALA", "APPO", "PPO"):
+                raise argparse.ArgumentTypeError(f"{text!r}: algo is IMPALA, APPO or PPO")
+            out["algorithm"] = value
+            continue
         if key == "wait":
             # IMPALA's timeout_s_sampler_manager: the driver blocks up to this long for
             # samples instead of polling (the default, 0, spins a core).
@@ -96,7 +106,12 @@ def machine_line() -> str:
 
 
 def _key(c: dict[str, Any]) -> tuple[Any, ...]:
-    return c.get("runners"), c.get("envs"), json.dumps(c.get("config"), sort_keys=True)
+    return (
+        c.get("algorithm"),
+        c.get("runners"),
+        c.get("envs"),
+        json.dumps(c.get("config"), sort_keys=True),
+    )
 
 
 def main() -> None:

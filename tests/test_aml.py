@@ -65,7 +65,7 @@ SUBMIT = ["--compute", "cpu-cluster", "--vm-size", "STANDARD_D4S_V3", "--nodes",
 
 
 def test_dry_run_round_trips_through_the_sdk_loaders(tmp_path):
-    spec = _project(tmp_path)
+    spec = _project(tmp_path, stop={"max_time": "10m"})
     out = tmp_path / "out"
     r = _run(
         "submit", str(spec), "--workspace-config", "config.json", *SUBMIT, "--dry-run", str(out)
@@ -114,6 +114,7 @@ def test_spec_aml_section_is_used_and_the_command_line_wins(tmp_path):
         aml_section={"compute": "gpu-pool", "vm_size": "STANDARD_NC4AS_T4_V3", "nodes": 3,
                      "gpu": True, "environment": "cstr-gpu", "max_run_time": "30m",
                      "requirements": "requirements.txt", "environment_variables": {"X": "1"}},
+        stop={"max_time": "10m"},
     )  # fmt: skip
     out = tmp_path / "out"
     r = _run("submit", str(spec), "--nodes", "4", "--dry-run", str(out))

@@ -28,6 +28,10 @@ One control step (the reference's exact behaviour, kept so its baselines stay co
   noise-free values plus ``noise · U(−range, range)`` with ranges 8.5698 − 2 (Cr) and
   373.1311 − 311.2612 (Tr), where ``noise = noise_percentage / 100``.
 * ``kpi_rms_conc_error`` is the running RMS of (noise-free Cr − Cref) over the steps.
+* Beyond the reference's states, ``Cref_next``/``Tref_next`` give the references the *next*
+  step is scored against (the schedule is known in advance, as a plant's setpoint program
+  is): without them a controller is always one ramp increment behind. ``Cref_preview``/
+  ``Tref_preview`` look ``_PREVIEW`` (5) steps further, so a controller can see a ramp coming.
 * Terminated when measured Tr ≥ 400 (runaway), measured Cr ≤ 0, |ΔTc| > 10 · step_time or
   Tc < 50; truncated when the elapsed time exceeds 90 (91 steps of 1 minute).
 
@@ -454,6 +458,10 @@ def _positive(value: Any, key: str, *, allow_zero: bool) -> float:
     return number
 
 
+# Steps of reference preview beyond the next step (Cref_preview/Tref_preview).
+_PREVIEW = 5
+
+
 class CSTR:
     """The CSTR sample simulator: ``reset(config, seed) -> states``, ``step(action) -> states``.
 
@@ -470,6 +478,10 @@ class CSTR:
         "Tref",
         "Tc_adjust",
         "kpi_rms_conc_error",
+        "Cref_next",
+        "Tref_next",
+        "Cref_preview",
+        "Tref_preview",
     )
     action_names: ClassVar[tuple[str, ...]] = ("Tc_adjust",)
     config_keys: ClassVar[tuple[str, ...]] = (
@@ -490,6 +502,10 @@ class CSTR:
         "Tref": "temperature reference, K",
         "Tc_adjust": "coolant change applied this step, K",
         "kpi_rms_conc_error": "running RMS of (Cr_no_noise - Cref), kmol/m³",
+        "Cref_next": "the concentration reference the next step is scored against, kmol/m³",
+        "Tref_next": "the temperature reference of the next step, K",
+        "Cref_preview": "the concentration reference 5 steps after the next one, kmol/m³",
+        "Tref_preview": "the temperature reference 5 steps after the next one, K",
         "Cref_signal": "reference profile: 1-4 ramps starting at minute 1/20/40/60, 5 low, 6 high",
         "noise_percentage": "measurement noise, percent of the operating range",
         "step_time": "minutes per control step",
@@ -643,6 +659,10 @@ class CSTR:
         self._tref = tref
         self._time = time
         self._rms = rms
+        # The reference schedule is known in advance (as a setpoint program is in a plant):
+        # the next step is scored against the reference at the current time.
+        cref_next, tref_next = self._references(time)
+        cref_preview, tref_preview = self._references(time + _PREVIEW * self._step_time)
         return {
             "Cr_no_noise": cr,
             "Tr_no_noise": tr,
@@ -653,6 +673,10 @@ class CSTR:
             "Tref": tref,
             "Tc_adjust": adjust,
             "kpi_rms_conc_error": rms,
+            "Cref_next": cref_next,
+            "Tref_next": tref_next,
+            "Cref_preview": cref_preview,
+            "Tref_preview": tref_preview,
         }
 
     def termination(self) -> bool:
@@ -696,4 +720,8 @@ class CSTR:
             "Tref": self._tref,
             "Tc_adjust": self._adjust,
             "kpi_rms_conc_error": self._rms,
+            "Cref_next": self._references(self._time)[0],
+            "Tref_next": self._references(self._time)[1],
+            "Cref_preview": self._references(self._time + _PREVIEW * self._step_time)[0],
+            "Tref_preview": self._references(self._time + _PREVIEW * self._step_time)[1],
         }
