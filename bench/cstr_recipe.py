@@ -1,8 +1,9 @@
 """The shipped CSTR recipe, end to end: train it, then evaluate the final policy deterministically.
 
 1. Trains ``examples/cstr/train.yaml`` (PPO, 1 env runner x 16 envs, one sidecar sim server,
-   20 minutes; ``--max-time 600`` for the 10-minute figure) with ``launcher.train.train()``; the run folder goes to ``runs/``
-   under the current folder (git-ignored), as ``simgym train`` would put it.
+   20 minutes; ``--max-time 600`` for the 10-minute figure) with ``launcher.train.train()``;
+   the run folder goes to ``runs/`` under the current folder (git-ignored), as ``simgym
+   train`` would put it.
 2. Loads the final checkpoint's policy with ``RLModule.from_checkpoint`` (no Ray) and drives a
    ``gymclient.SimEnv`` through a real ``simserver`` hosting ``examples/cstr/sim.py:CSTR``; the
    deterministic action is the mean of the Gaussian (first half of ``action_dist_inputs``).

@@ -24,8 +24,9 @@ unmeasured, then ``--seconds`` measured; env steps/s come from RLlib's
 
 A configuration is ``local`` or ``bridge`` with optional
 ``:envs=N,runners=N,servers=N,wait=S,algo=NAME`` (servers: bridge only; wait: IMPALA's
-``timeout_s_sampler_manager``, seconds the driver blocks for samples instead of polling). Ratios pair each bridge configuration with the local one of the
-same algorithm, runners, envs and wait when it was measured, else with the first local one.
+``timeout_s_sampler_manager``, seconds the driver blocks for samples instead of polling).
+Ratios pair each bridge configuration with the local one of the same algorithm, runners, envs
+and wait when it was measured, else with the first local one.
 """
 
 from __future__ import annotations
