@@ -8,6 +8,11 @@ simgym's env, Ray or torch (``gymclient.agent`` needs onnxruntime only)::
       → float32 observation → the RLlib module → deterministic action (the Gaussian's mean)
       → clipped to [-1, 1] → scaled to the declared action ranges (float64 [batch] each)
 
+A second graph, ``policy.onnx``, holds the network alone (normalised float32 observation →
+clipped mean action): ``Agent.act`` computes the few scalar operations around it in Python
+for a single state, because onnxruntime spends about a microsecond on every node and the
+derived observations alone can be dozens of nodes.
+
 It is exactly what the env does in training (``DeclarativeCodec.encode``/``decode``), and
 the export is verified against that path — the spec's codec plus the RLlib module in
 torch — on random states before anything is written. Reference-style specs
@@ -30,7 +35,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from gymclient.agent import FORMAT, MANIFEST, MODEL
+from gymclient.agent import CORE_MODEL, FORMAT, MANIFEST, MODEL, Agent
 from gymclient.errors import SimgymError
 from gymclient.expr import parse
 from gymclient.spec import EnvSpec
@@ -272,6 +277,36 @@ def build_graph_module(spec: EnvSpec, module: Any) -> Any:
     return Policy().eval()
 
 
+def build_core_module(spec: EnvSpec, module: Any) -> Any:
+    """A ``torch.nn.Module``: normalised float32 observations in, clipped mean actions out."""
+    import torch
+
+    n_act = len(spec.actions)
+    # RLlib's default module (separate actor encoder, MLP head): call the layers directly.
+    # forward_inference also clips and re-concatenates the log-std half, ~25 more graph
+    # nodes for an output the deterministic action does not use. Anything else: the
+    # module's own forward_inference (the export verifies either way).
+    encoder = getattr(getattr(module, "encoder", None), "actor_encoder", None)
+    head = getattr(getattr(module, "pi", None), "net", None)
+
+    def dist_inputs(obs: Any) -> Any:
+        if encoder is not None and head is not None:
+            from ray.rllib.core.models.base import ENCODER_OUT
+
+            return head(encoder({"obs": obs})[ENCODER_OUT])
+        return module.forward_inference({"obs": obs})["action_dist_inputs"]
+
+    class Core(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.module = module
+
+        def forward(self, obs: Any) -> Any:
+            return torch.clamp(dist_inputs(obs)[..., :n_act], -1.0, 1.0)
+
+    return Core().eval()
+
+
 # ---------------------------------------------------------------- verification
 
 
@@ -375,21 +410,40 @@ def export_run(
             dynamo=False,
         )
 
+    core = out / CORE_MODEL
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            build_core_module(spec, module),
+            (torch.zeros(2, len(spec.observations), dtype=torch.float32),),
+            str(core),
+            input_names=["obs"],
+            output_names=["action"],
+            dynamic_axes={"obs": {0: "batch"}, "action": {0: "batch"}},
+            opset_version=OPSET,
+            dynamo=False,
+        )
+
     rng = np.random.default_rng(seed)
     states = sample_states(spec, samples, rng)
     expected = reference_actions(spec, module, states)
-    got = _onnx_actions(model, states)
     # Compared in the agent's own units ([-1, 1]): a float32 network's rounding, not the
     # action's physical scale, decides what "equal" means.
     half = np.array([(r.max - r.min) / 2.0 for r in spec.actions.values()])
-    diff_physical = float(np.max(np.abs(got - expected))) if expected.size else 0.0
-    diff = float(np.max(np.abs(got - expected) / half)) if expected.size else 0.0
-    if not diff <= TOLERANCE:
-        model.unlink(missing_ok=True)
-        raise ExportError(
-            f"the ONNX graph differs from the RLlib module by {diff:.3g} (> {TOLERANCE}, in "
-            f"[-1, 1] action units) on {samples} random states; nothing was written"
-        )
+
+    def refuse(what: str, got: np.ndarray) -> tuple[float, float]:
+        diff_physical = float(np.max(np.abs(got - expected))) if expected.size else 0.0
+        diff = float(np.max(np.abs(got - expected) / half)) if expected.size else 0.0
+        if not diff <= TOLERANCE:
+            model.unlink(missing_ok=True)
+            core.unlink(missing_ok=True)
+            raise ExportError(
+                f"{what} differs from the RLlib module by {diff:.3g} (> {TOLERANCE}, in "
+                f"[-1, 1] action units) on {samples} random states; nothing was written"
+            )
+        return diff, diff_physical
+
+    diff, diff_physical = refuse("the ONNX graph", _onnx_actions(model, states))
 
     manifest: dict[str, Any] = {
         "format": FORMAT,
@@ -427,7 +481,22 @@ def export_run(
             "tolerance": TOLERANCE,
         },
     }
+    manifest["core_model"] = CORE_MODEL
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    # What users call: Agent.act (Python around policy.onnx, one state at a time).
+    agent = Agent(out)
+    singles = np.array(
+        [
+            [agent.act({n: float(v[i]) for n, v in states.items()})[a] for a in actions]
+            for i in range(min(samples, 500))
+        ]
+    ).reshape(-1, len(actions))
+    expected = expected[: len(singles)]
+    try:
+        refuse("Agent.act (policy.onnx)", singles)
+    except ExportError:
+        (out / MANIFEST).unlink(missing_ok=True)
+        raise
     return ExportResult(out=out, model=model, manifest=manifest, max_abs_diff=diff)
 
 

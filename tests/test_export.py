@@ -118,8 +118,37 @@ def test_onnx_matches_the_rllib_module_on_fresh_random_states(agent_dir, run_dir
     # One state at a time gives the same as the batch.
     for i in range(5):
         single = load_agent(agent_dir).act({"x": states["x"][i], "t": states["t"][i], "extra": 1})
-        assert single["u"] == pytest.approx(got[i], abs=1e-9)
+        assert single["u"] == pytest.approx(got[i], abs=1e-6)
     assert np.all(np.abs(got) <= 1.0)
+
+
+def test_single_state_fast_path_is_the_graph(agent_dir, tmp_path):
+    """act() (Python arithmetic + policy.onnx) agrees with agent.onnx, with and without it."""
+    import shutil
+
+    manifest = json.loads((agent_dir / "manifest.json").read_text())
+    assert manifest["core_model"] == "policy.onnx" and (agent_dir / "policy.onnx").is_file()
+    agent = load_agent(agent_dir)
+    assert agent._core is not None
+    rng = np.random.default_rng(7)
+    # t < -1 makes log(1 + t) fail in Python (the graph gives NaN → 0): act() must fall back.
+    xs = np.concatenate([rng.uniform(-12, 12, 150), [-1e3, 1e3, 0.0]])
+    ts = np.concatenate([rng.uniform(-10, 10, 150), [0.5, -5.0, -1.0]])
+    batch = agent.act_batch({"x": xs, "t": ts})["u"]
+    singles = np.array([agent.act({"x": x, "t": t})["u"] for x, t in zip(xs, ts, strict=True)])
+    np.testing.assert_allclose(singles, batch, atol=1e-6, rtol=0)
+    assert np.any(ts < -1) and np.all(np.abs(singles) <= 1.0)
+
+    # An agent folder from before policy.onnx: the full graph answers every call.
+    old = tmp_path / "old"
+    shutil.copytree(agent_dir, old)
+    (old / "policy.onnx").unlink()
+    del manifest["core_model"]
+    (old / "manifest.json").write_text(json.dumps(manifest))
+    legacy = load_agent(old)
+    assert legacy._core is None
+    for x, t, expected in zip(xs[:10], ts[:10], batch[:10], strict=True):
+        assert legacy.act({"x": x, "t": t})["u"] == pytest.approx(expected, abs=1e-9)
 
 
 def test_act_errors_name_the_field(agent_dir):
