@@ -148,7 +148,7 @@ class Agent:
         except Exception:  # a manifest this version cannot follow: the full graph still can
             return None
         # Per observation: (state index or compiled expression, min, 2 / (max - min)).
-        plan = [
+        plan: list[tuple[Any, float, float]] = [
             (column, float(o["min"]), 2.0 / (float(o["max"]) - float(o["min"])))
             for column, o in zip(columns, observations, strict=True)
         ]
