@@ -163,3 +163,44 @@ def test_action_expr_is_refused(tmp_path):
     text = GOOD.replace("u: {min: -2, max: 2}", "u: {min: -2, max: 2, expr: 'x'}")
     with pytest.raises(SpecError, match="expr is for observations only"):
         load_spec(_write(tmp_path, text))
+
+
+def test_compiled_observer_matches_the_codec_on_the_cstr_spec():
+    """The agent's generated single-state observer does the codec's arithmetic exactly."""
+    import math
+
+    from gymclient.expr import compile_observer
+
+    spec = load_spec(SIMS.parent.parent / "examples" / "cstr" / "spec.yaml")
+    from examples.cstr.sim import CSTR
+
+    names = list(CSTR.state_names)
+    index = {n: i for i, n in enumerate(names)}
+    codec = DeclarativeCodec(spec.model_copy(update={"reward": None}), names, list(spec.actions))
+    observe = compile_observer(
+        [
+            (r.expr, None if r.expr else index[n], r.min, r.max)
+            for n, r in spec.observations.items()
+        ],
+        index,
+    )
+    rng = np.random.default_rng(0)
+    compared = 0
+    for _ in range(300):
+        values = [float(v) for v in rng.uniform(1.0, 400.0, len(names))]
+        values[index["Cref_next"]] = float(rng.uniform(2.0, 8.57))
+        values[index["Cref_preview"]] = float(rng.uniform(2.0, 8.57))
+        obs, _ = codec.observe(dict(zip(names, values, strict=True)), values)
+        got = np.array(observe(values), dtype=np.float32)
+        np.testing.assert_array_equal(got, obs)
+        compared += 1
+    assert compared == 300
+    # Shared subexpressions are computed once, and Python's math errors surface (the agent
+    # then falls back to the graph's IEEE arithmetic).
+    values[index["Cref_next"]] = 10.0  # log(c / (10 - c)): division by zero
+    with pytest.raises(ArithmeticError):
+        observe(values)
+    bad = compile_observer([("log(x)", None, 0.0, 1.0)], {"x": 0})
+    assert bad([math.e**0.5]) == [0.0]  # (0.5 - 0) * 2 - 1
+    assert compile_observer([(None, 0, 0.0, 1.0)], {"x": 0})([float("nan")]) == [0.0]
+    assert compile_observer([(None, 0, 0.0, 1.0)], {"x": 0})([7.0]) == [1.0]
