@@ -204,3 +204,30 @@ def test_cstr_baselines_score_near_the_published_figures():
     assert 0.45 < score(ctl.PI, 0) < 0.65
     assert 0.12 < score(ctl.GainScheduledPI, 0) < 0.22
     assert 0.2 < score(ctl.GainScheduledPI, 5) < 0.4
+
+
+def test_cstr_assessment_baselines_through_simgym_evaluate(tmp_path):
+    """The shipped assessment file's shape (grid, seeds, plot panels) on the CSTR sample."""
+    shipped = yaml.safe_load((CSTR / "assessment.yaml").read_text())
+    scen = tmp_path / "assessment.yaml"
+    shipped["scenarios"][0]["grid"] = {"Cref_signal": [2], "noise_percentage": [0, 5]}
+    shipped["scenarios"][0]["seeds"] = [0]
+    scen.write_text(yaml.safe_dump(shipped))
+    out = tmp_path / "eval"
+    proc = simgym("evaluate", "--spec", str(CSTR / "spec.yaml"), "--scenarios", str(scen),
+                  "--baseline", f"{CSTR / 'controllers.py'}:zero",
+                  "--baseline", f"{CSTR / 'controllers.py'}:GainScheduledPI",
+                  "--out", str(out))  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "Overall" in proc.stdout and "GainScheduledPI" in proc.stdout
+    rows = list(csv.DictReader((out / "episodes.csv").open()))
+    assert len(rows) == 4  # 2 controllers x 2 scenarios x 1 seed
+    final = {(r["controller"], r["scenario"]): float(r["final_kpi_rms_conc_error"]) for r in rows}
+    zero = [v for (c, _), v in final.items() if c == "zero"]
+    pi = [v for (c, _), v in final.items() if c == "GainScheduledPI"]
+    assert all(v > 3.0 for v in zero)  # the zero action never follows the ramp
+    assert all(v < 0.6 for v in pi) and max(pi) < min(zero) / 5
+    for r in rows:
+        assert int(r["length"]) == 91 and r["terminated"] == "0" and not r["error"]
+    plots = sorted(p.name for p in (out / "plots").glob("*.png"))
+    assert len(plots) == 2 and all((out / "plots" / p).stat().st_size > 10_000 for p in plots)
