@@ -39,6 +39,7 @@ the final value of each ``log_states`` entry (e.g. ``kpi_rms_conc_error``).
 from __future__ import annotations
 
 import csv
+import importlib.util
 import itertools
 import json
 import math
@@ -631,8 +632,17 @@ def plot_scenarios(
     state_names: list[str],
     action_names: list[str],
 ) -> list[Path]:
-    """One PNG per scenario: its first seed, every controller overlaid, one panel per row."""
-    import matplotlib
+    """One PNG per scenario: its first seed, every controller overlaid, one panel per row.
+
+    Raises:
+        EvaluationError: matplotlib is not installed (it comes with the train extra).
+    """
+    try:
+        import matplotlib
+    except ImportError:
+        raise EvaluationError(
+            "plots need matplotlib: pip install 'simgym[train]' (or matplotlib)"
+        ) from None
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -772,6 +782,11 @@ def evaluate(
     else:
         raise EvaluationError("give a run folder, or --spec to evaluate baselines only")
     scen = load_scenarios(scenarios_path, spec)
+    if plots and importlib.util.find_spec("matplotlib") is None:
+        # Said before any episode runs, not after the work is done.
+        raise EvaluationError(
+            "plots need matplotlib: pip install 'simgym[train]' (or matplotlib), or pass --no-plots"
+        )
     controllers: list[Controller] = []
     if run_dir is not None and agent:
         from launcher.export import load_module, resolve_checkpoint
