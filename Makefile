@@ -4,6 +4,11 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.simgym-installed
+# torch==2.13.0 from plain PyPI is the CUDA build on Linux x86_64 (several GB). Where pip has no
+# CPU wheel at hand (this workplace keeps one on disk), point it at PyTorch's CPU index:
+#   make demo TORCH_INDEX=https://download.pytorch.org/whl/cpu
+TORCH_INDEX ?=
+PIP_TORCH := $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX),)
 
 .PHONY: demo test test-all lint proto bench clean ci-setup
 
@@ -11,7 +16,7 @@ $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "simgym needs Python >= 3.11 (found " + sys.version.split()[0] + "); set PYTHON=python3.11")'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[dev,train,infer,aml]"
+	$(BIN)/python -m pip install --quiet $(PIP_TORCH) -e ".[dev,train,infer,aml]"
 	@touch $(STAMP)
 
 ## demo: the CSTR sample checked on loopback, then trained briefly (the PPO recipe, sidecar sims).
