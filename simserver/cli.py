@@ -20,7 +20,7 @@ from simserver.server import (
     SimServer,
     write_address_file,
 )
-from simserver.stdio import capture_sim_output
+from simserver.stdio import redirect_sim_output
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 
@@ -118,6 +118,10 @@ def serve(
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         filename=str(log_file) if log_file else None,
     )
+    # Before the sim is imported, built and probed: anything it prints then (at import, in
+    # its constructor, in the probing reset) must land in the log, never on stdout before
+    # the address a launcher reads as the first line.
+    announce = redirect_sim_output(log_file)
     try:
         if token_file is not None:
             token = token_file.read_text().strip()
@@ -146,11 +150,9 @@ def serve(
     except (ConfigError, LoadError, OSError) as exc:
         _fail(str(exc))
         return
-    for address in addresses:
-        print(address, flush=True)
+    announce(addresses)
     if address_file is not None:
         write_address_file(str(address_file), addresses[0])
-    capture_sim_output()
 
     def on_signal(signum: int, _frame: Any) -> None:
         logging.getLogger("simserver").info("signal %d: shutting down", signum)

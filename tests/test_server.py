@@ -191,6 +191,40 @@ def test_chatty_sim_does_not_block(tmp_path):
         proc.wait(10)
 
 
+@pytest.mark.parametrize("log_to", ["file", "stderr"])
+def test_prints_before_serving_never_precede_the_address(tmp_path, log_to):
+    # loud.py prints (print and os.write(1, ...)) at import, in its constructor and in the
+    # probing reset: all before the server knows its address. The first stdout line must
+    # still be the address, and every print must be in the log.
+    log_file = tmp_path / "server.log"
+    args = ["--log-file", str(log_file)] if log_to == "file" else []
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "simserver", "loud.py:Loud", "--port", "0", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=SIMS,
+    )
+    try:
+        assert proc.stdout is not None
+        first = proc.stdout.readline().strip()
+        assert first.startswith("127.0.0.1:") and int(first.rsplit(":", 1)[1]) > 0, first
+        with Connection(first) as conn:
+            s = conn.open()
+            s.reset({})  # prints again, while serving
+            assert s.step([1.0]).states[0] == 1.0
+        # Nothing else ever reaches stdout: it is closed after the address.
+        assert proc.stdout.read() == ""
+    finally:
+        proc.terminate()
+        _, stderr = proc.communicate(timeout=15)
+    log = log_file.read_text() if log_to == "file" else stderr
+    for where in ("at import", "in the constructor", "in reset"):
+        assert f"loud: printed {where}" in log, log
+        assert f"loud: fd 1 {where}" in log, log
+    assert "loud: partial line" in log
+
+
 def test_nonfinite_states_are_reported(start_server):
     server = start_server("toy.py:NaNSim")
     with Connection(server.address) as conn:
