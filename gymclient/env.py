@@ -75,7 +75,8 @@ class SimEnv(gym.Env[np.ndarray, np.ndarray]):
     Args:
         config: A dict (or RLlib ``EnvContext``) with ``spec`` (path or ``EnvSpec``),
             and optionally ``address``/``addresses`` (override the spec's),
-            ``timeout``, ``token``, ``client``. Keyword arguments are merged in.
+            ``timeout``, ``reset_timeout``, ``token``, ``client``. Keyword arguments are
+            merged in.
 
     Observations and actions are float32 Boxes in [-1, 1]. ``info`` carries the
     raw ``states`` dict, per-observation clip counts for the episode
@@ -105,6 +106,7 @@ class SimEnv(gym.Env[np.ndarray, np.ndarray]):
         self._options = connect_options(
             self.spec_,
             timeout=cfg.get("timeout"),
+            reset_timeout=cfg.get("reset_timeout"),
             token=cfg.get("token"),
             connect_timeout=cfg.get("connect_timeout"),
         )
@@ -198,7 +200,14 @@ class SimEnv(gym.Env[np.ndarray, np.ndarray]):
         sim_seed = int(self.np_random.integers(2**31 - 1))
         if options and "sim_seed" in options:
             sim_seed = int(options["sim_seed"])
-        transition = self._run(self._reset_action, (config, sim_seed))
+        try:
+            transition = self._run(self._reset_action, (config, sim_seed))
+        except RemoteError:
+            # The session is unusable now: a hung reset keeps it busy (ServerBusy for every
+            # later call), a crashed server lost it. The next reset starts on a new one.
+            self.totals["sim_errors"] += 1
+            self._needs_reopen = True
+            raise
         self._steps = 0
         self._episode_clips = [0] * len(self._episode_clips)
         self.totals["episodes"] += 1

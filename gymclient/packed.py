@@ -112,13 +112,20 @@ class PackedStream:
 
     Args:
         connection: The server's connection (channel, token).
-        timeout: Seconds a reply may take; later, the call is cancelled and ``receive``
-            raises ``SimTimeout``. The call is then over: open a new stream.
+        timeout: Seconds a reply may take by default; later, the call is cancelled and
+            ``receive`` raises ``SimTimeout``. The call is then over: open a new stream.
+        reset_timeout: The other allowance ``send`` will be given (for rounds with resets),
+            so that the watchdog never sleeps past the shorter of the two.
     """
 
-    def __init__(self, connection: Connection, timeout: float) -> None:
+    def __init__(
+        self, connection: Connection, timeout: float, reset_timeout: float | None = None
+    ) -> None:
         self.connection = connection
         self.timeout = timeout
+        # The watchdog's idle sleep: no allowance a request gets is shorter than this.
+        self._idle = min(timeout, reset_timeout) if reset_timeout is not None else timeout
+        self._budget = timeout  # the allowance of the reply awaited, for the error message
         self.alive = True
         self._requests: queue.SimpleQueue[pb.PackedRequest | None] = queue.SimpleQueue()
         # No deadline on the call itself: it lives as long as the env; messages have theirs.
@@ -134,9 +141,13 @@ class PackedStream:
         )
         self._watchdog.start()
 
-    def send(self, request: pb.PackedRequest) -> None:
-        """Send one request; its reply is due within ``timeout``."""
-        self._deadline = time.monotonic() + self.timeout
+    def send(self, request: pb.PackedRequest, timeout: float | None = None) -> None:
+        """Send one request; its reply is due within ``timeout`` (default: the stream's)."""
+        budget = self.timeout if timeout is None else timeout
+        if budget < self._idle:  # keep the watchdog's idle sleep no longer than any deadline
+            self._idle = budget
+        self._budget = budget
+        self._deadline = time.monotonic() + budget
         self._requests.put(request)
 
     def receive(self) -> pb.PackedReply:
@@ -153,7 +164,7 @@ class PackedStream:
             if self._expired:
                 code, details = (
                     grpc.StatusCode.DEADLINE_EXCEEDED,
-                    f"no reply within {self.timeout:g} s",
+                    f"no reply within {self._budget:g} s",
                 )
             else:
                 code, details = exc.code(), exc.details() or ""
@@ -171,7 +182,7 @@ class PackedStream:
         return reply
 
     def _watch(self) -> None:
-        # Sleeps until the awaited reply's deadline (or a whole timeout when none is
+        # Sleeps until the awaited reply's deadline (or the shortest allowance when none is
         # awaited: a new request's deadline is never earlier than that), so an idle or
         # healthy stream costs one wake-up per `timeout` seconds.
         while self.alive:
@@ -181,7 +192,7 @@ class PackedStream:
                 self._expired = True
                 self._call.cancel()
                 return
-            if self._closed.wait(deadline - now if deadline else self.timeout):
+            if self._closed.wait(deadline - now if deadline else self._idle):
                 return
 
     def close(self) -> None:
@@ -209,9 +220,12 @@ class AioPackedStream:
     on the loop cancels a late reply.
     """
 
-    def __init__(self, connection: Connection, timeout: float) -> None:
+    def __init__(
+        self, connection: Connection, timeout: float, reset_timeout: float | None = None
+    ) -> None:
         self.connection = connection
         self.timeout = timeout
+        self._budget = timeout  # the allowance of the queued request
         self.alive = True
         self._loop = _thread_loop()
         self._request: pb.PackedRequest | None = None
@@ -225,15 +239,16 @@ class AioPackedStream:
         stub = pb_grpc.SimulatorStub(self._channel)
         self._call = stub.PackedStream(metadata=self.connection._metadata)
 
-    def send(self, request: pb.PackedRequest) -> None:
-        """Queue one request; ``receive`` sends it and waits for its reply."""
+    def send(self, request: pb.PackedRequest, timeout: float | None = None) -> None:
+        """Queue one request; ``receive`` sends it and waits ``timeout`` for its reply."""
         self._request = request
+        self._budget = self.timeout if timeout is None else timeout
 
     def receive(self) -> pb.PackedReply:
         """Send the queued request and return its reply (see ``PackedStream.receive``)."""
         request, self._request = self._request, None
         loop = self._loop
-        timer = loop.call_later(self.timeout, self._expire)
+        timer = loop.call_later(self._budget, self._expire)
         try:
             reply = loop.run_until_complete(self._exchange(request))
         except (grpc.RpcError, asyncio.CancelledError, _WriteFailed) as exc:
@@ -241,7 +256,7 @@ class AioPackedStream:
             if self._expired:
                 code, details = (
                     grpc.StatusCode.DEADLINE_EXCEEDED,
-                    f"no reply within {self.timeout:g} s",
+                    f"no reply within {self._budget:g} s",
                 )
             elif isinstance(exc, _WriteFailed):
                 code, details = grpc.StatusCode.UNAVAILABLE, f"the stream broke ({exc})"
@@ -317,8 +332,9 @@ class PackedLane:
         self.mode = "packed"
         self._ids = [s.id for s in self.sessions]
         self._stream: PackedStream | AioPackedStream | None = None
-        # A unary round in flight: (method, request) and, when overlapping, its future.
-        self._unary: tuple[str, Any] | None = None
+        # A unary round in flight: (method, request, deadline in seconds) and, when
+        # overlapping, its future.
+        self._unary: tuple[str, Any, float] | None = None
         self._future: Any = None
         self._sent: tuple[list[float], Mapping[int, Reset]] | None = None
 
@@ -425,12 +441,16 @@ class PackedLane:
 
     def _start(self, actions: list[float], resets: Mapping[int, Reset], *, overlap: bool) -> None:
         self._sent = (actions, resets)
+        options = self.connection.options
+        # A round that resets any slot waits as long as a reset may take (`reset_timeout`:
+        # sims often load a scenario or warm up there); pure step rounds wait `timeout`.
+        timeout = options.reset_timeout if resets else options.timeout
         if self.mode == "batch":
-            self._begin_unary("Batch", self._batch_request(actions, resets), overlap)
+            self._begin_unary("Batch", self._batch_request(actions, resets), overlap, timeout)
             return
         request = self._request(actions, resets)
         if not self.stream:
-            self._begin_unary("PackedBatch", request, overlap)
+            self._begin_unary("PackedBatch", request, overlap, timeout)
             return
         if self.aio and _loop_running():
             # Our private loop cannot run inside another one (e.g. a notebook, an async
@@ -439,32 +459,28 @@ class PackedLane:
             self.close()
         if self._stream is None or not self._stream.alive:
             kind = AioPackedStream if self.aio else PackedStream
-            self._stream = kind(self.connection, self.connection.options.timeout)
-        self._stream.send(request)
+            self._stream = kind(self.connection, options.timeout, options.reset_timeout)
+        self._stream.send(request, timeout)
 
-    def _begin_unary(self, method: str, request: Any, overlap: bool) -> None:
+    def _begin_unary(self, method: str, request: Any, overlap: bool, timeout: float) -> None:
         # Overlapping rounds need futures; a lone round blocks, which costs ~100 µs less.
         conn = self.connection
-        self._unary = (method, request)
+        self._unary = (method, request, timeout)
         self._future = (
-            getattr(conn._stub, method).future(
-                request, timeout=conn.options.timeout, metadata=conn._metadata
-            )
+            getattr(conn._stub, method).future(request, timeout=timeout, metadata=conn._metadata)
             if overlap
             else None
         )
 
     def _finish_unary(self) -> Any:
         assert self._unary is not None
-        (method, request), self._unary = self._unary, None
+        (method, request, timeout), self._unary = self._unary, None
         future, self._future = self._future, None
         conn = self.connection
         try:
             if future is not None:
                 return future.result()
-            return getattr(conn._stub, method)(
-                request, timeout=conn.options.timeout, metadata=conn._metadata
-            )
+            return getattr(conn._stub, method)(request, timeout=timeout, metadata=conn._metadata)
         except grpc.RpcError as exc:
             raise from_status(
                 exc.code(), exc.details() or "", address=conn.address, call=method

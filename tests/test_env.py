@@ -182,6 +182,51 @@ def test_hung_sim_times_out_within_the_deadline(start_server, transport):
         env.close()
 
 
+def _timeouts(spec, **timeouts):
+    return spec.model_copy(update={"sim": spec.sim.model_copy(update=timeouts)})
+
+
+@pytest.mark.parametrize("transport", ["stream", "aio", "unary"])
+def test_resets_get_reset_timeout_not_the_step_deadline(start_server, transport):
+    # A 2 s reset under `timeout: 0.5, reset_timeout: 10`: the reset's deadline applies,
+    # while a step still gets the short one.
+    spec = _timeouts(load_spec(SPEC), timeout=0.5, reset_timeout=10.0)
+    server = start_server("faults.py:SlowReset")
+    env = _env(spec, server.address, transport=transport)
+    try:
+        started = time.monotonic()
+        _, info = env.reset(seed=0, options={"config": {"delay": 2.0}})
+        assert time.monotonic() - started >= 2.0 and info["states"]["t"] == 0.0
+        assert env.step(np.zeros(1, np.float32))[4]["states"]["t"] == 1.0
+    finally:
+        env.close()
+    vec = SimVectorEnv(spec, 2, [server.address], timeout=0.5, reset_timeout=10.0)
+    try:
+        obs, _ = vec.reset(seed=0, options={"config": {"delay": 1.0}})
+        assert obs.shape == (2, 2)
+    finally:
+        vec.close()
+
+
+@pytest.mark.parametrize("transport", ["stream", "unary"])
+def test_failed_reset_reopens_the_session(start_server, transport):
+    # A reset past its deadline leaves the server's session busy in the sim: the next
+    # reset must start on a new session, not get ServerBusy from the old one.
+    spec = _timeouts(load_spec(SPEC), timeout=5.0, reset_timeout=0.5)
+    server = start_server("faults.py:SlowReset")
+    env = _env(spec, server.address, transport=transport)
+    try:
+        first = env.session.id
+        with pytest.raises(SimTimeout):
+            env.reset(seed=0, options={"config": {"delay": 3.0}})
+        _, info = env.reset(seed=1, options={"config": {"x0": 0.5}})
+        assert info["states"]["x"] == 0.5
+        assert env.session.id != first and env.totals["reopens"] == 1
+        assert env.step(np.zeros(1, np.float32))[4]["states"]["t"] == 1.0
+    finally:
+        env.close()
+
+
 @pytest.mark.parametrize("transport", ["stream", "aio"])
 def test_server_killed_mid_episode_then_restarted(tmp_path, transport):
     """on_error: truncate — the episode ends, and the next reset reaches the restarted server."""

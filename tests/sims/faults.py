@@ -1,0 +1,48 @@
+"""Sims that are slow or wrong where ``toy.py``'s are not: in reset, the constructor, at reset."""
+
+import math
+import time
+
+
+class SlowReset:
+    """A 1-D integrator whose reset sleeps ``config['delay']`` seconds (0 by default)."""
+
+    action_names = ("u",)
+
+    def __init__(self, horizon=20):
+        self.horizon = horizon
+        self.x, self.t = 0.0, 0
+
+    def reset(self, config, seed=None):
+        time.sleep(float(config.get("delay", 0.0)))
+        self.x, self.t = float(config.get("x0", 0.0)), 0
+        return {"x": self.x, "t": float(self.t)}
+
+    def step(self, action):
+        self.x += action["u"]
+        self.t += 1
+        return {"x": self.x, "t": float(self.t)}
+
+    def truncation(self):
+        return self.t >= self.horizon
+
+
+class SlowCtor(SlowReset):
+    """Its constructor takes ``delay`` seconds (a sim loading a large model)."""
+
+    def __init__(self, delay=2.0):
+        time.sleep(delay)
+        super().__init__()
+
+
+class NaNAtReset(SlowReset):
+    """Returns NaN for x at every reset; its steps are finite again."""
+
+    def reset(self, config, seed=None):
+        out = super().reset(config, seed)
+        out["x"] = math.nan
+        return out
+
+    def step(self, action):
+        self.x = 0.0 if math.isnan(self.x) else self.x
+        return super().step(action)
