@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from gymclient.errors import SpecError, SpecMismatch
+from gymclient.errors import RewardError, SpecError, SpecMismatch
 from gymclient.expr import compile_expr
 from gymclient.spec import EnvSpec, Lesson, load_lessons
 
@@ -259,11 +259,19 @@ class DeclarativeCodec:
                 )
             return sim_reward, terminated, truncated
         if self._reward_fn is not None:
-            out = self._reward_fn(states, terminated, truncated)
-            if isinstance(out, tuple):  # reference-compatible (reward, terminated, truncated)
-                r, terminated, truncated = float(out[0]), bool(out[1]), bool(out[2])
-            else:
-                r = float(out)
+            # A user's function: any exception, or a result that is no number, is a spec
+            # problem to report as such, not a traceback from deep inside the env.
+            try:
+                out = self._reward_fn(states, terminated, truncated)
+            except Exception as exc:
+                raise self._reward_error(_raised(exc)) from exc
+            try:
+                if isinstance(out, tuple):  # reference-compatible (reward, terminated, truncated)
+                    r, terminated, truncated = float(out[0]), bool(out[1]), bool(out[2])
+                else:
+                    r = float(out)
+            except (TypeError, ValueError, IndexError):
+                raise self._reward_error(_not_a_reward(out)) from None
         else:
             assert self._reward_state is not None
             r = float(states[self._reward_state])
@@ -271,6 +279,10 @@ class DeclarativeCodec:
         if terminated:
             r += spec.terminal
         return r, terminated, truncated
+
+    def _reward_error(self, problem: str) -> RewardError:
+        function = self.spec.reward.function if self.spec.reward else ""
+        return RewardError(f"{self.spec.source}: reward.function: {function} {problem}")
 
 
 class ReferenceCodec:
@@ -338,10 +350,35 @@ class ReferenceCodec:
     def reward(
         self, states: dict[str, float], terminated: bool, truncated: bool, sim_reward: float | None
     ) -> tuple[float, bool, bool]:
-        r, terminated, truncated = self._rl.compute_reward_term_and_trun(
-            states, terminated, truncated
-        )
-        return float(r), bool(terminated), bool(truncated)
+        where = f"{self.spec.source}: rl_sim_spec: {self.spec.rl_sim_spec}"
+        try:
+            out = self._rl.compute_reward_term_and_trun(states, terminated, truncated)
+        except Exception as exc:
+            raise RewardError(f"{where} compute_reward_term_and_trun {_raised(exc)}") from exc
+        try:
+            r, terminated, truncated = out
+            return float(r), bool(terminated), bool(truncated)
+        except (TypeError, ValueError):
+            raise RewardError(
+                f"{where} compute_reward_term_and_trun returned {_short(out)}; it must return "
+                "(reward, terminated, truncated)"
+            ) from None
+
+
+def _raised(exc: Exception) -> str:
+    return f"raised {type(exc).__name__}: {exc}"
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _not_a_reward(out: Any) -> str:
+    return (
+        f"returned {_short(out)}; a reward function returns a number or "
+        "(reward, terminated, truncated)"
+    )
 
 
 def build_codec(spec: EnvSpec, state_names: list[str], action_names: list[str]) -> Codec:

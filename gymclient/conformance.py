@@ -29,6 +29,7 @@ from gymclient.errors import (
     InvalidRequest,
     ProtocolMismatch,
     RemoteError,
+    RewardError,
     SessionLost,
     SimgymError,
 )
@@ -254,6 +255,7 @@ def run_episodes(
     clips_before = env.clip_totals.copy()
     sim_before = env.totals["sim_seconds"]
     env.action_space.seed(seed)
+    reward_failed = False
     started = time.perf_counter()
     for ep in range(episodes):
         try:
@@ -266,6 +268,12 @@ def run_episodes(
         for _ in range(max_steps):
             try:
                 obs, reward, term, trunc, info = env.step(env.action_space.sample())
+            except RewardError as exc:
+                # The spec's reward, not the sim, failed: a failed check, and every further
+                # episode would only fail the same way.
+                report.checks.append(Check("reward function", False, str(exc)))
+                reward_failed = True
+                break
             except SimgymError as exc:
                 report.sim_errors.append(f"episode {ep} step {length + 1}: {exc}")
                 break
@@ -281,6 +289,8 @@ def run_episodes(
                 report.terminated += int(term)
                 report.truncated += int(trunc)
                 break
+        if reward_failed:  # no episode statistics to speak of
+            break
         report.episodes += 1
         report.steps += length
         report.lengths.append(length)
@@ -440,6 +450,8 @@ class ConformanceSuite:
             run_episodes(env, report, self.episodes, seed=0)
         finally:
             env.close()
+        failed = [f"{c.name}: {c.detail}" for c in report.checks if not c.ok]
+        assert not failed, failed
         assert not report.sim_errors, report.sim_errors
         assert not report.nonfinite, f"{report.nonfinite} steps returned non-finite states"
         assert report.episodes == self.episodes

@@ -22,6 +22,14 @@ class SpecMismatch(SimgymError):
     """The spec and the sim disagree (an observation name the sim does not have, ...)."""
 
 
+class RewardError(SimgymError):
+    """The spec's reward function raised or returned something that is not a reward.
+
+    The message names the spec file, the key (``reward.function`` or ``rl_sim_spec``), the
+    function and the exception, so a bad reward reads as a configuration error.
+    """
+
+
 class RemoteError(SimgymError):
     """A call to a sim server failed. ``code`` is the gRPC status."""
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import textwrap
@@ -40,6 +41,33 @@ def test_check_unsound_integration_exits_one(tmp_path):
     proc = simgym("check", str(spec), "--episodes", "2")
     assert proc.returncode == 1
     assert "NOT SOUND" in proc.stdout and "ZeroDivisionError" in proc.stdout
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ('return -abs(states["nope"])', "raised KeyError: 'nope'"),
+        ("pass", "returned None"),
+    ],
+)
+def test_check_reports_a_bad_reward_function(tmp_path, body, message):
+    (tmp_path / "toy.py").write_text((SIMS / "toy.py").read_text())
+    (tmp_path / "bad_reward.py").write_text(
+        f"def reward(states, terminated, truncated):\n    {body}\n"
+    )
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(
+        (SIMS / "toy_spec.yaml").read_text().replace("reward.py:reward", "bad_reward.py:reward")
+    )
+    proc = simgym("check", str(spec), "--episodes", "2")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stdout + proc.stderr
+    assert "NOT SOUND" in proc.stdout
+    # The table folds long details over lines: compare without spaces and borders.
+    out = re.sub(r"[\s│]", "", proc.stdout)
+    assert "rewardfunction│FAIL" in re.sub(r"[^\S\n]", "", proc.stdout).replace("\n", "")
+    assert "reward.function:bad_reward.py:reward" in out, proc.stdout
+    assert message.replace(" ", "") in out, proc.stdout
 
 
 @pytest.mark.parametrize(
