@@ -69,6 +69,8 @@ class Report:
     action_names: list[str] = field(default_factory=list)
     checks: list[Check] = field(default_factory=list)
     episodes: int = 0
+    # Where non-finite states came from ("episode 0 reset: x"), one entry per transition.
+    nonfinite_at: list[str] = field(default_factory=list)
     steps: int = 0
     seconds: float = 0.0
     sim_seconds: float = 0.0
@@ -254,6 +256,8 @@ def run_episodes(
     raw = not spec.is_reference
     clips_before = env.clip_totals.copy()
     sim_before = env.totals["sim_seconds"]
+    # The env counts every reset and step with NaN/inf states, resets included.
+    nonfinite_before = env.totals["nonfinite"]
     env.action_space.seed(seed)
     reward_failed = False
     started = time.perf_counter()
@@ -263,6 +267,8 @@ def run_episodes(
         except SimgymError as exc:
             report.sim_errors.append(f"episode {ep} reset: {exc}")
             continue
+        if "simgym_error" in info:  # non-finite states at reset (the env counted them)
+            report.nonfinite_at.append(f"episode {ep} reset: {info['simgym_error']}")
         _track(obs_stats, info, None if raw else obs, env.codec)
         total, length = 0.0, 0
         for _ in range(max_steps):
@@ -280,10 +286,11 @@ def run_episodes(
             length += 1
             total += reward
             if "simgym_error" in info:
+                problem = f"episode {ep} step {length}: {info['simgym_error']}"
                 if "non-finite" in info["simgym_error"]:
-                    report.nonfinite += 1
+                    report.nonfinite_at.append(problem)
                 else:
-                    report.sim_errors.append(f"episode {ep} step {length}: {info['simgym_error']}")
+                    report.sim_errors.append(problem)
             _track(obs_stats, info, None if raw else obs, env.codec)
             if term or trunc:
                 report.terminated += int(term)
@@ -297,6 +304,7 @@ def run_episodes(
         report.returns.append(total)
     report.seconds += time.perf_counter() - started
     report.sim_seconds += env.totals["sim_seconds"] - sim_before
+    report.nonfinite += int(env.totals["nonfinite"] - nonfinite_before)
     clips = env.clip_totals - clips_before
     for (_name, stats), count in zip(obs_stats.items(), clips, strict=True):
         stats.clipped = int(count)
@@ -352,6 +360,18 @@ def check_integration(
                         warning=True,
                     )
                 )
+    if report.nonfinite:
+        where = "; ".join(report.nonfinite_at[:3])
+        more = len(report.nonfinite_at) - 3
+        report.checks.append(
+            Check(
+                "states are finite",
+                False,
+                f"{report.nonfinite} reset(s)/step(s) returned NaN/inf states"
+                + (f": {where}" if where else "")
+                + (f" (and {more} more)" if more > 0 else ""),
+            )
+        )
     if report.episodes and report.terminated + report.truncated == 0:
         report.checks.append(
             Check(

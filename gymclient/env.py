@@ -214,7 +214,10 @@ class SimEnv(gym.Env[np.ndarray, np.ndarray]):
         obs, info = self._observe(transition)
         info["config"] = config
         if transition.nonfinite:
-            self._on_nonfinite(transition)
+            # Counted and reported like a step's, but the episode has only begun: the agent
+            # sees 0 for those observations, and `info` says why.
+            bad = self._on_nonfinite(transition, "at reset")
+            info["simgym_error"] = f"non-finite states at reset: {', '.join(bad)}"
         return obs, info
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
@@ -230,8 +233,7 @@ class SimEnv(gym.Env[np.ndarray, np.ndarray]):
         states = info["states"]
         terminated, truncated = transition.terminated, transition.truncated
         if transition.nonfinite:
-            self._on_nonfinite(transition)
-            bad = [self.session.state_names[i] for i in transition.nonfinite]
+            bad = self._on_nonfinite(transition, f"at step {self._steps}")
             info["simgym_error"] = f"non-finite states: {', '.join(bad)}"
             return obs, 0.0, False, True, info
         reward, terminated, truncated = self.codec.reward(
@@ -259,16 +261,31 @@ class SimEnv(gym.Env[np.ndarray, np.ndarray]):
         self.totals["sim_seconds"] += transition.sim_seconds
         return obs, info
 
-    def _on_nonfinite(self, transition: Transition) -> None:
+    def _on_nonfinite(self, transition: Transition, when: str) -> list[str]:
+        """Count a transition with NaN/inf states; raise or log per ``on_nonfinite``.
+
+        Args:
+            transition: The reset or step that returned them.
+            when: ``"at reset"`` or ``"at step N"``, for the message.
+
+        Returns:
+            The names of the non-finite states.
+
+        Raises:
+            NonFiniteStateError: The spec says ``on_nonfinite: raise``.
+        """
         self.totals["nonfinite"] += 1
         bad = [self.session.state_names[i] for i in transition.nonfinite]
         message = (
             f"sim {self.session.info.sim_name} at {self.address} returned non-finite "
-            f"states: {', '.join(bad)}"
+            f"states: {', '.join(bad)} ({when})"
         )
         if self.spec_.on_nonfinite == "raise":
             raise NonFiniteStateError(message)
-        log.warning("%s; episode truncated", message)
+        # A step's NaN ends its episode; a reset's starts one whose observations show 0.
+        consequence = "observed as 0" if when == "at reset" else "episode truncated"
+        log.warning("%s; %s", message, consequence)
+        return bad
 
     def _failed(self, exc: RemoteError) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         self.totals["sim_errors"] += 1

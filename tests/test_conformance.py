@@ -45,3 +45,17 @@ def test_report_counts_clipping_and_stats():
     assert report.terminated + report.truncated == 5
     x = next(o for o in report.observations if o.name == "x")
     assert x.declared == (-10.0, 10.0) and x.seen_min <= x.seen_max
+
+
+def test_report_flags_nonfinite_states_at_reset(caplog):
+    # NaN only at reset: no step ever sees one, so only counting resets reveals it.
+    with ServerProcess("faults.py:NaNAtReset", workdir=SIMS) as server:
+        report = check_integration(str(SIMS / "toy_spec.yaml"), server.address, episodes=3)
+    assert not report.sound
+    assert report.nonfinite == 3
+    assert report.nonfinite_at[0] == "episode 0 reset: non-finite states at reset: x"
+    check = next(c for c in report.checks if c.name == "states are finite")
+    assert not check.ok and "episode 0 reset" in check.detail
+    # The log says what happened: not that a just-started episode was truncated.
+    warnings = [r.getMessage() for r in caplog.records if "non-finite" in r.getMessage()]
+    assert warnings and all("at reset" in w and "truncated" not in w for w in warnings)
