@@ -16,14 +16,20 @@ specs), not simgym's source; simgym itself is installed in the environment's ima
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import importlib.metadata
 import json
 import logging
 import os
 import re
 import shlex
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
+import zipfile
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,15 +41,20 @@ from gymclient.errors import SimgymError, SpecError
 from launcher.trainspec import TrainSpec, load_train_spec, parse_duration
 
 INSTALL_HINT = 'Azure ML support needs the aml extra: pip install "simgym[aml]"'
-REPO = Path(__file__).resolve().parent.parent
-DOCKER_DIR = REPO / "docker"
-# What the image installs of simgym: its packages and build metadata, nothing else.
+# The image files ship inside the package (package data), so a plain `pip install simgym`
+# can stage a build context; a source checkout's top-level docker/ links to this folder.
+DOCKER_DIR = Path(__file__).resolve().parent / "docker"
+# Where a source checkout would have simgym's pyproject.toml (site-packages in an install).
+SOURCE_ROOT = Path(__file__).resolve().parent.parent
+# What a wheel built from a checkout holds of simgym: its packages and build metadata.
 SOURCE_ITEMS = ("pyproject.toml", "README.md", "simserver", "gymclient", "launcher", "simgym")
 DOCKERFILES = {
     "sim": "sim.Dockerfile",
     "train": "train.Dockerfile",
     "train-gpu": "train-gpu.Dockerfile",
 }
+# Copied into every build context beside the Dockerfile (lock-<kind>.txt is added per kind).
+CONTEXT_FILES = ("install.sh", "lock.py", "constraints.txt", ".dockerignore")
 # Leave the job this long after training stops (final checkpoint, uploads, shutdown).
 WRAP_UP_SECONDS = 600.0
 
@@ -270,7 +281,7 @@ def plan_submission(spec_path: str | os.PathLike[str], options: Mapping[str, Any
             name=settings.environment,
             image=settings.image,
             description=f"simgym {__version__} training environment (existing image)",
-            tags=tags,
+            tags={**tags, SOURCE_TAG: f"image:{settings.image}"},
         )
         requirements = None
     else:
@@ -278,13 +289,8 @@ def plan_submission(spec_path: str | os.PathLike[str], options: Mapping[str, Any
         requirements = spec.path(settings.requirements) if settings.requirements else None
         if requirements is not None and not requirements.is_file():
             raise SpecError(spec.source, "aml.requirements", f"not found: {requirements}")
-        needed = (DOCKER_DIR / DOCKERFILES[kind], REPO / "pyproject.toml")
-        if not all(p.exists() for p in needed):
-            raise AmlError(
-                "building simgym's image needs a source checkout of simgym (docker/ and "
-                "pyproject.toml); pass --image with an image you built instead"
-            )
-        # Points at docker/ until a submission or a dry run stages the real build context.
+        # Points at the packaged docker/ files until a submission or a dry run stages the
+        # real build context (with simgym's wheel and the sim's requirements).
         environment = Environment(
             name=settings.environment,
             build=BuildContext(path=str(DOCKER_DIR), dockerfile_path=DOCKERFILES[kind]),
@@ -324,42 +330,176 @@ def plan_submission(spec_path: str | os.PathLike[str], options: Mapping[str, Any
 # ----------------------------------------------------------------------------- build context
 
 
-def stage_build_context(dest: Path, kind: str, requirements: Path | None = None) -> Path:
-    """A Docker build context for one of simgym's images, ready for ``docker build``/Azure ML.
+def source_checkout() -> Path | None:
+    """The source tree of simgym when this code runs from one (editable install), else None."""
+    pyproject = SOURCE_ROOT / "pyproject.toml"
+    if pyproject.is_file() and re.search(r'^name\s*=\s*"simgym"', pyproject.read_text(), re.M):
+        return SOURCE_ROOT
+    return None
 
-    ``dest`` gets ``Dockerfile`` (the kind's), ``install.sh``, ``constraints.txt``,
-    ``requirements.txt`` (the sim's, possibly empty) and ``simgym-src/`` (simgym's packages).
 
-    Raises:
-        AmlError: simgym's docker/ folder or source is not available in this install.
-    """
-    if kind not in DOCKERFILES:
-        raise AmlError(f"unknown image kind {kind!r} (one of {', '.join(DOCKERFILES)})")
-    dockerfile = DOCKER_DIR / DOCKERFILES[kind]
-    missing = [p for p in (dockerfile, REPO / "pyproject.toml") if not p.exists()]
-    if missing:
-        raise AmlError(
-            f"{missing[0]} not found: building simgym's image needs a source checkout of "
-            "simgym (or pass --image with an image you built)"
-        )
-    dest.mkdir(parents=True, exist_ok=True)
-    shutil.copy2(dockerfile, dest / "Dockerfile")
-    for name in ("install.sh", "constraints.txt", ".dockerignore"):
-        if (DOCKER_DIR / name).exists():
-            shutil.copy2(DOCKER_DIR / name, dest / name)
-    (dest / "requirements.txt").write_text(requirements.read_text() if requirements else "")
-    src = dest / "simgym-src"
-    if src.exists():
-        shutil.rmtree(src)
+# Wheels built from the checkout in this process, by the digest of the sources they hold.
+_BUILT: dict[str, Path] = {}
+
+
+def _digest_tree(root: Path) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0")
+        digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()
+
+
+def _build_wheel(root: Path) -> Path:
+    """A wheel of the checkout's simgym (built once per content; pip and setuptools do it)."""
+    work = Path(tempfile.mkdtemp(prefix="simgym-wheel-"))
+    src = work / "src"
     src.mkdir()
+    # A copy, so the build neither writes build/ and egg-info into the checkout nor picks up
+    # whatever else lies there (run folders, venvs).
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
     for name in SOURCE_ITEMS:
-        item = REPO / name
+        item = root / name
         if item.is_dir():
             shutil.copytree(item, src / name, ignore=ignore)
         else:
             shutil.copy2(item, src / name)
+    digest = _digest_tree(src)
+    cached = _BUILT.get(digest)
+    if cached is not None and cached.is_file():
+        shutil.rmtree(work, ignore_errors=True)
+        return cached
+    cmd = [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(work), str(src)]
+    try:
+        import setuptools
+
+        # The running environment's backend builds in seconds and needs no index.
+        if int(setuptools.__version__.split(".")[0]) >= 69:
+            cmd.insert(4, "--no-build-isolation")
+    except (ImportError, ValueError):
+        pass
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    wheels = list(work.glob("simgym-*.whl"))
+    if proc.returncode != 0 or len(wheels) != 1:
+        tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-5:])
+        raise AmlError(f"building simgym's wheel from {root} failed: {tail}")
+    shutil.rmtree(src, ignore_errors=True)
+    _BUILT[digest] = wheels[0]
+    return wheels[0]
+
+
+def _record_hash(data: bytes) -> str:
+    return "sha256=" + base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+
+
+def repack_installed_wheel(dest: Path) -> Path:
+    """The installed simgym (a regular, non-editable install) packed back into a wheel.
+
+    A wheel install's RECORD lists every file it put in site-packages; those files, with
+    the dist-info pip wrote (less its install-time notes), make the same wheel again. This
+    is what lets a plain ``pip install simgym`` stage a build context with no source tree
+    and no package index that serves simgym.
+
+    Raises:
+        AmlError: simgym's files are not where its RECORD says (an editable or broken install).
+    """
+    dist = importlib.metadata.distribution("simgym")
+    direct = json.loads(dist.read_text("direct_url.json") or "{}")
+    if direct.get("dir_info", {}).get("editable"):
+        raise AmlError(
+            "simgym is installed in editable mode but its source tree is gone: reinstall it, "
+            "or pass --image with an image you built"
+        )
+    files = [f for f in dist.files or [] if not str(f).startswith("..")]
+    info_dir = next((f.parts[0] for f in files if f.parts[0].endswith(".dist-info")), None)
+    if info_dir is None or not any(f.as_posix() == "launcher/aml.py" for f in files):
+        raise AmlError(
+            "cannot find the installed simgym's files (its RECORD lists none): reinstall "
+            "simgym, or pass --image with an image you built"
+        )
+    skip = {f"{info_dir}/{n}" for n in ("RECORD", "INSTALLER", "REQUESTED", "direct_url.json")}
+    wheel_meta = dist.read_text("WHEEL") or ""
+    tag = next((ln.split(":", 1)[1].strip() for ln in wheel_meta.splitlines()
+                if ln.startswith("Tag:")), "py3-none-any")  # fmt: skip
+    name = f"simgym-{dist.version}-{tag}.whl"
+    dest.mkdir(parents=True, exist_ok=True)
+    record = []
+    with zipfile.ZipFile(dest / name, "w", zipfile.ZIP_DEFLATED) as whl:
+        for f in sorted(files, key=lambda f: f.as_posix()):
+            path = f.as_posix()
+            if path in skip or "__pycache__" in f.parts or path.endswith(".pyc"):
+                continue
+            data = Path(str(dist.locate_file(f))).read_bytes()
+            # A fixed date: the same install packs into the same bytes.
+            whl.writestr(zipfile.ZipInfo(path, (1980, 1, 1, 0, 0, 0)), data)
+            record.append(f"{path},{_record_hash(data)},{len(data)}")
+        record.append(f"{info_dir}/RECORD,,")
+        whl.writestr(zipfile.ZipInfo(f"{info_dir}/RECORD", (1980, 1, 1, 0, 0, 0)),
+                     "\n".join(record) + "\n")  # fmt: skip
+    return dest / name
+
+
+def stage_simgym_wheel(dest: Path) -> Path:
+    """Put a wheel of this simgym in ``dest``: built from the checkout, or repacked.
+
+    From a source checkout the wheel is built from it (so an image gets your working
+    tree's simgym); from a plain install it is the installed simgym repacked. simgym is not
+    published on a package index, so an image cannot pin it from one.
+    """
+    root = source_checkout()
+    built = _build_wheel(root) if root is not None else None
+    if built is not None:
+        dest.mkdir(parents=True, exist_ok=True)
+        return Path(shutil.copy2(built, dest / built.name))
+    return repack_installed_wheel(dest)
+
+
+def stage_build_context(dest: Path, kind: str, requirements: Path | None = None) -> Path:
+    """A Docker build context for one of simgym's images, ready for ``docker build``/Azure ML.
+
+    ``dest`` gets ``Dockerfile`` (the kind's), ``install.sh``, ``lock.py``,
+    ``constraints.txt``, ``lock-<kind>.txt`` (every package the image installs, pinned),
+    ``requirements.txt`` (the sim's, possibly empty) and ``simgym-<version>-*.whl``.
+
+    Raises:
+        AmlError: An unknown kind, or simgym's wheel cannot be made.
+    """
+    if kind not in DOCKERFILES:
+        raise AmlError(f"unknown image kind {kind!r} (one of {', '.join(DOCKERFILES)})")
+    dest.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(DOCKER_DIR / DOCKERFILES[kind], dest / "Dockerfile")
+    for name in (*CONTEXT_FILES, f"lock-{kind}.txt"):
+        shutil.copy2(DOCKER_DIR / name, dest / name)
+    (dest / "requirements.txt").write_text(requirements.read_text() if requirements else "")
+    for old in dest.glob("simgym-*.whl"):
+        old.unlink()
+    shutil.rmtree(dest / "simgym-src", ignore_errors=True)  # from an older simgym
+    stage_simgym_wheel(dest)
     return dest
+
+
+def wheel_digest(path: Path) -> str:
+    """A wheel's content digest: its RECORD (every file's hash), not the zip's bytes."""
+    with zipfile.ZipFile(path) as whl:
+        record = next(n for n in whl.namelist() if n.endswith(".dist-info/RECORD"))
+        lines = sorted(ln for ln in whl.read(record).decode().splitlines() if ln)
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()
+
+
+def context_digest(context: Path) -> str:
+    """A digest of a staged build context's content (what the image would be built from)."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in context.rglob("*") if p.is_file()):
+        rel = path.relative_to(context).as_posix()
+        # A wheel's zip carries dates: hash what is in it.
+        content = wheel_digest(path) if rel.endswith(".whl") else hashlib.sha256(
+            path.read_bytes()).hexdigest()  # fmt: skip
+        digest.update(f"{rel}\0{content}\n".encode())
+    return digest.hexdigest()
+
+
+# What an environment version was made from: a build context's digest, or an image name.
+SOURCE_TAG = "simgym_source"
 
 
 def stage_environment(plan: Plan, dest: Path) -> Path:
@@ -367,6 +507,7 @@ def stage_environment(plan: Plan, dest: Path) -> Path:
     context = stage_build_context(dest, plan.image_kind, plan.requirements).resolve()
     plan.environment.build.path = str(context)
     plan.environment.build.dockerfile_path = "Dockerfile"
+    plan.environment.tags[SOURCE_TAG] = "context:" + context_digest(context)[:32]
     plan.context_dir = context
     return context
 
@@ -500,8 +641,15 @@ def _network_error(exc: Exception, what: str) -> AmlError:
     return AmlError(f"{what}: cannot reach Azure ({type(exc).__name__}: {exc})")
 
 
-def ensure_compute(client: Any, compute: Any, echo: Callable[[str], None]) -> bool:
-    """Create the cluster if it does not exist; returns whether it was created."""
+def ensure_compute(
+    client: Any, compute: Any, echo: Callable[[str], None], nodes: int | None = None
+) -> bool:
+    """Create the cluster if it does not exist; returns whether it was created.
+
+    Raises:
+        AmlError: An existing compute cannot give the job ``nodes`` nodes (the job would
+            wait in the queue for nodes that never come).
+    """
     from azure.core.exceptions import ResourceNotFoundError
 
     try:
@@ -511,9 +659,23 @@ def ensure_compute(client: Any, compute: Any, echo: Callable[[str], None]) -> bo
     except Exception as exc:
         raise _network_error(exc, f"looking up compute {compute.name}") from None
     if existing is not None:
+        kind = str(getattr(existing, "type", "") or "").lower()
+        if kind and kind != "amlcompute":
+            raise AmlError(
+                f"compute {compute.name} is a {kind}, not a compute cluster (AmlCompute): "
+                "pick a cluster with --compute, or a new name to have one created"
+            )
         size = getattr(existing, "size", None)
         if size and size.lower() != str(compute.size).lower():
             echo(f"note: compute {compute.name} exists with VM size {size} (kept as it is)")
+        most = getattr(existing, "max_instances", None)
+        if nodes is not None and most is not None and int(most) < nodes:
+            raise AmlError(
+                f"compute {compute.name} scales to at most {most} node(s), the job asks for "
+                f"{nodes}: it would wait for nodes that never come. Raise the cluster's maximum "
+                "(Studio: Compute, or `az ml compute update --max-instances`), pass --nodes "
+                f"{most}, or --compute with another name"
+            )
         return False
     echo(f"creating compute cluster {compute.name} ({compute.size}, 0..{compute.max_instances})")
     try:
@@ -526,7 +688,13 @@ def ensure_compute(client: Any, compute: Any, echo: Callable[[str], None]) -> bo
 def ensure_environment(
     client: Any, environment: Any, rebuild: bool, echo: Callable[[str], None]
 ) -> str:
-    """Reuse the named environment's latest version, or register one; returns its reference."""
+    """Reuse the named environment's latest version, or register one; returns its reference.
+
+    The latest version is reused only when it was made from the same thing: its
+    ``simgym_source`` tag (the staged build context's digest, or the image name) must match.
+    Otherwise — another ``--image``, a new simgym, changed sim requirements — a new version
+    is registered, so a job never runs on an image it did not ask for.
+    """
     from azure.core.exceptions import ResourceNotFoundError
 
     latest = None
@@ -536,10 +704,17 @@ def ensure_environment(
         latest = None
     except Exception as exc:
         raise _network_error(exc, f"looking up environment {environment.name}") from None
+    wanted = (environment.tags or {}).get(SOURCE_TAG)
     if latest is not None and not rebuild:
         ref = f"{latest.name}:{latest.version}"
-        echo(f"using environment {ref} (--rebuild-environment registers a new version)")
-        return f"azureml:{latest.name}:{latest.version}"
+        have = (latest.tags or {}).get(SOURCE_TAG)
+        if wanted is None or have == wanted:
+            echo(f"using environment {ref} (--rebuild-environment registers a new version)")
+            return f"azureml:{latest.name}:{latest.version}"
+        echo(
+            f"note: environment {ref} was made from {have or 'something simgym did not tag'}, "
+            f"this job needs {wanted}: registering a new version"
+        )
     version = "1"
     if latest is not None:
         current = str(latest.version)
@@ -551,6 +726,34 @@ def ensure_environment(
     except Exception as exc:
         raise _network_error(exc, f"registering environment {environment.name}") from None
     return f"azureml:{created.name}:{created.version}"
+
+
+def validate_job(client: Any, job: Any) -> None:
+    """The SDK's local checks of a job, with their errors surfaced.
+
+    ``jobs.validate`` on a ``CommandJob`` only checks git code paths (it returns a result, and
+    does not raise, unless asked); the schema and path checks — a code folder that does not
+    exist, say — run on the job's command node. Both are asked, and every error is reported.
+
+    Raises:
+        AmlError: What the SDK found, one ``field: message`` per error.
+    """
+    from azure.ai.ml.exceptions import ValidationException
+
+    try:
+        job._validate()  # command and environment present (what create_or_update checks)
+        results = [client.jobs.validate(job), client.jobs.validate(job._to_node())]
+    except ValidationException as exc:
+        raise AmlError(f"the job does not validate: {str(exc).splitlines()[0]}") from None
+    errors: dict[str, str] = {}
+    for result in results:
+        errors.update(result.error_messages)
+    if errors:
+        detail = "; ".join(
+            f"{key.removeprefix('component.')}: {str(msg).split(';')[0].strip()}"
+            for key, msg in errors.items()
+        )
+        raise AmlError(f"the job does not validate: {detail}")
 
 
 def studio_url(job: Any, client: Any) -> str:
@@ -594,11 +797,8 @@ def _submit(plan: Plan, credential: Any, client: Any, echo: Callable[[str], None
         echo(f"note: {note}")
     if client is None:
         client = ml_client(Path(plan.settings.workspace_config), credential)
-    try:
-        client.jobs.validate(plan.job)
-    except Exception as exc:  # local checks only (e.g. a missing code folder)
-        raise AmlError(f"the job does not validate: {exc}") from None
-    created = ensure_compute(client, plan.compute, echo)
+    validate_job(client, plan.job)  # local checks: nothing is created when they fail
+    created = ensure_compute(client, plan.compute, echo, plan.settings.nodes)
     env_ref = ensure_environment(client, plan.environment, plan.settings.rebuild_environment, echo)
     plan.job.environment = env_ref
     echo(f"submitting {plan.spec_rel} from {plan.code_dir} to {plan.settings.nodes} node(s)")

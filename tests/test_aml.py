@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import sys
 import time
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -95,11 +96,15 @@ def test_dry_run_round_trips_through_the_sdk_loaders(tmp_path):
     assert env.name == "simgym-cstr" and env.image is None
     context = Path(env.build.path)
     assert env.build.dockerfile_path == "Dockerfile"
-    assert (context / "Dockerfile").read_text() == (REPO / "docker/train.Dockerfile").read_text()
-    assert (context / "install.sh").exists() and (context / "constraints.txt").exists()
-    assert (context / "simgym-src" / "pyproject.toml").exists()
-    assert (context / "simgym-src" / "launcher" / "node.py").exists()
-    assert not list(context.rglob("__pycache__"))
+    assert (context / "Dockerfile").read_text() == (aml.DOCKER_DIR / "train.Dockerfile").read_text()
+    assert (context / "install.sh").exists() and (context / "lock-train.txt").exists()
+    (wheel,) = context.glob("simgym-*.whl")  # simgym itself, as a wheel built from this checkout
+    with zipfile.ZipFile(wheel) as whl:
+        names = whl.namelist()
+    assert "launcher/node.py" in names and "launcher/docker/install.sh" in names
+    assert not [n for n in names if "__pycache__" in n]
+    # The environment is tagged with what it is built from (reuse checks it).
+    assert env.tags[aml.SOURCE_TAG] == "context:" + aml.context_digest(context)[:32]
 
     compute = load_compute(out / "compute.yml")
     assert compute.name == "cpu-cluster" and compute.size == "STANDARD_D4S_V3"
@@ -232,7 +237,8 @@ class FakeCredential:
 class Intercepted:
     """The real MLClient's network calls, replaced by recorders."""
 
-    def __init__(self, client, monkeypatch, *, compute_exists=False, env_version=None):
+    def __init__(self, client, monkeypatch, *, compute_exists=False, env_version=None,
+                 env_tags=None, compute_max=2, compute_type=None):  # fmt: skip
         self.calls: list[tuple[str, object]] = []
 
         def missing(*a, **k):
@@ -250,14 +256,18 @@ class Intercepted:
                 missing()
             from azure.ai.ml.entities import AmlCompute
 
-            return AmlCompute(name=name, size="STANDARD_D4S_V3")
+            if compute_type is not None:
+                from azure.ai.ml.entities import ComputeInstance
+
+                return ComputeInstance(name=name, size="STANDARD_D4S_V3")
+            return AmlCompute(name=name, size="STANDARD_D4S_V3", max_instances=compute_max)
 
         def env_get(name, label=None):
             if env_version is None:
                 missing()
             from azure.ai.ml.entities import Environment
 
-            return Environment(name=name, version=env_version, image="x")
+            return Environment(name=name, version=env_version, image="x", tags=env_tags)
 
         def env_create(env):
             self.calls.append(("environment", env))
@@ -312,8 +322,8 @@ def test_submission_creates_cluster_environment_and_job(tmp_path, monkeypatch):
     assert "/workspaces/ws" in result.studio_url
     # The build context was staged for the upload, and is cleaned up after it.
     assert calls.get("context_files") == [
-        ".dockerignore", "Dockerfile", "constraints.txt", "install.sh", "requirements.txt",
-        "simgym-src"]  # fmt: skip
+        ".dockerignore", "Dockerfile", "constraints.txt", "install.sh", "lock-train.txt", "lock.py",
+        "requirements.txt", "simgym-0.1.0-py3-none-any.whl"]  # fmt: skip
     assert not Path(env.build.path).exists()
     assert any("creating compute cluster cpu-cluster" in s for s in said)
 
@@ -328,21 +338,109 @@ def test_submission_creates_cluster_environment_and_job(tmp_path, monkeypatch):
     assert "job: calm_river_x1" in r.output and "studio: https://ml.azure.com/runs/" in r.output
 
 
-def test_existing_environment_is_reused_unless_rebuilt(tmp_path, monkeypatch):
+def _source_tag(spec: Path, tmp_path: Path, **options) -> str:
+    """The tag a plan's environment gets once its build context is staged."""
+    plan = aml.plan_submission(spec, options)
+    aml.stage_environment(plan, tmp_path / "ctx-for-tag")
+    return plan.environment.tags[aml.SOURCE_TAG]
+
+
+def test_existing_environment_is_reused_when_it_matches(tmp_path, monkeypatch):
     spec = _project(tmp_path)
+    tag = _source_tag(spec, tmp_path)
     client = aml.ml_client(_config(tmp_path), credential=FakeCredential())
-    calls = Intercepted(client, monkeypatch, compute_exists=True, env_version="3")
+    calls = Intercepted(client, monkeypatch, compute_exists=True, env_version="3",
+                        env_tags={aml.SOURCE_TAG: tag})  # fmt: skip
     aml.submit(aml.plan_submission(spec, {"environment": "simgym-cstr"}), client=client,
                echo=lambda s: None)  # fmt: skip
     assert calls.kinds() == ["job", "job_kwargs"]  # no cluster, no environment created
     assert calls.get("job").environment == "azureml:simgym-cstr:3"
 
-    calls = Intercepted(client, monkeypatch, compute_exists=True, env_version="3")
+    calls = Intercepted(client, monkeypatch, compute_exists=True, env_version="3",
+                        env_tags={aml.SOURCE_TAG: tag})  # fmt: skip
     plan = aml.plan_submission(spec, {"environment": "simgym-cstr", "rebuild_environment": True})
     aml.submit(plan, client=client, echo=lambda s: None)
     assert calls.kinds() == ["environment", "context_files", "job", "job_kwargs"]
     assert calls.get("environment").version == "4"
     assert calls.get("job").environment == "azureml:simgym-cstr:4"
+
+
+def test_an_environment_made_from_something_else_is_not_reused(tmp_path, monkeypatch):
+    spec = _project(tmp_path)
+    client = aml.ml_client(_config(tmp_path), credential=FakeCredential())
+    # The latest version was built from another image: --image asks for this one.
+    calls = Intercepted(client, monkeypatch, compute_exists=True, env_version="3",
+                        env_tags={aml.SOURCE_TAG: "image:myacr.azurecr.io/sim:1"})  # fmt: skip
+    said: list[str] = []
+    plan = aml.plan_submission(spec, {"environment": "simgym-cstr",
+                                      "image": "myacr.azurecr.io/sim:2"})  # fmt: skip
+    aml.submit(plan, client=client, echo=said.append)
+    env = calls.get("environment")
+    assert env.version == "4" and env.image == "myacr.azurecr.io/sim:2"
+    assert env.tags[aml.SOURCE_TAG] == "image:myacr.azurecr.io/sim:2"
+    assert calls.get("job").environment == "azureml:simgym-cstr:4"
+    assert any("was made from image:myacr.azurecr.io/sim:1" in s for s in said), said
+
+    # The same image again: reused.
+    calls = Intercepted(client, monkeypatch, compute_exists=True, env_version="4",
+                        env_tags={aml.SOURCE_TAG: "image:myacr.azurecr.io/sim:2"})  # fmt: skip
+    plan = aml.plan_submission(spec, {"environment": "simgym-cstr",
+                                      "image": "myacr.azurecr.io/sim:2"})  # fmt: skip
+    aml.submit(plan, client=client, echo=lambda s: None)
+    assert calls.kinds() == ["job", "job_kwargs"]
+
+    # A changed build context (the sim's requirements): a new version, not the old image.
+    old_tag = _source_tag(spec, tmp_path)
+    (spec.parent / "requirements.txt").write_text("scipy>=1.12\n")
+    calls = Intercepted(client, monkeypatch, compute_exists=True, env_version="5",
+                        env_tags={aml.SOURCE_TAG: old_tag})  # fmt: skip
+    plan = aml.plan_submission(spec, {"environment": "simgym-cstr",
+                                      "requirements": "requirements.txt"})  # fmt: skip
+    aml.submit(plan, client=client, echo=lambda s: None)
+    env = calls.get("environment")
+    assert env.version == "6" and env.tags[aml.SOURCE_TAG] != old_tag
+    # An environment simgym never tagged (made by hand) is not trusted either.
+    calls = Intercepted(client, monkeypatch, compute_exists=True, env_version="1", env_tags={})
+    aml.submit(aml.plan_submission(spec, {"environment": "simgym-cstr"}), client=client,
+               echo=lambda s: None)  # fmt: skip
+    assert calls.get("environment").version == "2"
+
+
+def test_an_existing_cluster_too_small_for_the_job_is_an_error(tmp_path, monkeypatch):
+    spec = _project(tmp_path)
+    client = aml.ml_client(_config(tmp_path), credential=FakeCredential())
+    calls = Intercepted(client, monkeypatch, compute_exists=True, compute_max=2)
+    plan = aml.plan_submission(spec, {"nodes": 4, "image": "myacr.azurecr.io/sim:1"})
+    with pytest.raises(aml.AmlError, match=r"compute cpu-cluster scales to at most 2 node\(s\), "
+                       r"the job asks for 4: .*--nodes 2"):  # fmt: skip
+        aml.submit(plan, client=client, echo=lambda s: None)
+    assert calls.kinds() == []  # nothing registered, nothing submitted
+    # Big enough: used as it is.
+    calls = Intercepted(client, monkeypatch, compute_exists=True, compute_max=4)
+    aml.submit(plan, client=client, echo=lambda s: None)
+    assert "compute" not in calls.kinds() and "job" in calls.kinds()
+    # A compute instance is not a cluster: an MPI job over nodes cannot run on it.
+    calls = Intercepted(client, monkeypatch, compute_exists=True, compute_type="computeinstance")
+    with pytest.raises(aml.AmlError, match=r"is a computeinstance, not a compute cluster"):
+        aml.submit(plan, client=client, echo=lambda s: None)
+
+
+def test_a_job_that_does_not_validate_is_refused_before_anything_is_created(tmp_path, monkeypatch):
+    spec = _project(tmp_path)
+    client = aml.ml_client(_config(tmp_path), credential=FakeCredential())
+    plan = aml.plan_submission(spec, {"image": "myacr.azurecr.io/sim:1"})
+    aml.validate_job(client, plan.job)  # the planned job passes
+    calls = Intercepted(client, monkeypatch)
+    plan.job.code = str(tmp_path / "gone")  # e.g. the project folder moved since planning
+    with pytest.raises(
+        aml.AmlError, match=r"the job does not validate: code: Can't find directory"
+    ):
+        aml.submit(plan, client=client, echo=lambda s: None)
+    assert calls.kinds() == []
+    plan = aml.plan_submission(spec, {"image": "myacr.azurecr.io/sim:1"})
+    plan.job.command = None
+    with pytest.raises(aml.AmlError, match=r"the job does not validate: command is required"):
+        aml.submit(plan, client=client, echo=lambda s: None)
 
 
 def test_status_and_logs(tmp_path, monkeypatch):
@@ -372,6 +470,75 @@ def test_status_and_logs(tmp_path, monkeypatch):
     text = "\n".join(out)
     assert text.index("error.txt") < text.index("std_log_process_00")
     assert "rank 1 line 99" in text and "rank 1 line 94" not in text
+
+
+# ----------------------------------------------------------------------------- a plain install
+
+
+@pytest.mark.timeout(600)
+def test_submit_works_from_a_plain_install_with_no_source_checkout(tmp_path):
+    """`pip install simgym` from a wheel, then `simgym submit --dry-run` in a project folder."""
+    # The wheel a user installs, built from a copy of the sources (nothing written here).
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in aml.SOURCE_ITEMS:
+        item = REPO / name
+        if item.is_dir():
+            shutil.copytree(
+                item, src / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info")
+            )
+        else:
+            shutil.copy2(item, src / name)
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
+                    "-w", str(tmp_path / "dist"), str(src)], check=True, capture_output=True)  # fmt: skip
+    (built,) = (tmp_path / "dist").glob("simgym-*.whl")
+    shutil.rmtree(src)
+
+    # A fresh venv with simgym installed from the wheel, not editable. Its dependencies come
+    # from our venv's site-packages, appended after its own (a .pth line adds the folder
+    # without running that folder's .pth files, so our editable simgym stays out of sight).
+    venv = tmp_path / "venv"
+    subprocess.run([_base_python(), "-m", "venv", str(venv)], check=True)
+    py = str(venv / "bin" / "python")
+    subprocess.run([py, "-m", "pip", "install", "--quiet", "--no-deps", "--no-index", str(built)],
+                   check=True, capture_output=True)  # fmt: skip
+    site = Path(subprocess.run([py, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+                               capture_output=True, text=True, check=True).stdout.strip())  # fmt: skip
+    ours = Path(subprocess.run([sys.executable, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+                               capture_output=True, text=True, check=True).stdout.strip())  # fmt: skip
+    (site / "zz_simgym_test_deps.pth").write_text(f"{ours}\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    where = subprocess.run(
+        [py, "-c", "import launcher, launcher.aml as a; print(launcher.__file__); print(a.source_checkout())"],
+        capture_output=True, text=True, check=True, cwd=tmp_path, env=env,
+    ).stdout.split("\n")  # fmt: skip
+    assert where[0].startswith(str(site)) and where[1] == "None", where
+
+    spec = _project(tmp_path)
+    out = tmp_path / "out"
+    r = subprocess.run([str(venv / "bin" / "simgym"), "submit", "train.yaml", *SUBMIT, "--dry-run", str(out)],
+                       cwd=spec.parent, capture_output=True, text=True, timeout=300, env=env)  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    environment = load_environment(out / "environment.yml")
+    context = Path(environment.build.path)
+    assert context == out.resolve() / "environment-context"
+    assert (context / "Dockerfile").read_text() == (aml.DOCKER_DIR / "train.Dockerfile").read_text()
+    for name in ("install.sh", "lock.py", "lock-train.txt", "constraints.txt", ".dockerignore"):
+        assert (context / name).read_bytes() == (aml.DOCKER_DIR / name).read_bytes(), name
+    assert (context / "requirements.txt").read_text() == ""
+    # simgym goes in as the installed simgym repacked: the same files as the wheel installed.
+    (repacked,) = context.glob("simgym-*.whl")
+    assert repacked.name == built.name
+    with zipfile.ZipFile(built) as a, zipfile.ZipFile(repacked) as b:
+        assert sorted(a.namelist()) == sorted(b.namelist())
+        for name in a.namelist():
+            if not name.endswith("/RECORD"):
+                assert a.read(name) == b.read(name), name
+    # ... and it installs, RECORD and all.
+    check = subprocess.run([py, "-m", "pip", "install", "--quiet", "--no-deps", "--no-index", "--force-reinstall",
+                            "--target", str(tmp_path / "t"), str(repacked)], capture_output=True, text=True)  # fmt: skip
+    assert check.returncode == 0, check.stderr
+    assert (tmp_path / "t" / "launcher" / "docker" / "train.Dockerfile").is_file()
 
 
 # ----------------------------------------------------------------------------- Docker files
@@ -428,9 +595,33 @@ def test_dockerfiles_are_well_formed_and_pinned(kind, tmp_path):
         assert any(w == "FROM" and "mcr.microsoft.com/azureml/openmpi" in a for w, a in steps)
     # install.sh is valid sh, and every pinned package is pinned exactly.
     subprocess.run(["sh", "-n", str(context / "install.sh")], check=True)
-    for line in (context / "constraints.txt").read_text().splitlines():
-        if line.strip() and not line.startswith("#"):
-            assert re.fullmatch(r"[A-Za-z0-9_.\-\[\]]+==[0-9][0-9A-Za-z.+]*", line.strip()), line
+    for name in ("constraints.txt", f"lock-{kind}.txt"):
+        for line in (context / name).read_text().splitlines():
+            if line.strip() and not line.startswith("#"):
+                assert re.fullmatch(r"[A-Za-z0-9_.\-\[\]]+==[0-9][0-9A-Za-z.+]*", line.strip()), (
+                    line
+                )
+    # The lock holds every top-level pin at the same version.
+    lock = _lock_module()
+    pins, top = (
+        lock.read_lock(context / f"lock-{kind}.txt"),
+        lock.read_lock(context / "constraints.txt"),
+    )
+    for name in pins.keys() & top.keys():
+        assert pins[name].split("+")[0] == top[name], name
+    assert {"grpcio", "numpy", "protobuf"} <= pins.keys()
+    if kind != "sim":
+        assert {"ray", "torch", "mlflow", "azureml-mlflow"} <= pins.keys()
+
+
+def _lock_module():
+    """docker/lock.py, imported from where the package ships it."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("simgym_docker_lock", aml.DOCKER_DIR / "lock.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def _install(kind: str, tmp_path: Path, requirements: str = "") -> tuple[Path, float]:
@@ -443,7 +634,41 @@ def _install(kind: str, tmp_path: Path, requirements: str = "") -> tuple[Path, f
         capture_output=True, text=True, timeout=900,
     )  # fmt: skip
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert f"every installed distribution is pinned by lock-{kind}.txt" in r.stdout
     return tmp_path / "venv", time.monotonic() - started
+
+
+def _freeze(python: str) -> dict[str, str]:
+    lock = _lock_module()
+    out = subprocess.run([python, "-m", "pip", "freeze", "--all"], capture_output=True,
+                         text=True, check=True).stdout  # fmt: skip
+    pins = {}
+    for line in out.splitlines():
+        if " @ " in line:  # installed from a file: simgym's wheel
+            pins[lock.normalize(line.split(" @ ")[0])] = "direct"
+            continue
+        name, sep, version = line.partition("==")
+        assert sep, f"not a pinned distribution: {line}"
+        pins[lock.normalize(name)] = version
+    return pins
+
+
+def _assert_lock_covers(venv: Path, kind: str, tmp_path: Path, own: set[str] = frozenset()) -> None:
+    """Everything the install put in the venv is pinned by the kind's lock, at that version."""
+    lock = _lock_module()
+    pins = lock.read_lock(aml.DOCKER_DIR / f"lock-{kind}.txt")
+    # What a fresh venv has before anything is installed (pip, and setuptools on 3.11).
+    seed = tmp_path / "seed"
+    subprocess.run([_base_python(), "-m", "venv", str(seed)], check=True)
+    seeded = _freeze(str(seed / "bin" / "python"))
+    unpinned = {
+        name: version
+        for name, version in _freeze(str(venv / "bin" / "python")).items()
+        if name not in {"simgym", *own}
+        and seeded.get(name) != version
+        and pins.get(name) != version
+    }
+    assert not unpinned, f"installed outside lock-{kind}.txt: {unpinned}"
 
 
 def _base_python() -> str:
@@ -461,16 +686,50 @@ def test_sim_image_install_steps_succeed_in_a_fresh_venv(tmp_path, monkeypatch):
         assert subprocess.run([py, "-c", f"import {heavy}"], capture_output=True).returncode != 0
     r = subprocess.run([str(venv / "bin" / "simserver"), "--help"], capture_output=True, text=True)
     assert r.returncode == 0 and "--token" in r.stdout
+    _assert_lock_covers(venv, "sim", tmp_path, own={"six"})
 
 
-@pytest.mark.slow
-@pytest.mark.timeout(1200)  # ~2-5 min: Ray, torch, MLflow into a fresh venv
+@pytest.mark.timeout(900)  # ~1-3 min with pip's cache warm, ~3 min cold (Ray, torch, MLflow)
 def test_training_image_install_steps_succeed_in_a_fresh_venv(tmp_path, monkeypatch):
     monkeypatch.setenv("PYTHON", _base_python())
-    venv, _ = _install("train", tmp_path)
+    venv, seconds = _install("train", tmp_path)
+    print(f"train image install: {seconds:.0f} s")
     py = str(venv / "bin" / "python")
     r = subprocess.run(
         [py, "-c", "import ray, torch, mlflow; print(ray.__version__, torch.__version__, mlflow.__version__)"],
         capture_output=True, text=True,
     )  # fmt: skip
-    assert r.returncode == 0 and r.stdout.split()[0] == "2.60.0" and r.stdout.split()[2] == "3.15.0"
+    assert r.returncode == 0, r.stderr
+    ray_v, torch_v, mlflow_v = r.stdout.split()
+    assert (ray_v, torch_v, mlflow_v) == ("2.60.0", "2.13.0+cpu", "3.15.0")
+    _assert_lock_covers(venv, "train", tmp_path)
+
+
+def test_install_check_refuses_what_the_lock_does_not_pin(tmp_path):
+    lock = tmp_path / "lock.txt"
+    lock.write_text("numpy==2.4.6\n")
+    report = tmp_path / "report.json"
+    report.write_text(json.dumps({"install": [
+        {"metadata": {"name": "NumPy", "version": "2.4.6"}},
+        {"metadata": {"name": "simgym", "version": "0.1.0"}},
+        {"metadata": {"name": "six", "version": "1.17.0"}}]}))  # fmt: skip
+    r = subprocess.run([sys.executable, str(aml.DOCKER_DIR / "lock.py"), "check", str(lock),
+                        str(report)], capture_output=True, text=True)  # fmt: skip
+    assert r.returncode == 1 and "six==1.17.0 (not in the lock)" in r.stderr
+    lock.write_text("numpy==2.4.6\nsix==1.16.0\n")
+    r = subprocess.run([sys.executable, str(aml.DOCKER_DIR / "lock.py"), "check", str(lock),
+                        str(report)], capture_output=True, text=True)  # fmt: skip
+    assert r.returncode == 1 and "six==1.17.0 (the lock pins 1.16.0)" in r.stderr
+
+
+@pytest.mark.timeout(600)
+def test_gpu_image_requirements_resolve_within_its_lock(tmp_path):
+    """The GPU image's exact install, resolved (not installed: CUDA torch is several GB)."""
+    lock = _lock_module()
+    wheel = aml.stage_simgym_wheel(tmp_path / "wheel")
+    report = lock.resolve("train-gpu", wheel, _base_python(), tmp_path,
+                          aml.DOCKER_DIR / "lock-train-gpu.txt")  # fmt: skip
+    assert lock.outside(lock.read_lock(aml.DOCKER_DIR / "lock-train-gpu.txt"), report) == []
+    got = lock.installed(report)
+    assert got["torch"] == "2.13.0" and got["ray"] == "2.60.0"  # PyPI's torch: the CUDA build
+    assert any(name.startswith("nvidia-") for name in got), sorted(got)

@@ -7,12 +7,14 @@
 #           train      + the train extra (Ray RLlib, torch CPU, MLflow) + azureml-mlflow
 #           train-gpu  the same with the CUDA build of torch
 #   PREFIX  the virtual environment to create
-# Files beside this script (a build context staged by simgym):
-#   simgym-src/       simgym's source
-#   constraints.txt   the pinned versions every install goes through
-#   requirements.txt  the sim's own requirements (may be empty)
+# Files beside this script (a build context staged by `simgym docker-context` or submit):
+#   simgym-<version>-*.whl  simgym itself (built from a checkout, or the installed one repacked)
+#   lock-KIND.txt           every distribution this kind installs, pinned (made by lock.py)
+#   lock.py                 checks that the install brought nothing the lock does not pin
+#   requirements.txt        the sim's own requirements (may be empty)
 # PYTHON picks the interpreter (default python3); pip's own settings (PIP_EXTRA_INDEX_URL for
-# the CPU torch index, a local mirror, ...) come from the environment as usual.
+# the CPU torch index, PIP_NO_CACHE_DIR in the images, a local mirror, ...) come from the
+# environment as usual.
 set -eu
 
 kind="${1:?usage: install.sh sim|train|train-gpu PREFIX}"
@@ -21,17 +23,32 @@ here="$(cd "$(dirname "$0")" && pwd)"
 python="${PYTHON:-python3}"
 
 case "$kind" in
-  sim) packages="$here/simgym-src" ;;
-  train|train-gpu) packages="$here/simgym-src[train] azureml-mlflow" ;;
+  sim) extras="" more="" ;;
+  train|train-gpu) extras="[train]" more="azureml-mlflow" ;;
   *) echo "install.sh: unknown kind '$kind' (sim, train or train-gpu)" >&2; exit 2 ;;
 esac
+lock="$here/lock-$kind.txt"
+[ -f "$lock" ] || { echo "install.sh: $lock not found (docker/lock.py makes it)" >&2; exit 2; }
+wheel=""
+for w in "$here"/simgym-*.whl; do
+  [ -e "$w" ] || continue
+  [ -z "$wheel" ] || { echo "install.sh: more than one simgym wheel in $here" >&2; exit 2; }
+  wheel="$w"
+done
+[ -n "$wheel" ] || { echo "install.sh: no simgym-*.whl in $here (stage it with simgym docker-context)" >&2; exit 2; }
 
 "$python" -m venv "$prefix"
 pip="$prefix/bin/python -m pip"
-# shellcheck disable=SC2086  # $packages is a list
-$pip install --no-cache-dir -c "$here/constraints.txt" $packages
+report="$prefix/simgym-install-report.json"
+# shellcheck disable=SC2086  # $more is a list
+$pip install -c "$lock" --report "$report" "$wheel$extras" $more
+# Reproducible means nothing floats: fail the build if pip brought a distribution the lock
+# does not pin (a new dependency of a new release, an interpreter the lock was not made for).
+"$prefix/bin/python" "$here/lock.py" check "$lock" "$report"
+rm -f "$report"
 if [ -s "$here/requirements.txt" ]; then
-  $pip install --no-cache-dir -c "$here/constraints.txt" -r "$here/requirements.txt"
+  # The sim's own packages: the lock holds simgym's side fixed; the sim pins its own.
+  $pip install -c "$lock" -r "$here/requirements.txt"
 fi
 $pip check
 "$prefix/bin/simserver" --help > /dev/null

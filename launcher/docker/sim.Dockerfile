@@ -8,7 +8,7 @@
 #       sim.py:MySim --host 0.0.0.0 --port 50051
 FROM python:3.11.11-slim-bookworm
 
-ENV PYTHONUNBUFFERED=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+ENV PYTHONUNBUFFERED=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
 COPY . /opt/simgym-build
 RUN sh /opt/simgym-build/install.sh sim /opt/simgym && rm -rf /opt/simgym-build
 ENV PATH=/opt/simgym/bin:$PATH
