@@ -82,7 +82,8 @@ def check(lock_path: Path, report_path: Path) -> int:
     """``check`` mode: exit 1 listing every distribution installed outside the lock."""
     problems = outside(read_lock(lock_path), json.loads(report_path.read_text()))
     if problems:
-        print(f"lock.py: the install left {lock_path.name}:", *problems, sep="\n  ", file=sys.stderr)
+        where = f"lock.py: the install left {lock_path.name}:"
+        print(where, *problems, sep="\n  ", file=sys.stderr)
         print("regenerate the locks with docker/lock.py (see docs/docker.md)", file=sys.stderr)
         return 1
     print(f"lock.py: every installed distribution is pinned by {lock_path.name}")
@@ -103,7 +104,7 @@ def build_wheel(work: Path) -> Path:
 
 
 def resolve(kind: str, wheel: Path, python: str, work: Path, lock: Path | None = None) -> dict:
-    """pip's report of what ``install.sh KIND`` installs into a fresh venv."""
+    """The pip report of what ``install.sh KIND`` installs into a fresh venv."""
     extras, more, options = KINDS[kind]
     venv = work / f"venv-{kind}"
     shutil.rmtree(venv, ignore_errors=True)
@@ -111,7 +112,8 @@ def resolve(kind: str, wheel: Path, python: str, work: Path, lock: Path | None =
     report = work / f"report-{kind}.json"
     pins = lock or HERE / "constraints.txt"
     cmd = [str(venv / "bin" / "python"), "-m", "pip", *options, "install", "--quiet",
-           "--dry-run", "--report", str(report), "-c", str(pins), f"{wheel}{extras}", *more]  # fmt: skip
+           "--dry-run", "--report", str(report), "-c", str(pins),
+           f"{wheel}{extras}", *more]  # fmt: skip
     if "--isolated" in options and os.environ.get("PIP_CERT"):
         cmd += ["--cert", os.environ["PIP_CERT"]]  # isolated mode drops the env's settings
     subprocess.run(cmd, check=True)
