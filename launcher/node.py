@@ -49,6 +49,7 @@ NODE_RANK_VAR = "SIMGYM_NODE_RANK"
 PLACEMENT_VAR = "SIMGYM_PLACEMENT_LOG"  # env runners append where they run and which sims
 OWNER_VAR = "SIMGYM_RAY_OWNER"  # marks the processes this bootstrap started
 TOKEN_VAR = "SIMGYM_RAY_TOKEN"  # shared Ray auth token (set by `simgym submit`)
+OUTCOME_VAR = "SIMGYM_NODE_OUTCOME"  # where the head tells this node the training's exit code
 SLOT = "sim_slot"
 
 DEFAULT_RAY_PORT = 6379
@@ -506,6 +507,44 @@ def wait_for_nodes(size: int, timeout: float, poll: float = 1.0) -> list[dict[st
         time.sleep(poll)
 
 
+def tell_outcome(size: int, code: int, timeout: float = 60.0) -> list[int]:
+    """From the head's driver: write the training's exit code on every other node.
+
+    A worker node only sees the head disappear, which looks the same whether the training
+    finished or failed. So before the head stops, one small task per other rank — pinned
+    there by the rank's marker resource — writes ``code`` to the file that node named in
+    ``SIMGYM_NODE_OUTCOME`` (Ray workers inherit their node's environment). Returns the
+    ranks that could not be told in time.
+    """
+    import ray
+
+    @ray.remote(num_cpus=0, max_retries=0)
+    def note(value: int) -> int:
+        path = os.environ[OUTCOME_VAR]
+        Path(path).write_text(json.dumps({"exit_code": value}))
+        return int(os.environ.get(NODE_RANK_VAR, "-1"))
+
+    pending = {
+        note.options(resources={f"simgym_node_{rank}": 0.001}).remote(code): rank
+        for rank in range(1, size)
+    }
+    done, _ = ray.wait(list(pending), num_returns=len(pending), timeout=timeout)
+    told = set()
+    for ref in done:
+        with contextlib.suppress(Exception):
+            ray.get(ref, timeout=1)
+            told.add(pending[ref])
+    return sorted(set(pending.values()) - told)
+
+
+def read_outcome(path: Path) -> int | None:
+    """The exit code the head left for this node, None if it left none."""
+    try:
+        return int(json.loads(path.read_text())["exit_code"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 _STARTED = time.monotonic()
 
 
@@ -542,9 +581,10 @@ def run_node(
 ) -> int:
     """Run this node's part of a multi-node training; returns the process exit code.
 
-    0: training finished (rank 0) or the head finished (others); 1: training failed
-    (``error.txt`` in the run folder); 2: a setup problem (sims, Ray, nodes not joining),
-    written to ``<output>/error.txt`` (rank 0) or ``<output>/nodes/rank-R/error.txt``.
+    0: training finished; 1: training failed (``error.txt`` in the run folder); 2: a setup
+    problem (sims, Ray, nodes not joining), written to ``<output>/error.txt`` (rank 0) or
+    ``<output>/nodes/rank-R/error.txt``. The other ranks exit with the code the head tells
+    them before it stops (see ``tell_outcome``), and 1 when the head vanishes untold.
     """
     from launcher.sidecars import SidecarPool
     from launcher.train import TrainingError, preflight, train
@@ -565,6 +605,9 @@ def run_node(
     ray_node: RayNode | None = None
     stage = "reading the training spec"
     driver = False
+    code = 2  # what the head tells the other ranks, unless training gets to say otherwise
+    outcome_file = (node_dir / "outcome.json").resolve()
+    outcome_file.unlink(missing_ok=True)
     try:
         with _sigterm_raises():
             env_spec = spec.load_env_spec()
@@ -600,6 +643,7 @@ def run_node(
                 NODE_RANK_VAR: str(info.rank),
                 # Per node: on Azure ML every node uploads its own outputs/ folder.
                 PLACEMENT_VAR: str((node_dir / "placement.jsonl").resolve()),
+                OUTCOME_VAR: str(outcome_file),
             }
             if addresses is not None:
                 ray_env[NODE_SIMS_VAR] = json.dumps(addresses)
@@ -650,9 +694,11 @@ def run_node(
                     )
                 except TrainingError as exc:
                     say(info, f"training failed: {exc}")
-                    return 1
+                    code = 1
+                    return code
                 say(info, f"training finished: {state.stop_reason} (run folder {run_dir})")
-                return 0
+                code = 0
+                return code
             else:
                 stage = "waiting for the Ray head"
                 deadline = time.monotonic() + join_timeout
@@ -673,8 +719,12 @@ def run_node(
                     misses = 0 if _port_open(info.head_ip, ray_port) else misses + 1
                     if pool is not None and pool.failed():
                         say(info, f"warning: {pool.failed()[0].detail}")
-                say(info, "the head is gone: shutting down")
-                return 0
+                told = read_outcome(outcome_file)
+                if told is None:
+                    say(info, "the head is gone without telling how the training ended: failing")
+                    return 1
+                say(info, f"the head is gone (training exit code {told}): shutting down")
+                return told
     except _Terminated:
         say(info, f"terminated while {stage}: shutting down")
         return 143
@@ -690,6 +740,14 @@ def run_node(
         if driver:
             import ray
 
+            if info.size > 1:
+                try:
+                    untold = tell_outcome(info.size, code)
+                except Exception as exc:  # the others then fail for want of news: safe
+                    untold = [-1]
+                    log.warning("telling the other nodes the outcome: %s", exc)
+                if untold:
+                    say(info, f"could not tell rank(s) {untold} the outcome (they will fail)")
             with contextlib.suppress(Exception):
                 ray.shutdown()
         if ray_node is not None:

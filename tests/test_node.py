@@ -22,8 +22,6 @@ import yaml
 
 from launcher.node import node_info
 
-from .conftest import SIMS
-
 SIMGYM = str(Path(sys.executable).parent / "simgym")
 
 
@@ -76,37 +74,45 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+CSTR = Path(__file__).resolve().parent.parent / "examples" / "cstr"
+
+
 def _project(tmp_path: Path, **train_updates) -> Path:
-    """A user's project: the toy sim with a sim that reports which node's sidecar it is."""
+    """A user's project: the CSTR sample (its sim, env spec, reward) and its training spec,
+    cut down to a short run: 1 iteration of small batches over 2 env runners (one per node)."""
     project = tmp_path / "project"
     project.mkdir()
-    for name in ("toy.py", "reward.py", "toy_spec.yaml"):
-        shutil.copy2(SIMS / name, project / name)
-    train = {
-        "env": "toy_spec.yaml",
-        "sim": {"launch": {"servers": 1, "sessions_per_server": 4}},
-        "algorithm": "PPO",
-        "config": {"train_batch_size_per_learner": 200, "minibatch_size": 100, "num_epochs": 1,
-                   "rollout_fragment_length": 25,
-                   "min_time_s_per_iteration": 1},
-        "resources": {"env_runners": 2, "envs_per_runner": 4},
-        "stop": {"iterations": 1},
-        "checkpoint": {"every": 5, "keep": 1},
-        "experiment": "toy-2nodes",
-        **train_updates,
-    }  # fmt: skip
+    for name in ("sim.py", "reward.py", "spec.yaml"):
+        shutil.copy2(CSTR / name, project / name)
+    train = yaml.safe_load((CSTR / "train.yaml").read_text())
+    train["sim"]["launch"] = {"servers": 1, "sessions_per_server": 4}
+    train["config"].update({"train_batch_size_per_learner": 200, "minibatch_size": 100,
+                            "num_epochs": 1, "rollout_fragment_length": 25,
+                            "min_time_s_per_iteration": 1})  # fmt: skip
+    train["resources"] = {"env_runners": 2, "envs_per_runner": 4}
+    train["stop"] = {"iterations": 1}
+    train["checkpoint"] = {"every": 5, "keep": 1}
+    train["experiment"] = "cstr-2nodes"
+    for key, value in train_updates.items():
+        if isinstance(value, dict) and isinstance(train.get(key), dict):
+            train[key] = {**train[key], **value}
+        else:
+            train[key] = value
     (project / "train.yaml").write_text(yaml.safe_dump(train))
     return project / "train.yaml"
 
 
-def _mpirun(spec: Path, out: Path, port: int, *extra: str, timeout: float = 400):
+def _mpirun(spec: Path, out: Path, port: int, *extra: str, timeout: float = 400,
+            mpi: tuple[str, ...] = ()):  # fmt: skip
     cmd = [
-        "mpirun", "--allow-run-as-root", "--oversubscribe", "-np", "2",
+        "mpirun", "--allow-run-as-root", "--oversubscribe", "-np", "2", *mpi,
         # What Azure ML's MPI launcher exports to every process.
         "-x", "AZ_BATCH_MASTER_NODE=127.0.0.1:6105",
         "-x", "AZ_BATCHAI_MPI_MASTER_NODE=127.0.0.1",
         "-x", "SIMGYM_RAY_TOKEN=" + "ab" * 32,
         "-x", "PATH",
+        # Each rank's own exit code, recorded beside its outputs (mpirun reports only one).
+        "sh", "-c", '"$0" "$@"; code=$?; echo $code > "exit-$OMPI_COMM_WORLD_RANK"; exit $code',
         SIMGYM, "node", str(spec), "--output", str(out), "--ray-port", str(port),
         "--cpus", "1", "--join-timeout", "180s", *extra,
     ]  # fmt: skip
@@ -124,11 +130,13 @@ def test_two_nodes_under_mpirun_train_on_their_own_sidecars(tmp_path):
     r = _mpirun(spec, out, _free_port())
     log = r.stdout + r.stderr
     assert r.returncode == 0, log[-4000:]
+    assert {(spec.parent / f"exit-{rank}").read_text().strip() for rank in (0, 1)} == {"0"}
     assert "[simgym node 0/2] all 2 node(s) joined; training (+" in log
-    assert "[simgym node 1/2] the head is gone: shutting down (+" in log
+    assert "[simgym node 1/2] the head is gone (training exit code 0): shutting down (+" in log
 
-    # The training completed.
+    # The CSTR training completed.
     (run_dir,) = (out / "runs").iterdir()
+    assert run_dir.name.startswith("cstr-2nodes")
     state = json.loads((run_dir / "run.json").read_text())
     assert state["finished"] and state["iteration"] == 1 and state["env_steps"] > 0
     assert not (out / "error.txt").exists()
@@ -174,6 +182,28 @@ def test_two_nodes_under_mpirun_train_on_their_own_sidecars(tmp_path):
     leftovers = _ray_processes_from(tmp_path)
     assert not leftovers, f"left running: {leftovers}"
     assert set(Path("/tmp").glob("sgr*")) <= sidecars_before
+
+
+@needs_mpirun
+@pytest.mark.timeout(480)
+def test_a_failing_training_fails_every_node(tmp_path):
+    # RLlib refuses a minibatch larger than the batch when it builds the algorithm: the
+    # training fails after both nodes joined.
+    spec = _project(tmp_path, config={"minibatch_size": 400})
+    out = tmp_path / "outputs"
+    # mpirun would kill rank 1 as soon as rank 0 exits non-zero: let each rank end by itself,
+    # so that its own exit code shows.
+    # (mpirun itself then exits 0: the ranks' own codes are what this test checks.)
+    r = _mpirun(spec, out, _free_port(), mpi=("--mca", "orte_abort_on_non_zero_status", "0"))
+    log = r.stdout + r.stderr
+    assert "[simgym node 0/2] training failed:" in log, log[-4000:]
+    assert "[simgym node 1/2] the head is gone (training exit code 1): shutting down (+" in log
+    # Each rank's own exit code: 1 on the head and on the node that only served.
+    codes = {rank: (spec.parent / f"exit-{rank}").read_text().strip() for rank in (0, 1)}
+    assert codes == {0: "1", 1: "1"}
+    (run_dir,) = (out / "runs").iterdir()
+    assert (run_dir / "error.txt").exists()
+    assert not _ray_processes_from(tmp_path)
 
 
 def _ray_processes_from(tmp_path: Path) -> list[str]:
