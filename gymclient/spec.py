@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import math
 import os
+import types
+import typing
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -234,12 +236,54 @@ def _from_mapping(data: Any, source: str, base_dir: Path) -> EnvSpec:
     try:
         return EnvSpec.model_validate({**data, "base_dir": str(base_dir), "source": source})
     except ValidationError as exc:
-        err = exc.errors()[0]
+        # An unknown key first: a typo (`maxx`) also makes the real key (`max`) "missing",
+        # and the typo is what the user has to fix.
+        errors = sorted(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")
+        err = errors[0]
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
-            msg = "unknown key (check its spelling)"
-        more = f" (and {len(exc.errors()) - 1} more problem(s))" if len(exc.errors()) > 1 else ""
+            msg = _unknown_key(tuple(err["loc"]))
+        more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
         raise SpecError(source, _key(tuple(err["loc"])), msg + more) from None
+
+
+def _unknown_key(loc: tuple[Any, ...]) -> str:
+    """The message for an unknown key, with the nearest known one if it looks like a typo."""
+    import difflib
+
+    known = _fields_at(loc[:-1])
+    close = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.6)
+    if close:
+        return f"unknown key (did you mean {close[0]!r}?)"
+    if known:
+        return f"unknown key (known keys: {', '.join(known)})"
+    return "unknown key (check its spelling)"
+
+
+def _fields_at(loc: tuple[Any, ...]) -> list[str]:
+    """The keys a spec accepts at ``loc`` (a pydantic error location), or [] if unknown."""
+    tp: Any = EnvSpec
+    for part in (*loc, None):
+        # Unwrap `X | None`.
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if typing.get_origin(tp) in (typing.Union, types.UnionType) and len(args) == 1:
+            tp = args[0]
+        if part is None:
+            break
+        if isinstance(tp, type) and issubclass(tp, BaseModel):
+            field = tp.model_fields.get(str(part))
+            if field is None:
+                return []
+            tp = field.annotation
+        elif typing.get_origin(tp) is dict:
+            tp = typing.get_args(tp)[1]
+        elif typing.get_origin(tp) is list:
+            tp = typing.get_args(tp)[0]
+        else:
+            return []
+    if isinstance(tp, type) and issubclass(tp, BaseModel):
+        return [name for name in tp.model_fields if name not in ("base_dir", "source")]
+    return []
 
 
 def reference_folder_spec(folder: Path) -> EnvSpec:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 from gymclient.conformance import Report, check_integration
 from gymclient.errors import SimgymError
 from gymclient.spec import EnvSpec
-from simserver.process import ServerProcess, ServerStartError
+from simserver.process import TRANSPORTS, ServerProcess, ServerStartError
 
 
 def server_for(spec: EnvSpec, transport: str = "unix") -> ServerProcess:
@@ -36,8 +37,10 @@ def run_check(
     """Check against ``address``, the spec's address, or a server started for the check.
 
     Raises:
-        SimgymError: The server cannot be started or reached.
+        SimgymError: The server cannot be started or reached, or ``transport`` is unknown.
     """
+    if transport not in TRANSPORTS:
+        raise SimgymError(f"--transport {transport!r}: use one of {', '.join(TRANSPORTS)}")
     address = address or next(iter(spec.sim.address_list()), None)
     if address:
         return check_integration(spec, address, episodes=episodes, seed=seed)
@@ -46,11 +49,35 @@ def run_check(
         try:
             started = server.start()
         except ServerStartError as exc:
-            last = [line for line in server.log_tail().splitlines() if line.strip()]
-            reason = last[-1].split("error: ", 1)[-1] if last else str(exc)
-            raise SimgymError(
-                f"simserver {spec.sim.target} failed to start: {reason} (log: {server.log_file})"
-            ) from None
+            raise _start_failure(server, exc) from None
         return check_integration(spec, started, episodes=episodes, seed=seed)
     finally:
         server.cleanup()
+
+
+def _start_failure(server: ServerProcess, exc: ServerStartError) -> SimgymError:
+    """One line saying why the server did not start; the log kept when it says more.
+
+    The server's log lives in its private folder, which ``cleanup`` deletes: the reason is
+    quoted (simserver's own ``error:`` line, else the log's last line, typically the sim's
+    exception), and a log with more than that is copied out first.
+    """
+    try:
+        text = server.log_file.read_text(errors="replace")
+    except OSError:
+        text = ""
+    lines = [line.rstrip() for line in text.splitlines() if line.strip()]
+    ours = [line for line in lines if line.startswith("simserver: error: ")]
+    reason = (
+        ours[-1].removeprefix("simserver: error: ")
+        if ours
+        else (lines[-1].strip() if lines else "(it logged nothing)")
+    )
+    headline = str(exc).splitlines()[0].rstrip(":")
+    message = f"{headline}: {reason}"
+    if len(lines) > 1:
+        fd, kept = tempfile.mkstemp(prefix="simgym-check-", suffix=".log")
+        with open(fd, "w") as out:
+            out.write(text)
+        message += f" (server log kept at {kept})"
+    return SimgymError(message)

@@ -20,6 +20,9 @@ from typing import Any
 
 import yaml
 
+# How a child server listens: a unix socket in its private folder, or loopback TCP.
+TRANSPORTS = ("unix", "tcp")
+
 
 class ServerStartError(RuntimeError):
     """The server process exited or stayed silent instead of serving."""
@@ -36,6 +39,9 @@ class ServerProcess:
         args: Extra ``simserver`` arguments (e.g. ``["--token", "t"]``).
         log_file: Where the server logs (default: a file in its private folder).
         env: Extra environment variables.
+
+    Raises:
+        ValueError: ``transport`` is not one of ``TRANSPORTS``.
     """
 
     def __init__(
@@ -49,6 +55,9 @@ class ServerProcess:
         log_file: str | os.PathLike[str] | None = None,
         env: Mapping[str, str] | None = None,
     ) -> None:
+        if transport not in TRANSPORTS:
+            # Anything but "unix" used to mean TCP: a typo must not pick a transport.
+            raise ValueError(f"transport must be one of {', '.join(TRANSPORTS)}, not {transport!r}")
         self.target = target
         self.kwargs = dict(kwargs or {})
         self.workdir = Path(workdir) if workdir else None

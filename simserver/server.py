@@ -109,6 +109,9 @@ class ServerOptions:
         """
         if self.port is None and self.unix is None:
             raise ConfigError("nothing to listen on: give --port and/or --unix")
+        if self.port is not None and not 0 <= self.port <= 65535:
+            # gRPC would silently take the port modulo 65536 and listen somewhere else.
+            raise ConfigError(f"--port {self.port}: a TCP port is 0 (any free one) to 65535")
         if self.port is not None and not is_loopback(self.host):
             if not self.token and not self.insecure:
                 raise ConfigError(
@@ -117,6 +120,8 @@ class ServerOptions:
                 )
         if bool(self.tls_cert) != bool(self.tls_key):
             raise ConfigError("--tls-cert and --tls-key go together")
+        if self.tls_cert and self.tls_key:
+            load_tls_pair(self.tls_cert, self.tls_key)
         if self.max_sessions < 1:
             raise ConfigError("--max-sessions must be at least 1")
         if self.lease_seconds <= 0:
@@ -173,7 +178,7 @@ class SimServer:
         if not o.tls_cert:
             return None
         assert o.tls_key is not None
-        key, cert = Path(o.tls_key).read_bytes(), Path(o.tls_cert).read_bytes()
+        key, cert = load_tls_pair(o.tls_cert, o.tls_key)
         return grpc.ssl_server_credentials([(key, cert)])
 
     def _bind(self, target: str, creds: grpc.ServerCredentials | None) -> int:
@@ -244,6 +249,47 @@ class SimServer:
     def wait(self) -> None:
         """Block until ``stop()`` is called."""
         self._stopped.wait()
+
+
+def load_tls_pair(cert_file: str, key_file: str) -> tuple[bytes, bytes]:
+    """Read and check a PEM certificate chain and its private key, before gRPC sees them.
+
+    gRPC only reports a bad pair when binding ("Failed to bind", plus log noise) and never
+    says which file is wrong; OpenSSL, through ``ssl``, can tell.
+
+    Returns:
+        ``(key, cert)`` bytes, as ``grpc.ssl_server_credentials`` takes them.
+
+    Raises:
+        ConfigError: Naming the option and file at fault.
+    """
+    import ssl
+
+    for option, file in (("--tls-cert", cert_file), ("--tls-key", key_file)):
+        if not Path(file).is_file():
+            raise ConfigError(f"{option} {file}: no such file")
+    try:
+        key, cert = Path(key_file).read_bytes(), Path(cert_file).read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read the TLS files: {exc}") from exc
+    trust = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    try:
+        trust.load_verify_locations(cadata=cert.decode("ascii", "replace"))
+    except ssl.SSLError:
+        raise ConfigError(f"--tls-cert {cert_file}: no PEM certificate in it") from None
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        # A password (any) stops OpenSSL from prompting on the terminal for an encrypted key.
+        server.load_cert_chain(cert_file, key_file, password=b"")
+    except ssl.SSLError as exc:
+        if getattr(exc, "reason", "") == "KEY_VALUES_MISMATCH":
+            raise ConfigError(
+                f"--tls-key {key_file} is not the key of the certificate in --tls-cert {cert_file}"
+            ) from None
+        raise ConfigError(
+            f"--tls-key {key_file}: not a PEM private key (unencrypted: gRPC takes no password)"
+        ) from None
+    return key, cert
 
 
 def _socket_alive(path: Path) -> bool:

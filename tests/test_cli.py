@@ -6,6 +6,7 @@ import re
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -89,6 +90,11 @@ def test_check_reports_a_bad_reward_function(tmp_path, body, message):
             "sim: {address: 'unix:/nonexistent/x.sock', connect_timeout: 1}\nobservations: {x: {min: 0, max: 1}}\nactions: {u: {min: 0, max: 1}}\n",
             "cannot reach sim server",
         ),
+        (
+            # The typo, not the "missing" key it leaves behind, is what to report.
+            "observations: {x: {min: 0, maxx: 1}}\nactions: {u: {min: 0, max: 1}}\n",
+            "observations.x.maxx: unknown key (did you mean 'max'?)",
+        ),
     ],
 )
 def test_check_errors_are_one_line(tmp_path, spec_text, message):
@@ -107,3 +113,57 @@ def test_check_errors_are_one_line(tmp_path, spec_text, message):
 def test_version():
     proc = simgym("version")
     assert proc.returncode == 0 and "simgym.v1" in proc.stdout
+
+
+def _one_error_line(proc: subprocess.CompletedProcess[str]) -> str:
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("simgym: error:"), proc.stderr
+    return lines[0]
+
+
+def test_check_rejects_an_unknown_transport():
+    line = _one_error_line(
+        simgym("check", str(SIMS / "toy_spec.yaml"), "--episodes", "1", "--transport", "foo")
+    )
+    assert "--transport 'foo'" in line and "unix, tcp" in line
+
+
+def test_check_quotes_why_the_sim_did_not_start(tmp_path):
+    # The server's log is in a folder deleted after the check: the message must carry the
+    # sim's own last words, and any log it cites must still exist.
+    (tmp_path / "crash.py").write_text(
+        textwrap.dedent(
+            """
+            import os, sys
+
+            class Crash:
+                def __init__(self):
+                    print("loading the plant model")
+                    sys.stderr.write("Fatal: license server unreachable\\n")
+                    sys.stderr.flush()
+                    os._exit(3)
+
+                def reset(self, config):
+                    return {}
+
+                def step(self, action):
+                    return {}
+            """
+        )
+    )
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(
+        "sim: {target: crash.py:Crash}\n"
+        "observations: {x: {min: 0, max: 1}}\nactions: {u: {min: 0, max: 1}}\nreward: x\n"
+    )
+    line = _one_error_line(simgym("check", str(spec), "--episodes", "1"))
+    assert "exited with code 3: Fatal: license server unreachable" in line
+    kept = re.search(r"server log kept at (\S+)\)", line)
+    assert kept, line
+    log = Path(kept.group(1))
+    try:
+        assert "loading the plant model" in log.read_text()
+    finally:
+        log.unlink()

@@ -424,6 +424,8 @@ def _simserver(*args: str) -> subprocess.CompletedProcess[str]:
         (["toy.py:BadCtor"], "cannot find license server"),
         (["gymnasium:NoSuchEnv-v9"], "unknown Gymnasium env id"),
         (["toy.py:Toy", "-k", "oops"], "expected name=value"),
+        (["toy.py:Toy", "--port", "99999"], "--port 99999: a TCP port is 0"),
+        (["toy.py:Toy", "--port", "-1"], "--port -1: a TCP port is 0"),
     ],
 )
 def test_cli_errors_are_one_line(args, message):
