@@ -3,8 +3,10 @@
 ``Connection`` wraps a gRPC channel; ``RemoteSession`` is one session on it with
 its names and sequence numbers. Every call carries a deadline, so a dead or hung
 server raises ``SimTimeout``/``ServerUnavailable`` instead of hanging. Only the
-first contact retries (transport errors only, with exponential backoff): a step
-is never retried blindly, because the sim may already have applied it.
+first contact retries, and only while the server is unreachable (``UNAVAILABLE``:
+the request never reached it), with exponential backoff. Nothing else is retried
+blindly: a step may already have been applied, and an ``Open`` that timed out may
+still be building a sim (a retry would leave a second session holding a slot).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Any
 import grpc
 from google.protobuf import struct_pb2
 
-from gymclient.errors import RemoteError, ServerUnavailable, from_status
+from gymclient.errors import RemoteError, ServerUnavailable, SimTimeout, from_status
 from simgym import PROTOCOL, __version__
 from simgym.v1 import simulator_pb2 as pb
 from simgym.v1 import simulator_pb2_grpc as pb_grpc
@@ -34,9 +36,11 @@ class ConnectOptions:
 
     Attributes:
         timeout: Deadline of a step or batch call, in seconds.
-        reset_timeout: Deadline of reset/open/close calls (resets may be slow).
+        reset_timeout: Deadline of reset/open/close calls (resets may be slow), and of
+            a packed round that resets any session.
         connect_timeout: How long the first contact keeps retrying an
-            unreachable server (it may still be starting).
+            unreachable server (it may still be starting). Each attempt may then take
+            ``reset_timeout`` (a sim constructor can be slow).
         token: Bearer token sent as ``authorization`` metadata.
         tls: Use TLS. ``tls_ca`` is the PEM file of the CA to trust (default:
             the system roots).
@@ -130,6 +134,9 @@ class Connection:
 
         Raises:
             ServerUnavailable: Still unreachable after ``connect_timeout``.
+            SimTimeout: The server took longer than ``reset_timeout`` (a slow sim
+                constructor, an unresponsive host); not retried, since Open is not
+                idempotent.
             RemoteError: Any other refusal (bad token, session limit, ...), at once.
         """
         o = self.options
@@ -142,9 +149,10 @@ class Connection:
         deadline = time.monotonic() + o.connect_timeout
         delay = 0.05
         while True:
-            remaining = deadline - time.monotonic()
             try:
-                reply = self._call("Open", request, max(0.1, min(o.reset_timeout, remaining)))
+                # The whole reset_timeout for every attempt: a short one would time out a
+                # slow constructor and leave its session behind on the server.
+                reply = self._call("Open", request, o.reset_timeout)
                 return RemoteSession(self, reply)
             except ServerUnavailable as exc:
                 if time.monotonic() + delay >= deadline:
@@ -155,10 +163,13 @@ class Connection:
                         code=exc.code,
                         address=self.address,
                     ) from None
-            except RemoteError as exc:
-                if exc.code == grpc.StatusCode.DEADLINE_EXCEEDED and time.monotonic() < deadline:
-                    continue
-                raise
+            except SimTimeout as exc:
+                raise SimTimeout(
+                    f"{exc} (Open is not retried: the server may still be building this "
+                    "session's sim; raise sim.reset_timeout for a slow constructor)",
+                    code=exc.code,
+                    address=self.address,
+                ) from None
             # Jittered exponential backoff: many workers starting at once must not
             # hammer a server that is still starting in lock-step.
             time.sleep(delay * (0.5 + random.random()))

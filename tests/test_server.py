@@ -385,6 +385,31 @@ def test_connect_retries_until_the_server_is_up(tmp_path):
         server.cleanup()
 
 
+def test_open_is_not_retried_after_its_deadline(start_server):
+    # Open is not idempotent: a retry after a deadline would build another sim while the
+    # first is still being built, and both would hold --max-sessions slots.
+    server = start_server("faults.py:SlowCtor", kwargs={"delay": 2.0})
+    options = ConnectOptions(reset_timeout=0.5, connect_timeout=10.0)
+    with Connection(server.address, options) as conn:
+        conn.open()  # the instance built for probing: no constructor runs
+        started = time.monotonic()
+        with pytest.raises(SimTimeout, match="not retried"):
+            conn.open()
+        assert time.monotonic() - started < 2.0  # one deadline, not connect_timeout
+        time.sleep(3.0)  # every constructor started has finished by now
+    opened = [line for line in server.log_tail(200).splitlines() if "opened session" in line]
+    assert len(opened) == 2, opened
+
+
+def test_auth_errors_are_not_retried(start_server):
+    server = start_server("toy.py:Toy", args=["--token", "s3cret"])
+    started = time.monotonic()
+    with Connection(server.address, ConnectOptions(token="wrong", connect_timeout=30)) as conn:
+        with pytest.raises(AuthError):
+            conn.open(["u"])
+    assert time.monotonic() - started < 5.0  # at once, not after connect_timeout
+
+
 def test_unreachable_server_fails_within_connect_timeout(tmp_path):
     started = time.monotonic()
     with Connection(f"unix:{tmp_path}/none.sock", ConnectOptions(connect_timeout=1.5)) as conn:
