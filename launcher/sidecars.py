@@ -21,13 +21,45 @@ from simserver.process import ServerProcess, ServerStartError
 
 log = logging.getLogger("simgym.sidecars")
 
+# What a dying sim server writes last: simserver's own error line, a Python exception,
+# or a fatal message of a native library.
+_ERROR_HINTS = ("error", "exception", "fatal", "raised", "abort", "killed", "segmentation")
+
+
+def log_error_line(text: str) -> str:
+    """The line of a server log that says what went wrong (its last error-looking line).
+
+    ``simserver: error: BadCtor() raised RuntimeError: cannot find license server`` becomes
+    ``BadCtor() raised RuntimeError: cannot find license server``. Empty when nothing in
+    ``text`` looks like an error.
+    """
+    for line in reversed(text.splitlines()):
+        line = line.strip()
+        if line and any(h in line.lower() for h in _ERROR_HINTS):
+            return line.removeprefix("simserver: error: ")
+    return ""
+
+
+class SidecarStartError(ServerStartError):
+    """A sidecar did not start; the first line says why, in the sim's own words.
+
+    Attributes:
+        server: Index of the server in the pool.
+        log_file: Its log.
+        error_line: The log's error line (empty if the log has none).
+    """
+
+    def __init__(self, message: str, *, server: int, log_file: Path, error_line: str) -> None:
+        super().__init__(message)
+        self.server, self.log_file, self.error_line = server, log_file, error_line
+
 
 @dataclass
 class SidecarEvent:
     """A restart or a give-up, for logs and metrics."""
 
     server: int
-    kind: str  # "restarted" | "gave_up"
+    kind: str  # "restarted" | "restart_failed" | "gave_up"
     detail: str
     time: float = field(default_factory=time.time)
 
@@ -66,6 +98,7 @@ class SidecarPool:
             for i in range(launch.servers)
         ]
         self.restarts = [0] * launch.servers
+        self._log_start = [0] * launch.servers
         self.events: list[SidecarEvent] = []
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -85,14 +118,28 @@ class SidecarPool:
         """Start every server and wait until all serve.
 
         Raises:
-            ServerStartError: A server did not start (the message has its log's tail).
+            SidecarStartError: A server did not start. Its first line names the sim and
+                quotes the server log's error line (e.g. the exception the sim's constructor
+                raised); the log's tail follows.
         """
-        try:
-            for server in self.servers:
-                server.start(timeout=timeout)
-        except ServerStartError:
-            self.stop()
-            raise
+        for i, server in enumerate(self.servers):
+            try:
+                self._start(i, timeout)
+            except ServerStartError as exc:
+                self.stop()
+                tail = self._log_since_start(i, 40)
+                line = log_error_line(tail)
+                # "simserver <target> exited with code 2:" -> "exited with code 2"
+                first = str(exc).splitlines()[0].rstrip(":")
+                status = first.split(f"{server.target} ", 1)[-1]
+                reason = f": {line}" if line else ""
+                raise SidecarStartError(
+                    f"sim server {i} ({self.launch.target}) failed to start{reason} "
+                    f"({status}; log: {server.log_file})\n{tail}",
+                    server=i,
+                    log_file=server.log_file,
+                    error_line=line,
+                ) from None
         self._thread = threading.Thread(target=self._supervise, name="simgym-sidecars", daemon=True)
         self._thread.start()
         log.info("started %d sim server(s): %s", len(self.servers), ", ".join(self.addresses))
@@ -105,29 +152,63 @@ class SidecarPool:
                     continue
                 self._restart(i, server)
 
-    def _restart(self, i: int, server: ServerProcess) -> None:
+    def _died(self, i: int, server: ServerProcess) -> str:
+        """``sim server 0 (toy.py:Toy at unix:...) exited (code -9)[: <its log's error>]``."""
         code = server.proc.returncode if server.proc else None
+        line = log_error_line(self._log_since_start(i))
+        reason = f"; its log's last error: {line}" if line else ""
+        where = f"{self.launch.target} at {server.address}"
+        return f"sim server {i} ({where}) exited (code {code}){reason}"
+
+    def _start(self, i: int, timeout: float) -> None:
+        # Restarts append to the same log: remember where this life's part begins, so an
+        # error quoted for a death is this life's, not an earlier one's.
+        try:
+            self._log_start[i] = self.servers[i].log_file.stat().st_size
+        except OSError:
+            self._log_start[i] = 0
+        self.servers[i].start(timeout=timeout)
+
+    def _log_since_start(self, i: int, limit: int = 20) -> str:
+        try:
+            with open(self.servers[i].log_file, "rb") as f:
+                f.seek(self._log_start[i])
+                text = f.read().decode(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-limit:])
+
+    def _event(self, i: int, kind: str, detail: str) -> None:
+        # Logged (the run's train.log) and kept: the trainer reports new events as they
+        # come and counts restarts as the sim_restarts metric.
+        (log.error if kind != "restarted" else log.warning)("sidecar %s: %s", kind, detail)
+        self.events.append(SidecarEvent(i, kind, detail))
+
+    def _restart(self, i: int, server: ServerProcess) -> None:
         if self.restarts[i] >= self.launch.max_restarts:
             if not any(e.server == i and e.kind == "gave_up" for e in self.events):
                 budget = self.launch.max_restarts
-                detail = f"server {i} exited ({code}) and its restart budget ({budget}) is used up"
-                log.error(detail)
-                self.events.append(SidecarEvent(i, "gave_up", detail))
+                self._event(
+                    i,
+                    "gave_up",
+                    f"{self._died(i, server)}; its restart budget ({budget}) is used up",
+                )
             return
+        died = self._died(i, server)
         delay = self.launch.restart_backoff * (2 ** self.restarts[i])
         if self._stop.wait(delay):
             return
         with self._lock:
             self.restarts[i] += 1
+            n = self.restarts[i]
             try:
-                server.start(timeout=120)
+                self._start(i, 120)
             except ServerStartError as exc:
-                log.error("restarting server %d failed: %s", i, exc)
+                line = log_error_line(self._log_since_start(i)) or str(exc).splitlines()[0]
+                self._event(i, "restart_failed", f"{died}; restart {n} failed: {line}")
                 return
-        n = self.restarts[i]
-        detail = f"server {i} exited ({code}); restarted at {server.address} (restart {n})"
-        log.warning(detail)
-        self.events.append(SidecarEvent(i, "restarted", detail))
+        budget = self.launch.max_restarts
+        self._event(i, "restarted", f"{died}; restarted (restart {n} of {budget})")
 
     def failed(self) -> list[SidecarEvent]:
         """Servers that are down for good."""

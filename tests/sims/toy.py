@@ -112,18 +112,33 @@ class BadCtor:
 
 
 class Flaky(Toy):
-    """Misbehaves at random steps: raises, returns NaN, or hangs (seeded, per instance)."""
+    """Misbehaves at random steps: raises, returns NaN, or hangs; and hangs once on cue.
+
+    The random draws are seeded from `seed` and the instance's number in its server process
+    (the server builds one instance per session), so a run misbehaves the same way every
+    time. `hang_at`: the first episode in the process to reach that step sleeps `hang`
+    seconds there, once — a deterministic hung call (a random `p_hang` may never fire).
+    """
 
     action_names = ("u",)
+    instances = 0  # per server process
+    hung = False
 
-    def __init__(self, p_raise=0.0, p_nan=0.0, p_hang=0.0, hang=5.0, horizon=20):
+    def __init__(
+        self, p_raise=0.0, p_nan=0.0, p_hang=0.0, hang=5.0, horizon=20, hang_at=None, seed=0
+    ):
         super().__init__(horizon=horizon)
         import random
 
-        self.rng = random.Random(id(self))
+        Flaky.instances += 1
+        self.rng = random.Random(seed * 1_000_003 + Flaky.instances)
         self.p_raise, self.p_nan, self.p_hang, self.hang = p_raise, p_nan, p_hang, hang
+        self.hang_at = hang_at
 
     def step(self, action):
+        if self.hang_at is not None and self.t + 1 == self.hang_at and not Flaky.hung:
+            Flaky.hung = True
+            time.sleep(self.hang)
         roll = self.rng.random()
         if roll < self.p_raise:
             raise RuntimeError("flaky sim failed")
@@ -133,3 +148,26 @@ class Flaky(Toy):
         if self.rng.random() < self.p_nan:
             out["x"] = math.nan
         return out
+
+
+class Crashing(Toy):
+    """Its server process dies at step `crash_at`, as when a native solver aborts.
+
+    It writes its last words to stderr first (the server log), like a C library's failed
+    assertion would.
+    """
+
+    action_names = ("u",)
+
+    def __init__(self, crash_at=3):
+        super().__init__()
+        self.crash_at = crash_at
+
+    def step(self, action):
+        if self.t + 1 == self.crash_at:
+            sys.stderr.write("FATAL: solver assertion failed: dt > 0 (crash in step)\n")
+            sys.stderr.flush()
+            import os
+
+            os._exit(3)
+        return super().step(action)
