@@ -5,7 +5,11 @@ Imported only when training (Ray and torch are the ``train`` extra).
 
 from __future__ import annotations
 
+import enum
+import logging
+import math
 import os
+import time
 from typing import Any
 
 from gymclient.spec import EnvSpec
@@ -70,6 +74,30 @@ def env_runner_class() -> type:
     return SimgymEnvRunner
 
 
+_last_written: dict[str, float] = {}  # per process: message -> when it was last written
+
+
+def _record_sim_error(path: str | None, message: str) -> None:
+    """Append a failed sim call to the run's ``sim_errors.log`` (read by ``error.txt``).
+
+    A sim failing on every step would otherwise write thousands of lines a second: a
+    message already written in the last 5 s is skipped. Best effort: a runner on another
+    node cannot see the driver's run folder.
+    """
+    if not path:
+        return
+    now = time.time()
+    if now - _last_written.get(message, -math.inf) < 5.0:
+        return
+    _last_written[message] = now
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(now))
+    try:
+        with open(path, "a") as f:
+            f.write(f"{stamp} {message}\n")
+    except OSError:
+        pass
+
+
 def callbacks_class(log_states: list[str]) -> type:
     """Callbacks that log the spec's ``log_states`` and the bridge's health per episode."""
     from ray.rllib.callbacks.callbacks import RLlibCallback
@@ -78,13 +106,25 @@ def callbacks_class(log_states: list[str]) -> type:
         """Per-episode state means, sim errors and sim step latency as RLlib metrics."""
 
         def on_episode_end(
-            self, *, episode: Any, metrics_logger: Any = None, **kwargs: Any
+            self,
+            *,
+            episode: Any,
+            env_runner: Any = None,
+            metrics_logger: Any = None,
+            **kwargs: Any,
         ) -> None:
-            """Log the episode's mean and final value of each log state."""
+            """Log the episode's mean and final value of each log state, and its sim error."""
             if metrics_logger is None:
                 return
             infos = episode.get_infos()
             last = infos[-1] if len(infos) else {}
+            error = last.get("simgym_error") if isinstance(last, dict) else None
+            if error and not str(error).startswith("non-finite"):
+                # The bridge reports a hung sim as a deadline error (gymclient.errors).
+                timeout = "within the deadline" in str(error)
+                metrics_logger.log_value("sim_timeouts", int(timeout), reduce="sum")
+                config = getattr(getattr(env_runner, "config", None), "env_config", None) or {}
+                _record_sim_error(config.get("sim_error_log"), str(error))
             means = last.get("log_states_mean") if isinstance(last, dict) else None
             finals = last.get("log_states_final") if isinstance(last, dict) else None
             for name in log_states:
@@ -119,19 +159,55 @@ def callbacks_class(log_states: list[str]) -> type:
     return SimgymCallbacks
 
 
+# Settings simgym chooses for every algorithm (beyond ALGO_DEFAULTS); reported with the
+# user's keys as the run's effective algorithm settings.
+SIMGYM_SETTINGS = (
+    "num_env_runners",
+    "num_envs_per_env_runner",
+    "rollout_fragment_length",
+    "min_time_s_per_iteration",
+    "train_batch_size_per_learner",
+    "restart_failed_env_runners",
+    "restart_failed_sub_environments",
+    "seed",
+)
+
+
+def env_config(
+    env_spec: EnvSpec, addresses: list[str], sim_error_log: str | None = None
+) -> dict[str, Any]:
+    """What every env runner's ``make_env`` and callbacks receive.
+
+    ``sim_error_log``: a file the env runners append failed sim calls to (``error.txt``
+    quotes its last line); None to keep them in the metrics only.
+    """
+    # Training must go on when one sim call fails: the episode ends as truncated.
+    spec = env_spec.model_copy(update={"on_error": "truncate"})
+    config: dict[str, Any] = {"spec": spec, "addresses": addresses}
+    if sim_error_log:
+        config["sim_error_log"] = sim_error_log
+    return config
+
+
 def build_config(
     spec: TrainSpec,
     env_spec: EnvSpec,
     addresses: list[str],
     custom_resources: dict[str, float] | None = None,
+    *,
+    sim_error_log: str | None = None,
 ) -> Any:
-    """The RLlib ``AlgorithmConfig`` for a training spec.
+    """The RLlib ``AlgorithmConfig`` for a training spec, validated.
+
+    Needs neither Ray nor the sims: ``simgym train`` builds it (with no addresses yet) before
+    it starts anything, so a wrong ``config`` key costs a second, then sets the sims'
+    addresses with ``config.environment(env_config=env_config(...))``.
 
     ``custom_resources``: Ray resources each env runner needs (``simgym node`` asks for
     ``sim_slot``s, so a node hosts no more env runners than its sims can serve).
 
     Raises:
-        SpecError: Unknown RLlib config keys in ``config``.
+        SpecError: Unknown RLlib config keys in ``config``, or values RLlib rejects.
     """
     from ray.rllib.algorithms.appo import APPOConfig
     from ray.rllib.algorithms.impala import IMPALAConfig
@@ -144,9 +220,8 @@ def build_config(
     classes = {"IMPALA": IMPALAConfig, "APPO": APPOConfig, "PPO": PPOConfig}
     config = classes[spec.algorithm]()
     r = spec.resources
-    env_spec = env_spec.model_copy(update={"on_error": "truncate"})
     config = (
-        config.environment(ENV_NAME, env_config={"spec": env_spec, "addresses": addresses})
+        config.environment(ENV_NAME, env_config=env_config(env_spec, addresses, sim_error_log))
         .env_runners(
             num_env_runners=r.env_runners,
             num_envs_per_env_runner=r.envs_per_runner,
@@ -175,4 +250,61 @@ def build_config(
         # Keys RLlib's training() does not take as arguments are plain attributes.
         for key, value in training.items():
             setattr(config, key, value)
+    # RLlib's own consistency checks (e.g. a minibatch larger than the batch), which
+    # build_algo() would otherwise only run after Ray and the sims are up. Its notices
+    # ("You are running PPO on the new API stack!") are for RLlib users, not simgym's:
+    # ray.init(logging_level=ERROR) silences them later on, nothing has yet here.
+    rllib_log = logging.getLogger("ray.rllib")
+    level = rllib_log.level
+    rllib_log.setLevel(logging.ERROR)
+    try:
+        config.validate()
+    except (ValueError, TypeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise SpecError(spec.source, "config", f"RLlib {spec.algorithm}: {first}") from None
+    finally:
+        rllib_log.setLevel(level)
     return config
+
+
+_SKIP = object()  # a value YAML and MLflow cannot hold
+
+
+def _plain(value: Any) -> Any:
+    """``value`` if YAML/MLflow can store it as it is (scalars, lists, dicts of those)."""
+    if isinstance(value, enum.Enum):  # RLlib's str enums: YAML's safe dumper refuses them
+        return _plain(value.value)
+    if value is None or type(value) in (bool, int, float, str):
+        return value
+    if isinstance(value, (list, tuple)):
+        items = [_plain(v) for v in value]
+        return _SKIP if any(i is _SKIP for i in items) else items
+    if isinstance(value, dict):
+        out = {str(k): _plain(v) for k, v in value.items()}
+        return _SKIP if any(v is _SKIP for v in out.values()) else out
+    return _SKIP
+
+
+def effective_settings(spec: TrainSpec, config: Any) -> dict[str, Any]:
+    """The algorithm settings this run uses: simgym's defaults, the user's keys, simgym's own.
+
+    Read back from the built config, so they show what RLlib will use (e.g. IMPALA's lr
+    1e-4 from ``ALGO_DEFAULTS``, not RLlib's 5e-4).
+    """
+    keys = [*ALGO_DEFAULTS[spec.algorithm], *spec.config, *SIMGYM_SETTINGS]
+    out: dict[str, Any] = {}
+    for key in dict.fromkeys(keys):
+        value = _plain(getattr(config, key, None))
+        if value is not _SKIP:
+            out[key] = value
+    return out
+
+
+def full_config(config: Any) -> dict[str, Any]:
+    """Every RLlib setting that has a plain value (classes and callables are left out)."""
+    out: dict[str, Any] = {}
+    for key, value in sorted(config.to_dict().items()):
+        plain = _plain(value)
+        if plain is not _SKIP:
+            out[key] = plain
+    return out

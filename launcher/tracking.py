@@ -26,6 +26,7 @@ RESULT_KEYS: dict[str, tuple[str, ...]] = {
     "env_steps_total": ("env_runners", "num_env_steps_sampled_lifetime"),
     "sim_errors": ("env_runners", "sim_errors"),
     "sim_nonfinite": ("env_runners", "sim_nonfinite"),
+    "sim_timeouts": ("env_runners", "sim_timeouts"),
     "sim_step_ms": ("env_runners", "sim_step_ms"),
     "bridge_step_ms": ("env_runners", "bridge_step_ms"),
 }
@@ -69,6 +70,9 @@ class Tracker:
             jobs), else ``sqlite:///<run_dir>/mlflow.db``.
         run_name: MLflow run name.
         resume_run_id: Continue this MLflow run (on ``--resume``).
+        keep_until: On ``--resume``: the checkpoint's iteration. Rows of ``metrics.csv``
+            after it belong to iterations the resumed run repeats, so they are dropped
+            (MLflow keeps its points; the resumed run logs those steps again).
     """
 
     def __init__(
@@ -78,6 +82,7 @@ class Tracker:
         tracking_uri: str | None = None,
         run_name: str | None = None,
         resume_run_id: str | None = None,
+        keep_until: int | None = None,
     ) -> None:
         from mlflow.tracking import MlflowClient
 
@@ -111,6 +116,11 @@ class Tracker:
         else:
             self.run_id = self._client.create_run(experiment_id, run_name=run_name).info.run_id
         self._rows: list[dict[str, float]] = self._read_csv()
+        if keep_until is not None:
+            kept = [r for r in self._rows if r.get("iteration", 0) <= keep_until]
+            if len(kept) != len(self._rows):
+                self._rows = kept
+                self._write_csv()
 
     def _read_csv(self) -> list[dict[str, float]]:
         if not self.csv_path.exists():
@@ -125,9 +135,10 @@ class Tracker:
         """Record the run's settings (stringified, MLflow's limit)."""
         from mlflow.entities import Param
 
-        self._client.log_batch(
-            self.run_id, params=[Param(k, str(v)[:500]) for k, v in params.items()]
-        )
+        items = [Param(k, str(v)[:500]) for k, v in params.items()]
+        # MLflow takes at most 100 params per batch.
+        for i in range(0, len(items), 100):
+            self._client.log_batch(self.run_id, params=items[i : i + 100])
 
     def log(self, step: int, metrics: Mapping[str, float]) -> None:
         """Record one iteration (x-axis: the training step)."""
@@ -138,12 +149,18 @@ class Tracker:
             self.run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()]
         )
         self._rows.append({"iteration": float(step), **metrics})
+        self._write_csv()
+
+    def _write_csv(self) -> None:
+        # Rewritten whole (atomically): a metric first seen late adds a column.
         columns = sorted({k for row in self._rows for k in row} - {"iteration"})
-        with self.csv_path.open("w", newline="") as f:
+        tmp = self.csv_path.with_suffix(".csv.tmp")
+        with tmp.open("w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=["iteration", *columns])
             writer.writeheader()
             for row in self._rows:
                 writer.writerow(row)
+        tmp.replace(self.csv_path)
 
     @property
     def rows(self) -> list[dict[str, float]]:

@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import shutil
+import textwrap
 import time
 import traceback
 from collections.abc import Callable
@@ -27,15 +28,44 @@ from gymclient.connection import Connection
 from gymclient.env import connect_options
 from gymclient.errors import SimgymError
 from gymclient.spec import EnvSpec
-from launcher.sidecars import SidecarPool
-from launcher.trainspec import TrainSpec, load_train_spec
+from launcher.sidecars import SidecarPool, log_error_line
+from launcher.trainspec import Launch, TrainSpec, load_train_spec
 from simserver.process import ServerStartError
 
 log = logging.getLogger("simgym.train")
 
+# Failed sim calls, appended by the env runners (launcher.rllib_setup); error.txt quotes
+# the last one.
+SIM_ERROR_LOG = "sim_errors.log"
+_SETUP_STAGES = ("starting the sim servers", "checking the sims (preflight)")
+
 
 class TrainingError(SimgymError):
-    """Training failed; ``error.txt`` in the run folder says why."""
+    """Training failed; ``error.txt`` in the run folder says why.
+
+    Attributes:
+        error_file: That ``error.txt``; None for a run that cannot even start (a
+            ``--resume`` folder without a run or a checkpoint).
+    """
+
+    def __init__(self, message: str, *, error_file: Path | None = None) -> None:
+        super().__init__(message)
+        self.error_file = error_file
+
+
+class SetupError(SimgymError):
+    """A setup problem found before training started (sims, preflight); one line.
+
+    The run folder already exists by then, so ``error.txt`` there explains it too.
+
+    Attributes:
+        cause: The original error (e.g. ``SpecMismatch``, ``AuthError``).
+        error_file: The run folder's ``error.txt``.
+    """
+
+    def __init__(self, message: str, *, cause: BaseException, error_file: Path) -> None:
+        super().__init__(message)
+        self.cause, self.error_file = cause, error_file
 
 
 @dataclass
@@ -50,11 +80,17 @@ class Progress:
     metrics: dict[str, float]
     checkpoint: str | None = None
     restarts: int = 0
+    events: list[str] = field(default_factory=list)  # sidecar events since the last one
 
 
 @dataclass
 class RunState:
-    """Persisted in ``run.json``: what ``--resume`` needs."""
+    """Persisted in ``run.json``: what ``--resume`` needs.
+
+    ``iteration``/``env_steps``/``episodes`` are the latest iteration's; each checkpoint
+    keeps its own in ``<checkpoint>/simgym.json`` (see ``Counters``), which is what a
+    resume continues from.
+    """
 
     spec: str
     mlflow_run_id: str = ""
@@ -82,6 +118,34 @@ class RunState:
         if not path.exists():
             raise TrainingError(f"--resume {run_dir}: not a simgym run folder (no run.json)")
         return cls(**json.loads(path.read_text()))
+
+
+@dataclass
+class Counters:
+    """The counters at a checkpoint, saved beside its weights as ``simgym.json``.
+
+    ``run.json`` moves on every iteration, weights only every ``checkpoint.every``: a
+    resume must go back to the checkpoint's counters, not the last iteration's.
+    """
+
+    iteration: int
+    env_steps: int
+    episodes: int
+
+    FILE = "simgym.json"
+
+    def save(self, checkpoint: Path) -> None:
+        """Write into the checkpoint folder."""
+        (checkpoint / self.FILE).write_text(json.dumps(asdict(self)))
+
+    @classmethod
+    def load(cls, checkpoint: Path) -> Counters | None:
+        """The checkpoint's counters; None for a checkpoint written before they were kept."""
+        try:
+            data = json.loads((checkpoint / cls.FILE).read_text())
+        except (OSError, ValueError):
+            return None
+        return cls(int(data["iteration"]), int(data["env_steps"]), int(data["episodes"]))
 
 
 def new_run_dir(spec: TrainSpec) -> Path:
@@ -134,23 +198,85 @@ def _checkpoint(algo: Any, run_dir: Path, state: RunState, keep: int) -> str:
     path = run_dir / "checkpoints" / f"iter_{state.iteration:06d}"
     path.parent.mkdir(exist_ok=True)
     algo.save_to_path(str(path.resolve()))  # RLlib needs an absolute path
+    Counters(state.iteration, state.env_steps, state.episodes).save(path)
     state.checkpoints.append(str(path))
     while len(state.checkpoints) > keep:
         shutil.rmtree(state.checkpoints.pop(0), ignore_errors=True)
     state.save(run_dir)
+    log.info(
+        "checkpoint %s (env steps %d, episodes %d)", path.name, state.env_steps, state.episodes
+    )
     return str(path)
 
 
-def _write_error(run_dir: Path, what: str, exc: BaseException, pool: SidecarPool | None) -> Path:
-    """``error.txt``: one paragraph first (what failed, where), then the details."""
-    lines = [f"simgym train failed while {what}: {type(exc).__name__}: {exc}", ""]
+def _message(exc: BaseException) -> str:
+    """The message's first line (a simgym error's message is one line; Ray's are not)."""
+    text = str(exc).strip()
+    return text.splitlines()[0].strip() if text else type(exc).__name__
+
+
+def _first_line(exc: BaseException) -> str:
+    """One line about ``exc``: a simgym error's message, else ``Type: first line``."""
+    if isinstance(exc, SimgymError):
+        return _message(exc)
+    return f"{type(exc).__name__}: {_message(exc)}" if str(exc).strip() else type(exc).__name__
+
+
+def _sim_error_lines(run_dir: Path) -> list[str]:
+    """The failed sim calls the env runners wrote to ``sim_errors.log``, oldest first."""
+    try:
+        return (run_dir / SIM_ERROR_LOG).read_text(errors="replace").splitlines()
+    except OSError:
+        return []
+
+
+def _last_sim_error(lines: list[str]) -> str:
+    """The message of the last line of ``sim_errors.log`` ("<date> <time> <message>")."""
+    last = lines[-1] if lines else ""
+    return last.split(" ", 2)[2] if last.count(" ") >= 2 else last
+
+
+def _write_error(
+    run_dir: Path,
+    what: str,
+    exc: BaseException,
+    pool: SidecarPool | None,
+    sim_errors: int = 0,
+) -> Path:
+    """``error.txt``: one paragraph first (which sim, which call, the sim's error), then details.
+
+    The paragraph comes from what simgym itself saw — the exception's first line, the
+    sidecar pool's events (a server that died or could not restart, with its log's error),
+    and the last failed sim call the env runners counted — so it reads as a diagnosis
+    even when the exception is a long Ray traceback.
+    """
+    headline = _first_line(exc)
+    sentences = [f"simgym train failed while {what}: {headline.rstrip('.')}."]
     if pool is not None:
         for event in pool.events:
-            lines.append(f"sidecar: {event.detail}")
+            if event.kind != "restarted" and event.detail not in headline:
+                sentences.append(f"{event.detail[:1].upper()}{event.detail[1:]}.")
+        if pool.total_restarts:
+            sentences.append(f"Sim server restarts in this run: {pool.total_restarts}.")
+    sim_error_lines = _sim_error_lines(run_dir)
+    last_call = _last_sim_error(sim_error_lines)
+    if last_call:
+        counted = f" ({sim_errors} sim call errors counted)" if sim_errors else ""
+        sentences.append(f"Last failed sim call{counted}: {last_call.rstrip('.')}.")
+    paragraph = textwrap.fill(
+        " ".join(sentences), width=100, break_long_words=False, break_on_hyphens=False
+    )
+    lines = [paragraph, ""]
+    if pool is not None:
+        for event in pool.events:
+            lines.append(f"sidecar {event.kind}: {event.detail}")
         for i, server in enumerate(pool.servers):
             tail = server.log_tail(10)
-            if "Traceback" in tail or "error" in tail.lower():
+            if "Traceback" in tail or log_error_line(tail):
                 lines += [f"--- last lines of sim server {i} log ({server.log_file}) ---", tail]
+    if sim_error_lines:
+        lines += [f"--- last failed sim calls ({run_dir / SIM_ERROR_LOG}) ---"]
+        lines += sim_error_lines[-10:]
     lines += ["", "--- traceback ---", "".join(traceback.format_exception(exc))]
     path = run_dir / "error.txt"
     path.write_text("\n".join(lines))
@@ -190,6 +316,111 @@ def _sync_weights(algo: Any) -> None:
         log.warning("could not push restored weights to env runners: %s", exc)
 
 
+def _resolved_spec(
+    spec: TrainSpec, env_spec: EnvSpec, launch: Launch | None, config: Any
+) -> dict[str, Any]:
+    """``spec.resolved.yaml``: the training spec as run, with nothing left to defaults.
+
+    ``train.sim.launch`` is the sidecar plan actually started (target and kwargs taken from
+    the env spec when the training spec leaves them out); ``algorithm_config`` the settings
+    the algorithm runs with (simgym's defaults such as IMPALA's lr 1e-4, then the user's
+    ``config``); ``rllib`` every plain-valued setting of the RLlib config.
+    """
+    from launcher.rllib_setup import effective_settings, full_config
+
+    train_part = spec.model_dump(exclude={"base_dir", "source"})
+    if launch is not None:
+        train_part["sim"]["launch"] = launch.model_dump()
+    return {
+        "train": train_part,
+        "algorithm_config": effective_settings(spec, config),
+        "env": env_spec.model_dump(),
+        "rllib": full_config(config),
+    }
+
+
+def _params(spec: TrainSpec, resolved: dict[str, Any]) -> dict[str, Any]:
+    """MLflow params: the resolved launch plan and algorithm settings, flattened."""
+    params: dict[str, Any] = {
+        "algorithm": spec.algorithm,
+        "env": spec.env,
+        "seed": spec.seed,
+        **spec.resources.model_dump(),
+    }
+    launch = resolved["train"]["sim"].get("launch")
+    for key, value in (launch or {}).items():
+        params[f"launch.{key}"] = value
+    for key in ("address", "addresses"):
+        if resolved["train"]["sim"].get(key):
+            params[f"sim.{key}"] = resolved["train"]["sim"][key]
+    for key, value in resolved["algorithm_config"].items():
+        params[f"config.{key}"] = value
+    return params
+
+
+class _RunLog:
+    """``train.log`` in the run folder: simgym's log records for the run's duration.
+
+    Sidecar restarts, checkpoints, resumes and the stop reason land here as they happen,
+    instead of only reaching whatever handler the process has (which in the terminal
+    would print into the live table).
+    """
+
+    def __init__(self, run_dir: Path) -> None:
+        self.logger = logging.getLogger("simgym")
+        self.handler = logging.FileHandler(run_dir / "train.log")
+        self.handler.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+        )
+        self.handler.setLevel(logging.INFO)
+        self._level = self.logger.level
+        self.logger.addHandler(self.handler)
+        if self.logger.getEffectiveLevel() > logging.INFO:
+            self.logger.setLevel(logging.INFO)
+
+    def close(self) -> None:
+        """Detach from the logger."""
+        self.logger.removeHandler(self.handler)
+        self.logger.setLevel(self._level)
+        self.handler.close()
+
+
+def _kill_env_runners(algo: Any) -> None:
+    """End the env runner actors at once (after a failure).
+
+    Against sims that are gone for good, an env runner sits in Ray's restart loop, and
+    ``algo.stop()`` asks every runner to stop without a timeout: it would wait a minute
+    for a runner that never comes up. Killed first, there is nothing left to wait for.
+    """
+    manager = getattr(getattr(algo, "env_runner_group", None), "_worker_manager", None)
+    try:
+        if manager is not None:
+            manager.clear()  # ray.kill() of each remote env runner
+    except Exception as exc:  # another RLlib: algo.stop() does it the slow way
+        log.warning("killing the env runners: %s", exc)
+
+
+def _lifetime(algo: Any) -> tuple[int, int]:
+    """RLlib's own lifetime env-step and episode counters (restored with a checkpoint)."""
+    from ray.rllib.utils.metrics import (
+        ENV_RUNNER_RESULTS,
+        NUM_ENV_STEPS_SAMPLED_LIFETIME,
+        NUM_EPISODES_LIFETIME,
+    )
+
+    out = []
+    for key in (NUM_ENV_STEPS_SAMPLED_LIFETIME, NUM_EPISODES_LIFETIME):
+        try:
+            value = algo.metrics.peek((ENV_RUNNER_RESULTS, key))
+        except (KeyError, AttributeError):  # nothing sampled yet (or another RLlib)
+            value = 0
+        try:
+            out.append(int(value) if np.isfinite(value) else 0)
+        except (TypeError, ValueError):
+            out.append(0)
+    return out[0], out[1]
+
+
 def train(
     spec_path: str | os.PathLike[str],
     *,
@@ -209,7 +440,10 @@ def train(
     replaced (e.g. ``output``, ``experiment``).
 
     Raises:
-        SimgymError: A setup problem found before Ray starts (one readable line).
+        SpecError: The spec or its RLlib ``config`` is wrong (nothing started, no run folder).
+        SetupError: The sims failed to start or the preflight failed (one line;
+            ``error.txt`` in the run folder has the details).
+        SimgymError: Other setup problems before the run folder exists.
         TrainingError: Training failed; ``error.txt`` in the run folder explains.
     """
     spec = load_train_spec(spec_path)
@@ -219,6 +453,12 @@ def train(
         spec = spec.model_copy(update={"stop": spec.stop.model_copy(update={"max_time": max_time})})
     env_spec = spec.load_env_spec()
     launch = None if node_sims is not None else spec.launch(env_spec)
+    # The RLlib config first: a wrong key in `config` must cost a second, before any sim,
+    # run folder or Ray exists. The sims' addresses are filled in once they are known.
+    from launcher.rllib_setup import build_config, env_config
+
+    slots = None if node_sims is None else {"sim_slot": float(spec.resources.envs_per_runner)}
+    config = build_config(spec, env_spec, [], slots)
 
     if resume is not None:
         run_dir = resume.resolve()
@@ -228,21 +468,17 @@ def train(
     else:
         run_dir = new_run_dir(spec)
         state = RunState(spec=str(Path(spec_path).resolve()))
-    (run_dir / "spec.resolved.yaml").write_text(
-        yaml.safe_dump(
-            {
-                "train": spec.model_dump(exclude={"base_dir", "source"}),
-                "env": env_spec.model_dump(),
-            },
-            sort_keys=False,
-        )
-    )
+    resolved = _resolved_spec(spec, env_spec, launch, config)
+    (run_dir / "spec.resolved.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
     state.save(run_dir)
+    run_log = _RunLog(run_dir)
+    log.info("%s %s (spec %s)", "resuming" if resume else "starting", run_dir, spec_path)
 
     pool: SidecarPool | None = None
     algo: Any = None
     tracker: Any = None
-    stage = "starting the sim servers"
+    sim_errors = 0
+    stage = _SETUP_STAGES[0]
     try:
         # 1. Sims: sidecars we supervise, or servers the user runs.
         if launch is not None:
@@ -252,69 +488,86 @@ def train(
                 else Path(env_spec.base_dir)
             )
             pool = SidecarPool(launch, workdir, run_dir / "sims")
-            try:
-                addresses = pool.start()
-            except ServerStartError as exc:
-                raise SimgymError(
-                    str(exc).splitlines()[0] + f" (log: {run_dir / 'sims'})"
-                ) from None
+            addresses = pool.start()
         else:
             addresses = env_spec.sim.address_list() if node_sims is None else list(node_sims)
-        stage = "checking the sims (preflight)"
+        stage = _SETUP_STAGES[1]
         preflight(env_spec, addresses, spec.seed)
+        log.info("sims ready: %s", ", ".join(addresses))
         if on_start:
             on_start(run_dir, addresses)
 
         # 2. RLlib.
         stage = "starting Ray and building the algorithm"
-        from launcher.rllib_setup import build_config
         from launcher.tracking import Tracker, extract, plot_learning_curve
 
+        config.environment(env_config=env_config(env_spec, addresses, str(run_dir / SIM_ERROR_LOG)))
         _init_ray(spec, ray_address)
-        slots = None if node_sims is None else {"sim_slot": float(spec.resources.envs_per_runner)}
-        algo = build_config(spec, env_spec, addresses, slots).build_algo()
+        algo = config.build_algo()
+        # Offsets from RLlib's lifetime counters to ours: zero unless a checkpoint did not
+        # bring RLlib's counters back (RLlib restores them with its metrics logger).
+        offset_steps = offset_episodes = 0
         if resume is not None:
-            algo.restore_from_path(str(Path(state.checkpoints[-1]).resolve()))
+            checkpoint = Path(state.checkpoints[-1])
+            algo.restore_from_path(str(checkpoint.resolve()))
             _sync_weights(algo)
+            restored_steps, restored_episodes = _lifetime(algo)
+            saved = Counters.load(checkpoint) or Counters(
+                int(checkpoint.name.rsplit("_", 1)[-1]), restored_steps, restored_episodes
+            )
+            lost = state.iteration - saved.iteration
+            # Iterations after the checkpoint are repeated: back to the checkpoint's counters.
+            state.iteration, state.env_steps, state.episodes = (
+                saved.iteration,
+                saved.env_steps,
+                saved.episodes,
+            )
+            offset_steps = saved.env_steps - restored_steps
+            offset_episodes = saved.episodes - restored_episodes
+            log.info(
+                "resumed from %s: iteration %d, env steps %d, episodes %d "
+                "(%d later iteration(s) lost)",
+                checkpoint.name, saved.iteration, saved.env_steps, saved.episodes, lost,
+            )  # fmt: skip
         tracker = Tracker(
             run_dir, spec.experiment, spec.tracking_uri, run_name=run_dir.name,
             resume_run_id=state.mlflow_run_id or None,
+            keep_until=state.iteration if resume is not None else None,
         )  # fmt: skip
         state.mlflow_run_id = tracker.run_id
         if resume is None:
-            tracker.log_params(
-                {"algorithm": spec.algorithm, "env": spec.env, "seed": spec.seed,
-                 **spec.resources.model_dump(),
-                 **{f"config.{k}": v for k, v in spec.config.items()}}
-            )  # fmt: skip
+            tracker.log_params(_params(spec, resolved))
         state.save(run_dir)
 
         # 3. The loop.
         stage = "training"
         started = time.monotonic()
-        base_steps, base_episodes = state.env_steps, state.episodes
+        start_steps = state.env_steps
         stop = spec.stop
         reason = ""
+        seen_events = len(pool.events) if pool is not None else 0
         while not reason:
             result = algo.train()
             state.iteration += 1
             metrics = extract(result, env_spec.log_states)
-            # RLlib restarts its lifetime counters on restore: continue ours instead.
-            steps = int(metrics.get("env_steps_total", 0))
-            episodes = int(metrics.get("episodes_total", 0))
-            if resume is not None and steps < base_steps:
-                steps, episodes = base_steps + steps, base_episodes + episodes
-            state.env_steps, state.episodes = (
-                max(state.env_steps, steps),
-                max(state.episodes, episodes),
-            )
+            # RLlib's lifetime counters, continued across resumes (see the offsets above).
+            if "env_steps_total" in metrics:
+                steps = int(metrics["env_steps_total"]) + offset_steps
+                state.env_steps = max(state.env_steps, steps)
+            if "episodes_total" in metrics:
+                episodes = int(metrics["episodes_total"]) + offset_episodes
+                state.episodes = max(state.episodes, episodes)
             metrics["env_steps_total"], metrics["episodes_total"] = state.env_steps, state.episodes
+            sim_errors += int(metrics.get("sim_errors", 0))
             elapsed = time.monotonic() - started
             metrics["env_steps_per_s"] = result.get(
                 "num_env_steps_sampled_lifetime_throughput", 0.0
-            ) or ((state.env_steps - base_steps) / elapsed if elapsed > 0 else 0.0)
+            ) or ((state.env_steps - start_steps) / elapsed if elapsed > 0 else 0.0)
+            events: list[str] = []
             if pool is not None:
                 metrics["sim_restarts"] = pool.total_restarts
+                events = [e.detail for e in pool.events[seen_events:]]
+                seen_events += len(events)
                 if pool.failed():
                     raise TrainingError(pool.failed()[0].detail)
             tracker.log(state.iteration, metrics)
@@ -339,8 +592,7 @@ def train(
                 time_left = max(0.0, stop.max_time - elapsed) if stop.max_time is not None else None
                 on_progress(
                     Progress(state.iteration, state.env_steps, state.episodes, elapsed, time_left,
-                             metrics,
-                             checkpoint, pool.total_restarts if pool else 0)
+                             metrics, checkpoint, pool.total_restarts if pool else 0, events)
                 )  # fmt: skip
 
         # 4. Wrap up: final checkpoint, curve, summary.
@@ -349,6 +601,9 @@ def train(
             _checkpoint(algo, run_dir, state, spec.checkpoint.keep)
         state.finished, state.stop_reason = True, reason
         state.save(run_dir)
+        log.info(
+            "stopped: %s (iteration %d, env steps %d)", reason, state.iteration, state.env_steps
+        )
         png = plot_learning_curve(
             tracker.rows, run_dir / "learning_curve.png", f"{spec.experiment}: {spec.algorithm}"
         )
@@ -358,28 +613,34 @@ def train(
         tracker.close("FINISHED")
         tracker = None
         return run_dir, state
-    except SimgymError as exc:
-        if stage != "training":
-            # Setup problems are the user's to fix: one line, no error.txt noise.
-            raise
-        path = _write_error(run_dir, stage, exc, pool)
-        raise TrainingError(f"{exc} (details: {path})") from None
     except KeyboardInterrupt:
         if algo is not None and state.iteration:
             _checkpoint(algo, run_dir, state, spec.checkpoint.keep)
+        log.warning("interrupted at iteration %d", state.iteration)
         raise
     except Exception as exc:
-        path = _write_error(run_dir, stage, exc, pool)
+        path = _write_error(run_dir, stage, exc, pool, sim_errors)
+        log.error("failed while %s: %s", stage, _first_line(exc))
+        if stage in _SETUP_STAGES and isinstance(exc, (SimgymError, ServerStartError)):
+            # Setup problems are the user's to fix: one line (error.txt has the rest).
+            raise SetupError(
+                f"{_message(exc)} (details: {path})", cause=exc, error_file=path
+            ) from None
+        if isinstance(exc, SimgymError):
+            raise TrainingError(f"{_message(exc)} (details: {path})", error_file=path) from None
         raise TrainingError(
-            f"{stage} failed: {type(exc).__name__}: {exc} (details: {path})"
+            f"{stage} failed: {_first_line(exc)} (details: {path})", error_file=path
         ) from None
     finally:
         if tracker is not None:
             tracker.close("FAILED")
         if algo is not None:
+            if not state.finished:
+                _kill_env_runners(algo)
             try:
                 algo.stop()
             except Exception as exc:
                 log.warning("stopping the algorithm: %s", exc)
         if pool is not None:
             pool.stop()
+        run_log.close()

@@ -17,7 +17,7 @@ import yaml
 pytest.importorskip("ray.rllib", reason="training needs the train extra (installed by make)")
 
 from gymclient.errors import SimgymError, SpecError
-from launcher.train import RunState, TrainingError, train
+from launcher.train import RunState, SetupError, TrainingError, train
 from launcher.trainspec import load_train_spec
 
 from .conftest import SIMS
@@ -57,6 +57,20 @@ def _spec(tmp_path: Path, env_updates: dict | None = None, **updates) -> Path:
     return path
 
 
+def _mlflow_params(run_dir: Path) -> dict[str, str]:
+    with sqlite3.connect(run_dir / "mlflow.db") as db:
+        return dict(db.execute("select key, value from params"))
+
+
+def _metrics(run_dir: Path) -> list[dict[str, str]]:
+    return list(csv.DictReader((run_dir / "metrics.csv").open()))
+
+
+def _first_paragraph(error_txt: Path) -> str:
+    """error.txt's first paragraph, its wrapped lines joined."""
+    return " ".join(error_txt.read_text().split("\n\n")[0].split())
+
+
 def _mlflow_metric_names(run_dir: Path) -> set[str]:
     with sqlite3.connect(run_dir / "mlflow.db") as db:
         return {row[0] for row in db.execute("select distinct key from metrics")}
@@ -73,20 +87,26 @@ def test_train_writes_checkpoints_metrics_and_curve(tmp_path):
     assert {"episode_reward_mean", "episode_len_mean", "episodes_total", "env_steps_total",
             "sim_step_ms", "sim_errors", "state_mean_x", "state_final_x"} <= names  # fmt: skip
     assert (run_dir / "learning_curve.png").stat().st_size > 1000
-    assert (run_dir / "spec.resolved.yaml").exists()
     assert not (run_dir / "error.txt").exists()
+    # Fully resolved: the sidecar plan as started and the algorithm settings as run.
+    resolved = yaml.safe_load((run_dir / "spec.resolved.yaml").read_text())
+    launch = resolved["train"]["sim"]["launch"]
+    assert launch["target"].endswith("toy.py:Toy") and launch["kwargs"] == {"gain": 2.0}
+    assert launch["servers"] == 2 and launch["sessions_per_server"] == 4
+    settings = resolved["algorithm_config"]
+    assert settings["lr"] == 3e-4 and settings["num_epochs"] == 2  # default, then the spec's
+    assert settings["train_batch_size_per_learner"] == 400
+    assert settings["rollout_fragment_length"] == 50 and settings["min_time_s_per_iteration"] == 1
+    assert resolved["rllib"]["lr"] == 3e-4 and resolved["rllib"]["gamma"] == 0.99
+    params = _mlflow_params(run_dir)
+    assert params["launch.target"] == launch["target"] and params["launch.servers"] == "2"
+    assert float(params["config.lr"]) == 3e-4 and params["config.num_epochs"] == "2"
+    assert "checkpoint iter_000003" in (run_dir / "train.log").read_text()
 
 
 def test_resume_continues_counters_and_weights(tmp_path):
     spec = _spec(tmp_path, stop={"iterations": 2})
     run_dir, first = train(spec)
-    # The restored policy is the trained one, not fresh weights.
-    from ray.rllib.core.rl_module.rl_module import RLModule
-
-    ckpt = (
-        Path(first.checkpoints[-1]) / "learner_group" / "learner" / "rl_module" / "default_policy"
-    )
-    saved = RLModule.from_checkpoint(str(ckpt)).get_state()
     spec.write_text(spec.read_text().replace("iterations: 2", "iterations: 4"))
     run_dir2, second = train(spec, resume=run_dir)
     assert run_dir2 == run_dir
@@ -155,29 +175,44 @@ def test_sidecar_killed_mid_training_is_restarted(tmp_path):
             os.kill(pid, signal.SIGKILL)  # kill -9 one sidecar mid-training
             killed["pid"] = pid
 
+    events: list[str] = []
     run_dir, state = train(
-        spec, on_progress=on_progress, on_start=lambda _d, a: addresses.extend(a)
+        spec,
+        on_progress=lambda p: (on_progress(p), events.extend(p.events)),
+        on_start=lambda _d, a: addresses.extend(a),
     )
     assert killed and state.finished and state.iteration == 6
-    rows = list(csv.DictReader((run_dir / "metrics.csv").open()))
+    rows = _metrics(run_dir)
     assert float(rows[-1]["sim_restarts"]) >= 1
+    assert float(rows[0]["sim_restarts"]) == 0
     logs = "".join(p.read_text() for p in (run_dir / "sims").glob("*.log"))
     assert logs.count("serving Toy") >= 3  # two servers + one restart
+    # The restart is an event of the run: reported with the iteration and in train.log.
+    assert any("sim server 0" in e and "exited (code -9)" in e and "restarted" in e for e in events)
+    run_log = (run_dir / "train.log").read_text()
+    assert "sidecar restarted: sim server 0" in run_log and "(restart 1 of 5)" in run_log
 
 
 def test_flaky_sims_do_not_stop_training(tmp_path):
+    # Raises and NaNs at seeded random steps; one hung call per server, at step 5 of the
+    # first episode that gets there (3 s, past the 1 s deadline).
+    kwargs = {"p_raise": 0.01, "p_nan": 0.01, "hang_at": 5, "hang": 3.0}
     spec = _spec(
         tmp_path,
         env_updates={"sim": {"target": f"{SIMS / 'toy.py'}:Flaky", "timeout": 1.0,
-                             "kwargs": {"p_raise": 0.01, "p_nan": 0.01, "p_hang": 0.002, "hang": 3.0}}},
+                             "kwargs": kwargs}},
         stop={"iterations": 3},
     )  # fmt: skip
     run_dir, state = train(spec)
     assert state.finished and state.iteration == 3
-    rows = list(csv.DictReader((run_dir / "metrics.csv").open()))
+    rows = _metrics(run_dir)
     errors = sum(float(r.get("sim_errors") or 0) for r in rows)
     nonfinite = sum(float(r.get("sim_nonfinite") or 0) for r in rows)
+    timeouts = sum(float(r.get("sim_timeouts") or 0) for r in rows)
     assert errors >= 1 and nonfinite >= 1
+    assert timeouts >= 1, rows
+    failed = (run_dir / "sim_errors.log").read_text()
+    assert "within the deadline" in failed and "flaky sim failed" in failed
 
 
 def test_setup_errors_fail_before_ray_with_one_line(tmp_path, start_server):
@@ -196,6 +231,87 @@ def test_setup_errors_fail_before_ray_with_one_line(tmp_path, start_server):
             train(path)
         assert not isinstance(info.value, TrainingError), info.value
         assert "\n" not in str(info.value)
+        # The run folder those runs left explains itself.
+        (run_dir,) = (path.parent / "runs").iterdir()
+        assert str(run_dir / "error.txt") in str(info.value)
+        assert message in _first_paragraph(run_dir / "error.txt")
+
+
+def test_sim_whose_constructor_raises_reports_its_exception(tmp_path):
+    spec = _spec(tmp_path, env_updates={"sim": {"target": f"{SIMS / 'toy.py'}:BadCtor",
+                                                "kwargs": {}}})  # fmt: skip
+    with pytest.raises(SetupError) as info:
+        train(spec)
+    message = str(info.value)
+    assert "\n" not in message
+    assert "sim server 0" in message and "BadCtor" in message
+    assert "BadCtor() raised RuntimeError: cannot find license server" in message
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    error = (run_dir / "error.txt").read_text()
+    first = _first_paragraph(run_dir / "error.txt")
+    assert "while starting the sim servers" in first
+    assert "BadCtor() raised RuntimeError: cannot find license server" in first
+    assert "server-0.log" in error  # then the details: the log's tail
+
+
+def test_cli_setup_error_is_one_line_without_a_table(tmp_path):
+    spec = _spec(tmp_path, env_updates={"sim": {"target": f"{SIMS / 'toy.py'}:BadCtor",
+                                                "kwargs": {}}})  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-c", "from launcher.cli import main; main()", "train", str(spec)],
+        capture_output=True, text=True, timeout=120, env={**os.environ, "COLUMNS": "80"},
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("simgym: error: sim server 0"), proc.stderr
+    assert "cannot find license server" in lines[0]
+    # The live view starts with training: no (empty) progress table before the error.
+    assert "simgym train" not in proc.stdout and "iter" not in proc.stdout, proc.stdout
+
+
+def test_unknown_rllib_key_fails_before_anything_starts(tmp_path):
+    spec = _spec(tmp_path, config={"lr_typo": 0.1})
+    started = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-c", "from launcher.cli import main; main()", "train", str(spec)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    took = time.monotonic() - started
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert lines == [f"simgym: error: {spec}: config.lr_typo: not an RLlib PPO setting"]
+    # No sidecar, no Ray: nothing was started, not even the run folder (sidecar logs live
+    # there), and it took the time of an import, not of a Ray start-up.
+    assert not (tmp_path / "runs").exists()
+    assert took < 60
+
+
+def test_error_txt_names_the_sim_the_call_and_the_exception(tmp_path):
+    # The sim's server dies at step 3 of every episode; one restart allowed. Short connect
+    # and sample timeouts: once the server is gone for good, RLlib's env runner waits for
+    # them before the iteration returns and the trainer sees the pool's give-up.
+    spec = _spec(
+        tmp_path,
+        env_updates={"sim": {"target": f"{SIMS / 'toy.py'}:Crashing", "kwargs": {},
+                             "connect_timeout": 1.0}},
+        sim={"launch": {"servers": 1, "max_restarts": 1, "restart_backoff": 0.2}},
+        config={"sample_timeout_s": 5},
+        stop={"iterations": 30},
+    )  # fmt: skip
+    with pytest.raises(TrainingError) as info:
+        train(spec)
+    assert "\n" not in str(info.value) and "restart budget (1) is used up" in str(info.value)
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    error = (run_dir / "error.txt").read_text()
+    first = _first_paragraph(run_dir / "error.txt")
+    assert "Traceback" not in first and len(first) < 1200, first
+    assert "simgym train failed while training" in first
+    assert "toy.py:Crashing" in first  # which sim
+    assert "FATAL: solver assertion failed: dt > 0" in first  # the sim's own words
+    assert "Last failed sim call" in first and ("PackedStream on" in first or "Step on" in first)
+    assert "Sim server restarts in this run: 1" in first
+    assert "--- last lines of sim server 0 log" in error and "--- traceback ---" in error
+    assert "sidecar gave_up" in (run_dir / "train.log").read_text()
 
 
 @pytest.mark.parametrize(
