@@ -71,6 +71,7 @@ def train(
 ) -> None:
     """Train with RLlib: start the sims, train to a stop condition, log metrics, checkpoint."""
     from launcher.progress import ProgressView
+    from launcher.train import TrainingError
     from launcher.train import train as run_training
     from launcher.trainspec import parse_duration
 
@@ -79,6 +80,8 @@ def train(
     except ValueError as exc:
         _fail(f"--max-time: {exc}")
         return
+    # The view's live table starts with training (on_start), not before: a setup error
+    # is then the only output.
     view = ProgressView(console)
     try:
         with view:
@@ -91,7 +94,8 @@ def train(
                 max_time=seconds,
             )
     except SimgymError as exc:
-        _fail(str(exc), 1 if "details:" in str(exc) else 2)
+        # 1: training failed (error.txt says why); 2: the spec or the setup is wrong.
+        _fail(str(exc), 1 if isinstance(exc, TrainingError) and exc.error_file else 2)
         return
     view.summary(run_dir, state)
 

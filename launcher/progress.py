@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 from typing import Any
 
+from rich import box
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
@@ -17,6 +19,11 @@ def _fmt(value: float | None, spec: str = ".4g") -> str:
     return "—" if value is None or not math.isfinite(value) else format(value, spec)
 
 
+def _count(value: int) -> str:
+    """``1,234,567``; past ten million ``12.3M``, so the column stays narrow."""
+    return f"{value / 1e6:.1f}M" if value >= 10_000_000 else f"{value:,}"
+
+
 def _clock(seconds: float | None) -> str:
     if seconds is None:
         return "—"
@@ -25,52 +32,87 @@ def _clock(seconds: float | None) -> str:
     return f"{h:d}:{m:02d}:{s:02d}"
 
 
+class _ConsoleLogHandler(logging.Handler):
+    """Prints simgym's warnings above the live table (through the same console)."""
+
+    def __init__(self, console: Console) -> None:
+        super().__init__(logging.WARNING)
+        self.console = console
+
+    def emit(self, record: logging.LogRecord) -> None:
+        # Sidecar events reach the terminal as the view's own event lines (see update()).
+        if record.name.startswith("simgym.sidecars"):
+            return
+        try:
+            self.console.print(f"[yellow]{record.levelname.lower()}[/]: {record.getMessage()}")
+        except Exception:
+            self.handleError(record)
+
+
 class ProgressView:
-    """Shows the last iterations as a table that updates in place."""
+    """Shows the last iterations as a table that updates in place.
+
+    The live table starts only once training does (``started``): a setup error before that
+    is the only thing the user sees, not an empty table above it. While the view is open,
+    simgym's log records go to the run's ``train.log`` and, from warnings up, above the
+    table — not through the process's own handlers, which would print into it.
+    """
 
     def __init__(self, console: Console, rows: int = 12) -> None:
         self.console = console
         self.rows = rows
         self.history: list[Progress] = []
         self._live: Live | None = None
+        self._handler = _ConsoleLogHandler(console)
+        self._logger = logging.getLogger("simgym")
+        self._propagate = self._logger.propagate
 
     def __enter__(self) -> ProgressView:
-        self._live = Live(
-            self._table(), console=self.console, refresh_per_second=2, transient=False
-        )
-        self._live.__enter__()
+        self._logger.addHandler(self._handler)
+        self._logger.propagate = False
         return self
 
     def __exit__(self, *exc: Any) -> None:
         if self._live is not None:
             self._live.__exit__(*exc)
+            self._live = None
+        self._logger.removeHandler(self._handler)
+        self._logger.propagate = self._propagate
 
     def started(self, run_dir: Path, addresses: list[str]) -> None:
-        """Print where the run lives and which sims it uses."""
+        """Print where the run lives and which sims it uses, then start the live table."""
         self.console.print(f"run folder: {run_dir}")
         self.console.print(f"sim servers: {', '.join(addresses)}")
+        if self._live is None:
+            self._live = Live(
+                self._table(), console=self.console, refresh_per_second=2, transient=False
+            )
+            self._live.__enter__()
+
+    # (header, min width): the widest value each column shows, so nothing is ever cut to
+    # "0:00:…". No vertical rules, one space between columns: 78 characters, which fits
+    # an 80-column terminal.
+    COLUMNS = (
+        ("iter", 5),
+        ("env steps", 9),
+        ("steps/s", 7),
+        ("elapsed", 9),
+        ("left", 9),
+        ("reward", 10),
+        ("ep len", 7),
+        ("errors", 6),
+        ("restarts", 8),
+    )
 
     def _table(self) -> Table:
-        table = Table(title="simgym train")
-        # Short headers: the table must fit an 80-column terminal.
-        columns = (
-            "iter",
-            "env steps",
-            "steps/s",
-            "elapsed",
-            "left",
-            "reward",
-            "ep len",
-            "errors",
-            "restarts",
-        )
-        for col in columns:
-            table.add_column(col, justify="right")
+        table = Table(title="simgym train", box=box.SIMPLE_HEAD, padding=0, pad_edge=False)
+        for header, width in self.COLUMNS:
+            table.add_column(header, justify="right", no_wrap=True, min_width=width)
         for p in self.history[-self.rows :]:
             m = p.metrics
             table.add_row(
                 str(p.iteration),
-                f"{p.env_steps:,}",
+                _count(p.env_steps),
                 _fmt(m.get("env_steps_per_s"), ",.0f"),
                 _clock(p.elapsed),
                 _clock(p.time_left),
@@ -82,8 +124,10 @@ class ProgressView:
         return table
 
     def update(self, progress: Progress) -> None:
-        """Add one iteration."""
+        """Add one iteration; print its sidecar events (restarts) above the table."""
         self.history.append(progress)
+        for event in progress.events:
+            self.console.print(f"[yellow]iteration {progress.iteration}[/]: {event}")
         if self._live is not None:
             self._live.update(self._table())
 
@@ -101,6 +145,6 @@ class ProgressView:
             f"best episode_reward_mean {_fmt(best)}"
         )
         self.console.print(f"checkpoint: {state.checkpoints[-1] if state.checkpoints else '—'}")
-        for name in ("metrics.csv", "learning_curve.png", "mlflow.db"):
+        for name in ("metrics.csv", "learning_curve.png", "mlflow.db", "train.log"):
             if (run_dir / name).exists():
                 self.console.print(f"{name}: {run_dir / name}")
