@@ -91,8 +91,8 @@ def check(lock_path: Path, report_path: Path) -> int:
 
 
 def build_wheel(work: Path) -> Path:
-    """A wheel of the checkout this script lies in (launcher/docker/ → the project root)."""
-    root = HERE.parents[1]
+    """A wheel of the checkout this script lies in (docker/ → the project root)."""
+    root = HERE.parent  # HERE is resolved: launcher/docker links to docker/ in a checkout
     if not (root / "pyproject.toml").is_file():
         raise SystemExit(f"{root}: not a simgym checkout; pass --wheel")
     out = work / "wheel"
