@@ -6,6 +6,7 @@ import hmac
 import ipaddress
 import logging
 import os
+import socket
 import threading
 from collections.abc import Callable
 from concurrent import futures
@@ -215,7 +216,19 @@ class SimServer:
             port = self._bind(f"{host}:{o.port}", creds)
             if port == 0:
                 raise ConfigError(f"cannot listen on {host}:{o.port} (in use?)")
-            self.addresses.append(f"{host}:{port}")
+            # 0.0.0.0:port is where the server listens, not an address a client can dial:
+            # announce the loopback address of the same socket (what a local launcher
+            # needs); remote clients use this machine's name, logged below.
+            self.addresses.append(f"{_connectable(o.host)}:{port}")
+            if _connectable(o.host) != host:
+                log.info(
+                    "listening on all interfaces (%s:%d); remote clients connect to %s:%d",
+                    host,
+                    port,
+                    socket.gethostname(),
+                    port,
+                )
+            self._warn_exposure(port)
         self._server.start()
         self.sessions.start_reaper()
         self.health.set("", health_pb2.HealthCheckResponse.SERVING)
@@ -230,6 +243,26 @@ class SimServer:
         )
         return self.addresses
 
+    def _warn_exposure(self, port: int) -> None:
+        """Say at start-up what a TCP listener off loopback exposes."""
+        o = self.options
+        if is_loopback(o.host):
+            return
+        if not o.token:
+            log.warning(
+                "--insecure: port %d on %s takes calls from anyone who can reach it, "
+                "without a token",
+                port,
+                o.host,
+            )
+        elif not o.tls_cert:
+            log.warning(
+                "the token travels in plain text over TCP on %s:%d (anyone on the network "
+                "path can read and reuse it): add --tls-cert/--tls-key",
+                o.host,
+                port,
+            )
+
     def stop(self, grace: float = 5.0) -> None:
         """Stop accepting calls, let running ones finish for ``grace`` s, close sessions."""
         if self._stopped.is_set():
@@ -240,10 +273,13 @@ class SimServer:
         self.sessions.close_all()
         if self.options.unix:
             Path(self.options.unix).unlink(missing_ok=True)
+        stats = self.sessions.stats
         log.info(
-            "stopped (%d sessions opened, %d sim errors)",
-            self.sessions.stats.opened,
-            self.sessions.stats.sim_errors,
+            "stopped (%d sessions opened, %d expired, %d hung, %d sim errors)",
+            stats.opened,
+            stats.expired,
+            stats.hung,
+            stats.sim_errors,
         )
 
     def wait(self) -> None:
@@ -292,9 +328,19 @@ def load_tls_pair(cert_file: str, key_file: str) -> tuple[bytes, bytes]:
     return key, cert
 
 
-def _socket_alive(path: Path) -> bool:
-    import socket
+def _connectable(host: str) -> str:
+    """The host part of an address a local client can dial for a socket bound to ``host``."""
+    bare = host.strip("[]")
+    try:
+        ip = ipaddress.ip_address(bare)
+    except ValueError:
+        return f"[{bare}]" if ":" in bare else host
+    if ip.is_unspecified:
+        return "127.0.0.1" if ip.version == 4 else "[::1]"
+    return f"[{bare}]" if ip.version == 6 else bare
 
+
+def _socket_alive(path: Path) -> bool:
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.settimeout(0.5)
     try:

@@ -56,6 +56,9 @@ class Session:
     # What the session is doing now, for "busy" messages about hung sims.
     busy_call: str = ""
     busy_since: float = 0.0
+    # Set by the reaper when a sim call ran far past the lease: the session is out of the
+    # table (its slot free again) and is disposed of once that call returns.
+    abandoned: bool = False
 
 
 @dataclass
@@ -65,6 +68,7 @@ class Stats:
     opened: int = 0
     closed: int = 0
     expired: int = 0
+    hung: int = 0
     sim_errors: int = 0
     steps: int = 0
 
@@ -72,11 +76,20 @@ class Stats:
 class SessionManager:
     """Creates, serves and reaps sessions for one ``SimFactory``.
 
+    A session whose sim call has run longer than ``hung_leases`` times its lease is taken
+    as hung: the reaper takes it out of the table, so it no longer counts against
+    ``max_sessions`` (its id gets NOT_FOUND), and it is closed when the call returns. A
+    hung call still holds its server thread until then.
+
     Args:
         factory: The simulator description.
         max_sessions: Open sessions allowed at once (RESOURCE_EXHAUSTED beyond).
         lease_seconds: Default idle lease; a session unused this long is closed.
-        max_lease_seconds: Upper bound on a lease a client may ask for.
+        max_lease_seconds: Upper bound on a lease a client may ask for (default:
+            ``lease_seconds``, so that no client holds capacity longer than the
+            operator's ``--lease``; a client may ask for less).
+        hung_leases: How many leases a single sim call may run before its session is
+            taken as hung.
     """
 
     def __init__(
@@ -85,12 +98,16 @@ class SessionManager:
         *,
         max_sessions: int = 64,
         lease_seconds: float = 300.0,
-        max_lease_seconds: float = 3600.0,
+        max_lease_seconds: float | None = None,
+        hung_leases: float = 2.0,
     ) -> None:
         self.factory = factory
         self.max_sessions = max_sessions
         self.lease_seconds = lease_seconds
-        self.max_lease_seconds = max_lease_seconds
+        self.max_lease_seconds = (
+            lease_seconds if max_lease_seconds is None else max(max_lease_seconds, lease_seconds)
+        )
+        self.hung_leases = hung_leases
         self.stats = Stats()
         self._sessions: dict[str, Session] = {}
         self._reserved = 0
@@ -167,7 +184,8 @@ class SessionManager:
         if session is None:
             raise SessionNotFound(
                 f"unknown session {session_id[:8] or '<empty>'}: it was closed, expired "
-                "after its lease, or the server restarted; open a new one"
+                "after its lease (or its sim hung for longer), or the server restarted; "
+                "open a new one"
             )
         return session
 
@@ -196,18 +214,57 @@ class SessionManager:
             log.warning("closing session %s: %s", session.id[:8], exc)
 
     def reap(self) -> int:
-        """Close sessions idle past their lease; returns how many were closed."""
+        """Close sessions idle past their lease, and let go of hung ones.
+
+        Returns:
+            How many sessions left the table (expired or hung).
+        """
         now = time.monotonic()
         expired: list[Session] = []
+        hung: list[Session] = []
         with self._lock:
             for sid, session in list(self._sessions.items()):
-                if now - session.last_used > session.lease and not session.lock.locked():
+                if session.lock.locked():
+                    # `_enter` sets busy_since before busy_call: a set busy_call has a
+                    # current busy_since.
+                    if (
+                        session.busy_call
+                        and now - session.busy_since > self.hung_leases * session.lease
+                    ):
+                        hung.append(self._sessions.pop(sid))
+                elif now - session.last_used > session.lease:
                     expired.append(self._sessions.pop(sid))
             self.stats.expired += len(expired)
+            self.stats.hung += len(hung)
         for session in expired:
             log.info("session %s expired after %.0f s idle", session.id[:8], session.lease)
             self._dispose(session)
-        return len(expired)
+        for session in hung:
+            # The call cannot be interrupted (it is the sim's own code in a thread); its
+            # client gave up long ago. Free the slot now, close the sim when it returns.
+            log.warning(
+                "session %s: sim %s has been running for %.0f s, over %g leases of %.0f s: "
+                "taken as hung and no longer counted against --max-sessions; it is closed "
+                "when the call returns",
+                session.id[:8],
+                session.busy_call,
+                now - session.busy_since,
+                self.hung_leases,
+                session.lease,
+            )
+            session.abandoned = True
+            self._dispose_abandoned(session)
+        return len(expired) + len(hung)
+
+    def _dispose_abandoned(self, session: Session) -> None:
+        """Close an abandoned session's sim unless a call still runs in it.
+
+        Called by the reaper and by the returning call, in either order: whoever takes
+        the session's lock disposes of it, and keeps the lock so nothing enters it again.
+        """
+        if session.lock.acquire(blocking=False):
+            log.info("session %s: its hung call returned; closed", session.id[:8])
+            self._dispose(session)
 
     @property
     def open_count(self) -> int:
@@ -223,13 +280,16 @@ class SessionManager:
                 f"session {session.id[:8]} is busy: sim {session.busy_call} has been running "
                 f"for {running:.1f} s (a hung sim?); open a new session"
             )
-        session.busy_call = call
+        # busy_since first: the reaper reads busy_since only when busy_call is set.
         session.busy_since = time.monotonic()
+        session.busy_call = call
 
     def _leave(self, session: Session) -> None:
         session.busy_call = ""
         session.last_used = time.monotonic()
         session.lock.release()
+        if session.abandoned:  # the reaper let this session go while the call ran
+            self._dispose_abandoned(session)
 
     def reset(self, session_id: str, config: dict[str, Any], seed: int | None, seq: int) -> Result:
         """Start an episode in a session."""

@@ -289,6 +289,78 @@ def test_token_auth(start_server, transport):
         assert reply.status == health_pb2.HealthCheckResponse.SERVING
 
 
+def test_token_on_all_interfaces(start_server):
+    # Bound to 0.0.0.0 (traffic stays on 127.0.0.1 here): the announced address is one a
+    # client can dial, the token is enforced, and the log warns that it travels in clear.
+    server = start_server(
+        "toy.py:Toy", transport="tcp", args=["--host", "0.0.0.0", "--token", "s3cret"]
+    )
+    assert server.address.startswith("127.0.0.1:"), server.address
+    with Connection(server.address, ConnectOptions(connect_timeout=2)) as conn:
+        with pytest.raises(AuthError):
+            conn.open(["u"])
+    with Connection(server.address, ConnectOptions(token="s3cret")) as conn:
+        s = conn.open(["u"])
+        s.reset({})
+        assert s.step([1.0]).step == 1
+    log = server.log_tail(50)
+    assert "token travels in plain text" in log and "--tls-cert" in log
+    assert "listening on all interfaces (0.0.0.0:" in log
+
+
+def test_insecure_on_all_interfaces(start_server):
+    server = start_server("toy.py:Toy", transport="tcp", args=["--host", "0.0.0.0", "--insecure"])
+    assert server.address.startswith("127.0.0.1:"), server.address
+    with Connection(server.address) as conn:  # no token needed: that is what --insecure means
+        s = conn.open(["u"])
+        s.reset({})
+        assert s.step([1.0]).step == 1
+    assert "--insecure: port" in server.log_tail(50)
+
+
+def test_loopback_server_does_not_warn(start_server):
+    server = start_server("toy.py:Toy", transport="tcp", args=["--token", "s3cret"])
+    assert "WARNING" not in server.log_tail(50)
+
+
+def test_client_lease_is_capped_at_the_server_lease(start_server):
+    server = start_server("toy.py:Toy", args=["--lease", "5"])
+    for asked, granted in ((3600.0, 5.0), (2.0, 2.0), (0.0, 5.0)):
+        with Connection(server.address, ConnectOptions(lease_seconds=asked)) as conn:
+            assert conn.open(["u"]).info.lease_seconds == granted
+
+
+def test_hung_session_is_let_go_of(start_server):
+    # A sim stuck in a call past twice its lease no longer holds a --max-sessions slot; its
+    # sim is closed once the call returns.
+    server = start_server(
+        "toy.py:Hanging", kwargs={"hang": 8.0}, args=["--lease", "0.5", "--max-sessions", "1"]
+    )
+    with Connection(server.address, ConnectOptions(timeout=0.5)) as conn:
+        s = conn.open()
+        s.reset({})
+        s.step([0.0])
+        hung_at = time.monotonic()
+        with pytest.raises(SimTimeout):
+            s.step([0.0])  # hangs for 8 s on the server
+        while True:
+            try:
+                other = conn.open()
+                break
+            except ServerBusy:
+                # Without the fix the slot is held until the hang ends (8 s) and the lease after.
+                assert time.monotonic() - hung_at < 6.0, "the hung session still holds its slot"
+                time.sleep(0.2)
+        other.reset({})
+        assert other.step([0.0]).step == 1
+        with pytest.raises(SessionLost, match="hung"):
+            s.reset({})
+        while "its hung call returned; closed" not in server.log_tail(50):
+            assert time.monotonic() - hung_at < 30.0, server.log_tail(50)
+            time.sleep(0.2)
+    assert "taken as hung" in server.log_tail(50)
+
+
 def test_no_token_server_accepts_any_client(start_server):
     server = start_server("toy.py:Toy")
     with Connection(server.address, ConnectOptions(token="whatever")) as conn:
