@@ -412,7 +412,8 @@ def test_killed_server_raises_fast(start_server):
         s.reset({})
         server.kill()
         started = time.monotonic()
-        with pytest.raises((ServerUnavailable, SimTimeout)):
+        # A dead server is unreachable, not slow: the specific error, well within the deadline.
+        with pytest.raises(ServerUnavailable):
             s.step([0.0])
         assert time.monotonic() - started < 5.0
 
