@@ -17,7 +17,7 @@ import yaml
 pytest.importorskip("ray.rllib", reason="training needs the train extra (installed by make)")
 
 from gymclient.errors import SimgymError, SpecError
-from launcher.train import RunState, SetupError, TrainingError, train
+from launcher.train import Counters, RunState, SetupError, TrainingError, train
 from launcher.trainspec import load_train_spec
 
 from .conftest import SIMS
@@ -341,7 +341,9 @@ def test_train_spec_errors_name_file_and_key(tmp_path, updates, key, message):
 
 
 def test_killed_trainer_resumes_losing_at_most_one_interval(tmp_path):
-    spec = _spec(tmp_path, stop={"iterations": 50}, checkpoint={"every": 1, "keep": 2})
+    # Checkpoints every 3 iterations; killed between two of them (iteration 4 or 5), so
+    # run.json is ahead of the last checkpoint's weights and RLlib's restored counters.
+    spec = _spec(tmp_path, stop={"iterations": 50}, checkpoint={"every": 3, "keep": 2})
     proc = subprocess.Popen(
         [sys.executable, "-c", "from launcher.cli import main; main()", "train", str(spec)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
@@ -354,18 +356,42 @@ def test_killed_trainer_resumes_losing_at_most_one_interval(tmp_path):
             dirs = list(runs.glob("toy-*")) if runs.exists() else []
             if dirs and (dirs[0] / "run.json").exists():
                 state = RunState.load(dirs[0])
-                if state.iteration >= 3 and state.checkpoints:
+                if state.checkpoints and state.iteration % 3 and state.iteration > 3:
                     break
-            time.sleep(0.5)
-        assert state is not None and state.iteration >= 3
+            time.sleep(0.2)
+        assert state is not None and state.iteration > 3
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(30)
     run_dir = next(runs.glob("toy-*"))
     before = RunState.load(run_dir)
-    assert before.iteration - int(Path(before.checkpoints[-1]).name.split("_")[1]) <= 1
+    checkpoint = Path(before.checkpoints[-1])
+    saved = Counters.load(checkpoint)
+    assert saved is not None and saved.iteration == int(checkpoint.name.split("_")[1])
+    assert 0 < before.iteration - saved.iteration < 3  # mid-interval: at most one lost
+    assert before.env_steps > saved.env_steps
+    rows = _metrics(run_dir)
+    steps = [float(r["env_steps_total"]) for r in rows]
+    assert float(rows[saved.iteration - 1]["env_steps_total"]) == saved.env_steps
+    step_per_iteration = max(b - a for a, b in zip([0.0, *steps], steps, strict=False))
+
+    resumed: list[int] = []
     spec.write_text(
-        spec.read_text().replace("iterations: 50", f"iterations: {before.iteration + 1}")
+        spec.read_text().replace("iterations: 50", f"iterations: {saved.iteration + 2}")
     )
-    _, after = train(spec, resume=run_dir)
-    assert after.finished and after.iteration == before.iteration + 1
+    _, after = train(spec, resume=run_dir, on_progress=lambda p: resumed.append(p.env_steps))
+    # Counters continue from the checkpoint: the lost iterations are repeated, their
+    # rows replaced; env steps grow by about one iteration's worth, not doubled.
+    assert after.finished and after.iteration == saved.iteration + 2
+    rows = _metrics(run_dir)
+    assert [int(float(r["iteration"])) for r in rows] == list(range(1, saved.iteration + 3))
+    steps = [float(r["env_steps_total"]) for r in rows]
+    assert steps == sorted(steps)
+    assert saved.env_steps < resumed[0] <= saved.env_steps + 2 * step_per_iteration, (
+        saved,
+        resumed,
+        step_per_iteration,
+    )
+    assert after.env_steps < 2 * saved.env_steps + 4 * step_per_iteration
+    assert after.episodes > saved.episodes
+    assert "resumed from iter_" in (run_dir / "train.log").read_text()
