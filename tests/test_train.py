@@ -104,6 +104,35 @@ def test_train_writes_checkpoints_metrics_and_curve(tmp_path):
     assert "checkpoint iter_000003" in (run_dir / "train.log").read_text()
 
 
+# Small batches and 1 s iterations: ~20 s each (mostly building the algorithm). IMPALA (the
+# default) and APPO are trained nowhere else, so they run in the default suite; PPO, which
+# every other test here trains, only with the slow ones.
+@pytest.mark.parametrize(
+    "algorithm", ["IMPALA", "APPO", pytest.param("PPO", marks=pytest.mark.slow)]
+)
+def test_each_algorithm_trains_the_toy(tmp_path, algorithm):
+    from launcher.rllib_setup import ALGO_DEFAULTS
+
+    path = _spec(tmp_path, algorithm=algorithm, stop={"iterations": None, "env_steps": 1500,
+                                                       "max_time": 120})  # fmt: skip
+    data = yaml.safe_load(path.read_text())
+    data["config"] = {"train_batch_size_per_learner": 200, "min_time_s_per_iteration": 1}
+    if algorithm == "PPO":
+        data["config"].update(minibatch_size=100, num_epochs=2)
+    path.write_text(yaml.safe_dump(data))
+    run_dir, state = train(path)
+    assert state.finished and state.stop_reason == "env_steps 1500 reached", state.stop_reason
+    rows = [r for r in _metrics(run_dir) if r.get("episode_reward_mean")]
+    assert rows and float(rows[-1]["episodes_total"]) > 0
+    assert {"episode_reward_mean", "episode_len_mean", "episodes_total"} <= _mlflow_metric_names(
+        run_dir
+    )
+    resolved = yaml.safe_load((run_dir / "spec.resolved.yaml").read_text())
+    assert resolved["train"]["algorithm"] == algorithm
+    assert resolved["algorithm_config"]["lr"] == ALGO_DEFAULTS[algorithm]["lr"]
+    assert Path(state.checkpoints[-1]).is_dir()
+
+
 def test_resume_continues_counters_and_weights(tmp_path):
     spec = _spec(tmp_path, stop={"iterations": 2})
     run_dir, first = train(spec)
