@@ -43,3 +43,19 @@ def test_resume_continues_the_same_run_and_an_env_uri_is_honoured(tmp_path, monk
     assert _runs(store) == [("r", "FINISHED")]
     assert not (tmp_path / "mlflow.db").exists()
     assert [r["iteration"] for r in again.rows] == [1.0, 2.0]
+
+
+def test_resume_from_a_checkpoint_drops_the_rows_after_it(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    first = Tracker(tmp_path, "exp", run_name="r")
+    for step in (1, 2, 3, 4, 5):
+        first.log(step, {"env_steps_total": 100.0 * step})
+    first.close("FAILED")  # killed after iteration 5; the last checkpoint was at 3
+    again = Tracker(tmp_path, "exp", resume_run_id=first.run_id, keep_until=3)
+    assert [r["iteration"] for r in again.rows] == [1.0, 2.0, 3.0]
+    assert len((tmp_path / "metrics.csv").read_text().splitlines()) == 4  # header + 3 rows
+    again.log(4, {"env_steps_total": 410.0})
+    again.close()
+    assert [r["iteration"] for r in again.rows] == [1.0, 2.0, 3.0, 4.0]
+    assert again.rows[-1]["env_steps_total"] == 410.0
+    assert _runs(tmp_path / "mlflow.db") == [("r", "FINISHED")]

@@ -424,3 +424,35 @@ def test_killed_trainer_resumes_losing_at_most_one_interval(tmp_path):
     assert after.env_steps < 2 * saved.env_steps + 4 * step_per_iteration
     assert after.episodes > saved.episodes
     assert "resumed from iter_" in (run_dir / "train.log").read_text()
+
+
+def test_progress_table_fits_80_columns_and_starts_with_training(tmp_path):
+    from rich.console import Console
+
+    from launcher.progress import ProgressView
+    from launcher.train import Progress
+
+    console = Console(width=80, record=True, force_terminal=False)
+    view = ProgressView(console)
+    with view:
+        pass  # a setup error before training: the view shows nothing
+    assert console.export_text() == ""
+    with view:
+        view.started(tmp_path, ["unix:/tmp/x.sock"])
+        metrics = {"env_steps_per_s": 123456.0, "episode_reward_mean": -1.23456e-5,
+                   "episode_len_mean": 20000.0, "sim_errors": 31234.0}  # fmt: skip
+        view.update(Progress(12345, 99_999_999, 5000, 363723.0, 5400.0, metrics, None, 3,
+                             ["sim server 0 (toy.py:Toy) exited (code -9); restarted"]))  # fmt: skip
+    text = console.export_text()
+    assert "iteration 12345: sim server 0 (toy.py:Toy) exited (code -9); restarted" in text
+    # The widest values each column can show, at 80 columns: nothing cut, nothing wrapped.
+    narrow = Console(width=80, record=True, force_terminal=False)
+    narrow.print(view._table())
+    table = narrow.export_text()
+    assert all(len(line.rstrip()) <= 80 for line in table.splitlines())
+    lines = [line for line in table.splitlines() if line.strip()]  # title, header, rule, row
+    assert "…" not in table and len(lines) == 4, table
+    assert lines[1].split() == ["iter", "env", "steps", "steps/s", "elapsed", "left", "reward",
+                                "ep", "len", "errors", "restarts"]  # fmt: skip
+    assert lines[3].split() == ["12345", "100.0M", "123,456", "101:02:03", "1:30:00",
+                                "-1.235e-05", "20000.0", "31234", "3"]  # fmt: skip
