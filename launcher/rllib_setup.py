@@ -89,6 +89,8 @@ def _record_sim_error(path: str | None, message: str) -> None:
     now = time.time()
     if now - _last_written.get(message, -math.inf) < 5.0:
         return
+    if len(_last_written) > 1000:  # messages name sessions: keep the memo bounded
+        _last_written.clear()
     _last_written[message] = now
     stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(now))
     try:

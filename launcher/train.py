@@ -1,9 +1,13 @@
 """``simgym train``: spec → sidecar sims → RLlib algorithm → train loop → metrics → checkpoints.
 
 Reads top to bottom like the loop it runs. Everything that can be wrong with the
-user's setup (spec, sims, addresses, token, spec/sim mismatch, lesson keys) is
-checked by ``preflight`` before Ray starts, so mistakes cost seconds, not a
-cluster start-up.
+user's setup is checked before Ray starts, so mistakes cost seconds, not a cluster
+start-up: the spec and its RLlib ``config`` before anything at all starts, then the
+sims (addresses, token, spec/sim mismatch, lesson keys) by ``preflight``.
+
+Whatever fails once the run folder exists leaves an ``error.txt`` there whose first
+paragraph says what failed (which sim, which call, the sim's own error); the run's
+events (sims ready, sidecar restarts, checkpoints, resume, stop) go to ``train.log``.
 """
 
 from __future__ import annotations
