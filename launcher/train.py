@@ -575,9 +575,9 @@ def train(
                 if pool.failed():
                     raise TrainingError(pool.failed()[0].detail)
             tracker.log(state.iteration, metrics)
-            checkpoint = None
+            saved_now: str | None = None
             if state.iteration % spec.checkpoint.every == 0:
-                checkpoint = _checkpoint(algo, run_dir, state, spec.checkpoint.keep)
+                saved_now = _checkpoint(algo, run_dir, state, spec.checkpoint.keep)
             state.save(run_dir)
             reward = metrics.get("episode_reward_mean")
             if stop.max_time is not None and elapsed >= stop.max_time:
@@ -596,7 +596,7 @@ def train(
                 time_left = max(0.0, stop.max_time - elapsed) if stop.max_time is not None else None
                 on_progress(
                     Progress(state.iteration, state.env_steps, state.episodes, elapsed, time_left,
-                             metrics, checkpoint, pool.total_restarts if pool else 0, events)
+                             metrics, saved_now, pool.total_restarts if pool else 0, events)
                 )  # fmt: skip
 
         # 4. Wrap up: final checkpoint, curve, summary.
