@@ -30,7 +30,7 @@ import yaml
 from gymclient.codec import build_codec, declared_action_names, sample_config
 from gymclient.connection import Connection
 from gymclient.env import connect_options
-from gymclient.errors import SimgymError
+from gymclient.errors import SimgymError, SpecError
 from gymclient.spec import EnvSpec
 from launcher.sidecars import SidecarPool, log_error_line
 from launcher.trainspec import Launch, TrainSpec, load_train_spec
@@ -320,6 +320,57 @@ def _sync_weights(algo: Any) -> None:
         log.warning("could not push restored weights to env runners: %s", exc)
 
 
+# The `train` extra: a missing one is an install problem, not a training failure.
+_TRAIN_EXTRA = ("ray", "torch", "mlflow", "gymnasium")
+_INSTALL_HINT = "pip install 'simgym[train]'"
+
+
+def _missing_extra(exc: BaseException) -> str | None:
+    """The install hint when ``exc`` is a missing package of the ``train`` extra, else None."""
+    if isinstance(exc, ModuleNotFoundError) and exc.name:
+        top = exc.name.split(".")[0]
+        if top in _TRAIN_EXTRA:
+            return f"training needs the train extra ({top} is not installed): {_INSTALL_HINT}"
+    return None
+
+
+def _prepare_config(
+    spec: TrainSpec, env_spec: EnvSpec, launch: Launch | None, slots: dict[str, float] | None
+) -> tuple[Any, dict[str, Any]]:
+    """The RLlib config (no sim addresses yet) and ``spec.resolved.yaml``'s content.
+
+    Runs before anything starts, so what fails here must fail as one line (the CLI's
+    exit 2), never as a traceback: there is no run folder and no ``error.txt`` yet.
+
+    Raises:
+        SpecError: Unknown ``config`` keys, or values RLlib's builder methods refuse.
+        SimgymError: The ``train`` extra is missing, or the config cannot be resolved.
+    """
+    from launcher.rllib_setup import build_config
+
+    try:
+        config = build_config(spec, env_spec, [], slots)
+    except SpecError:
+        raise
+    except Exception as exc:
+        hint = _missing_extra(exc)
+        if hint:
+            raise SimgymError(hint) from None
+        if isinstance(exc, (ValueError, TypeError)):
+            # RLlib's .training()/.env_runners() check some values as they are set.
+            raise SpecError(spec.source, "config", f"RLlib refuses it: {_message(exc)}") from None
+        raise SimgymError(
+            f"{spec.source}: building the RLlib config failed: {_first_line(exc)}"
+        ) from None
+    try:
+        resolved = _resolved_spec(spec, env_spec, launch, config)
+    except Exception as exc:
+        raise SimgymError(
+            f"{spec.source}: cannot resolve the spec for spec.resolved.yaml: {_first_line(exc)}"
+        ) from None
+    return config, resolved
+
+
 def _resolved_spec(
     spec: TrainSpec, env_spec: EnvSpec, launch: Launch | None, config: Any
 ) -> dict[str, Any]:
@@ -459,10 +510,10 @@ def train(
     launch = None if node_sims is not None else spec.launch(env_spec)
     # The RLlib config first: a wrong key in `config` must cost a second, before any sim,
     # run folder or Ray exists. The sims' addresses are filled in once they are known.
-    from launcher.rllib_setup import build_config, env_config
+    from launcher.rllib_setup import env_config
 
     slots = None if node_sims is None else {"sim_slot": float(spec.resources.envs_per_runner)}
-    config = build_config(spec, env_spec, [], slots)
+    config, resolved = _prepare_config(spec, env_spec, launch, slots)
 
     if resume is not None:
         run_dir = resume.resolve()
@@ -472,7 +523,6 @@ def train(
     else:
         run_dir = new_run_dir(spec)
         state = RunState(spec=str(Path(spec_path).resolve()))
-    resolved = _resolved_spec(spec, env_spec, launch, config)
     (run_dir / "spec.resolved.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
     state.save(run_dir)
     run_log = _RunLog(run_dir)
@@ -632,9 +682,8 @@ def train(
             ) from None
         if isinstance(exc, SimgymError):
             raise TrainingError(f"{_message(exc)} (details: {path})", error_file=path) from None
-        raise TrainingError(
-            f"{stage} failed: {_first_line(exc)} (details: {path})", error_file=path
-        ) from None
+        headline = _missing_extra(exc) or f"{stage} failed: {_first_line(exc)}"
+        raise TrainingError(f"{headline} (details: {path})", error_file=path) from None
     finally:
         if tracker is not None:
             tracker.close("FAILED")

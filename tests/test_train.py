@@ -298,21 +298,53 @@ def test_cli_setup_error_is_one_line_without_a_table(tmp_path):
     assert "simgym train" not in proc.stdout and "iter" not in proc.stdout, proc.stdout
 
 
+def _cli_train(spec: Path, prelude: str = "", **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", f"{prelude}from launcher.cli import main; main()", "train",
+         str(spec)],
+        capture_output=True, text=True, timeout=120,
+        env={**os.environ, "COLUMNS": "80", **env},
+    )  # fmt: skip
+
+
 def test_unknown_rllib_key_fails_before_anything_starts(tmp_path):
     spec = _spec(tmp_path, config={"lr_typo": 0.1})
-    started = time.monotonic()
-    proc = subprocess.run(
-        [sys.executable, "-c", "from launcher.cli import main; main()", "train", str(spec)],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-    took = time.monotonic() - started
+    ray_tmp = tmp_path / "ray"  # a Ray start-up would create its session folder here
+    proc = _cli_train(spec, RAY_TMPDIR=str(ray_tmp))
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert lines == [f"simgym: error: {spec}: config.lr_typo: not an RLlib PPO setting"]
     # No sidecar, no Ray: nothing was started, not even the run folder (sidecar logs live
-    # there), and it took the time of an import, not of a Ray start-up.
+    # there), nor a Ray session.
     assert not (tmp_path / "runs").exists()
-    assert took < 60
+    assert not ray_tmp.exists()
+    assert proc.stdout == ""
+
+
+def test_a_value_rllib_refuses_is_one_line_before_anything_starts(tmp_path):
+    # RLlib's .training() raises ValueError for this as the config is built.
+    spec = _spec(tmp_path, config={"grad_clip_by": "bogus"})
+    proc = _cli_train(spec)
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith(f"simgym: error: {spec}: config: RLlib refuses it:")
+    assert "grad_clip_by" in lines[0] and "bogus" in lines[0]
+    assert not (tmp_path / "runs").exists() and proc.stdout == ""
+
+
+def test_without_the_train_extra_one_line_names_the_install(tmp_path):
+    # None in sys.modules: `import ray` fails as if Ray were not installed.
+    proc = _cli_train(_spec(tmp_path), prelude="import sys; sys.modules['ray'] = None; ")
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert lines == [
+        "simgym: error: training needs the train extra (ray is not installed): "
+        "pip install 'simgym[train]'"
+    ], proc.stderr
+    assert not (tmp_path / "runs").exists()
 
 
 def test_error_txt_names_the_sim_the_call_and_the_exception(tmp_path):
