@@ -47,7 +47,9 @@ lint: $(STAMP)
 proto: $(STAMP)
 	$(BIN)/python -m simserver.protogen
 
+## bench: the bridge benchmark; dm-env-rpc (its peer baseline) is installed for it only.
 bench: $(STAMP)
+	$(BIN)/python -m pip install --quiet dm-env-rpc
 	$(BIN)/python bench/bridge.py
 
 clean:
