@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from launcher.train import Progress, RunState
+from launcher.train import RAISED, Progress, RunState
 
 
 def _fmt(value: float | None, spec: str = ".4g") -> str:
@@ -40,8 +40,9 @@ class _ConsoleLogHandler(logging.Handler):
         self.console = console
 
     def emit(self, record: logging.LogRecord) -> None:
-        # Sidecar events reach the terminal as the view's own event lines (see update()).
-        if record.name.startswith("simgym.sidecars"):
+        # Sidecar events reach the terminal as the view's own event lines (see update()),
+        # and the failure train() raises as the CLI's one error line on stderr.
+        if record.name.startswith("simgym.sidecars") or getattr(record, RAISED, False):
             return
         try:
             self.console.print(f"[yellow]{record.levelname.lower()}[/]: {record.getMessage()}")

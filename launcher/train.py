@@ -41,6 +41,9 @@ log = logging.getLogger("simgym.train")
 # Failed sim calls, appended by the env runners (launcher.rllib_setup); error.txt quotes
 # the last one.
 SIM_ERROR_LOG = "sim_errors.log"
+# Set on a log record whose message the caller also gets as the raised error: handlers
+# that show the user the error (the CLI's terminal view) skip it.
+RAISED = "simgym_raised"
 _SETUP_STAGES = ("starting the sim servers", "checking the sims (preflight)")
 
 
@@ -674,7 +677,8 @@ def train(
         raise
     except Exception as exc:
         path = _write_error(run_dir, stage, exc, pool, sim_errors)
-        log.error("failed while %s: %s", stage, _first_line(exc))
+        # For train.log; the terminal gets it once, as the error raised below (RAISED).
+        log.error("failed while %s: %s", stage, _first_line(exc), extra={RAISED: True})
         if stage in _SETUP_STAGES and isinstance(exc, (SimgymError, ServerStartError)):
             # Setup problems are the user's to fix: one line (error.txt has the rest).
             raise SetupError(

@@ -294,8 +294,14 @@ def test_cli_setup_error_is_one_line_without_a_table(tmp_path):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("simgym: error: sim server 0"), proc.stderr
     assert "cannot find license server" in lines[0]
-    # The live view starts with training: no (empty) progress table before the error.
+    # The live view starts with training: no (empty) progress table before the error, and
+    # the error is not printed a second time (as a log line on stdout): nothing else at all.
     assert "simgym train" not in proc.stdout and "iter" not in proc.stdout, proc.stdout
+    assert "failed while" not in proc.stdout and "license server" not in proc.stdout
+    assert proc.stdout.strip() == "", proc.stdout
+    # train.log still has it.
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    assert "failed while starting the sim servers" in (run_dir / "train.log").read_text()
 
 
 def _cli_train(spec: Path, prelude: str = "", **env: str) -> subprocess.CompletedProcess[str]:
