@@ -12,6 +12,7 @@ events (sims ready, sidecar restarts, checkpoints, resume, stop) go to ``train.l
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
 import os
@@ -458,6 +459,34 @@ def _kill_env_runners(algo: Any) -> None:
         log.warning("killing the env runners: %s", exc)
 
 
+def _older_checkpoint_counters(
+    run_dir: Path, checkpoint: Path, state: RunState, restored_steps: int, restored_episodes: int
+) -> tuple[Counters, str]:
+    """The counters at a checkpoint without ``simgym.json``, and where they came from.
+
+    In order: ``metrics.csv``'s row for the checkpoint's iteration (what simgym logged
+    then, exact); RLlib's counters restored with the checkpoint; else ``run.json``'s, the
+    last iteration's — ahead of the checkpoint by at most one interval, so a resume stops
+    early rather than counting from 0 and training far past ``stop.env_steps``.
+    """
+    iteration = int(checkpoint.name.rsplit("_", 1)[-1])
+    try:
+        with (run_dir / "metrics.csv").open() as f:
+            for row in csv.DictReader(f):
+                if int(float(row["iteration"])) == iteration:
+                    steps, episodes = row["env_steps_total"], row["episodes_total"]
+                    return Counters(iteration, int(float(steps)), int(float(episodes))), (
+                        f"metrics.csv (iteration {iteration})"
+                    )
+    except (OSError, KeyError, TypeError, ValueError):  # no file, or an unusable row
+        pass
+    if restored_steps or restored_episodes:
+        return Counters(iteration, restored_steps, restored_episodes), "RLlib's checkpoint"
+    return Counters(iteration, state.env_steps, state.episodes), (
+        f"run.json (iteration {state.iteration}'s: up to one checkpoint interval ahead)"
+    )
+
+
 def _lifetime(algo: Any) -> tuple[int, int]:
     """RLlib's own lifetime env-step and episode counters (restored with a checkpoint)."""
     from ray.rllib.utils.metrics import (
@@ -569,9 +598,14 @@ def train(
             algo.restore_from_path(str(checkpoint.resolve()))
             _sync_weights(algo)
             restored_steps, restored_episodes = _lifetime(algo)
-            saved = Counters.load(checkpoint) or Counters(
-                int(checkpoint.name.rsplit("_", 1)[-1]), restored_steps, restored_episodes
-            )
+            saved = Counters.load(checkpoint)
+            if saved is None:  # written before simgym.json: see _older_checkpoint_counters
+                saved, source = _older_checkpoint_counters(
+                    run_dir, checkpoint, state, restored_steps, restored_episodes
+                )
+                log.warning(
+                    "%s has no %s: counters from %s", checkpoint.name, Counters.FILE, source
+                )
             lost = state.iteration - saved.iteration
             # Iterations after the checkpoint are repeated: back to the checkpoint's counters.
             state.iteration, state.env_steps, state.episodes = (

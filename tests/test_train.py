@@ -188,6 +188,44 @@ def test_resume_continues_counters_and_weights(tmp_path):
     assert any(not np.allclose(np.asarray(fresh[k]), np.asarray(saved[k])) for k in keys)
 
 
+def test_resume_from_a_checkpoint_without_simgym_json_keeps_counting(tmp_path):
+    # Checkpoints written before simgym.json existed: the counters come from metrics.csv.
+    spec = _spec(tmp_path, stop={"iterations": 2})
+    run_dir, first = train(spec)
+    checkpoint = Path(first.checkpoints[-1])
+    (checkpoint / Counters.FILE).unlink()
+    row = _metrics(run_dir)[int(checkpoint.name.split("_")[1]) - 1]
+    saved_steps = int(float(row["env_steps_total"]))
+    spec.write_text(spec.read_text().replace("iterations: 2", "iterations: 3"))
+    resumed: list[int] = []
+    _, second = train(spec, resume=run_dir, on_progress=lambda p: resumed.append(p.env_steps))
+    assert second.finished and second.iteration == 3
+    assert resumed[0] > saved_steps
+    assert (
+        "has no simgym.json: counters from metrics.csv (iteration 2)"
+        in (run_dir / "train.log").read_text()
+    )
+
+
+def test_older_checkpoint_counters_fall_back_to_run_json(tmp_path):
+    from launcher.train import _older_checkpoint_counters
+
+    state = RunState(spec="x", iteration=5, env_steps=5000, episodes=50)
+    checkpoint = tmp_path / "checkpoints" / "iter_000004"
+    # No metrics.csv and nothing restored by RLlib: run.json's, not zeros.
+    counters, source = _older_checkpoint_counters(tmp_path, checkpoint, state, 0, 0)
+    assert counters == Counters(4, 5000, 50) and source.startswith("run.json")
+    # RLlib's restored counters when it has them.
+    counters, source = _older_checkpoint_counters(tmp_path, checkpoint, state, 4000, 40)
+    assert counters == Counters(4, 4000, 40) and source == "RLlib's checkpoint"
+    # metrics.csv's row for the checkpoint's iteration first.
+    (tmp_path / "metrics.csv").write_text(
+        "iteration,env_steps_total,episodes_total\n3,3000,30\n4,4100,41\n5,5000,50\n"
+    )
+    counters, source = _older_checkpoint_counters(tmp_path, checkpoint, state, 4000, 40)
+    assert counters == Counters(4, 4100, 41) and source == "metrics.csv (iteration 4)"
+
+
 def test_sidecar_killed_mid_training_is_restarted(tmp_path):
     spec = _spec(tmp_path, stop={"iterations": 6})
     killed: dict[str, int] = {}
