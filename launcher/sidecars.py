@@ -10,6 +10,7 @@ their episode end as truncated and reconnect at the next reset.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -21,9 +22,18 @@ from simserver.process import ServerProcess, ServerStartError
 
 log = logging.getLogger("simgym.sidecars")
 
-# What a dying sim server writes last: simserver's own error line, a Python exception,
-# or a fatal message of a native library.
-_ERROR_HINTS = ("error", "exception", "fatal", "raised", "abort", "killed", "segmentation")
+# What a dying sim server writes last: simserver's own error line, a Python exception
+# (``Traceback``, ``ZeroDivisionError: ...``), an ERROR/CRITICAL log record, or a fatal
+# message of a native library. Whole words only: the server's normal shutdown line,
+# ``stopped (... 0 sim errors)``, is no error.
+_ERROR_WORDS = re.compile(
+    r"\b(error|exception|fatal|traceback|raised|abort(ed|ing)?|killed|panic"
+    r"|segmentation fault|core dumped|critical)\b",
+    re.IGNORECASE,
+)
+_EXCEPTION_NAME = re.compile(r"\w(Error|Exception)\b")  # ZeroDivisionError, MyException
+# simserver's records at INFO and below ("<date> <time> INFO simserver.x: ..."): never errors.
+_QUIET_RECORD = re.compile(r"^\S+ \S+ (DEBUG|INFO) \S+: ")
 
 
 def log_error_line(text: str) -> str:
@@ -31,11 +41,13 @@ def log_error_line(text: str) -> str:
 
     ``simserver: error: BadCtor() raised RuntimeError: cannot find license server`` becomes
     ``BadCtor() raised RuntimeError: cannot find license server``. Empty when nothing in
-    ``text`` looks like an error.
+    ``text`` looks like an error (INFO records never do, whatever words they contain).
     """
     for line in reversed(text.splitlines()):
         line = line.strip()
-        if line and any(h in line.lower() for h in _ERROR_HINTS):
+        if not line or _QUIET_RECORD.match(line):
+            continue
+        if _ERROR_WORDS.search(line) or _EXCEPTION_NAME.search(line):
             return line.removeprefix("simserver: error: ")
     return ""
 

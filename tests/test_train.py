@@ -532,3 +532,56 @@ def test_progress_table_fits_80_columns_and_starts_with_training(tmp_path):
                                 "ep", "len", "errors", "restarts"]  # fmt: skip
     assert lines[3].split() == ["12345", "100.0M", "123,456", "101:02:03", "1:30:00",
                                 "-1.235e-05", "20000.0", "31234", "3"]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("log_text", "line"),
+    [
+        # A server stopped by SIGTERM: its last lines are INFO records, none an error.
+        ("2026-01-01 10:00:00,001 INFO simserver.server: serving Toy on unix:/x.sock\n"
+         "2026-01-01 10:00:09,002 INFO simserver.server: stopped (4 sessions opened, "
+         "0 expired, 0 hung, 0 sim errors)\n", ""),
+        ("2026-01-01 10:00:00,001 INFO simserver.server: serving Toy\nloading model\n", ""),
+        ("serving\nsimserver: error: BadCtor() raised RuntimeError: cannot find license server\n",
+         "BadCtor() raised RuntimeError: cannot find license server"),
+        ("Traceback (most recent call last):\n  File \"toy.py\", line 3\n"
+         "ZeroDivisionError: division by zero\n"
+         "2026-01-01 10:00:09,002 INFO simserver.server: stopped (1 sessions opened)\n",
+         "ZeroDivisionError: division by zero"),
+        ("FATAL: solver assertion failed: dt > 0\n", "FATAL: solver assertion failed: dt > 0"),
+        ("2026-01-01 10:00:00,001 ERROR simserver.server: cannot bind\n",
+         "2026-01-01 10:00:00,001 ERROR simserver.server: cannot bind"),
+        ("Segmentation fault (core dumped)\n", "Segmentation fault (core dumped)"),
+        ("3 errors in the terror model\n", ""),  # whole words only
+    ],
+)  # fmt: skip
+def test_log_error_line_finds_errors_not_shutdown_lines(log_text, line):
+    from launcher.sidecars import log_error_line
+
+    assert log_error_line(log_text) == line
+
+
+def test_a_sidecar_stopped_by_sigterm_is_not_reported_with_an_error(tmp_path):
+    from launcher.sidecars import SidecarPool
+    from launcher.trainspec import Launch
+
+    launch = Launch(target=f"{SIMS / 'toy.py'}:Toy", servers=1, restart_backoff=0.0)
+    pool = SidecarPool(launch, SIMS, tmp_path / "sims")
+    pool.start()
+    try:
+        proc = pool.servers[0].proc
+        assert proc is not None
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+        # The supervisor polls every 0.5 s; the restart is the event to wait for.
+        for _ in range(240):
+            if pool.events:
+                break
+            time.sleep(0.25)
+        (event,) = pool.events
+    finally:
+        pool.stop()
+    log = next((tmp_path / "sims").glob("*.log")).read_text()
+    assert "stopped (" in log  # the shutdown line the old hint took for an error
+    assert event.kind == "restarted" and "exited (code" in event.detail
+    assert "its log's last error" not in event.detail, event.detail
