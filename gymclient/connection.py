@@ -3,8 +3,10 @@
 ``Connection`` wraps a gRPC channel; ``RemoteSession`` is one session on it with
 its names and sequence numbers. Every call carries a deadline, so a dead or hung
 server raises ``SimTimeout``/``ServerUnavailable`` instead of hanging. Only the
-first contact retries, and only while the server is unreachable (``UNAVAILABLE``:
-the request never reached it), with exponential backoff. Nothing else is retried
+first contact waits, and only while the server is unreachable: ``open`` waits for the
+channel to be connected (gRPC reconnects with backoff) within ``connect_timeout``, and
+only then sends ``Open``, so its deadline never runs out on a connection still being set
+up. Nothing else is retried
 blindly: a step may already have been applied, and an ``Open`` that timed out may
 still be building a sim (a retry would leave a second session holding a slot).
 """
@@ -21,6 +23,7 @@ from typing import Any
 
 import grpc
 from google.protobuf import struct_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from gymclient.errors import RemoteError, ServerUnavailable, SimTimeout, from_status
 from simgym import PROTOCOL, __version__
@@ -38,9 +41,9 @@ class ConnectOptions:
         timeout: Deadline of a step or batch call, in seconds.
         reset_timeout: Deadline of reset/open/close calls (resets may be slow), and of
             a packed round that resets any session.
-        connect_timeout: How long the first contact keeps retrying an
-            unreachable server (it may still be starting). Each attempt may then take
-            ``reset_timeout`` (a sim constructor can be slow).
+        connect_timeout: How long the first contact waits for a connection to an
+            unreachable server (it may still be starting). ``Open`` is sent once
+            connected, and may then take ``reset_timeout`` (a sim constructor can be slow).
         token: Bearer token sent as ``authorization`` metadata.
         tls: Use TLS. ``tls_ca`` is the PEM file of the CA to trust (default:
             the system roots).
@@ -149,20 +152,20 @@ class Connection:
         deadline = time.monotonic() + o.connect_timeout
         delay = 0.05
         while True:
+            # Connected first: an Open sent on a connection still being set up could spend
+            # its deadline there and end in DEADLINE_EXCEEDED, indistinguishable from a
+            # slow constructor, and it is not retried.
+            self._wait_ready(deadline)
             try:
-                # The whole reset_timeout for every attempt: a short one would time out a
-                # slow constructor and leave its session behind on the server.
+                # The whole reset_timeout for the call: a short one would time out a slow
+                # constructor and leave its session behind on the server.
                 reply = self._call("Open", request, o.reset_timeout)
                 return RemoteSession(self, reply)
             except ServerUnavailable as exc:
+                # The connection dropped before the request went out (it never reached
+                # the server): safe to send again once connected.
                 if time.monotonic() + delay >= deadline:
-                    raise ServerUnavailable(
-                        f"cannot reach sim server at {self.address} after "
-                        f"{o.connect_timeout:.0f} s: "
-                        f"{exc}. Is simserver running there?",
-                        code=exc.code,
-                        address=self.address,
-                    ) from None
+                    raise self._unreachable(str(exc)) from None
             except SimTimeout as exc:
                 raise SimTimeout(
                     f"{exc} (Open is not retried: the server may still be building this "
@@ -174,6 +177,52 @@ class Connection:
             # hammer a server that is still starting in lock-step.
             time.sleep(delay * (0.5 + random.random()))
             delay = min(delay * 2, 2.0)
+
+    def _wait_ready(self, deadline: float) -> None:
+        """Wait until the channel is connected, at the latest until ``deadline``.
+
+        Waits with a health check marked ``wait_for_ready``: gRPC holds it until the
+        connection is up (reconnecting with backoff meanwhile), and unlike an Open it is
+        harmless to lose to a deadline. (``grpc.channel_ready_future`` would do the same
+        with a polling thread that outlives it and complains once the channel is closed.)
+
+        Raises:
+            ServerUnavailable: Not connected by then, naming the address.
+        """
+        stub = health_pb2_grpc.HealthStub(self._channel)
+        try:
+            stub.Check(
+                health_pb2.HealthCheckRequest(),
+                timeout=max(0.0, deadline - time.monotonic()),
+                metadata=self._metadata,
+                wait_for_ready=True,
+            )
+        except grpc.RpcError as exc:
+            if exc.code() in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNAVAILABLE):
+                raise self._unreachable(self._why_unreachable()) from None
+            # Any other answer (e.g. a server without health checks) came over a connection.
+
+    def _why_unreachable(self) -> str:
+        """The transport's reason for the failed connection (refused, TLS handshake, ...).
+
+        Asked with a health check that fails at once on a channel in failure, with the
+        transport's own message.
+        """
+        try:
+            health_pb2_grpc.HealthStub(self._channel).Check(
+                health_pb2.HealthCheckRequest(), timeout=1.0, metadata=self._metadata
+            )
+        except grpc.RpcError as exc:
+            return exc.details() or exc.code().name
+        return "no connection"
+
+    def _unreachable(self, why: str) -> ServerUnavailable:
+        return ServerUnavailable(
+            f"cannot reach sim server at {self.address} within "
+            f"{self.options.connect_timeout:g} s: {why}. Is simserver running there?",
+            code=grpc.StatusCode.UNAVAILABLE,
+            address=self.address,
+        )
 
     def batch(self, items: Sequence[pb.BatchItem] | pb.BatchRequest) -> Sequence[pb.BatchResult]:
         """Run a batch of resets/steps in one round trip; results follow item order.

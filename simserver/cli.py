@@ -86,6 +86,14 @@ def serve(
     lease: Annotated[
         float, typer.Option(help="Seconds an idle session lives before it is closed.")
     ] = 300.0,
+    workers: Annotated[
+        int | None,
+        typer.Option(help="Server threads (default: --max-sessions + 8)."),
+    ] = None,
+    hung_grace: Annotated[
+        float,
+        typer.Option(help="Seconds past its client's deadline before a sim call is taken as hung."),
+    ] = 30.0,
     max_message_mb: Annotated[
         float, typer.Option(help="Largest message, in MiB.")
     ] = DEFAULT_MAX_MESSAGE_BYTES / 2**20,
@@ -138,6 +146,8 @@ def serve(
             tls_key=str(tls_key) if tls_key else None,
             max_sessions=max_sessions,
             lease_seconds=lease,
+            workers=workers,
+            hung_grace=hung_grace,
             max_message_bytes=int(max_message_mb * 2**20),
         )
         options.validate()

@@ -101,6 +101,7 @@ class ServerOptions:
     lease_seconds: float = 300.0
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     workers: int | None = None
+    hung_grace: float = 30.0
 
     def validate(self) -> None:
         """Refuse unsafe or contradictory options before anything binds.
@@ -127,6 +128,10 @@ class ServerOptions:
             raise ConfigError("--max-sessions must be at least 1")
         if self.lease_seconds <= 0:
             raise ConfigError("--lease must be positive")
+        if self.workers is not None and self.workers < self.max_sessions + 1:
+            raise ConfigError("--workers must be at least --max-sessions + 1")
+        if self.hung_grace < 0:
+            raise ConfigError("--hung-grace must not be negative")
 
 
 class SimServer:
@@ -135,8 +140,18 @@ class SimServer:
     def __init__(self, factory: SimFactory, options: ServerOptions) -> None:
         options.validate()
         self.options = options
+        # A sync gRPC server holds one thread per active stream: size the pool for
+        # one stream per session plus unary traffic, so streams cannot starve calls.
+        workers = options.workers or options.max_sessions + 8
         self.sessions = SessionManager(
-            factory, max_sessions=options.max_sessions, lease_seconds=options.lease_seconds
+            factory,
+            max_sessions=options.max_sessions,
+            lease_seconds=options.lease_seconds,
+            hung_grace=options.hung_grace,
+            # A hung call keeps its thread: only the spare ones may be held that way, less
+            # one kept for Open/Close/health, or a freed slot would admit a session whose
+            # calls wait for a thread.
+            max_hung=max(0, workers - options.max_sessions - 1),
         )
         msg_opts = [
             ("grpc.max_send_message_length", options.max_message_bytes),
@@ -149,9 +164,6 @@ class SimServer:
             # Never let two servers share a port silently.
             ("grpc.so_reuseport", 0),
         ]
-        # A sync gRPC server holds one thread per active stream: size the pool for
-        # one stream per session plus unary traffic, so streams cannot starve calls.
-        workers = options.workers or options.max_sessions + 8
         interceptors = [TokenAuth(options.token)] if options.token else []
         self._server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="simserver"),

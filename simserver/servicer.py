@@ -20,7 +20,7 @@ from simgym.v1 import simulator_pb2 as pb
 from simgym.v1 import simulator_pb2_grpc as pb_grpc
 from simserver.adapters import Variable
 from simserver.errors import FailedPrecondition, InvalidArgument, SimServerError
-from simserver.sessions import Result, SessionManager
+from simserver.sessions import Deadline, Result, SessionManager
 
 log = logging.getLogger("simserver.servicer")
 
@@ -65,6 +65,18 @@ def _intify(value: Any) -> Any:
     if isinstance(value, list):
         return [_intify(v) for v in value]
     return value
+
+
+def _deadline(context: grpc.ServicerContext) -> Deadline:
+    """The call's client deadline, read now (at the call's start), for the hung check.
+
+    A stream has none per message (gymclient keeps its own and cancels a late stream): for
+    it, whether the RPC is still live tells whether anyone waits.
+    """
+    remaining = context.time_remaining()
+    if remaining is None or remaining > 1e9:  # gRPC reports "no deadline" as huge, too
+        return None, context.is_active
+    return remaining, None
 
 
 class SimulatorServicer(pb_grpc.SimulatorServicer):
@@ -115,19 +127,27 @@ class SimulatorServicer(pb_grpc.SimulatorServicer):
             max_message_bytes=self.max_message_bytes,
         )
 
-    def _reset(self, request: pb.ResetRequest, into: pb.Transition) -> pb.Transition:
+    def _reset(
+        self, request: pb.ResetRequest, into: pb.Transition, deadline: Deadline
+    ) -> pb.Transition:
         seed = request.seed if request.HasField("seed") else None
-        result = self.sessions.reset(request.session_id, _config(request.config), seed, request.seq)
+        result = self.sessions.reset(
+            request.session_id, _config(request.config), seed, request.seq, deadline
+        )
         return _fill(into, result)
 
-    def _step(self, request: pb.StepRequest, into: pb.Transition) -> pb.Transition:
-        return _fill(into, self.sessions.step(request.session_id, request.action, request.seq))
+    def _step(
+        self, request: pb.StepRequest, into: pb.Transition, deadline: Deadline
+    ) -> pb.Transition:
+        return _fill(
+            into, self.sessions.step(request.session_id, request.action, request.seq, deadline)
+        )
 
     def Reset(self, request: pb.ResetRequest, context: grpc.ServicerContext) -> pb.TransitionReply:
         """Start an episode."""
         try:
             reply = pb.TransitionReply()
-            self._reset(request, reply.transition)
+            self._reset(request, reply.transition, _deadline(context))
             return reply
         except SimServerError as exc:
             self._log_failure("reset", request.session_id, exc)
@@ -138,7 +158,7 @@ class SimulatorServicer(pb_grpc.SimulatorServicer):
         """Advance one step."""
         try:
             reply = pb.TransitionReply()
-            self._step(request, reply.transition)
+            self._step(request, reply.transition, _deadline(context))
             return reply
         except SimServerError as exc:
             self._log_failure("step", request.session_id, exc)
@@ -148,7 +168,9 @@ class SimulatorServicer(pb_grpc.SimulatorServicer):
     def States(self, request: pb.SessionRef, context: grpc.ServicerContext) -> pb.StatesReply:
         """Current states."""
         try:
-            return pb.StatesReply(states=self.sessions.states(request.session_id))
+            return pb.StatesReply(
+                states=self.sessions.states(request.session_id, _deadline(context))
+            )
         except SimServerError as exc:
             self._abort(context, exc)
             raise
@@ -158,7 +180,7 @@ class SimulatorServicer(pb_grpc.SimulatorServicer):
     ) -> pb.TerminationReply:
         """Current episode-end flags."""
         try:
-            term, trunc = self.sessions.termination(request.session_id)
+            term, trunc = self.sessions.termination(request.session_id, _deadline(context))
             return pb.TerminationReply(terminated=term, truncated=trunc)
         except SimServerError as exc:
             self._abort(context, exc)
@@ -169,7 +191,7 @@ class SimulatorServicer(pb_grpc.SimulatorServicer):
         self.sessions.close(request.session_id)
         return pb.CloseReply()
 
-    def _batch(self, request: pb.BatchRequest) -> pb.BatchReply:
+    def _batch(self, request: pb.BatchRequest, deadline: Deadline) -> pb.BatchReply:
         reply = pb.BatchReply()
         # Bound once: attribute lookups are a visible share of a 64-item batch.
         add = reply.results.add
@@ -179,11 +201,13 @@ class SimulatorServicer(pb_grpc.SimulatorServicer):
             try:
                 if which == "step":
                     st = item.step
-                    result = step(st.session_id, st.action, st.seq)
+                    result = step(st.session_id, st.action, st.seq, deadline)
                 elif which == "reset":
                     r = item.reset
                     seed = r.seed if r.HasField("seed") else None
-                    result = self.sessions.reset(r.session_id, _config(r.config), seed, r.seq)
+                    result = self.sessions.reset(
+                        r.session_id, _config(r.config), seed, r.seq, deadline
+                    )
                 else:
                     error = add().error
                     error.code = grpc.StatusCode.INVALID_ARGUMENT.value[0]
@@ -199,7 +223,7 @@ class SimulatorServicer(pb_grpc.SimulatorServicer):
                 error.message = exc.message
         return reply
 
-    def _packed(self, request: pb.PackedRequest) -> pb.PackedReply:
+    def _packed(self, request: pb.PackedRequest, deadline: Deadline) -> pb.PackedReply:
         """Run the slots of a packed request; per-slot failures become ``PackedError``s.
 
         Raises:
@@ -249,11 +273,11 @@ class SimulatorServicer(pb_grpc.SimulatorServicer):
                 if k in resets:
                     r = resets[k]
                     seed = r.seed if r.HasField("seed") else None
-                    result = self.sessions.reset(ids[k], _config(r.config), seed, seqs[k])
+                    result = self.sessions.reset(ids[k], _config(r.config), seed, seqs[k], deadline)
                 elif width == 1:
-                    result = step(ids[k], actions[k : k + 1], seqs[k])
+                    result = step(ids[k], actions[k : k + 1], seqs[k], deadline)
                 else:
-                    result = step(ids[k], actions[k * width : (k + 1) * width], seqs[k])
+                    result = step(ids[k], actions[k * width : (k + 1) * width], seqs[k], deadline)
             except SimServerError as exc:
                 self._log_failure("reset" if k in resets else "step", ids[k], exc)
                 errors.append((k, exc))
@@ -301,7 +325,7 @@ class SimulatorServicer(pb_grpc.SimulatorServicer):
     ) -> pb.PackedReply:
         """Reset/step many sessions in one call, numbers packed."""
         try:
-            return self._packed(request)
+            return self._packed(request, _deadline(context))
         except SimServerError as exc:
             self._abort(context, exc)
             raise
@@ -312,7 +336,7 @@ class SimulatorServicer(pb_grpc.SimulatorServicer):
         """Lock-step stream of packed requests."""
         for request in request_iterator:
             try:
-                reply = self._packed(request)
+                reply = self._packed(request, _deadline(context))
             except SimServerError as exc:
                 self._abort(context, exc)
                 raise
@@ -320,14 +344,14 @@ class SimulatorServicer(pb_grpc.SimulatorServicer):
 
     def Batch(self, request: pb.BatchRequest, context: grpc.ServicerContext) -> pb.BatchReply:
         """Reset/step many sessions in one call."""
-        return self._batch(request)
+        return self._batch(request, _deadline(context))
 
     def Stream(
         self, request_iterator: Iterator[pb.BatchRequest], context: grpc.ServicerContext
     ) -> Iterator[pb.BatchReply]:
         """Lock-step stream of batches."""
         for request in request_iterator:
-            yield self._batch(request)
+            yield self._batch(request, _deadline(context))
 
     def _log_failure(self, call: str, session_id: str, exc: SimServerError) -> None:
         level = logging.WARNING if exc.code == grpc.StatusCode.INTERNAL else logging.INFO

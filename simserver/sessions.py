@@ -11,7 +11,7 @@ import math
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +26,11 @@ from simserver.errors import (
 )
 
 log = logging.getLogger("simserver.sessions")
+
+#: A call's client deadline: (seconds remaining at the call's start, or None when the
+#: call has none; for such a call, whether its RPC is still live, if that can be asked).
+Deadline = tuple[float | None, Callable[[], bool] | None]
+NO_DEADLINE: Deadline = (None, None)
 
 
 @dataclass(slots=True)
@@ -56,9 +61,21 @@ class Session:
     # What the session is doing now, for "busy" messages about hung sims.
     busy_call: str = ""
     busy_since: float = 0.0
-    # Set by the reaper when a sim call ran far past the lease: the session is out of the
-    # table (its slot free again) and is disposed of once that call returns.
+    # When the running call counts as hung (monotonic): its client's deadline plus the
+    # grace, or the no-deadline limit. Only read while busy_call is set.
+    hung_at: float = math.inf
+    # For a call without a deadline (a stream's): is its RPC still live? A client that
+    # cancelled or vanished no longer waits for it. None: nothing to ask.
+    call_alive: Callable[[], bool] | None = None
+    # When the reaper first saw that RPC ended (0: not seen).
+    dead_since: float = 0.0
+    # Set when the session left the table while a call still ran in it (hung, or closed
+    # by its client): it is disposed of once that call returns.
     abandoned: bool = False
+    # Set for a hung session: its returning call gives its spare thread back.
+    counted_hung: bool = False
+    # Set once the reaper said this hung session stays for want of spare threads.
+    hung_kept: bool = False
 
 
 @dataclass
@@ -76,10 +93,18 @@ class Stats:
 class SessionManager:
     """Creates, serves and reaps sessions for one ``SimFactory``.
 
-    A session whose sim call has run longer than ``hung_leases`` times its lease is taken
-    as hung: the reaper takes it out of the table, so it no longer counts against
-    ``max_sessions`` (its id gets NOT_FOUND), and it is closed when the call returns. A
-    hung call still holds its server thread until then.
+    A session whose sim call has outlived its client's deadline by ``hung_grace`` seconds
+    is taken as hung: nobody waits for the result any more. (A slow call still inside its
+    deadline is healthy, however long it takes.) A call without a deadline (one message
+    of a stream) is hung once its RPC has ended (the client cancelled or vanished) for
+    ``hung_grace`` seconds, or after ``no_deadline_limit`` seconds in any case. The reaper
+    takes a hung session out of the table, so it no longer counts against
+    ``max_sessions`` (its id gets NOT_FOUND), and closes it when the call returns.
+
+    A hung call still holds its server thread until then, and the pool has only
+    ``max_hung`` threads beyond one per session: at most that many hung sessions are let
+    go of at once (more stay in the table, and ``open`` gets RESOURCE_EXHAUSTED as usual),
+    so that a freed slot never admits a session that would wait for a thread.
 
     Args:
         factory: The simulator description.
@@ -88,8 +113,10 @@ class SessionManager:
         max_lease_seconds: Upper bound on a lease a client may ask for (default:
             ``lease_seconds``, so that no client holds capacity longer than the
             operator's ``--lease``; a client may ask for less).
-        hung_leases: How many leases a single sim call may run before its session is
-            taken as hung.
+        hung_grace: Seconds past its client's deadline before a call is taken as hung.
+        no_deadline_limit: Seconds a call without a deadline may run while its RPC is
+            live before it is taken as hung.
+        max_hung: Hung sessions let go of at once (the server's spare threads).
     """
 
     def __init__(
@@ -99,7 +126,9 @@ class SessionManager:
         max_sessions: int = 64,
         lease_seconds: float = 300.0,
         max_lease_seconds: float | None = None,
-        hung_leases: float = 2.0,
+        hung_grace: float = 30.0,
+        no_deadline_limit: float = 3600.0,
+        max_hung: int = 8,
     ) -> None:
         self.factory = factory
         self.max_sessions = max_sessions
@@ -107,7 +136,11 @@ class SessionManager:
         self.max_lease_seconds = (
             lease_seconds if max_lease_seconds is None else max(max_lease_seconds, lease_seconds)
         )
-        self.hung_leases = hung_leases
+        self.hung_grace = hung_grace
+        self.no_deadline_limit = no_deadline_limit
+        self.max_hung = max_hung
+        # Hung sessions let go of whose call has not returned yet (each holds a thread).
+        self._hung_running = 0
         self.stats = Stats()
         self._sessions: dict[str, Session] = {}
         self._reserved = 0
@@ -190,13 +223,28 @@ class SessionManager:
         return session
 
     def close(self, session_id: str) -> None:
-        """Close a session (idempotent)."""
+        """Close a session (idempotent).
+
+        A call still running in it (e.g. the reset its client gave up on and then closed
+        the session after) keeps the sim until it returns: closing a sim from a second
+        thread while its own code runs is not safe, so the returning call disposes of it.
+        """
         with self._lock:
             session = self._sessions.pop(session_id, None)
-            if session is not None:
-                self.stats.closed += 1
-        if session is not None:
-            self._dispose(session)
+            if session is None:
+                return
+            self.stats.closed += 1
+            session.abandoned = True
+        if session.lock.acquire(blocking=False):
+            self._dispose(session)  # keeps the lock: nothing enters a closed session
+        else:
+            log.info(
+                "session %s closed while sim %s runs; its sim is closed when the call returns",
+                session.id[:8],
+                session.busy_call or "call",
+            )
+            # No race with the call's return: `abandoned` was set before the lock was tried,
+            # and `_leave` checks it after releasing the lock, so one of the two disposes.
 
     def close_all(self) -> None:
         """Close every session (server shutdown)."""
@@ -208,6 +256,7 @@ class SessionManager:
             self._dispose(session)
 
     def _dispose(self, session: Session) -> None:
+        # Called with session.lock held (or at shutdown), never while a sim call runs.
         try:
             session.sim.close()
         except Exception as exc:  # a failing close must not take the server down
@@ -225,13 +274,24 @@ class SessionManager:
         with self._lock:
             for sid, session in list(self._sessions.items()):
                 if session.lock.locked():
-                    # `_enter` sets busy_since before busy_call: a set busy_call has a
-                    # current busy_since.
-                    if (
-                        session.busy_call
-                        and now - session.busy_since > self.hung_leases * session.lease
-                    ):
+                    # `_enter` sets hung_at and call_alive before busy_call: a set
+                    # busy_call has current ones.
+                    if not (session.busy_call and self._is_hung(session, now)):
+                        continue
+                    if self._hung_running < self.max_hung:
                         hung.append(self._sessions.pop(sid))
+                        session.counted_hung = True
+                        self._hung_running += 1
+                    elif not session.hung_kept:
+                        session.hung_kept = True  # said once per session
+                        log.warning(
+                            "session %s: sim %s is hung, but all %d spare threads are held "
+                            "by hung calls: it keeps its --max-sessions slot until one "
+                            "returns (a freed slot would admit a session with no thread)",
+                            session.id[:8],
+                            session.busy_call,
+                            self.max_hung,
+                        )
                 elif now - session.last_used > session.lease:
                     expired.append(self._sessions.pop(sid))
             self.stats.expired += len(expired)
@@ -243,27 +303,37 @@ class SessionManager:
             # The call cannot be interrupted (it is the sim's own code in a thread); its
             # client gave up long ago. Free the slot now, close the sim when it returns.
             log.warning(
-                "session %s: sim %s has been running for %.0f s, over %g leases of %.0f s: "
-                "taken as hung and no longer counted against --max-sessions; it is closed "
-                "when the call returns",
+                "session %s: sim %s has been running for %.0f s, past its client's deadline "
+                "(or its RPC ended) by over %g s: taken as hung and no longer counted "
+                "against --max-sessions; it is closed when the call returns",
                 session.id[:8],
                 session.busy_call,
                 now - session.busy_since,
-                self.hung_leases,
-                session.lease,
+                self.hung_grace,
             )
             session.abandoned = True
             self._dispose_abandoned(session)
         return len(expired) + len(hung)
 
+    def _is_hung(self, session: Session, now: float) -> bool:
+        """Has nobody waited for this session's running call for ``hung_grace`` s?"""
+        if now > session.hung_at:
+            return True
+        alive = session.call_alive
+        if alive is None or alive():
+            return False
+        if not session.dead_since:
+            session.dead_since = now
+        return now - session.dead_since > self.hung_grace
+
     def _dispose_abandoned(self, session: Session) -> None:
         """Close an abandoned session's sim unless a call still runs in it.
 
-        Called by the reaper and by the returning call, in either order: whoever takes
+        Called by the reaper or ``close`` and by the returning call, in either order: whoever takes
         the session's lock disposes of it, and keeps the lock so nothing enters it again.
         """
         if session.lock.acquire(blocking=False):
-            log.info("session %s: its hung call returned; closed", session.id[:8])
+            log.info("session %s: its running call returned; sim closed", session.id[:8])
             self._dispose(session)
 
     @property
@@ -273,26 +343,52 @@ class SessionManager:
 
     # ------------------------------------------------------------------ calls
 
-    def _enter(self, session: Session, call: str) -> None:
+    def _enter(self, session: Session, call: str, deadline: Deadline) -> None:
         if not session.lock.acquire(blocking=False):
             running = time.monotonic() - session.busy_since
             raise SessionBusy(
                 f"session {session.id[:8]} is busy: sim {session.busy_call} has been running "
                 f"for {running:.1f} s (a hung sim?); open a new session"
             )
-        # busy_since first: the reaper reads busy_since only when busy_call is set.
-        session.busy_since = time.monotonic()
+        now = time.monotonic()
+        # Everything the reaper reads first: it reads them only when busy_call is set.
+        session.busy_since = now
+        remaining, alive = deadline
+        if remaining is not None:
+            session.hung_at, session.call_alive = now + remaining + self.hung_grace, None
+        else:
+            session.hung_at, session.call_alive = now + self.no_deadline_limit, alive
+        session.dead_since = 0.0
         session.busy_call = call
 
     def _leave(self, session: Session) -> None:
         session.busy_call = ""
         session.last_used = time.monotonic()
+        if session.counted_hung:  # its thread is back in the pool
+            with self._lock:
+                self._hung_running -= 1
+            session.counted_hung = False
         session.lock.release()
-        if session.abandoned:  # the reaper let this session go while the call ran
+        if session.abandoned:  # the session left the table while the call ran
             self._dispose_abandoned(session)
 
-    def reset(self, session_id: str, config: dict[str, Any], seed: int | None, seq: int) -> Result:
-        """Start an episode in a session."""
+    def reset(
+        self,
+        session_id: str,
+        config: dict[str, Any],
+        seed: int | None,
+        seq: int,
+        deadline: Deadline = NO_DEADLINE,
+    ) -> Result:
+        """Start an episode in a session.
+
+        Args:
+            session_id: The session.
+            config: The episode's scenario.
+            seed: The sim's seed, if any.
+            seq: The request's sequence number (a retry of the last one gets its reply).
+            deadline: The client's deadline, for telling a slow call from a hung one.
+        """
         session = self.get(session_id)
         if self._config_keys:
             unknown = sorted(set(config) - self._config_keys)
@@ -300,7 +396,7 @@ class SessionManager:
                 raise InvalidArgument(
                     f"unknown config key(s) {unknown}; the sim accepts {sorted(self._config_keys)}"
                 )
-        self._enter(session, "reset()")
+        self._enter(session, "reset()", deadline)
         try:
             if seq and seq == session.seq and session.last_result is not None:
                 return session.last_result
@@ -318,8 +414,10 @@ class SessionManager:
         finally:
             self._leave(session)
 
-    def step(self, session_id: str, action: Sequence[float], seq: int) -> Result:
-        """Advance a session by one step."""
+    def step(
+        self, session_id: str, action: Sequence[float], seq: int, deadline: Deadline = NO_DEADLINE
+    ) -> Result:
+        """Advance a session by one step (``deadline``: see ``reset``)."""
         session = self._sessions.get(session_id) or self.get(session_id)
         # A protobuf repeated field costs on every len/iteration/index: copy it once.
         action = list(action)
@@ -334,7 +432,7 @@ class SessionManager:
             for name, value in zip(names, action, strict=True):
                 if not math.isfinite(value):
                     raise InvalidArgument(f"action {name!r} is {value}; actions must be finite")
-        self._enter(session, "step()")
+        self._enter(session, "step()", deadline)
         try:
             if seq and seq == session.seq and session.last_result is not None:
                 return session.last_result
@@ -360,10 +458,10 @@ class SessionManager:
         finally:
             self._leave(session)
 
-    def states(self, session_id: str) -> list[float]:
+    def states(self, session_id: str, deadline: Deadline = NO_DEADLINE) -> list[float]:
         """Current states of a session."""
         session = self.get(session_id)
-        self._enter(session, "states()")
+        self._enter(session, "states()", deadline)
         try:
             if session.last_result is None:
                 raise FailedPrecondition("no states yet: call Reset first")
@@ -371,10 +469,10 @@ class SessionManager:
         finally:
             self._leave(session)
 
-    def termination(self, session_id: str) -> tuple[bool, bool]:
+    def termination(self, session_id: str, deadline: Deadline = NO_DEADLINE) -> tuple[bool, bool]:
         """Current terminated/truncated flags of a session."""
         session = self.get(session_id)
-        self._enter(session, "termination()")
+        self._enter(session, "termination()", deadline)
         try:
             return session.sim.termination()
         finally:

@@ -46,3 +46,18 @@ class NaNAtReset(SlowReset):
     def step(self, action):
         self.x = 0.0 if math.isnan(self.x) else self.x
         return super().step(action)
+
+
+class LogsClose(SlowReset):
+    """A ``SlowReset`` that prints when its reset returns and when it is closed.
+
+    Its output goes to the server's log, so a test can tell the order of the two.
+    """
+
+    def reset(self, config, seed=None):
+        out = super().reset(config, seed)
+        print(f"reset returned (delay {float(config.get('delay', 0.0))})", flush=True)
+        return out
+
+    def close(self):
+        print("close called", flush=True)
