@@ -350,24 +350,47 @@ def _digest_tree(root: Path) -> str:
     return digest.hexdigest()
 
 
-def _build_wheel(root: Path) -> Path:
-    """A wheel of the checkout's simgym (built once per content; pip and setuptools do it)."""
+# pip building the wheel: seconds with the running environment's setuptools, a minute or
+# two when it has to fetch a build backend; past this it is stuck (an index that hangs).
+WHEEL_BUILD_TIMEOUT = 600.0
+
+
+def _build_wheel(root: Path, timeout: float = WHEEL_BUILD_TIMEOUT) -> Path:
+    """A wheel of the checkout's simgym (built once per content; pip and setuptools do it).
+
+    Raises:
+        AmlError: The copy or the build failed or took longer than ``timeout`` seconds (the
+            temporary folder is removed either way).
+    """
     work = Path(tempfile.mkdtemp(prefix="simgym-wheel-"))
+    try:
+        wheel = _build_wheel_in(root, work, timeout)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)  # nothing in it is kept: no wheel
+        raise
+    if wheel.parent != work:  # a wheel built earlier from the same sources
+        shutil.rmtree(work, ignore_errors=True)
+    return wheel
+
+
+def _build_wheel_in(root: Path, work: Path, timeout: float) -> Path:
     src = work / "src"
     src.mkdir()
     # A copy, so the build neither writes build/ and egg-info into the checkout nor picks up
     # whatever else lies there (run folders, venvs).
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
-    for name in SOURCE_ITEMS:
-        item = root / name
-        if item.is_dir():
-            shutil.copytree(item, src / name, ignore=ignore)
-        else:
-            shutil.copy2(item, src / name)
+    try:
+        for name in SOURCE_ITEMS:
+            item = root / name
+            if item.is_dir():
+                shutil.copytree(item, src / name, ignore=ignore)
+            else:
+                shutil.copy2(item, src / name)
+    except OSError as exc:
+        raise AmlError(f"copying simgym's sources from {root} failed: {exc}") from None
     digest = _digest_tree(src)
     cached = _BUILT.get(digest)
     if cached is not None and cached.is_file():
-        shutil.rmtree(work, ignore_errors=True)
         return cached
     cmd = [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(work), str(src)]
     try:
@@ -378,10 +401,16 @@ def _build_wheel(root: Path) -> Path:
             cmd.insert(4, "--no-build-isolation")
     except (ImportError, ValueError):
         pass
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise AmlError(
+            f"building simgym's wheel from {root} did not finish within {timeout:.0f} s "
+            "(pip wheel; is a package index unreachable?)"
+        ) from None
     wheels = list(work.glob("simgym-*.whl"))
     if proc.returncode != 0 or len(wheels) != 1:
-        tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-5:])
+        tail = " | ".join((proc.stdout + proc.stderr).strip().splitlines()[-5:])
         raise AmlError(f"building simgym's wheel from {root} failed: {tail}")
     shutil.rmtree(src, ignore_errors=True)
     _BUILT[digest] = wheels[0]
@@ -728,6 +757,12 @@ def ensure_environment(
     return f"azureml:{created.name}:{created.version}"
 
 
+def _one_line(exc: BaseException) -> str:
+    """The first line of an SDK error (``Type`` when it has no message)."""
+    text = str(exc).strip()
+    return text.splitlines()[0].strip() if text else type(exc).__name__
+
+
 def validate_job(client: Any, job: Any) -> None:
     """The SDK's local checks of a job, with their errors surfaced.
 
@@ -738,16 +773,24 @@ def validate_job(client: Any, job: Any) -> None:
     Raises:
         AmlError: What the SDK found, one ``field: message`` per error.
     """
-    from azure.ai.ml.exceptions import ValidationException
-
+    # `_validate` and `_to_node` are the SDK's private methods: another SDK version may
+    # lack them (then only `jobs.validate` runs) or fail in them in its own way. Whatever
+    # the SDK raises (its ValidationException, marshmallow's ValidationError, a TypeError
+    # from a malformed field...) is the job not validating, said in one line.
+    checks: list[Any] = [job]
     try:
-        job._validate()  # command and environment present (what create_or_update checks)
-        results = [client.jobs.validate(job), client.jobs.validate(job._to_node())]
-    except ValidationException as exc:
-        raise AmlError(f"the job does not validate: {str(exc).splitlines()[0]}") from None
-    errors: dict[str, str] = {}
-    for result in results:
-        errors.update(result.error_messages)
+        own_check = getattr(job, "_validate", None)
+        if callable(own_check):
+            own_check()  # command and environment present (what create_or_update checks)
+        to_node = getattr(job, "_to_node", None)
+        if callable(to_node):
+            checks.append(to_node())
+        results = [client.jobs.validate(j) for j in checks]
+        errors: dict[str, str] = {}
+        for result in results:
+            errors.update(getattr(result, "error_messages", None) or {})
+    except Exception as exc:
+        raise AmlError(f"the job does not validate: {_one_line(exc)}") from None
     if errors:
         detail = "; ".join(
             f"{key.removeprefix('component.')}: {str(msg).split(';')[0].strip()}"

@@ -443,6 +443,52 @@ def test_a_job_that_does_not_validate_is_refused_before_anything_is_created(tmp_
         aml.submit(plan, client=client, echo=lambda s: None)
 
 
+def test_any_sdk_error_in_validation_is_one_aml_error(tmp_path):
+    # marshmallow's ValidationError (not the SDK's ValidationException) from the job's
+    # command node: still the job not validating, in one line.
+    spec = _project(tmp_path)
+    client = aml.ml_client(_config(tmp_path), credential=FakeCredential())
+    plan = aml.plan_submission(spec, {"image": "myacr.azurecr.io/sim:1"})
+    plan.job.distribution = "bogus"
+    with pytest.raises(aml.AmlError, match=r"^the job does not validate: ") as info:
+        aml.validate_job(client, plan.job)
+    assert "\n" not in str(info.value) and "bogus" in str(info.value)
+
+
+def _wheel_dirs(root: Path) -> list[Path]:
+    return list(root.glob("simgym-wheel-*"))
+
+
+def test_a_failed_wheel_build_leaves_no_temp_folder(tmp_path, monkeypatch):
+    import tempfile
+
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    # Not a checkout: the copy fails.
+    with pytest.raises(aml.AmlError, match="copying simgym's sources from"):
+        aml._build_wheel(tmp_path / "empty")
+    assert _wheel_dirs(temp) == []
+    # A checkout whose pyproject.toml pip cannot read: the build fails.
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for name in aml.SOURCE_ITEMS:
+        item = REPO / name
+        if item.is_dir():
+            shutil.copytree(item, broken / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(item, broken / name)
+    (broken / "pyproject.toml").write_text("[project\nname = ")
+    with pytest.raises(aml.AmlError, match=r"building simgym's wheel from .* failed") as info:
+        aml._build_wheel(broken)
+    assert "\n" not in str(info.value)
+    assert _wheel_dirs(temp) == []
+    # A pip that does not finish in time is stopped, with a message that says so.
+    with pytest.raises(aml.AmlError, match=r"did not finish within 0 s"):
+        aml._build_wheel(broken, timeout=0.01)
+    assert _wheel_dirs(temp) == []
+
+
 def test_status_and_logs(tmp_path, monkeypatch):
     client = aml.ml_client(_config(tmp_path), credential=FakeCredential())
     from azure.ai.ml.entities import CommandJob
