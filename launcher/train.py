@@ -444,14 +444,36 @@ class _RunLog:
         self.handler.close()
 
 
-def _kill_env_runners(algo: Any) -> None:
-    """End the env runner actors at once (after a failure).
+# How long the env runners get to close their sessions before they are killed.
+_CLOSE_TIMEOUT = 10.0
+
+
+def _kill_env_runners(
+    algo: Any, *, close_envs: bool, close_timeout: float = _CLOSE_TIMEOUT
+) -> None:
+    """End the env runner actors at once (after a failure or Ctrl-C).
 
     Against sims that are gone for good, an env runner sits in Ray's restart loop, and
     ``algo.stop()`` asks every runner to stop without a timeout: it would wait a minute
     for a runner that never comes up. Killed first, there is nothing left to wait for.
+
+    ``close_envs``: first let every healthy runner close its envs, for at most
+    ``close_timeout`` seconds. A killed runner's sessions stay open on the servers until
+    their lease expires (300 s by default), holding ``--max-sessions`` slots: against
+    servers the user runs, a rerun right after would get RESOURCE_EXHAUSTED. Sidecars are
+    stopped right after, their sessions with them, so they need no closing.
     """
-    manager = getattr(getattr(algo, "env_runner_group", None), "_worker_manager", None)
+    group = getattr(algo, "env_runner_group", None)
+    if close_envs and group is not None:
+        try:
+            group.foreach_env_runner(
+                lambda runner: runner.stop(),  # closes its envs (their sessions)
+                local_env_runner=False,
+                timeout_seconds=close_timeout,
+            )
+        except Exception as exc:  # a runner already dead: killed below all the same
+            log.warning("closing the env runners' sessions: %s", _first_line(exc))
+    manager = getattr(group, "_worker_manager", None)
     try:
         if manager is not None:
             manager.clear()  # ray.kill() of each remote env runner
@@ -727,7 +749,7 @@ def train(
             tracker.close("FAILED")
         if algo is not None:
             if not state.finished:
-                _kill_env_runners(algo)
+                _kill_env_runners(algo, close_envs=pool is None)
             try:
                 algo.stop()
             except Exception as exc:

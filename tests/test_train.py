@@ -304,6 +304,23 @@ def test_setup_errors_fail_before_ray_with_one_line(tmp_path, start_server):
         assert message in _first_paragraph(run_dir / "error.txt")
 
 
+def test_a_failed_training_frees_its_sessions_on_the_users_server(tmp_path, start_server):
+    # A server the user runs, with exactly as many session slots as the training's envs:
+    # sessions a failed run left open (until their 300 s lease) would refuse the rerun.
+    server = start_server("toy.py:Toy", args=["--max-sessions", "4"])
+    spec = _spec(tmp_path, sim={"launch": None, "address": server.address},
+                 resources={"env_runners": 1, "envs_per_runner": 4}, stop={"iterations": 1})  # fmt: skip
+
+    def fail(progress):
+        raise RuntimeError("the trainer failed mid-way")
+
+    with pytest.raises(TrainingError, match="the trainer failed mid-way"):
+        train(spec, on_progress=fail)
+    # At once, not after the lease: the preflight and the 4 envs get their sessions.
+    _, state = train(spec)
+    assert state.finished and state.iteration == 1
+
+
 def test_sim_whose_constructor_raises_reports_its_exception(tmp_path):
     spec = _spec(tmp_path, env_updates={"sim": {"target": f"{SIMS / 'toy.py'}:BadCtor",
                                                 "kwargs": {}}})  # fmt: skip
