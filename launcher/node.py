@@ -478,6 +478,17 @@ def ray_auth_env(env: Mapping[str, str]) -> dict[str, str]:
     return {"RAY_AUTH_MODE": "disabled"}
 
 
+def _ranks(nodes: list[dict[str, Any]]) -> set[int]:
+    """The simgym ranks among Ray's ``nodes`` (by each rank's marker resource)."""
+    ranks = set()
+    for node in nodes:
+        for key in node.get("Resources", {}):
+            suffix = key.removeprefix("simgym_node_")
+            if key.startswith("simgym_node_") and suffix.isdigit():
+                ranks.add(int(suffix))
+    return ranks
+
+
 def wait_for_nodes(size: int, timeout: float, poll: float = 1.0) -> list[dict[str, Any]]:
     """Wait until ``size`` live Ray nodes (each with its rank's resource) are in the cluster.
 
@@ -489,12 +500,7 @@ def wait_for_nodes(size: int, timeout: float, poll: float = 1.0) -> list[dict[st
     deadline = time.monotonic() + timeout
     while True:
         nodes = [n for n in ray.nodes() if n.get("Alive")]
-        ranks = {
-            int(k.removeprefix("simgym_node_"))
-            for n in nodes
-            for k in n.get("Resources", {})
-            if k.startswith("simgym_node_")
-        }
+        ranks = _ranks(nodes)
         if len(ranks) >= size:
             return nodes
         if time.monotonic() >= deadline:
@@ -524,17 +530,24 @@ def tell_outcome(size: int, code: int, timeout: float = 60.0) -> list[int]:
         Path(path).write_text(json.dumps({"exit_code": value}))
         return int(os.environ.get(NODE_RANK_VAR, "-1"))
 
+    # Only ranks alive in the cluster: a task for a rank that never joined (the NodeError
+    # path) or is gone could never run, and would hold this up for the whole timeout.
+    alive = _ranks([n for n in ray.nodes() if n.get("Alive")])
     pending = {
         note.options(resources={f"simgym_node_{rank}": 0.001}).remote(code): rank
         for rank in range(1, size)
+        if rank in alive
     }
-    done, _ = ray.wait(list(pending), num_returns=len(pending), timeout=timeout)
+    unreachable = {rank for rank in range(1, size) if rank not in alive}
+    done, _ = (
+        ray.wait(list(pending), num_returns=len(pending), timeout=timeout) if pending else ([], [])
+    )
     told = set()
     for ref in done:
         with contextlib.suppress(Exception):
             ray.get(ref, timeout=1)
             told.add(pending[ref])
-    return sorted(set(pending.values()) - told)
+    return sorted((set(pending.values()) - told) | unreachable)
 
 
 def read_outcome(path: Path) -> int | None:

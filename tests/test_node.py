@@ -270,3 +270,23 @@ def test_a_killed_node_leaves_nothing_behind(tmp_path):
     while _ray_processes_from(tmp_path) and time.monotonic() < deadline:
         time.sleep(1)
     assert not _ray_processes_from(tmp_path), "left running after SIGKILL"
+
+
+@pytest.mark.timeout(120)  # tell_outcome is given 600 s: only waiting on rank 2 would take it
+def test_tell_outcome_tells_live_ranks_and_does_not_wait_for_absent_ones(tmp_path, monkeypatch):
+    import ray
+
+    from launcher.node import NODE_RANK_VAR, OUTCOME_VAR, tell_outcome
+
+    outcome = tmp_path / "outcome.json"
+    # Ray's workers inherit the driver's environment: this "node" is rank 1.
+    monkeypatch.setenv(OUTCOME_VAR, str(outcome))
+    monkeypatch.setenv(NODE_RANK_VAR, "1")
+    ray.init(num_cpus=1, resources={"simgym_node_0": 1, "simgym_node_1": 1},
+             include_dashboard=False, logging_level="ERROR")  # fmt: skip
+    try:
+        # Rank 2 never joined: reported, not waited for.
+        assert tell_outcome(3, 1, timeout=600) == [2]
+    finally:
+        ray.shutdown()
+    assert json.loads(outcome.read_text()) == {"exit_code": 1}
