@@ -230,10 +230,20 @@ def _first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {_message(exc)}" if str(exc).strip() else type(exc).__name__
 
 
-def _sim_error_lines(run_dir: Path) -> list[str]:
-    """The failed sim calls the env runners wrote to ``sim_errors.log``, oldest first."""
+def _sim_error_log_size(run_dir: Path) -> int:
+    """Where this run's part of ``sim_errors.log`` starts (a resumed run appends to it)."""
     try:
-        return (run_dir / SIM_ERROR_LOG).read_text(errors="replace").splitlines()
+        return (run_dir / SIM_ERROR_LOG).stat().st_size
+    except OSError:
+        return 0
+
+
+def _sim_error_lines(run_dir: Path, start: int = 0) -> list[str]:
+    """The failed sim calls the env runners wrote to ``sim_errors.log`` from byte ``start``."""
+    try:
+        with open(run_dir / SIM_ERROR_LOG, "rb") as f:
+            f.seek(start)
+            return f.read().decode(errors="replace").splitlines()
     except OSError:
         return []
 
@@ -250,6 +260,7 @@ def _write_error(
     exc: BaseException,
     pool: SidecarPool | None,
     sim_errors: int = 0,
+    sim_error_start: int = 0,
 ) -> Path:
     """``error.txt``: one paragraph first (which sim, which call, the sim's error), then details.
 
@@ -266,7 +277,8 @@ def _write_error(
                 sentences.append(f"{event.detail[:1].upper()}{event.detail[1:]}.")
         if pool.total_restarts:
             sentences.append(f"Sim server restarts in this run: {pool.total_restarts}.")
-    sim_error_lines = _sim_error_lines(run_dir)
+    # This run's failed calls only: a resumed run's file still holds the previous run's.
+    sim_error_lines = _sim_error_lines(run_dir, sim_error_start)
     last_call = _last_sim_error(sim_error_lines)
     if last_call:
         counted = f" ({sim_errors} sim call errors counted)" if sim_errors else ""
@@ -579,6 +591,7 @@ def train(
         state = RunState(spec=str(Path(spec_path).resolve()))
     (run_dir / "spec.resolved.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
     state.save(run_dir)
+    sim_error_start = _sim_error_log_size(run_dir)
     run_log = _RunLog(run_dir)
     log.info("%s %s (spec %s)", "resuming" if resume else "starting", run_dir, spec_path)
 
@@ -732,7 +745,7 @@ def train(
         log.warning("interrupted at iteration %d", state.iteration)
         raise
     except Exception as exc:
-        path = _write_error(run_dir, stage, exc, pool, sim_errors)
+        path = _write_error(run_dir, stage, exc, pool, sim_errors, sim_error_start)
         # For train.log; the terminal gets it once, as the error raised below (RAISED).
         log.error("failed while %s: %s", stage, _first_line(exc), extra={RAISED: True})
         if stage in _SETUP_STAGES and isinstance(exc, (SimgymError, ServerStartError)):

@@ -207,6 +207,24 @@ def test_resume_from_a_checkpoint_without_simgym_json_keeps_counting(tmp_path):
     )
 
 
+def test_a_resumed_run_that_fails_does_not_quote_the_previous_runs_sim_errors(tmp_path):
+    spec = _spec(tmp_path, stop={"iterations": 1})
+    run_dir, _ = train(spec)
+    old = "2026-01-01 10:00:00 Step on unix:/old.sock failed: the previous run's error"
+    with (run_dir / "sim_errors.log").open("a") as f:
+        f.write(old + "\n")
+    spec.write_text(spec.read_text().replace("iterations: 1", "iterations: 3"))
+
+    def fail(progress):
+        raise RuntimeError("the trainer failed mid-way")
+
+    with pytest.raises(TrainingError):
+        train(spec, resume=run_dir, on_progress=fail)
+    error = (run_dir / "error.txt").read_text()
+    assert "the trainer failed mid-way" in _first_paragraph(run_dir / "error.txt")
+    assert "previous run's error" not in error
+
+
 def test_older_checkpoint_counters_fall_back_to_run_json(tmp_path):
     from launcher.train import _older_checkpoint_counters
 
