@@ -65,17 +65,27 @@ class _ToIndex(ast.NodeTransformer):
         return ast.copy_location(sub, node)
 
 
+def _indexed(expr: str, index: Mapping[str, int]) -> ast.expr:
+    """The checked expression's tree with each state name read as ``v[index]``.
+
+    Raises:
+        KeyError: A name that is not in ``index``.
+        ValueError: Anything outside the whitelist.
+    """
+    missing = parse(expr) - set(index)
+    if missing:
+        raise KeyError(sorted(missing)[0])
+    tree: ast.Expression = _ToIndex(index).visit(ast.parse(expr, mode="eval"))
+    return tree.body
+
+
 def compile_expr(expr: str, index: Mapping[str, int]) -> Callable[[Sequence[float]], float]:
     """A function of the packed states computing ``expr``.
 
     Raises:
         KeyError: A name that is not in ``index`` (the caller names the spec key).
     """
-    missing = parse(expr) - set(index)
-    if missing:
-        raise KeyError(sorted(missing)[0])
-    tree = _ToIndex(index).visit(ast.parse(expr, mode="eval"))
-    body = ast.unparse(tree)
+    body = ast.unparse(_indexed(expr, index))
     fn = eval(f"lambda v: {body}", {"__builtins__": {}, **FUNCTIONS})
     return fn  # type: ignore[no-any-return]
 
@@ -121,10 +131,7 @@ def compile_observer(
     trees: list[ast.expr] = []
     for expr, column, _, _ in observations:
         if expr:
-            missing = parse(expr) - set(index)
-            if missing:
-                raise KeyError(sorted(missing)[0])
-            trees.append(_ToIndex(index).visit(ast.parse(expr, mode="eval")).body)
+            trees.append(_indexed(expr, index))
         else:
             trees.append(ast.Subscript(ast.Name("v", ast.Load()), ast.Constant(column), ast.Load()))
     counts: dict[str, int] = {}
