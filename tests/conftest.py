@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,15 @@ from simserver.process import ServerProcess
 HERE = Path(__file__).resolve().parent
 SIMS = HERE / "sims"
 REPO = HERE.parent
+
+
+def unix_simserver_cmd(sock: Path, target: str = "toy.py:Toy") -> list[str]:
+    """The command line of a bare ``simserver`` on a unix socket, its sims from tests/sims.
+
+    For tests that start (and kill, and restart) the process themselves, outside
+    ``ServerProcess``.
+    """
+    return [sys.executable, "-m", "simserver", target, "--unix", str(sock), "--chdir", str(SIMS)]
 
 
 @pytest.fixture

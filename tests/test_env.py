@@ -16,7 +16,7 @@ from gymclient.errors import RemoteError, ServerUnavailable, SimCallError, SimTi
 from gymclient.vector import SimVectorEnv
 from simgym.v1 import simulator_pb2 as pb
 
-from .conftest import SIMS
+from .conftest import SIMS, unix_simserver_cmd
 
 SPEC = SIMS / "toy_spec.yaml"
 
@@ -235,16 +235,7 @@ def test_server_killed_mid_episode_then_restarted(tmp_path, transport):
     """on_error: truncate — the episode ends, and the next reset reaches the restarted server."""
     spec = load_spec(SPEC).model_copy(update={"on_error": "truncate"})
     sock = tmp_path / "s.sock"
-    cmd = [
-        sys.executable,
-        "-m",
-        "simserver",
-        "toy.py:Toy",
-        "--unix",
-        str(sock),
-        "--chdir",
-        str(SIMS),
-    ]
+    cmd = unix_simserver_cmd(sock)
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     assert proc.stdout is not None and proc.stdout.readline()
     env = _env(spec, f"unix:{sock}", timeout=2.0, transport=transport)

@@ -28,7 +28,7 @@ from gymclient.packed import PackedLane, PackedStream
 from simgym.v1 import simulator_pb2 as pb
 from simgym.v1 import simulator_pb2_grpc as pb_grpc
 
-from .conftest import SIMS
+from .conftest import SIMS, unix_simserver_cmd
 
 
 def test_handshake_reset_step(start_server, transport):
@@ -489,10 +489,7 @@ def test_connect_retries_until_the_server_is_up(tmp_path):
     # A client started before its server connects once the server is up.
     import threading
 
-    from simserver.process import ServerProcess
-
     sock = tmp_path / "late.sock"
-    server = ServerProcess("toy.py:Toy", workdir=SIMS, args=[])
     result: dict[str, object] = {}
 
     def client() -> None:
@@ -503,18 +500,7 @@ def test_connect_retries_until_the_server_is_up(tmp_path):
     thread.start()
     time.sleep(1.0)
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "simserver",
-            "toy.py:Toy",
-            "--unix",
-            str(sock),
-            "--chdir",
-            str(SIMS),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        unix_simserver_cmd(sock), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     try:
         thread.join(40)
@@ -522,7 +508,6 @@ def test_connect_retries_until_the_server_is_up(tmp_path):
     finally:
         proc.terminate()
         proc.wait(10)
-        server.cleanup()
 
 
 def test_open_is_not_retried_after_its_deadline(start_server):
@@ -581,18 +566,7 @@ def test_open_waits_for_the_connection_not_its_own_deadline(tmp_path):
     thread = threading.Thread(target=client)
     thread.start()
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "simserver",
-            "toy.py:Toy",
-            "--unix",
-            str(sock),
-            "--chdir",
-            str(SIMS),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        unix_simserver_cmd(sock), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     try:
         thread.join(150)
