@@ -12,11 +12,13 @@ PIP_TORCH := $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX),)
 
 .PHONY: demo test test-all lint proto bench clean ci-setup
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml examples/cstr/native/_cstr_native.c examples/cstr/native/setup.py examples/cstr/native/pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "simgym needs Python >= 3.11 (found " + sys.version.split()[0] + "); set PYTHON=python3.11")'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet $(PIP_TORCH) -e ".[dev,train,infer,aml]"
+# The CSTR sample's optional C accelerator: without a C compiler the sample runs pure Python.
+	$(BIN)/python -m pip install --quiet ./examples/cstr/native || echo "WARNING: examples/cstr/native (the CSTR accelerator) did not build: the CSTR sample runs its pure-Python path (same results, slower)"
 	@touch $(STAMP)
 
 ## demo: the CSTR sample checked on loopback, then trained briefly (the PPO recipe, sidecar sims).

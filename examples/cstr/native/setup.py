@@ -1,8 +1,23 @@
 """Build the CSTR sample's accelerator: one C extension module, ``_cstr_native``."""
 
 from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+
+class _AlwaysCompile(build_ext):
+    """``build_ext --force``: pip builds in this folder and would reuse ``build/``'s object.
+
+    Setuptools only compares the C file's time with the object's, so a changed compile flag
+    below would otherwise not take effect; one small file compiles in about a second.
+    """
+
+    def finalize_options(self) -> None:
+        super().finalize_options()
+        self.force = True
+
 
 setup(
+    cmdclass={"build_ext": _AlwaysCompile},
     ext_modules=[
         Extension(
             "_cstr_native",
