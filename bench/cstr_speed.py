@@ -1,14 +1,17 @@
-"""Time one CSTR control step: the fast ``examples/cstr/sim.py`` vs the faithful reference.
+"""Time one CSTR control step: the sample ``examples/cstr/sim.py`` vs the faithful reference.
 
-Both run the same workloads in the same process, interleaved repeat by repeat so that machine
-load hits them alike: whole episodes (reset, then step + termination() + truncation() until the
+The sample runs twice, on its compiled accelerator (``_cstr_native``, when installed: what
+``CSTR()`` uses) and on its pure-Python path (``CSTR(native=False)``); all three run the same
+workloads in the same process, interleaved repeat by repeat so that machine load hits them
+alike: whole episodes (reset, then step + termination() + truncation() until the
 episode ends) over Cref_signal 1-5, with
 * zero actions (the plant settles; cheap to integrate),
 * seeded uniform random actions in [-10, 10] K (an untrained agent: often near runaway, where
   the dynamics are fast and integration is most expensive),
 * a feedforward + proportional controller tracking Cref (a stand-in for a trained agent:
   mostly at the high-conversion point).
-Prints the median µs per step of each (the policy's own cost included) and the ratio.
+Prints the median µs per step of each (the policy's own cost included) and each path's ratio
+to the reference.
 
     .venv/bin/python bench/cstr_speed.py [--steps 2000] [--repeats 7]
 """
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import importlib.util
 import os
 import random
@@ -94,26 +98,46 @@ def main() -> None:
 
     if args.steps < 2000:
         parser.error("--steps must be >= 2000")
-    fast, reference = load_fast(), load_reference()
+    sample, reference = load_fast(), load_reference()
+    paths: dict[str, Callable[[], Any]] = {"python": functools.partial(sample, native=False)}
+    if sample().implementation == "native":
+        paths = {"native": functools.partial(sample, native=True), **paths}
     workloads: dict[str, tuple[Policy, float]] = {
         "zero actions, noise 0%": (zero_policy, 0.0),
         "random actions, noise 5%": (random_policy(args.steps), 5.0),
         "tracking (P), noise 5%": (tracking_policy, 5.0),
     }
     print(f"Python {sys.version.split()[0]}, {args.steps} steps x {args.repeats} repeats")
-    print(f"{'workload':28s} {'fast µs/step':>13s} {'reference µs/step':>18s} {'ratio':>7s}")
+    if "native" in paths:
+        print("the sample: CSTR() steps with the native accelerator (_cstr_native)")
+    else:
+        print("the sample: CSTR() runs pure Python (_cstr_native is not installed)")
+    header = f"{'workload':28s}"
+    for path in paths:
+        header += f" {path + ' µs/step':>16s}"
+    header += f" {'reference µs/step':>18s}"
+    for path in paths:
+        header += f" {path + ' ratio':>13s}"
+    print(header)
     # The reference prints on every terminal condition; keep that out of the timing output.
     with open(os.devnull, "w") as devnull:
         for name, (policy, noise) in workloads.items():
-            fast_t: list[float] = []
+            times: dict[str, list[float]] = {path: [] for path in paths}
             ref_t: list[float] = []
             for _ in range(args.repeats):
-                fast_t.append(run(fast, policy, args.steps, noise))
+                for path, make in paths.items():
+                    times[path].append(run(make, policy, args.steps, noise))
                 with contextlib.redirect_stdout(devnull):
                     ref_t.append(run(reference, policy, args.steps, noise))
-            f = statistics.median(fast_t) * 1e6
             r = statistics.median(ref_t) * 1e6
-            print(f"{name:28s} {f:13.2f} {r:18.1f} {r / f:6.1f}x")
+            medians = {path: statistics.median(t) * 1e6 for path, t in times.items()}
+            line = f"{name:28s}"
+            for m in medians.values():
+                line += f" {m:16.2f}"
+            line += f" {r:18.1f}"
+            for m in medians.values():
+                line += f" {r / m:12.1f}x"
+            print(line)
 
 
 if __name__ == "__main__":
