@@ -71,10 +71,11 @@ optional compiled accelerator ``_cstr_native`` (``native/`` beside this file, in
 operation for operation, so that both give bit-identical states. It exists for speed: in
 CPython the bookkeeping of a step alone (references, noise, KPI, the 13-entry state dict) costs
 ~2 µs and a 12-term series ~4 µs, which keeps pure Python 15–27× faster than the odeint
-reference where the target is 50×; the C step is ~20× cheaper. A sim uses the accelerator
-when it is installed; without it (no C compiler at install time) the pure-Python path runs,
-with the same results, only slower. ``CSTR(native=False)`` or ``SIMGYM_CSTR_NATIVE=0`` in the
-environment selects the pure path; ``CSTR().implementation`` says which one runs.
+reference where the target is 50×; the same step in C costs a tenth of that or less
+(``bench/cstr_speed.py``). A sim uses the accelerator when it is installed; without it (no C
+compiler at install time) the pure-Python path runs, with the same results, only slower.
+``CSTR(native=False)`` or ``SIMGYM_CSTR_NATIVE=0`` in the environment selects the pure path;
+``CSTR().implementation`` says which one runs.
 """
 
 from __future__ import annotations
