@@ -561,14 +561,36 @@ class CSTR:
             )
         self._core: Any = None
         if native:
-            # The core keeps the episode state and draws the noise from this instance's
-            # generator, so seeded streams are the pure path's. Its bound methods shadow the
-            # Python ones on the instance: a step is then one C call, no Python frame.
-            self._core = _cstr_native.Core(self._rng.random)
-            self.step = self._core.step  # type: ignore[method-assign]
-            self.termination = self._core.termination  # type: ignore[method-assign]
-            self.truncation = self._core.truncation  # type: ignore[method-assign]
+            self._attach_core()
         self.reset()
+
+    def _attach_core(self) -> None:
+        # The core keeps the episode state and draws the noise from this instance's
+        # generator, so seeded streams are the pure path's. Its bound methods shadow the
+        # Python ones on the instance: a step is then one C call, no Python frame.
+        self._core = _cstr_native.Core(self._rng.random)
+        self.step = self._core.step  # type: ignore[method-assign]
+        self.termination = self._core.termination  # type: ignore[method-assign]
+        self.truncation = self._core.truncation  # type: ignore[method-assign]
+
+    def __getstate__(self) -> dict[str, Any]:
+        # pickle and copy.deepcopy: the core is C and copy treats its bound methods as atomic
+        # (a deep copy would step the original's core); keep its fields, rebuild it on load.
+        state = self.__dict__.copy()
+        if self._core is not None:
+            for name in ("step", "termination", "truncation"):
+                del state[name]
+            state["_core"] = self._core.dump()
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        fields = state.get("_core")
+        self.__dict__.update(state, _core=None)
+        if fields is not None:
+            if _cstr_native is None:
+                raise ImportError("this CSTR was saved native; _cstr_native is not installed")
+            self._attach_core()
+            self._core.restore(fields)
 
     @property
     def implementation(self) -> str:

@@ -400,6 +400,10 @@ Core_step(CoreObject *self, PyObject *action)
 
     /* Noise is drawn before the plant moves, Cr first (the reference's order). */
     if (self->noisy) {
+        if (self->random == NULL) {
+            PyErr_SetString(PyExc_RuntimeError, "Core.step: the core was never initialised");
+            return NULL;
+        }
         if (draw_noise(self, self->c_noise, &c_noise) < 0 ||
             draw_noise(self, self->t_noise, &t_noise) < 0) {
             return NULL;
@@ -488,6 +492,33 @@ Core_states(CoreObject *self, PyObject *Py_UNUSED(ignored))
     return build_states(self);
 }
 
+/* Every field but random and h from src (load() and __setstate__). */
+static void
+set_fields(CoreObject *self, const CoreObject *src)
+{
+    self->step_time = src->step_time;
+    self->n_its = src->n_its;
+    self->max_adjust = src->max_adjust;
+    self->c_noise = src->c_noise;
+    self->t_noise = src->t_noise;
+    self->noisy = src->noisy;
+    self->shift = src->shift;
+    self->p1 = src->p1;
+    self->p2 = src->p2;
+    self->c_slope = src->c_slope;
+    self->t_slope = src->t_slope;
+    self->tc = src->tc;
+    self->cr = src->cr;
+    self->tr = src->tr;
+    self->cr_meas = src->cr_meas;
+    self->tr_meas = src->tr_meas;
+    self->cref = src->cref;
+    self->tref = src->tref;
+    self->time = src->time;
+    self->rms = src->rms;
+    self->adjust = src->adjust;
+}
+
 PyDoc_STRVAR(Core_load_doc,
              "load($self, /, *, step_time, n_its, max_adjust, c_noise, t_noise, noisy, shift, "
              "p1, p2, c_slope, t_slope, tc, cr, tr, cr_meas, tr_meas, cref, tref, time, rms, "
@@ -520,29 +551,47 @@ Core_load(CoreObject *self, PyObject *args, PyObject *kwargs)
         PyErr_SetString(PyExc_ValueError, "load(): step_time must be > 0 and n_its >= 1");
         return NULL;
     }
-    self->step_time = v.step_time;
-    self->n_its = v.n_its;
+    set_fields(self, &v);
     /* sim.py's self._h = step_time / n_its (an int, converted to float as Python does). */
     self->h = v.step_time / (double)v.n_its;
-    self->max_adjust = v.max_adjust;
-    self->c_noise = v.c_noise;
-    self->t_noise = v.t_noise;
-    self->noisy = v.noisy;
-    self->shift = v.shift;
-    self->p1 = v.p1;
-    self->p2 = v.p2;
-    self->c_slope = v.c_slope;
-    self->t_slope = v.t_slope;
-    self->tc = v.tc;
-    self->cr = v.cr;
-    self->tr = v.tr;
-    self->cr_meas = v.cr_meas;
-    self->tr_meas = v.tr_meas;
-    self->cref = v.cref;
-    self->tref = v.tref;
-    self->time = v.time;
-    self->rms = v.rms;
-    self->adjust = v.adjust;
+    Py_RETURN_NONE;
+}
+
+/* dump() and restore(): the fields as a tuple, for CSTR.__getstate__/__setstate__ (pickle and
+ * copy.deepcopy). The core itself is not picklable: its generator belongs to the CSTR, which
+ * builds a new core around its own copy and restores the fields into it. */
+PyDoc_STRVAR(Core_dump_doc, "dump($self, /)\n--\n\nThe core's fields, a tuple for restore().");
+
+static PyObject *
+Core_dump(CoreObject *self, PyObject *Py_UNUSED(ignored))
+{
+    return Py_BuildValue("(dLddddiddddddddddddddd)", self->step_time, self->n_its, self->h,
+                         self->max_adjust, self->c_noise, self->t_noise, self->noisy,
+                         self->shift, self->p1, self->p2, self->c_slope, self->t_slope,
+                         self->tc, self->cr, self->tr, self->cr_meas, self->tr_meas,
+                         self->cref, self->tref, self->time, self->rms, self->adjust);
+}
+
+PyDoc_STRVAR(Core_restore_doc,
+             "restore($self, fields, /)\n--\n\nSet the fields dump() returned.");
+
+static PyObject *
+Core_restore(CoreObject *self, PyObject *fields)
+{
+    CoreObject v;
+    if (!PyTuple_Check(fields)) {
+        PyErr_SetString(PyExc_TypeError, "restore() takes the tuple dump() returned");
+        return NULL;
+    }
+    if (!PyArg_ParseTuple(fields, "dLddddiddddddddddddddd:restore", &v.step_time, &v.n_its,
+                          &v.h, &v.max_adjust, &v.c_noise, &v.t_noise, &v.noisy, &v.shift,
+                          &v.p1, &v.p2, &v.c_slope, &v.t_slope, &v.tc, &v.cr, &v.tr,
+                          &v.cr_meas, &v.tr_meas, &v.cref, &v.tref, &v.time, &v.rms,
+                          &v.adjust)) {
+        return NULL;
+    }
+    set_fields(self, &v);
+    self->h = v.h;
     Py_RETURN_NONE;
 }
 
@@ -551,6 +600,8 @@ static PyMethodDef Core_methods[] = {
     {"termination", (PyCFunction)Core_termination, METH_NOARGS, Core_termination_doc},
     {"truncation", (PyCFunction)Core_truncation, METH_NOARGS, Core_truncation_doc},
     {"states", (PyCFunction)Core_states, METH_NOARGS, Core_states_doc},
+    {"dump", (PyCFunction)Core_dump, METH_NOARGS, Core_dump_doc},
+    {"restore", (PyCFunction)Core_restore, METH_O, Core_restore_doc},
     {"load", (PyCFunction)(void (*)(void))Core_load, METH_VARARGS | METH_KEYWORDS,
      Core_load_doc},
     {NULL, NULL, 0, NULL},
