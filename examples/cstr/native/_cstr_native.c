@@ -158,7 +158,8 @@ taylor_step(double c0, double t0, double p, double h, double *c_out, double *t_o
         return 0;
     }
     {
-        /* min() of the four, as Python's builtin: the first of the smallest, NaN kept first. */
+        /* min() of the four as Python's builtin computes it: a NaN first stays, a later one
+         * is skipped. */
         double f = pow(tol_c / (fabs(c[12]) + 1e-300), POW_12);
         double cand = pow(tol_t / (fabs(t[12]) + 1e-300), POW_12);
         double cr, tr;
