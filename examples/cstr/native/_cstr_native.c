@@ -537,10 +537,10 @@ Core_load(CoreObject *self, PyObject *args, PyObject *kwargs)
     };
     CoreObject v;
     if (!PyArg_ParseTupleAndKeywords(
-            args, kwargs, "|$dLdddp" "ddddd" "ddddd" "ddddd" ":load", kwlist, &v.step_time, &v.n_its,
-            &v.max_adjust, &v.c_noise, &v.t_noise, &v.noisy, &v.shift, &v.p1, &v.p2, &v.c_slope,
-            &v.t_slope, &v.tc, &v.cr, &v.tr, &v.cr_meas, &v.tr_meas, &v.cref, &v.tref, &v.time,
-            &v.rms, &v.adjust)) {
+            args, kwargs, "|$dLdddp" "ddddd" "ddddd" "ddddd" ":load", kwlist, &v.step_time,
+            &v.n_its, &v.max_adjust, &v.c_noise, &v.t_noise, &v.noisy, &v.shift, &v.p1, &v.p2,
+            &v.c_slope, &v.t_slope, &v.tc, &v.cr, &v.tr, &v.cr_meas, &v.tr_meas, &v.cref,
+            &v.tref, &v.time, &v.rms, &v.adjust)) {
         return NULL;
     }
     if (PyTuple_GET_SIZE(args) != 0 || kwargs == NULL ||
