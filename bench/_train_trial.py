@@ -45,16 +45,25 @@ def _spec(options: dict[str, Any]) -> Any:
         }
     )
     updates: dict[str, Any] = {"resources": resources}
-    if options.get("servers") is not None:
+    if options.get("servers") is not None or options.get("envs") or options.get("runners"):
+        # Sidecar capacity follows the sessions the env runners open.
         launch = spec.sim.launch
         assert launch is not None, "the train spec launches no sidecars"
-        servers = int(options["servers"])
+        servers = int(options.get("servers") or launch.servers)
         per_server = -(-resources.env_runners * resources.envs_per_runner // servers)
         launch = launch.model_copy(
             update={"servers": servers, "sessions_per_server": max(per_server, 1)}
         )
         updates["sim"] = spec.sim.model_copy(update={"launch": launch})
     config = dict(spec.config)
+    if (options.get("envs") or options.get("runners")) and "rollout_fragment_length" in config:
+        # The recipe pins fragment x envs x runners to its batch: keep the batch, so that a
+        # trial with more sessions per message trains the same PPO batches (RLlib refuses a
+        # mismatch).
+        batch = int(config.get("train_batch_size_per_learner", 4000))
+        config["rollout_fragment_length"] = max(
+            batch // (resources.env_runners * resources.envs_per_runner), 1
+        )
     if options.get("algorithm") and options["algorithm"] != spec.algorithm:
         updates["algorithm"] = options["algorithm"]
         config = {}
