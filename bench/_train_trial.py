@@ -199,6 +199,7 @@ def run_trial(options: dict[str, Any]) -> dict[str, Any]:
         window = t1 - t0
         busy = (sys1.user + sys1.system + sys1.nice) - (sys0.user + sys0.system + sys0.nice)
         runners = result.get("env_runners", {})
+        timers = result.get("timers", {})
         return {
             "mode": mode,
             "envs": spec.resources.envs_per_runner,
@@ -213,6 +214,10 @@ def run_trial(options: dict[str, Any]) -> dict[str, Any]:
             "episode_return_mean": runners.get("episode_return_mean"),
             "sim_step_ms": runners.get("sim_step_ms"),
             "bridge_step_ms": runners.get("bridge_step_ms"),
+            # RLlib's smoothed per-iteration timers: where an iteration's time goes.
+            "sample_s": timers.get("env_runner_sampling_timer"),
+            "learn_s": timers.get("learner_update_timer"),
+            "iteration_s": timers.get("training_iteration"),
             "cpu_per_s": {k: (cpu1.get(k, v) - v) / window for k, v in cpu0.items()},
             "machine_busy_cpus": busy / window,
             # CPU used by processes outside this trial (other users of the machine).

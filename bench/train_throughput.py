@@ -155,6 +155,10 @@ def main() -> None:
                 if r.get("bridge_step_ms") is not None
                 else ""
             )
+            if r.get("sample_s") is not None and r.get("learn_s") is not None:
+                extra += (
+                    f"; per iteration: sample {r['sample_s']:.2f} s, learn {r['learn_s']:.2f} s"
+                )
             print(
                 f"round {round_ + 1} {c['label']:<28} {r['steps_per_s']:8.0f} env steps/s "
                 f"({r['env_steps']} in {r['seconds']:.1f} s, {r['iterations']} iters); "
