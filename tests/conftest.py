@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import sys
+import tempfile
+import uuid
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -76,3 +81,51 @@ def pytest_make_collect_report(collector: pytest.Collector) -> Iterator[None]:
     report = outcome.get_result()
     if _IN_CI and report.skipped:
         _fail_skip(report)
+
+
+# ----------------------------------------------------------------------------- in-process Ray
+
+# Ray gives a new GCS server RAY_gcs_server_port_wait_time_s (30 s unless its backend is
+# RocksDB) to publish its port file (ray/_private/node.py, Node.start_gcs_server); on a loaded
+# 2-core CI machine that has run out. 120 s is Ray's own budget for a slow GCS.
+_GCS_PORT_WAIT_S = 120
+
+
+@contextlib.contextmanager
+def private_ray(**kwargs: Any) -> Iterator[None]:
+    """An in-process ``ray.init(**kwargs)`` of the test's own, shut down on exit.
+
+    Set the environment its workers must inherit before entering. Its Ray is isolated from
+    any other on the machine and from stale sessions: a private, short ``_temp_dir`` (unix
+    socket paths live under it and must stay < 108 bytes, so not ``tmp_path``) instead of
+    the shared ``/tmp/ray``, and no ``RAY_ADDRESS`` (``ray.init()`` would join that cluster).
+    Its processes carry a marker, so a start that fails anyway (Ray's start-up timeouts) is
+    retried once after they are stopped, and nothing outlives the block.
+    """
+    import ray
+
+    from launcher.node import OWNER_VAR, kill_owned
+
+    marker = uuid.uuid4().hex
+    temp_dir = tempfile.mkdtemp(prefix="sgt-", dir="/tmp")
+    kwargs = {"include_dashboard": False, "logging_level": "ERROR", **kwargs}
+
+    def stop() -> None:
+        ray.shutdown()
+        kill_owned(marker, grace=3)  # what shutdown does not know of (a failed start's)
+
+    with pytest.MonkeyPatch.context() as env:
+        env.delenv("RAY_ADDRESS", raising=False)
+        env.setenv("RAY_gcs_server_port_wait_time_s", str(_GCS_PORT_WAIT_S))
+        env.setenv(OWNER_VAR, marker)  # Ray's processes inherit it
+        try:
+            try:
+                ray.init(_temp_dir=temp_dir, **kwargs)
+            except Exception as exc:
+                stop()
+                warnings.warn(f"ray.init failed ({exc}); retrying once", stacklevel=3)
+                ray.init(_temp_dir=temp_dir, **kwargs)
+            yield
+        finally:
+            stop()
+            shutil.rmtree(temp_dir, ignore_errors=True)

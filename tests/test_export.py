@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -27,7 +28,7 @@ from launcher.export import (
     sample_states,
 )
 
-from .conftest import REPO, SIMS
+from .conftest import REPO, SIMS, private_ray
 
 # A derived observation exercising every operation the expression language has.
 EXPR = "x * abs(t) / 3 - min(x, 0.5, t) + max(x, -1) ** 2 + sqrt(abs(x)) + exp(-t) - log(1 + t)"
@@ -57,14 +58,8 @@ def trained_run(root: Path) -> Path:
         sim={"launch": {"servers": 1, "sessions_per_server": 4}},
     )
     (root / "train.yaml").write_text(yaml.safe_dump(spec))
-    started = not ray.is_initialized()
-    if started:
-        ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
-    try:
+    with contextlib.nullcontext() if ray.is_initialized() else private_ray(num_cpus=2):
         run_dir, state = train(root / "train.yaml")
-    finally:
-        if started:
-            ray.shutdown()
     assert state.finished and state.checkpoints
     _CACHE["run"] = run_dir
     return run_dir

@@ -21,7 +21,7 @@ import yaml
 
 from gymclient.errors import AuthError, SimgymError
 
-from .conftest import SIMS
+from .conftest import SIMS, private_ray
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0 or shutil.which("ip") is None,
@@ -138,7 +138,6 @@ def test_wrong_or_missing_token_is_rejected_over_the_link(remote_sim, tmp_path, 
 @pytest.mark.timeout(480)  # ~25 s on an idle machine
 def test_training_against_a_sim_on_another_host(remote_sim, tmp_path, monkeypatch):
     pytest.importorskip("ray.rllib", reason="training needs the train extra")
-    import ray
 
     from launcher.train import train
 
@@ -158,12 +157,8 @@ def test_training_against_a_sim_on_another_host(remote_sim, tmp_path, monkeypatc
         "experiment": "netns",
     }))  # fmt: skip
     # Ray on loopback (127.0.0.1 itself Ray would swap for the machine's address).
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR",
-             _node_ip_address="127.0.0.2")  # fmt: skip
-    try:
+    with private_ray(num_cpus=2, _node_ip_address="127.0.0.2"):
         run_dir, state = train(train_spec)
-    finally:
-        ray.shutdown()
     assert state.finished and state.iteration == 2 and state.env_steps > 0
     log = (tmp_path / "simserver.log").read_text()
     assert "for SimVectorEnv[" in log  # the env runner's sessions were on the remote sim

@@ -14,17 +14,15 @@ import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import time
-import uuid
-import warnings
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import yaml
 
 from launcher.node import node_info
+
+from .conftest import private_ray
 
 SIMGYM = str(Path(sys.executable).parent / "simgym")
 
@@ -276,68 +274,17 @@ def test_a_killed_node_leaves_nothing_behind(tmp_path):
     assert not _ray_processes_from(tmp_path), "left running after SIGKILL"
 
 
-# ----------------------------------------------------------------------------- an in-process Ray
-
-# Ray gives a new GCS server RAY_gcs_server_port_wait_time_s (30 s unless its backend is
-# RocksDB) to publish its port file (ray/_private/node.py, Node.start_gcs_server); on a loaded
-# 2-core CI machine that has run out. 120 s is Ray's own budget for a slow GCS.
-_GCS_PORT_WAIT_S = 120
-
-
-@pytest.fixture
-def private_ray(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., None]]:
-    """``start(**ray_init_kwargs)``: an in-process ``ray.init`` of the test's own.
-
-    Set the environment its workers must inherit before calling it. Its Ray is isolated
-    from any other on the machine and from stale sessions: a private, short ``_temp_dir``
-    (unix socket paths live under it and must stay < 108 bytes, so not ``tmp_path``) instead
-    of the shared ``/tmp/ray``, and no ``RAY_ADDRESS`` (``ray.init()`` would join that
-    cluster). Its processes carry a marker, so a start that fails anyway (Ray's start-up
-    timeouts) is retried once after they are stopped, and nothing outlives the teardown.
-    """
-    import ray
-
-    from launcher.node import OWNER_VAR, kill_owned
-
-    marker = uuid.uuid4().hex
-    temp_dir = tempfile.mkdtemp(prefix="sgt-", dir="/tmp")
-    monkeypatch.delenv("RAY_ADDRESS", raising=False)
-    monkeypatch.setenv("RAY_gcs_server_port_wait_time_s", str(_GCS_PORT_WAIT_S))
-    monkeypatch.setenv(OWNER_VAR, marker)  # Ray's processes inherit it
-
-    def stop() -> None:
-        ray.shutdown()
-        kill_owned(marker, grace=3)  # what shutdown does not know of (a failed start's)
-
-    def start(**kwargs) -> None:
-        kwargs = {"include_dashboard": False, "logging_level": "ERROR", **kwargs}
-        try:
-            ray.init(_temp_dir=temp_dir, **kwargs)
-        except Exception as exc:
-            stop()
-            warnings.warn(f"ray.init failed ({exc}); retrying once", stacklevel=2)
-            ray.init(_temp_dir=temp_dir, **kwargs)
-
-    try:
-        yield start
-    finally:
-        stop()
-        shutil.rmtree(temp_dir, ignore_errors=True)
-
-
 # tell_outcome is given 600 s: waiting for rank 2 would still time this test out. The rest
 # is room for Ray's start-up on a loaded machine (two attempts of up to ~150 s each).
 @pytest.mark.timeout(450)
-def test_tell_outcome_tells_live_ranks_and_does_not_wait_for_absent_ones(
-    tmp_path, monkeypatch, private_ray
-):
+def test_tell_outcome_tells_live_ranks_and_does_not_wait_for_absent_ones(tmp_path, monkeypatch):
     from launcher.node import NODE_RANK_VAR, OUTCOME_VAR, tell_outcome
 
     outcome = tmp_path / "outcome.json"
     # Ray's workers inherit the driver's environment: this "node" is rank 1.
     monkeypatch.setenv(OUTCOME_VAR, str(outcome))
     monkeypatch.setenv(NODE_RANK_VAR, "1")
-    private_ray(num_cpus=1, resources={"simgym_node_0": 1, "simgym_node_1": 1})
-    # Rank 2 never joined: reported, not waited for.
-    assert tell_outcome(3, 1, timeout=600) == [2]
+    with private_ray(num_cpus=1, resources={"simgym_node_0": 1, "simgym_node_1": 1}):
+        # Rank 2 never joined: reported, not waited for.
+        assert tell_outcome(3, 1, timeout=600) == [2]
     assert json.loads(outcome.read_text()) == {"exit_code": 1}

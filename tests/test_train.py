@@ -20,16 +20,13 @@ from gymclient.errors import SimgymError, SpecError
 from launcher.train import Counters, RunState, SetupError, TrainingError, train
 from launcher.trainspec import load_train_spec
 
-from .conftest import SIMS
+from .conftest import SIMS, private_ray
 
 
 @pytest.fixture(scope="module", autouse=True)
 def ray_session():
-    import ray
-
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
-    yield
-    ray.shutdown()
+    with private_ray(num_cpus=2):
+        yield
 
 
 def _spec(tmp_path: Path, env_updates: dict | None = None, **updates) -> Path:
