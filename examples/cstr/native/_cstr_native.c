@@ -346,7 +346,7 @@ static PyObject *
 Core_step(CoreObject *self, PyObject *action)
 {
     PyObject *value;
-    double adjust, cap, time, k, cref, tref, c_noise, t_noise, tc, h, forcing, cr, tr;
+    double adjust, cap, time, cref, tref, c_noise, t_noise, tc, h, forcing, cr, tr;
     double new_tc, quotient, before, count, d, d2, rms;
     long long i;
 
@@ -384,20 +384,7 @@ Core_step(CoreObject *self, PyObject *action)
 
     /* References at the time before the step. */
     time = self->time;
-    k = time + self->shift;
-    if (k <= self->p1) {
-        cref = C_LOW;
-        tref = T_LOW;
-    }
-    else if (k <= self->p2) {
-        k -= self->p1;
-        cref = self->c_slope * k + C_LOW;
-        tref = self->t_slope * k + T_LOW;
-    }
-    else {
-        cref = C_HIGH;
-        tref = T_HIGH;
-    }
+    references(self, time, &cref, &tref);
 
     /* Noise is drawn before the plant moves, Cr first (the reference's order). */
     if (self->noisy) {
