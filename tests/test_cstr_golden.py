@@ -38,16 +38,17 @@ EXACT_RTOL = 1e-6
 GOLDEN_RTOL, GOLDEN_ATOL = 5e-6, 1e-6
 
 
-def _load_fast() -> type:
+def _load_sim() -> Any:
     # By path, under a private name: `sim` is also the reference folder's package name.
     spec = importlib.util.spec_from_file_location("simgym_example_cstr_sim", CSTR_DIR / "sim.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.CSTR
+    return module
 
 
-CSTR = _load_fast()
+SIM = _load_sim()  # examples/cstr/sim.py (test_cstr_native patches its module globals)
+CSTR = SIM.CSTR
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,6 @@ step must not pass unnoticed.
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import random
 from collections.abc import Iterator
@@ -21,26 +20,14 @@ import pytest
 
 from .test_cstr_golden import (
     CASES,
-    CSTR_DIR,
+    CSTR,
     GOLDEN_ATOL,
     GOLDEN_RTOL,
+    SIM,
     _case_id,
     _compare,
     _run,
 )
-
-
-def _load_sim_module() -> Any:
-    # By path, under a private name (examples/ is not a package; see test_cstr_golden).
-    spec = importlib.util.spec_from_file_location("simgym_cstr_sim_native", CSTR_DIR / "sim.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-SIM = _load_sim_module()
-CSTR = SIM.CSTR
 
 
 @pytest.fixture(scope="module")
