@@ -50,6 +50,8 @@ class ConnectOptions:
         tls_server_name: Override the name checked against the certificate.
         max_message_bytes: Largest message sent or received.
         lease_seconds: Idle lease asked for each session (0: server default).
+        packed_socket: Step packed lanes over the server's packed socket when it offers one
+            (a unix socket without TLS; ``gymclient.packedsocket``); False keeps them on gRPC.
     """
 
     timeout: float = 10.0
@@ -61,6 +63,7 @@ class ConnectOptions:
     tls_server_name: str | None = None
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     lease_seconds: float = 0.0
+    packed_socket: bool = True
 
 
 def normalize_address(address: str) -> str:

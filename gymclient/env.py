@@ -55,6 +55,7 @@ def connect_options(spec: EnvSpec, **overrides: Any) -> ConnectOptions:
         "tls": s.tls,
         "tls_ca": str(spec.path(s.tls_ca)) if s.tls_ca else None,
         "tls_server_name": s.tls_server_name,
+        "packed_socket": s.packed_socket,
     }
     values.update({k: v for k, v in overrides.items() if v is not None})
     return ConnectOptions(**values)

@@ -119,6 +119,7 @@ class SimSection(_Model):
     timeout: float = Field(10.0, gt=0)
     reset_timeout: float = Field(30.0, gt=0)
     connect_timeout: float = Field(30.0, gt=0)
+    packed_socket: bool = True
 
     @model_validator(mode="after")
     def _where(self) -> SimSection:

@@ -94,6 +94,13 @@ def serve(
         float,
         typer.Option(help="Seconds past its client's deadline before a sim call is taken as hung."),
     ] = 30.0,
+    packed_socket: Annotated[
+        bool,
+        typer.Option(
+            help="With --unix (no TLS), also serve packed steps on PATH.packed, a plain "
+            "unix socket ~10x cheaper per message than gRPC (same token)."
+        ),
+    ] = True,
     max_message_mb: Annotated[
         float, typer.Option(help="Largest message, in MiB.")
     ] = DEFAULT_MAX_MESSAGE_BYTES / 2**20,
@@ -149,6 +156,7 @@ def serve(
             workers=workers,
             hung_grace=hung_grace,
             max_message_bytes=int(max_message_mb * 2**20),
+            packed_socket=packed_socket,
         )
         options.validate()
         from simserver.loader import load_factory

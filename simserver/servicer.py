@@ -91,6 +91,8 @@ class SimulatorServicer(pb_grpc.SimulatorServicer):
         self._actions_declared = {v.name: v for v in factory.actions}
         # Every session of this server's sim returns these states: the packed row width.
         self._state_width = len(factory.states)
+        # Set by SimServer once its packed socket listens (told to clients in OpenReply).
+        self.packed_socket = False
 
     @staticmethod
     def _abort(context: grpc.ServicerContext, exc: SimServerError) -> None:
@@ -125,6 +127,7 @@ class SimulatorServicer(pb_grpc.SimulatorServicer):
             lease_seconds=session.lease,
             seedable=self.sessions.factory.seedable,
             max_message_bytes=self.max_message_bytes,
+            packed_socket=self.packed_socket,
         )
 
     def _reset(

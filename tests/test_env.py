@@ -384,7 +384,8 @@ def test_vector_env_truncates_a_dead_session_and_reopens_it(toy):
 
 
 # A server built before the packed calls existed: the same simserver without them, so the
-# generated base class answers UNIMPLEMENTED, as a server from the older .proto does.
+# generated base class answers UNIMPLEMENTED, as a server from the older .proto does (and
+# without the packed socket, which came later still: --no-packed-socket below).
 _OLD_SERVER = """
 import sys
 from simserver import servicer
@@ -397,7 +398,10 @@ main()
 @pytest.fixture
 def old_server(tmp_path):
     sock = tmp_path / "old.sock"
-    cmd = [sys.executable, "-c", _OLD_SERVER, "toy.py:Toy", "--unix", str(sock)]
+    cmd = [
+        *(sys.executable, "-c", _OLD_SERVER, "toy.py:Toy", "--unix", str(sock)),
+        "--no-packed-socket",
+    ]
     proc = subprocess.Popen(
         [*cmd, "--chdir", str(SIMS), "-k", "gain=2.0"],  # as toy_spec.yaml's sim.kwargs
         stdout=subprocess.PIPE,

@@ -1,11 +1,25 @@
 from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class PackedSocketKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    PACKED_SOCKET_KIND_UNSPECIFIED: _ClassVar[PackedSocketKind]
+    PACKED_SOCKET_KIND_HELLO: _ClassVar[PackedSocketKind]
+    PACKED_SOCKET_KIND_REQUEST: _ClassVar[PackedSocketKind]
+    PACKED_SOCKET_KIND_REPLY: _ClassVar[PackedSocketKind]
+    PACKED_SOCKET_KIND_STATUS: _ClassVar[PackedSocketKind]
+PACKED_SOCKET_KIND_UNSPECIFIED: PackedSocketKind
+PACKED_SOCKET_KIND_HELLO: PackedSocketKind
+PACKED_SOCKET_KIND_REQUEST: PackedSocketKind
+PACKED_SOCKET_KIND_REPLY: PackedSocketKind
+PACKED_SOCKET_KIND_STATUS: PackedSocketKind
 
 class Variable(_message.Message):
     __slots__ = ("name", "low", "high", "description")
@@ -32,7 +46,7 @@ class OpenRequest(_message.Message):
     def __init__(self, protocol: _Optional[str] = ..., client: _Optional[str] = ..., action_names: _Optional[_Iterable[str]] = ..., lease_seconds: _Optional[float] = ...) -> None: ...
 
 class OpenReply(_message.Message):
-    __slots__ = ("session_id", "protocol", "server", "sim_name", "states", "actions", "config", "lease_seconds", "seedable", "max_message_bytes")
+    __slots__ = ("session_id", "protocol", "server", "sim_name", "states", "actions", "config", "lease_seconds", "seedable", "max_message_bytes", "packed_socket")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     PROTOCOL_FIELD_NUMBER: _ClassVar[int]
     SERVER_FIELD_NUMBER: _ClassVar[int]
@@ -43,6 +57,7 @@ class OpenReply(_message.Message):
     LEASE_SECONDS_FIELD_NUMBER: _ClassVar[int]
     SEEDABLE_FIELD_NUMBER: _ClassVar[int]
     MAX_MESSAGE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    PACKED_SOCKET_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     protocol: str
     server: str
@@ -53,7 +68,8 @@ class OpenReply(_message.Message):
     lease_seconds: float
     seedable: bool
     max_message_bytes: int
-    def __init__(self, session_id: _Optional[str] = ..., protocol: _Optional[str] = ..., server: _Optional[str] = ..., sim_name: _Optional[str] = ..., states: _Optional[_Iterable[_Union[Variable, _Mapping]]] = ..., actions: _Optional[_Iterable[_Union[Variable, _Mapping]]] = ..., config: _Optional[_Iterable[_Union[Variable, _Mapping]]] = ..., lease_seconds: _Optional[float] = ..., seedable: _Optional[bool] = ..., max_message_bytes: _Optional[int] = ...) -> None: ...
+    packed_socket: bool
+    def __init__(self, session_id: _Optional[str] = ..., protocol: _Optional[str] = ..., server: _Optional[str] = ..., sim_name: _Optional[str] = ..., states: _Optional[_Iterable[_Union[Variable, _Mapping]]] = ..., actions: _Optional[_Iterable[_Union[Variable, _Mapping]]] = ..., config: _Optional[_Iterable[_Union[Variable, _Mapping]]] = ..., lease_seconds: _Optional[float] = ..., seedable: _Optional[bool] = ..., max_message_bytes: _Optional[int] = ..., packed_socket: _Optional[bool] = ...) -> None: ...
 
 class SessionRef(_message.Message):
     __slots__ = ("session_id",)
@@ -214,3 +230,19 @@ class PackedReply(_message.Message):
     nonfinite: _containers.RepeatedScalarFieldContainer[int]
     errors: _containers.RepeatedCompositeFieldContainer[PackedError]
     def __init__(self, state_width: _Optional[int] = ..., states: _Optional[_Iterable[float]] = ..., terminated: _Optional[_Iterable[bool]] = ..., truncated: _Optional[_Iterable[bool]] = ..., steps: _Optional[_Iterable[int]] = ..., sim_seconds: _Optional[_Iterable[float]] = ..., rewards: _Optional[_Iterable[float]] = ..., nonfinite: _Optional[_Iterable[int]] = ..., errors: _Optional[_Iterable[_Union[PackedError, _Mapping]]] = ...) -> None: ...
+
+class PackedSocketHello(_message.Message):
+    __slots__ = ("protocol", "token")
+    PROTOCOL_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    protocol: str
+    token: str
+    def __init__(self, protocol: _Optional[str] = ..., token: _Optional[str] = ...) -> None: ...
+
+class PackedSocketStatus(_message.Message):
+    __slots__ = ("code", "message")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    code: int
+    message: str
+    def __init__(self, code: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...

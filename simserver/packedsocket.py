@@ -1,0 +1,335 @@
+"""The packed socket: ``PackedStream``'s messages over a plain unix socket, no HTTP/2.
+
+A Python gRPC stream costs ~0.4 ms a message on a 2-core machine, a plain unix socket about a
+tenth of that (docs/performance.md), and a lock-step env waits for every message. A server
+listening on a unix socket is only reachable from its own machine (or through a shared
+volume), where nothing that HTTP/2 adds is needed, so beside its gRPC socket ``PATH`` it also
+listens on ``PATH.packed`` and runs the same handler (``SimulatorServicer._packed``) for each
+framed ``PackedRequest``. The framing, the HELLO handshake (protocol, token) and the status
+codes are specified in ``proto/simgym/v1/simulator.proto`` (``PackedSocketKind``).
+
+One thread per connection, as gRPC's sync server holds one per stream; connections are
+bounded, frames are bounded by the server's message size, and a sim that hangs holds only its
+connection's thread (the session manager's hung check sees the client leave).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hmac
+import logging
+import os
+import socket
+import struct
+import threading
+from pathlib import Path
+from typing import TypeVar
+
+import grpc
+from google.protobuf.message import DecodeError
+
+from simgym import PROTOCOL
+from simgym.v1 import simulator_pb2 as pb
+from simserver.errors import SimServerError
+from simserver.servicer import SimulatorServicer
+
+log = logging.getLogger("simserver.packedsocket")
+
+SUFFIX = ".packed"
+HELLO = pb.PACKED_SOCKET_KIND_HELLO
+REQUEST = pb.PACKED_SOCKET_KIND_REQUEST
+REPLY = pb.PACKED_SOCKET_KIND_REPLY
+STATUS = pb.PACKED_SOCKET_KIND_STATUS
+_LENGTH = struct.Struct("<I")
+# How long a new connection may take to send its HELLO (a stuck peer must not hold a thread).
+HELLO_TIMEOUT = 10.0
+M = TypeVar("M", pb.PackedSocketHello, pb.PackedRequest)
+
+
+class FrameError(Exception):
+    """A frame that breaks the framing; ``code`` says which gRPC status it earns."""
+
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class FrameReader:
+    """Reads length-prefixed frames from a stream socket, one ``recv`` for most frames.
+
+    Args:
+        sock: The connected socket.
+        max_bytes: Largest frame accepted; a longer one raises ``FrameError``
+            (RESOURCE_EXHAUSTED) before its body is read.
+    """
+
+    def __init__(self, sock: socket.socket, max_bytes: int) -> None:
+        self.sock = sock
+        self.max_bytes = max_bytes
+        self._buf = bytearray(max(64 * 1024, 5))
+        self._start = 0  # unread bytes are _buf[_start:_end]
+        self._end = 0
+
+    def _fill(self, need: int) -> bool:
+        """Have at least ``need`` unread bytes; False when the peer closed first."""
+        if self._end - self._start >= need:
+            return True
+        if self._start:  # move the unread tail to the front
+            tail = self._end - self._start
+            self._buf[:tail] = self._buf[self._start : self._end]
+            self._start, self._end = 0, tail
+        if len(self._buf) < need:
+            self._buf.extend(bytes(need - len(self._buf)))
+        view = memoryview(self._buf)
+        while self._end < need:
+            got = self.sock.recv_into(view[self._end :])
+            if got == 0:
+                return False
+            self._end += got
+        return True
+
+    def read(self) -> tuple[int, bytes] | None:
+        """The next frame as (kind, payload), or None when the peer closed between frames.
+
+        Raises:
+            FrameError: Oversized, empty or truncated frame.
+        """
+        if not self._fill(_LENGTH.size):
+            if self._end != self._start:
+                raise FrameError(grpc.StatusCode.INVALID_ARGUMENT, "truncated frame header")
+            return None
+        (length,) = _LENGTH.unpack_from(self._buf, self._start)
+        if length > self.max_bytes:
+            raise FrameError(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"frame of {length} bytes exceeds the limit of {self.max_bytes}",
+            )
+        if length == 0:
+            raise FrameError(grpc.StatusCode.INVALID_ARGUMENT, "empty frame (no kind byte)")
+        if not self._fill(_LENGTH.size + length):
+            raise FrameError(grpc.StatusCode.INVALID_ARGUMENT, "truncated frame")
+        begin = self._start + _LENGTH.size
+        kind = self._buf[begin]
+        payload = bytes(memoryview(self._buf)[begin + 1 : begin + length])
+        self._start = begin + length
+        if self._start == self._end:
+            self._start = self._end = 0
+        return kind, payload
+
+
+def frame(kind: int, payload: bytes) -> bytes:
+    """One frame: length, kind byte, payload."""
+    return _LENGTH.pack(len(payload) + 1) + bytes((kind,)) + payload
+
+
+def status_frame(code: grpc.StatusCode, message: str) -> bytes:
+    """A STATUS frame with a gRPC status code."""
+    status = pb.PackedSocketStatus(code=code.value[0], message=message)
+    return frame(STATUS, status.SerializeToString())
+
+
+def _peer_alive(sock: socket.socket) -> bool:
+    """False once the client has closed its end (what a gRPC stream's ``is_active`` tells).
+
+    Lock-step: while its request runs, a live client sends nothing, so readable means closed.
+    """
+    try:
+        return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) != b""
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+
+
+class PackedSocketServer:
+    """Serves framed ``PackedRequest``s on ``path`` with ``servicer``'s packed handler.
+
+    Args:
+        servicer: The gRPC servicer whose ``_packed`` runs each request.
+        path: The socket path (the gRPC socket's path plus ``SUFFIX``).
+        token: Required in HELLO when set.
+        max_message_bytes: Largest frame either way.
+        max_connections: Connections served at once; more are refused (RESOURCE_EXHAUSTED).
+        mode: File mode of the socket (the gRPC socket's, so both admit the same users).
+    """
+
+    def __init__(
+        self,
+        servicer: SimulatorServicer,
+        path: Path,
+        *,
+        token: str | None,
+        max_message_bytes: int,
+        max_connections: int,
+        mode: int | None = None,
+    ) -> None:
+        self.servicer = servicer
+        self.path = path
+        self.token = token
+        self.max_message_bytes = max_message_bytes
+        self.max_connections = max_connections
+        self.mode = mode
+        self._listener: socket.socket | None = None
+        self._conns: set[socket.socket] = set()
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Bind and start accepting (the caller has checked the path is free or stale).
+
+        Raises:
+            OSError: The path cannot be bound (too long for a unix socket, no permission).
+        """
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            listener.bind(str(self.path))
+            if self.mode is not None:
+                os.chmod(self.path, self.mode)
+            listener.listen(64)
+        except OSError:
+            listener.close()
+            raise
+        self._listener = listener
+        self._thread = threading.Thread(
+            target=self._accept_loop, name="simserver-packed-accept", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop accepting, end every connection, remove the socket file."""
+        self._stopping.set()
+        if self._listener is not None:
+            with contextlib.suppress(OSError):
+                self._listener.shutdown(socket.SHUT_RDWR)
+            self._listener.close()
+        with self._lock:
+            conns = list(self._conns)
+        for conn in conns:
+            # Wakes the connection's thread from recv; a thread inside a sim call ends
+            # when the call returns.
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+        if self._thread is not None:
+            self._thread.join(timeout=2.0)
+        self.path.unlink(missing_ok=True)
+
+    def _accept_loop(self) -> None:
+        assert self._listener is not None
+        while not self._stopping.is_set():
+            try:
+                conn, _ = self._listener.accept()
+            except OSError:
+                return  # the listener was closed by stop()
+            with self._lock:
+                full = len(self._conns) >= self.max_connections
+                if not full:
+                    self._conns.add(conn)
+            if full:
+                log.warning(
+                    "packed socket: connection refused, %d already open", self.max_connections
+                )
+                with contextlib.suppress(OSError):
+                    conn.sendall(
+                        status_frame(
+                            grpc.StatusCode.RESOURCE_EXHAUSTED,
+                            f"the server's packed socket serves at most {self.max_connections} "
+                            "connections at once",
+                        )
+                    )
+                conn.close()
+                continue
+            threading.Thread(
+                target=self._serve, args=(conn,), name="simserver-packed", daemon=True
+            ).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        try:
+            self._converse(conn)
+        except FrameError as exc:
+            log.info("packed socket: %s; connection closed", exc.message)
+            with contextlib.suppress(OSError):
+                conn.sendall(status_frame(exc.code, exc.message))
+        except OSError as exc:  # the client went away mid-frame or mid-reply
+            log.debug("packed socket: connection lost: %s", exc)
+        finally:
+            with self._lock:
+                self._conns.discard(conn)
+            conn.close()
+
+    def _hello(self, reader: FrameReader, conn: socket.socket) -> bool:
+        conn.settimeout(HELLO_TIMEOUT)
+        try:
+            first = reader.read()
+        except TimeoutError:
+            raise FrameError(
+                grpc.StatusCode.DEADLINE_EXCEEDED, f"no HELLO within {HELLO_TIMEOUT:g} s"
+            ) from None
+        conn.settimeout(None)
+        if first is None:
+            return False
+        kind, payload = first
+        if kind != HELLO:
+            raise FrameError(
+                grpc.StatusCode.INVALID_ARGUMENT, f"the first frame must be HELLO, not kind {kind}"
+            )
+        hello = _parse(pb.PackedSocketHello, payload, "HELLO")
+        if self.token is not None and not hmac.compare_digest(
+            hello.token.encode(), self.token.encode()
+        ):
+            raise FrameError(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong token")
+        if hello.protocol and hello.protocol != PROTOCOL:
+            raise FrameError(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"protocol mismatch: client speaks {hello.protocol}, this server speaks "
+                f"{PROTOCOL}; upgrade the older side",
+            )
+        conn.sendall(frame(STATUS, pb.PackedSocketStatus(code=0).SerializeToString()))
+        return True
+
+    def _converse(self, conn: socket.socket) -> None:
+        reader = FrameReader(conn, self.max_message_bytes)
+        if not self._hello(reader, conn):
+            return
+        packed = self.servicer._packed
+        limit = self.max_message_bytes
+
+        def alive() -> bool:
+            return _peer_alive(conn)
+
+        # No per-message deadline travels on the socket (as on a gRPC stream): the hung
+        # check asks whether the client is still there.
+        deadline = (None, alive)
+        while True:
+            got = reader.read()
+            if got is None:
+                return
+            kind, payload = got
+            if kind != REQUEST:
+                raise FrameError(
+                    grpc.StatusCode.INVALID_ARGUMENT, f"expected a REQUEST frame, got kind {kind}"
+                )
+            request = _parse(pb.PackedRequest, payload, "REQUEST")
+            try:
+                reply = packed(request, deadline)
+            except SimServerError as exc:
+                raise FrameError(exc.code, exc.message) from None
+            body = reply.SerializeToString()
+            if len(body) + 1 > limit:
+                raise FrameError(
+                    grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    f"reply of {len(body) + 1} bytes exceeds the limit of {limit}",
+                )
+            conn.sendall(frame(REPLY, body))
+
+
+def _parse(cls: type[M], payload: bytes, what: str) -> M:
+    msg = cls()
+    try:
+        msg.ParseFromString(payload)
+    except DecodeError as exc:
+        raise FrameError(
+            grpc.StatusCode.INVALID_ARGUMENT, f"{what} frame is not a valid message: {exc}"
+        ) from None
+    return msg
