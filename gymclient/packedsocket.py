@@ -53,8 +53,9 @@ class SocketPackedStream:
         reset_timeout: Seconds the connection and HELLO may take.
 
     Raises:
-        PackedSocketUnavailable: Nothing listens at the path (as seen from here).
-        RemoteError: The server refused the HELLO (token, protocol, too many connections).
+        PackedSocketUnavailable: Nothing listens at the path (as seen from here), or the
+            server serves as many packed connections as it takes.
+        RemoteError: The server refused the HELLO (token, protocol).
     """
 
     def __init__(
@@ -87,6 +88,10 @@ class SocketPackedStream:
             self.close()
             raise self._error(grpc.StatusCode.INTERNAL, f"HELLO answered by frame kind {kind}")
         status = self._status(payload)
+        if status.code == grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]:
+            # All its connections are taken (e.g. by hung calls): gRPC has its own limits.
+            self.close()
+            raise PackedSocketUnavailable(status.message)
         if status.code != 0:
             self.close()
             raise self._error(_CODES.get(status.code, grpc.StatusCode.UNKNOWN), status.message)

@@ -1,0 +1,312 @@
+"""The packed socket (PackedStream's messages on PATH.packed) through real servers and sockets."""
+
+from __future__ import annotations
+
+import socket
+import struct
+import time
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+
+from gymclient import SimEnv, load_spec
+from gymclient.connection import Connection, ConnectOptions
+from gymclient.errors import AuthError, RemoteError, ServerUnavailable, SimTimeout
+from gymclient.packed import PackedLane, PackedStream
+from gymclient.packedsocket import SocketPackedStream, packed_socket_path
+from gymclient.vector import SimVectorEnv
+from simgym import PROTOCOL
+from simgym.v1 import simulator_pb2 as pb
+
+from .conftest import SIMS
+from .test_tls import certs  # noqa: F401  (the fixture)
+
+SPEC = SIMS / "toy_spec.yaml"
+LENGTH = struct.Struct("<I")
+OLD_HELLO = pb.PackedSocketHello(protocol="simgym.v0").SerializeToString()
+
+
+def _path(address: str) -> Path:
+    return Path(address.removeprefix("unix:") + ".packed")
+
+
+def _frame(kind: int, body: bytes) -> bytes:
+    return LENGTH.pack(len(body) + 1) + bytes((kind,)) + body
+
+
+def _read_frame(sock: socket.socket) -> tuple[int, bytes]:
+    def exactly(n: int) -> bytes:
+        out = b""
+        while len(out) < n:
+            chunk = sock.recv(n - len(out))
+            assert chunk, "the server closed the socket before a whole frame"
+            out += chunk
+        return out
+
+    (length,) = LENGTH.unpack(exactly(4))
+    body = exactly(length)
+    return body[0], body[1:]
+
+
+def _status(sock: socket.socket) -> pb.PackedSocketStatus:
+    kind, body = _read_frame(sock)
+    assert kind == pb.PACKED_SOCKET_KIND_STATUS
+    return pb.PackedSocketStatus.FromString(body)
+
+
+def _raw(address: str, hello: pb.PackedSocketHello | None = None) -> socket.socket:
+    """A raw connection to the packed socket, HELLO sent and accepted when given."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(10)
+    sock.connect(str(_path(address)))
+    if hello is not None:
+        sock.sendall(_frame(pb.PACKED_SOCKET_KIND_HELLO, hello.SerializeToString()))
+        assert _status(sock).code == 0
+    return sock
+
+
+def _closed(sock: socket.socket) -> bool:
+    return sock.recv(1) == b""
+
+
+@pytest.fixture
+def toy(start_server):
+    spec = load_spec(SPEC)
+    server = start_server("toy.py:Toy", kwargs=spec.sim.kwargs)
+    return spec, server
+
+
+def test_unix_servers_offer_it_and_envs_use_it_with_the_same_results(toy):
+    spec, server = toy
+    assert _path(server.address).is_socket()
+    fast = SimVectorEnv(spec, 3, [server.address])
+    slow = SimVectorEnv(spec, 3, [server.address], packed_socket=False)
+    try:
+        assert fast._sessions[0].info.packed_socket
+        np.testing.assert_array_equal(fast.reset(seed=7)[0], slow.reset(seed=7)[0])
+        rng = np.random.default_rng(0)
+        for _ in range(45):  # crosses episode ends (horizon 20): resets ride the socket too
+            actions = rng.uniform(-1, 1, (3, 1)).astype(np.float32)
+            a, b = fast.step(actions), slow.step(actions)
+            for x, y in zip(a[:4], b[:4], strict=True):
+                np.testing.assert_array_equal(x, y)
+        assert isinstance(fast._lanes[0]._stream, SocketPackedStream)
+        assert isinstance(slow._lanes[0]._stream, PackedStream)
+    finally:
+        fast.close()
+        slow.close()
+    env = SimEnv({"spec": spec, "address": server.address})
+    try:
+        env.reset(seed=1)
+        assert env.step(np.array([0.5], np.float32))[0].shape == env.observation_space.shape
+        assert isinstance(env._lane._stream, SocketPackedStream)
+    finally:
+        env.close()
+
+
+def test_tcp_tls_and_opted_out_servers_do_not_offer_it(start_server, certs):  # noqa: F811
+    tcp = start_server("toy.py:Toy", transport="tcp")
+    off = start_server("toy.py:Toy", args=["--no-packed-socket"])
+    tls = start_server(
+        "toy.py:Toy",
+        args=["--tls-cert", str(certs / "cert.pem"), "--tls-key", str(certs / "key.pem")],
+    )
+    assert not _path(off.address).exists() and not _path(tls.address).exists()
+    for address in (tcp.address, off.address):
+        with Connection(address) as conn:
+            session = conn.open(["u"])
+            lane = PackedLane(conn, [session])
+            session.reset({})
+            assert lane.run_single([0.5], None).states
+            assert isinstance(lane._stream, PackedStream)
+            assert not session.info.packed_socket
+            lane.close()
+    tls_conn = Connection(tls.address, ConnectOptions(tls=True))
+    assert packed_socket_path(tls_conn) is None  # never offered, never tried over TLS
+    tls_conn.close()
+
+
+def test_a_packed_socket_this_client_cannot_reach_falls_back_to_grpc(toy):
+    # E.g. a container that sees the gRPC socket through a volume but not its sibling.
+    spec, server = toy
+    _path(server.address).unlink()
+    env = SimVectorEnv(spec, 2, [server.address])
+    try:
+        env.reset(seed=0)
+        env.step(np.zeros((2, 1), np.float32))
+        lane = env._lanes[0]
+        assert isinstance(lane._stream, PackedStream) and not lane.socket
+    finally:
+        env.close()
+
+
+def test_the_token_is_required(start_server):
+    spec = load_spec(SPEC)
+    server = start_server("toy.py:Toy", kwargs=spec.sim.kwargs, args=["--token", "s3cret"])
+    for hello in (pb.PackedSocketHello(protocol=PROTOCOL), pb.PackedSocketHello(token="wrong")):
+        sock = _raw(server.address)
+        sock.sendall(_frame(pb.PACKED_SOCKET_KIND_HELLO, hello.SerializeToString()))
+        status = _status(sock)
+        assert status.code == grpc.StatusCode.UNAUTHENTICATED.value[0], status
+        assert _closed(sock)
+        sock.close()
+    with Connection(server.address, ConnectOptions(token="wrong")) as conn:
+        with pytest.raises(AuthError):
+            SocketPackedStream(conn, 5.0)
+    env = SimVectorEnv(spec, 2, [server.address], token="s3cret")
+    try:
+        env.reset(seed=0)
+        env.step(np.zeros((2, 1), np.float32))
+        assert isinstance(env._lanes[0]._stream, SocketPackedStream)
+    finally:
+        env.close()
+
+
+@pytest.mark.parametrize(
+    ("frames", "code"),
+    [
+        ([_frame(pb.PACKED_SOCKET_KIND_REQUEST, b"")], "INVALID_ARGUMENT"),  # no HELLO first
+        ([_frame(pb.PACKED_SOCKET_KIND_HELLO, b"\xff\xff\xff")], "INVALID_ARGUMENT"),
+        ([LENGTH.pack(0)], "INVALID_ARGUMENT"),
+        ([LENGTH.pack(64 * 2**20)], "RESOURCE_EXHAUSTED"),  # over --max-message-mb
+        ([_frame(pb.PACKED_SOCKET_KIND_HELLO, OLD_HELLO)], "FAILED_PRECONDITION"),
+        (["hello", _frame(pb.PACKED_SOCKET_KIND_REPLY, b"")], "INVALID_ARGUMENT"),
+        (["hello", _frame(pb.PACKED_SOCKET_KIND_REQUEST, b"\x0a\xff")], "INVALID_ARGUMENT"),
+    ],
+    ids=["request-first", "bad-hello", "empty", "oversized", "protocol", "kind", "bad-request"],
+)
+def test_malformed_frames_get_a_status_and_the_server_serves_on(toy, frames, code):
+    spec, server = toy
+    sock = _raw(server.address)
+    for f in frames:
+        if f == "hello":
+            sock.sendall(
+                _frame(pb.PACKED_SOCKET_KIND_HELLO, pb.PackedSocketHello().SerializeToString())
+            )
+            assert _status(sock).code == 0
+        else:
+            sock.sendall(f)
+    status = _status(sock)
+    assert status.code == getattr(grpc.StatusCode, code).value[0] and status.message
+    assert _closed(sock)
+    sock.close()
+    env = SimVectorEnv(spec, 1, [server.address])
+    try:
+        env.reset(seed=0)
+        env.step(np.zeros((1, 1), np.float32))
+        assert isinstance(env._lanes[0]._stream, SocketPackedStream)
+    finally:
+        env.close()
+
+
+def test_a_frame_that_arrives_in_pieces_is_read_whole(toy):
+    _spec, server = toy
+    with Connection(server.address) as conn:
+        session = conn.open(["u"])
+        sock = _raw(server.address, pb.PackedSocketHello(protocol=PROTOCOL))
+        request = pb.PackedRequest(session_ids=[session.id], actions=[0.0], seqs=[1])
+        request.resets.add(slot=0)
+        for byte in _frame(pb.PACKED_SOCKET_KIND_REQUEST, request.SerializeToString()):
+            sock.sendall(bytes((byte,)))
+            time.sleep(0.001)
+        kind, body = _read_frame(sock)
+        assert kind == pb.PACKED_SOCKET_KIND_REPLY
+        reply = pb.PackedReply.FromString(body)
+        assert not reply.errors and len(reply.states) == reply.state_width > 0
+        sock.close()
+
+
+def test_a_malformed_request_ends_the_stream_with_invalid_argument(toy):
+    _spec, server = toy
+    with Connection(server.address) as conn:
+        session = conn.open(["u"])
+        stream = SocketPackedStream(conn, 5.0)
+        stream.send(pb.PackedRequest(session_ids=[session.id], actions=[0.0], seqs=[1, 2]))
+        with pytest.raises(RemoteError, match="seqs has 2 value") as info:
+            stream.receive()
+        assert info.value.code == grpc.StatusCode.INVALID_ARGUMENT and not stream.alive
+        # Per-slot failures stay per slot, as on gRPC: an unknown session in one slot.
+        lane = PackedLane(conn, [session])
+        session.reset({})
+        result = lane.run([0.5], {})
+        assert not result.errors
+        lane._ids[0] = "nope"
+        assert lane.run([0.5], {}).errors[0].code == grpc.StatusCode.NOT_FOUND
+        lane.close()
+
+
+def test_a_hung_sim_times_out_and_is_let_go_of_once_the_client_leaves(start_server):
+    server = start_server(
+        "toy.py:Hanging",
+        kwargs={"hang": 3600.0},
+        args=["--max-sessions", "1", "--hung-grace", "0.5", "--lease", "0.5"],
+    )
+    with Connection(server.address, ConnectOptions(timeout=0.5)) as conn:
+        session = conn.open()
+        lane = PackedLane(conn, [session])
+        lane.run_single([0.0], ({}, None))
+        lane.run_single([0.0], None)
+        with pytest.raises(SimTimeout, match=r"no reply within 0\.5 s"):
+            lane.run_single([0.0], None)  # hangs on the server (for an hour)
+        assert lane._stream is None or not lane._stream.alive
+        # The client left (its socket closed): the reaper takes the call as hung.
+        deadline = time.monotonic() + 60
+        while "taken as hung" not in server.log_tail(50):
+            assert time.monotonic() < deadline, server.log_tail(50)
+            time.sleep(0.1)
+    server.kill()  # its hung thread would hold a graceful exit for the whole hang
+
+
+def test_a_killed_server_raises_unavailable_not_a_hang(toy):
+    _spec, server = toy
+    with Connection(server.address, ConnectOptions(timeout=30.0)) as conn:
+        session = conn.open(["u"])
+        lane = PackedLane(conn, [session])
+        lane.run_single([0.0], ({}, None))
+        assert isinstance(lane._stream, SocketPackedStream)
+        server.kill()
+        started = time.monotonic()
+        with pytest.raises(ServerUnavailable):
+            lane.run_single([0.0], None)
+        assert time.monotonic() - started < 10  # well before the 30 s deadline
+
+
+def test_connections_are_bounded_and_a_full_socket_falls_back_to_grpc(start_server):
+    server = start_server("toy.py:Toy", args=["--max-sessions", "1"])
+    first = _raw(server.address, pb.PackedSocketHello())
+    second = _raw(server.address)
+    assert _status(second).code == grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]
+    second.close()
+    with Connection(server.address) as conn:
+        session = conn.open(["u"])
+        lane = PackedLane(conn, [session])
+        lane.run_single([0.0], ({}, None))
+        assert isinstance(lane._stream, PackedStream) and not lane.socket
+        lane.close()
+    first.close()
+
+
+def test_a_stale_packed_socket_is_replaced_and_both_files_go_at_stop(start_server, tmp_path):
+    stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    folder = tmp_path / "s"
+    folder.mkdir()
+    stale.bind(str(folder / "sim.sock.packed"))  # a server killed with -9 leaves this
+    stale.close()
+    from simserver.process import ServerProcess
+
+    server = ServerProcess("toy.py:Toy", workdir=SIMS, args=[])
+    server.folder = folder  # its sockets in our folder, next to the stale file
+    server.start(timeout=60)
+    try:
+        with Connection(server.address) as conn:
+            session = conn.open(["u"])
+            lane = PackedLane(conn, [session])
+            lane.run_single([0.0], ({}, None))
+            assert isinstance(lane._stream, SocketPackedStream)
+            lane.close()
+    finally:
+        server.stop()
+    assert not (folder / "sim.sock").exists() and not (folder / "sim.sock.packed").exists()
+    server.cleanup()
