@@ -8,7 +8,8 @@ callbacks), then either
 * ``mode="local"``: swaps in the in-process env (``bench/_train_local.py``: the spec codec over
   ``examples/cstr/sim.py`` instances, no gRPC), or
 * ``mode="bridge"``: starts sidecar sim servers with ``launcher.sidecars.SidecarPool`` and
-  keeps simgym's ``SimVectorEnv`` env,
+  keeps simgym's ``SimVectorEnv`` env (over the sidecars' packed sockets; ``socket=0``: over
+  the gRPC ``PackedStream``),
 
 trains for ``warmup`` seconds, then for ``seconds`` more, and returns env steps/s from RLlib's
 ``num_env_steps_sampled_lifetime`` over the measured window only, plus the CPU seconds per
@@ -151,6 +152,10 @@ def run_trial(options: dict[str, Any]) -> dict[str, Any]:
             logging_level=logging.ERROR,
             log_to_driver=False,
         )
+        if mode == "bridge" and options.get("socket") == 0:
+            # The gRPC PackedStream instead of the sidecars' packed sockets (to compare).
+            sim = env_spec.sim.model_copy(update={"packed_socket": False})
+            env_spec = env_spec.model_copy(update={"sim": sim})
         config = build_config(spec, env_spec, addresses)
         if mode == "local":
             from _train_local import LOCAL_ENV_NAME, make_local_env
@@ -205,6 +210,7 @@ def run_trial(options: dict[str, Any]) -> dict[str, Any]:
             "envs": spec.resources.envs_per_runner,
             "runners": spec.resources.env_runners,
             "servers": len(addresses) if mode == "bridge" else 0,
+            "packed_socket": mode == "bridge" and options.get("socket") != 0,
             "seconds": window,
             "iterations": iterations,
             "env_steps": s1 - s0,

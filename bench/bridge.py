@@ -400,16 +400,19 @@ class SimgymEnv:
 
     ``transport``: ``stream`` (its default: a lock-step PackedStream), ``aio`` (the same
     stream driven by grpc.aio on a private event loop) or ``unary`` (one PackedBatch call per
-    step).
+    step); ``socket``: the server's packed socket carries the stream's messages instead of
+    gRPC (the default on a unix server; off here unless asked, so that "PackedStream" is gRPC).
     """
 
-    def __init__(self, address: str, transport: str = "stream") -> None:
+    def __init__(self, address: str, transport: str = "stream", socket: bool = False) -> None:
         import numpy as np
 
         from gymclient.env import SimEnv
 
         self.np = np
-        self.env = SimEnv({"spec": str(SPEC), "address": address, "transport": transport})
+        self.env = SimEnv(
+            {"spec": str(SPEC), "address": address, "transport": transport, "packed_socket": socket}
+        )
         self.env.reset(seed=0)
         # The agent's normalised actions for the same physical moves (spec range ±10 K).
         self.actions = [np.array([a / 10.0], np.float32) for a in ACTIONS]
@@ -435,17 +438,25 @@ class SimgymLane:
     transport; ``aio``: driven by ``grpc.aio`` on a private event loop) or one unary
     ``PackedBatch`` call per message. Finished sessions are reset in
     the next message; only steps count. K = 1 goes through ``run_single``, as ``SimEnv``.
+    ``socket``: over the server's packed socket (no HTTP/2) instead of the gRPC stream.
     """
 
-    def __init__(self, address: str, k: int, stream: bool = True, aio: bool = False) -> None:
-        from gymclient.connection import Connection
+    def __init__(
+        self, address: str, k: int, stream: bool = True, aio: bool = False, socket: bool = False
+    ) -> None:
+        from gymclient.connection import Connection, ConnectOptions
         from gymclient.packed import PackedLane
+        from gymclient.packedsocket import SocketPackedStream
 
-        self.conn = Connection(address)
+        self.conn = Connection(address, ConnectOptions(packed_socket=socket))
         self.sessions = [
             self.conn.open(["Tc_adjust"], client=f"bench/bridge lane {i}") for i in range(k)
         ]
         self.lane = PackedLane(self.conn, self.sessions, stream=stream, aio=aio)
+        if socket:  # the case must time what it says: one round opens the transport
+            self.lane.run([0.0] * k, {i: (episode_config(0), 0) for i in range(k)})
+            if not isinstance(self.lane._stream, SocketPackedStream):
+                raise RuntimeError(f"{address} serves no packed socket reachable from here")
         self.k = k
         self.t = 0
         self.episode = 0
@@ -567,14 +578,17 @@ class SimgymBatch:
 
 
 class SimgymVector:
-    """``SimVectorEnv.step``: K sub-envs, one Batch per step (Gymnasium vector API)."""
+    """``SimVectorEnv.step``: K sub-envs, one packed message per step (Gymnasium vector API).
 
-    def __init__(self, address: str, k: int) -> None:
+    Over the gRPC ``PackedStream``, or with ``socket`` over the server's packed socket.
+    """
+
+    def __init__(self, address: str, k: int, socket: bool = False) -> None:
         import numpy as np
 
         from gymclient.vector import SimVectorEnv
 
-        self.env = SimVectorEnv(str(SPEC), k, addresses=[address])
+        self.env = SimVectorEnv(str(SPEC), k, addresses=[address], packed_socket=socket)
         self.env.reset(seed=0)
         table = np.array(ACTIONS, np.float32) / 10.0
         self.batches = [
@@ -729,6 +743,10 @@ CASES: list[tuple[str, str, str, str, int, str | None, Callable[[str], Any]]] = 
      lambda a: SimgymLane(a, 1, aio=True)),
     ("sg-env", "simgym", "SimEnv.step (Gymnasium, PackedStream)", "unix", 3000, "sg-unix",
      SimgymEnv),
+    ("sg-sock1", "simgym", "packed socket, K=1 (SimEnv's transport on unix)", "unix", 10000,
+     "sg-unix", lambda a: SimgymLane(a, 1, socket=True)),
+    ("sg-env-sock", "simgym", "SimEnv.step (Gymnasium, packed socket)", "unix", 10000,
+     "sg-unix", lambda a: SimgymEnv(a, socket=True)),
     ("sg-env-aio", "simgym", "SimEnv.step (Gymnasium, PackedStream, aio)", "unix", 3000,
      "sg-unix", lambda a: SimgymEnv(a, "aio")),
     ("sg-env-unary", "simgym", "SimEnv.step (Gymnasium, unary PackedBatch)", "unix", 3000,
@@ -743,10 +761,18 @@ CASES: list[tuple[str, str, str, str, int, str | None, Callable[[str], Any]]] = 
      lambda a: SimgymLane(a, 64, stream=False)),
     ("sg-pstream64", "simgym", "PackedStream, K=64", "unix", 25600, "sg-batch",
      lambda a: SimgymLane(a, 64)),
+    ("sg-sock64", "simgym", "packed socket, K=64", "unix", 25600, "sg-batch",
+     lambda a: SimgymLane(a, 64, socket=True)),
     ("sg-vec8", "simgym", "SimVectorEnv.step, K=8", "unix", 8000, "sg-batch",
      lambda a: SimgymVector(a, 8)),
+    ("sg-vec16", "simgym", "SimVectorEnv.step, K=16 (the recipe's)", "unix", 16000,
+     "sg-batch", lambda a: SimgymVector(a, 16)),
+    ("sg-vec16-sock", "simgym", "SimVectorEnv.step, K=16, packed socket", "unix", 16000,
+     "sg-batch", lambda a: SimgymVector(a, 16, socket=True)),
     ("sg-vec64", "simgym", "SimVectorEnv.step, K=64", "unix", 25600, "sg-batch",
      lambda a: SimgymVector(a, 64)),
+    ("sg-vec64-sock", "simgym", "SimVectorEnv.step, K=64, packed socket", "unix", 25600,
+     "sg-batch", lambda a: SimgymVector(a, 64, socket=True)),
     ("sg-stream64", "simgym", "Stream, K=64, lock-step", "unix", 25600, "sg-batch",
      lambda a: SimgymBatch(a, 64, stream=True)),
     ("dm", "peer", "dm-env-rpc DmEnvAdaptor.step", "unix", 3000, "dm", DmEnvRpc),
@@ -760,6 +786,7 @@ RUN_ORDER = [
     "bare-aiosrv-stream", "bare-aiosrv-aio-stream", "bare-aio-unary", "bare-tcp", "sg-tcp",
     "bare-k8", "sg-batch8", "sg-vec8", "bare-k64", "pb-batch64", "sg-batch64", "sg-packed64",
     "sg-pstream64", "pb-pstream64", "sg-vec64", "sg-stream64", "bare-stream-k64",
+    "sg-sock1", "sg-env-sock", "sg-sock64", "sg-vec16", "sg-vec16-sock", "sg-vec64-sock",
 ]  # fmt: skip
 
 
@@ -937,6 +964,14 @@ def report(cases: list[Case], args: argparse.Namespace, info: dict[str, str]) ->
         (None, "dm-env-rpc DmEnvAdaptor.step / simgym RemoteSession.step", "dm", "sg-unix", False),
         (None, "dm-env-rpc DmEnvAdaptor.step / simgym Stream K=1", "dm", "sg-stream1", False),
         (None, "dm-env-rpc DmEnvAdaptor.step / bare grpcio stream", "dm", "bare-stream", False),
+        (None, "dm-env-rpc DmEnvAdaptor.step / simgym packed socket K=1", "dm", "sg-sock1", False),
+        (None, "dm-env-rpc DmEnvAdaptor.step / simgym SimEnv.step (packed socket)", "dm", "sg-env-sock", False),  # noqa: E501
+        (None, "simgym packed socket K=1 / PackedStream K=1 (gRPC), µs", "sg-sock1", "sg-lane1", False),  # noqa: E501
+        (None, "simgym packed socket K=1 / raw socket, µs", "sg-sock1", "raw", False),
+        (None, "SimEnv.step: packed socket / gRPC PackedStream, µs", "sg-env-sock", "sg-env", False),  # noqa: E501
+        (None, "SimVectorEnv K=16: packed socket / gRPC PackedStream, µs", "sg-vec16-sock", "sg-vec16", False),  # noqa: E501
+        (None, "SimVectorEnv K=64: packed socket / gRPC PackedStream, µs", "sg-vec64-sock", "sg-vec64", False),  # noqa: E501
+        (None, "packed socket K=64 / RemoteSession.step, steps/s", "sg-sock64", "sg-unix", True),
         (None, "simgym PackedStream K=1 / bare grpcio stream, µs", "sg-lane1", "bare-stream", False),  # noqa: E501
         (None, "simgym Stream K=1 / bare grpcio stream, µs", "sg-stream1", "bare-stream", False),
         (None, "SimEnv.step PackedStream / unary PackedBatch, µs", "sg-env", "sg-env-unary", False),

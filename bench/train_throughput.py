@@ -8,7 +8,8 @@ Both train the shipped recipe's RLlib config (examples/cstr/train.yaml via
   observation/action normalisation, reward, lessons) to ``examples/cstr/sim.py`` instances,
   no gRPC (bench/_train_local.py);
 * (b) ``bridge``: simgym's ``SimVectorEnv`` talking to sidecar sim servers
-  (``launcher.sidecars.SidecarPool``), one gRPC ``Batch`` per step.
+  (``launcher.sidecars.SidecarPool``, unix sockets), one packed message per server and step,
+  over each sidecar's packed socket (``bridge:socket=0``: over the gRPC ``PackedStream``).
 
 Every trial runs in a fresh process (Ray started and stopped in it), trains ``--warmup`` seconds
 unmeasured, then ``--seconds`` measured; env steps/s come from RLlib's
@@ -23,8 +24,9 @@ unmeasured, then ``--seconds`` measured; env steps/s come from RLlib's
         bridge:algo=IMPALA
 
 A configuration is ``local`` or ``bridge`` with optional
-``:envs=N,runners=N,servers=N,wait=S,algo=NAME`` (servers: bridge only; wait: IMPALA's
-``timeout_s_sampler_manager``, seconds the driver blocks for samples instead of polling).
+``:envs=N,runners=N,servers=N,socket=0|1,wait=S,algo=NAME`` (servers, socket: bridge only;
+wait: IMPALA's ``timeout_s_sampler_manager``, seconds the driver blocks for samples instead of
+polling).
 Ratios pair each bridge configuration with the local one of the same algorithm, runners, envs
 and wait when it was measured, else with the first local one.
 """
@@ -69,10 +71,10 @@ def parse_config(text: str) -> dict[str, Any]:
             except ValueError:
                 raise argparse.ArgumentTypeError(f"{text!r}: bad setting {item!r}") from None
             continue
-        if key not in ("envs", "runners", "servers") or not value.isdigit():
+        if key not in ("envs", "runners", "servers", "socket") or not value.isdigit():
             raise argparse.ArgumentTypeError(f"{text!r}: bad setting {item!r}")
-        if key == "servers" and mode != "bridge":
-            raise argparse.ArgumentTypeError(f"{text!r}: servers is for bridge only")
+        if key in ("servers", "socket") and mode != "bridge":
+            raise argparse.ArgumentTypeError(f"{text!r}: {key} is for bridge only")
         out[key] = int(value)
     return out
 

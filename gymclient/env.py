@@ -76,8 +76,8 @@ class SimEnv(gym.Env[np.ndarray, np.ndarray]):
     Args:
         config: A dict (or RLlib ``EnvContext``) with ``spec`` (path or ``EnvSpec``),
             and optionally ``address``/``addresses`` (override the spec's),
-            ``timeout``, ``reset_timeout``, ``token``, ``client``. Keyword arguments are
-            merged in.
+            ``timeout``, ``reset_timeout``, ``token``, ``client``, ``packed_socket``.
+            Keyword arguments are merged in.
 
     Observations and actions are float32 Boxes in [-1, 1]. ``info`` carries the
     raw ``states`` dict, per-observation clip counts for the episode
@@ -88,7 +88,9 @@ class SimEnv(gym.Env[np.ndarray, np.ndarray]):
     setup, cheaper than a unary call). The config key ``transport`` picks ``stream``
     (default), ``aio`` (the same stream driven by ``grpc.aio`` on a private event loop) or
     ``unary`` (one ``PackedBatch`` call per step). All fall back to ``Batch`` on a server
-    that predates the packed calls.
+    that predates the packed calls. On a unix server that offers its packed socket, ``stream``
+    runs over that instead of gRPC (``gymclient.packedsocket``; ``packed_socket: False`` opts
+    out).
     """
 
     metadata: dict[str, Any] = {"render_modes": []}  # noqa: RUF012 (gymnasium declares it so)
@@ -110,6 +112,7 @@ class SimEnv(gym.Env[np.ndarray, np.ndarray]):
             reset_timeout=cfg.get("reset_timeout"),
             token=cfg.get("token"),
             connect_timeout=cfg.get("connect_timeout"),
+            packed_socket=cfg.get("packed_socket"),
         )
         self._client = str(
             cfg.get("client") or f"SimEnv pid {os.getpid()} worker {worker} vector {vector}"

@@ -217,6 +217,7 @@ class SimServer:
         """
         o = self.options
         creds = self._credentials()
+        unix_path: Path | None = None
         if o.unix is not None:
             path = Path(o.unix).resolve()
             if path.exists():
@@ -230,8 +231,7 @@ class SimServer:
                     raise ConfigError(f"{path} exists and is not a socket")
             self._bind(f"unix:{path}", creds)
             self.addresses.append(f"unix:{path}")
-            if o.packed_socket and creds is None:
-                self._start_packed(path)
+            unix_path = path
         if o.port is not None:
             host = f"[{o.host}]" if ":" in o.host and not o.host.startswith("[") else o.host
             port = self._bind(f"{host}:{o.port}", creds)
@@ -251,16 +251,21 @@ class SimServer:
                 )
             self._warn_exposure(port)
         self._server.start()
+        if unix_path is not None and o.packed_socket and creds is None:
+            # Once every bind succeeded (nothing to undo on a failed start). A client that
+            # opens a session before this sees packed_socket false and uses gRPC.
+            self._start_packed(unix_path)
         self.sessions.start_reaper()
         self.health.set("", health_pb2.HealthCheckResponse.SERVING)
         self.health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
         log.info(
-            "serving %s on %s (max %d sessions, lease %.0f s, %s)",
+            "serving %s on %s (max %d sessions, lease %.0f s, %s%s)",
             self.sessions.factory.sim_name,
             ", ".join(self.addresses),
             o.max_sessions,
             o.lease_seconds,
             "token" if o.token else "no token",
+            f", packed socket {self.packed.path}" if self.packed is not None else "",
         )
         return self.addresses
 

@@ -310,3 +310,15 @@ def test_a_stale_packed_socket_is_replaced_and_both_files_go_at_stop(start_serve
         server.stop()
     assert not (folder / "sim.sock").exists() and not (folder / "sim.sock.packed").exists()
     server.cleanup()
+
+
+def test_the_conformance_kit_checks_an_offered_packed_socket(toy):
+    from gymclient.conformance import protocol_checks
+
+    spec, server = toy
+    checks = {c.name: c for c in protocol_checks(spec, server.address)[0]}
+    check = checks["packed socket step matches a unary step"]
+    assert check.ok and not check.warning, check.detail
+    _path(server.address).unlink()  # offered, but not reachable from here: a warning
+    check = {c.name: c for c in protocol_checks(spec, server.address)[0]}[check.name]
+    assert not check.ok and check.warning and "not reachable" in check.detail
