@@ -67,6 +67,17 @@ def _raw(address: str, hello: pb.PackedSocketHello | None = None) -> socket.sock
     return sock
 
 
+def _vector_stream(spec: object, address: str, **overrides: object) -> type:
+    """The stream class a 2-env SimVectorEnv stepped over (after a reset and a step)."""
+    env = SimVectorEnv(spec, 2, [address], **overrides)
+    try:
+        env.reset(seed=0)
+        env.step(np.zeros((2, 1), np.float32))
+        return type(env._lanes[0]._stream)
+    finally:
+        env.close()
+
+
 def _closed(sock: socket.socket) -> bool:
     return sock.recv(1) == b""
 
@@ -155,13 +166,7 @@ def test_the_token_is_required(start_server):
     with Connection(server.address, ConnectOptions(token="wrong")) as conn:
         with pytest.raises(AuthError):
             SocketPackedStream(conn, 5.0)
-    env = SimVectorEnv(spec, 2, [server.address], token="s3cret")
-    try:
-        env.reset(seed=0)
-        env.step(np.zeros((2, 1), np.float32))
-        assert isinstance(env._lanes[0]._stream, SocketPackedStream)
-    finally:
-        env.close()
+    assert _vector_stream(spec, server.address, token="s3cret") is SocketPackedStream
 
 
 @pytest.mark.parametrize(
@@ -192,13 +197,7 @@ def test_malformed_frames_get_a_status_and_the_server_serves_on(toy, frames, cod
     assert status.code == getattr(grpc.StatusCode, code).value[0] and status.message
     assert _closed(sock)
     sock.close()
-    env = SimVectorEnv(spec, 1, [server.address])
-    try:
-        env.reset(seed=0)
-        env.step(np.zeros((1, 1), np.float32))
-        assert isinstance(env._lanes[0]._stream, SocketPackedStream)
-    finally:
-        env.close()
+    assert _vector_stream(spec, server.address) is SocketPackedStream  # still serving
 
 
 def test_a_frame_that_arrives_in_pieces_is_read_whole(toy):
