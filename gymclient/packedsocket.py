@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import socket
-import struct
 import time
 
 import grpc
@@ -22,10 +21,9 @@ from google.protobuf.message import DecodeError
 from gymclient.connection import Connection
 from gymclient.errors import RemoteError, from_status
 from simgym import PROTOCOL
+from simgym.framing import SUFFIX, FrameError, FrameReader, frame
 from simgym.v1 import simulator_pb2 as pb
 
-SUFFIX = ".packed"
-_LENGTH = struct.Struct("<I")
 _CODES = {code.value[0]: code for code in grpc.StatusCode}
 
 
@@ -66,8 +64,6 @@ class SocketPackedStream:
         self._budget = timeout
         self.alive = False
         self._max = connection.options.max_message_bytes
-        self._buf = bytearray(64 * 1024)
-        self._view = memoryview(self._buf)
         path = packed_socket_path(connection)
         if path is None:
             raise PackedSocketUnavailable("not a unix socket without TLS")
@@ -79,6 +75,7 @@ class SocketPackedStream:
             sock.close()
             raise PackedSocketUnavailable(f"{path}: {exc}") from None
         self._sock = sock
+        self._reader = FrameReader(sock, self._max)
         self.alive = True
         hello = pb.PackedSocketHello(protocol=PROTOCOL, token=connection.options.token or "")
         self._budget = reset_timeout or timeout
@@ -149,7 +146,7 @@ class SocketPackedStream:
                 f"request of {len(body) + 1} bytes exceeds the limit of {self._max}",
             )
         try:
-            self._sock.sendall(_LENGTH.pack(len(body) + 1) + bytes((kind,)) + body)
+            self._sock.sendall(frame(kind, body))
         except OSError as exc:
             self.close()
             raise self._error(
@@ -158,48 +155,29 @@ class SocketPackedStream:
 
     def _read(self, call: str) -> tuple[int, bytes]:
         """One frame, within the current budget; closes the stream and raises on failure."""
-        deadline = time.monotonic() + self._budget
         try:
-            have = self._recv_at_least(_LENGTH.size, 0, deadline)
-            (length,) = _LENGTH.unpack_from(self._buf, 0)
-            if length == 0 or length > self._max:
-                self.close()
-                raise self._error(
-                    grpc.StatusCode.RESOURCE_EXHAUSTED if length else grpc.StatusCode.INTERNAL,
-                    f"reply frame of {length} bytes (limit {self._max})",
-                )
-            total = _LENGTH.size + length
-            self._recv_at_least(total, have, deadline)
+            got = self._reader.read(time.monotonic() + self._budget)
         except TimeoutError:
             self.close()
             raise self._error(
                 grpc.StatusCode.DEADLINE_EXCEEDED, f"no reply within {self._budget:g} s"
             ) from None
-        except ConnectionError as exc:
+        except FrameError as exc:
             self.close()
-            raise self._error(grpc.StatusCode.UNAVAILABLE, str(exc)) from None
+            # A truncated frame is a server that died mid-reply; a bad length is its fault.
+            code = (
+                exc.code
+                if exc.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+                else grpc.StatusCode.UNAVAILABLE
+            )
+            raise self._error(code, f"{call}: {exc.message}") from None
         except OSError as exc:
             self.close()
             raise self._error(grpc.StatusCode.UNAVAILABLE, f"{call}: {exc}") from None
-        # Lock-step: a frame is all the server sends before our next request, so the buffer
-        # never holds bytes of the next frame.
-        return self._buf[_LENGTH.size], bytes(self._view[_LENGTH.size + 1 : total])
-
-    def _recv_at_least(self, need: int, have: int, deadline: float) -> int:
-        if len(self._buf) < need:
-            self._view.release()  # a bytearray with a live view cannot grow
-            self._buf.extend(bytes(need - len(self._buf)))
-            self._view = memoryview(self._buf)
-        while have < need:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError
-            self._sock.settimeout(remaining)
-            got = self._sock.recv_into(self._view[have:])
-            if got == 0:
-                raise ConnectionError("the server closed the packed socket")
-            have += got
-        return have
+        if got is None:
+            self.close()
+            raise self._error(grpc.StatusCode.UNAVAILABLE, "the server closed the packed socket")
+        return got
 
     @staticmethod
     def _status(payload: bytes) -> pb.PackedSocketStatus:

@@ -20,8 +20,8 @@ import hmac
 import logging
 import os
 import socket
-import struct
 import threading
+import time
 from pathlib import Path
 from typing import TypeVar
 
@@ -29,98 +29,20 @@ import grpc
 from google.protobuf.message import DecodeError
 
 from simgym import PROTOCOL
+from simgym.framing import FrameError, FrameReader, frame
 from simgym.v1 import simulator_pb2 as pb
 from simserver.errors import SimServerError
 from simserver.servicer import SimulatorServicer
 
 log = logging.getLogger("simserver.packedsocket")
 
-SUFFIX = ".packed"
 HELLO = pb.PACKED_SOCKET_KIND_HELLO
 REQUEST = pb.PACKED_SOCKET_KIND_REQUEST
 REPLY = pb.PACKED_SOCKET_KIND_REPLY
 STATUS = pb.PACKED_SOCKET_KIND_STATUS
-_LENGTH = struct.Struct("<I")
 # How long a new connection may take to send its HELLO (a stuck peer must not hold a thread).
 HELLO_TIMEOUT = 10.0
 M = TypeVar("M", pb.PackedSocketHello, pb.PackedRequest)
-
-
-class FrameError(Exception):
-    """A frame that breaks the framing; ``code`` says which gRPC status it earns."""
-
-    def __init__(self, code: grpc.StatusCode, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-
-class FrameReader:
-    """Reads length-prefixed frames from a stream socket, one ``recv`` for most frames.
-
-    Args:
-        sock: The connected socket.
-        max_bytes: Largest frame accepted; a longer one raises ``FrameError``
-            (RESOURCE_EXHAUSTED) before its body is read.
-    """
-
-    def __init__(self, sock: socket.socket, max_bytes: int) -> None:
-        self.sock = sock
-        self.max_bytes = max_bytes
-        self._buf = bytearray(max(64 * 1024, 5))
-        self._start = 0  # unread bytes are _buf[_start:_end]
-        self._end = 0
-
-    def _fill(self, need: int) -> bool:
-        """Have at least ``need`` unread bytes; False when the peer closed first."""
-        if self._end - self._start >= need:
-            return True
-        if self._start:  # move the unread tail to the front
-            tail = self._end - self._start
-            self._buf[:tail] = self._buf[self._start : self._end]
-            self._start, self._end = 0, tail
-        if len(self._buf) < need:
-            self._buf.extend(bytes(need - len(self._buf)))
-        view = memoryview(self._buf)
-        while self._end < need:
-            got = self.sock.recv_into(view[self._end :])
-            if got == 0:
-                return False
-            self._end += got
-        return True
-
-    def read(self) -> tuple[int, bytes] | None:
-        """The next frame as (kind, payload), or None when the peer closed between frames.
-
-        Raises:
-            FrameError: Oversized, empty or truncated frame.
-        """
-        if not self._fill(_LENGTH.size):
-            if self._end != self._start:
-                raise FrameError(grpc.StatusCode.INVALID_ARGUMENT, "truncated frame header")
-            return None
-        (length,) = _LENGTH.unpack_from(self._buf, self._start)
-        if length > self.max_bytes:
-            raise FrameError(
-                grpc.StatusCode.RESOURCE_EXHAUSTED,
-                f"frame of {length} bytes exceeds the limit of {self.max_bytes}",
-            )
-        if length == 0:
-            raise FrameError(grpc.StatusCode.INVALID_ARGUMENT, "empty frame (no kind byte)")
-        if not self._fill(_LENGTH.size + length):
-            raise FrameError(grpc.StatusCode.INVALID_ARGUMENT, "truncated frame")
-        begin = self._start + _LENGTH.size
-        kind = self._buf[begin]
-        payload = bytes(memoryview(self._buf)[begin + 1 : begin + length])
-        self._start = begin + length
-        if self._start == self._end:
-            self._start = self._end = 0
-        return kind, payload
-
-
-def frame(kind: int, payload: bytes) -> bytes:
-    """One frame: length, kind byte, payload."""
-    return _LENGTH.pack(len(payload) + 1) + bytes((kind,)) + payload
 
 
 def status_frame(code: grpc.StatusCode, message: str) -> bytes:
@@ -147,7 +69,7 @@ class PackedSocketServer:
 
     Args:
         servicer: The gRPC servicer whose ``_packed`` runs each request.
-        path: The socket path (the gRPC socket's path plus ``SUFFIX``).
+        path: The socket path (the gRPC socket's path plus ``simgym.framing.SUFFIX``).
         token: Required in HELLO when set.
         max_message_bytes: Largest frame either way.
         max_connections: Connections served at once; more are refused (RESOURCE_EXHAUSTED).
@@ -259,9 +181,8 @@ class PackedSocketServer:
             conn.close()
 
     def _hello(self, reader: FrameReader, conn: socket.socket) -> bool:
-        conn.settimeout(HELLO_TIMEOUT)
         try:
-            first = reader.read()
+            first = reader.read(time.monotonic() + HELLO_TIMEOUT)
         except TimeoutError:
             raise FrameError(
                 grpc.StatusCode.DEADLINE_EXCEEDED, f"no HELLO within {HELLO_TIMEOUT:g} s"

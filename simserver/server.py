@@ -19,10 +19,10 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from simgym.framing import SUFFIX as PACKED_SUFFIX
 from simgym.v1 import simulator_pb2 as pb
 from simgym.v1 import simulator_pb2_grpc as pb_grpc
 from simserver.adapters import SimFactory
-from simserver.packedsocket import SUFFIX as PACKED_SUFFIX
 from simserver.packedsocket import PackedSocketServer
 from simserver.servicer import SimulatorServicer
 from simserver.sessions import SessionManager
