@@ -146,6 +146,9 @@ class SocketPackedStream:
                 f"request of {len(body) + 1} bytes exceeds the limit of {self._max}",
             )
         try:
+            # The reader left the timeout of the last reply's remaining budget: give the
+            # write the whole budget (a large request may not fit the socket's buffer at once).
+            self._sock.settimeout(self._budget)
             self._sock.sendall(frame(kind, body))
         except OSError as exc:
             self.close()
