@@ -768,6 +768,9 @@ def test_install_check_refuses_what_the_lock_does_not_pin(tmp_path):
     assert r.returncode == 1 and "six==1.17.0 (the lock pins 1.16.0)" in r.stderr
 
 
+# ~70 s of pip resolving several GB of CUDA wheels' metadata: `make test-all` runs it (the
+# default suite must stay under 15 minutes on 2 cores; the CPU image's install test stays in it).
+@pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_gpu_image_requirements_resolve_within_its_lock(tmp_path):
     """The GPU image's exact install, resolved (not installed: CUDA torch is several GB)."""
