@@ -79,7 +79,12 @@ class SocketPackedStream:
         self.alive = True
         hello = pb.PackedSocketHello(protocol=PROTOCOL, token=connection.options.token or "")
         self._budget = reset_timeout or timeout
-        self._write(pb.PACKED_SOCKET_KIND_HELLO, hello.SerializeToString())
+        try:
+            sock.sendall(frame(pb.PACKED_SOCKET_KIND_HELLO, hello.SerializeToString()))
+        except OSError:
+            # A server with all its connections taken answers at once and closes, maybe
+            # before our HELLO arrives (EPIPE): its STATUS is still there to read below.
+            pass
         kind, payload = self._read("HELLO")
         if kind != pb.PACKED_SOCKET_KIND_STATUS:
             self.close()
