@@ -31,7 +31,7 @@ import grpc
 import numpy as np
 
 from gymclient.connection import Connection, RemoteSession, to_struct
-from gymclient.errors import RemoteError, from_status
+from gymclient.errors import RemoteError, from_status, status_code
 from gymclient.packedsocket import PackedSocketUnavailable, SocketPackedStream
 from simgym.v1 import simulator_pb2 as pb
 from simgym.v1 import simulator_pb2_grpc as pb_grpc
@@ -40,14 +40,6 @@ log = logging.getLogger("gymclient.packed")
 
 # A reset slot: (scenario config, seed).
 Reset = tuple[Mapping[str, Any], int | None]
-
-_CODES = {code.value[0]: code for code in grpc.StatusCode}
-
-
-def status_code(number: int) -> grpc.StatusCode:
-    """The ``grpc.StatusCode`` of a status number carried in an error message."""
-    return _CODES.get(number, grpc.StatusCode.UNKNOWN)
-
 
 _local = threading.local()
 

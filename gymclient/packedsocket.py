@@ -19,12 +19,10 @@ import grpc
 from google.protobuf.message import DecodeError
 
 from gymclient.connection import Connection
-from gymclient.errors import RemoteError, from_status
+from gymclient.errors import RemoteError, from_status, status_code
 from simgym import PROTOCOL
 from simgym.framing import SUFFIX, FrameError, FrameReader, frame
 from simgym.v1 import simulator_pb2 as pb
-
-_CODES = {code.value[0]: code for code in grpc.StatusCode}
 
 
 class PackedSocketUnavailable(Exception):
@@ -96,7 +94,7 @@ class SocketPackedStream:
             raise PackedSocketUnavailable(status.message)
         if status.code != 0:
             self.close()
-            raise self._error(_CODES.get(status.code, grpc.StatusCode.UNKNOWN), status.message)
+            raise self._error(status_code(status.code), status.message)
         self._budget = timeout
 
     # ------------------------------------------------------------------ PackedStream's API
@@ -125,7 +123,7 @@ class SocketPackedStream:
         self.close()
         if kind == pb.PACKED_SOCKET_KIND_STATUS:
             status = self._status(payload)
-            raise self._error(_CODES.get(status.code, grpc.StatusCode.UNKNOWN), status.message)
+            raise self._error(status_code(status.code), status.message)
         raise self._error(grpc.StatusCode.INTERNAL, f"unexpected frame kind {kind}")
 
     def close(self) -> None:
