@@ -18,6 +18,7 @@ second each process used in that window (driver/learner, env runners, sim server
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -177,6 +178,16 @@ def run_trial(options: dict[str, Any]) -> dict[str, Any]:
         ]
         if pool is not None:
             pids["sim_servers"] = [s.proc.pid for s in pool.servers if s.proc is not None]
+
+        if options.get("pin") is not None:
+            # ``pin=CPU``: every thread of the env runners and sim servers on one core, so a
+            # message between them needs no cross-core wake-up (an experiment the launcher
+            # does not do: it did not pay inside training, docs/performance.md).
+            cpu = int(options["pin"])
+            for pid in [*pids["env_runners"], *pids.get("sim_servers", [])]:
+                for tid in os.listdir(f"/proc/{pid}/task"):
+                    with contextlib.suppress(OSError):  # a thread that just ended
+                        os.sched_setaffinity(int(tid), {cpu})
 
         def steps(result: dict[str, Any]) -> int:
             return int(result.get("env_runners", {}).get("num_env_steps_sampled_lifetime", 0))

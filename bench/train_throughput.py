@@ -14,7 +14,8 @@ Both train the shipped recipe's RLlib config (examples/cstr/train.yaml via
 Every trial runs in a fresh process (Ray started and stopped in it), trains ``--warmup`` seconds
 unmeasured, then ``--seconds`` measured; env steps/s come from RLlib's
 ``num_env_steps_sampled_lifetime`` over the measured window. Configurations are interleaved
-(a, b, a, b, ...) ``--repeats`` times and medians printed, with (b)/(a) (target: >= 0.90).
+(a, b, a, b, ...) ``--repeats`` times and medians printed, with (b)/(a) (target: >= 0.90), both
+as the ratio of the medians and round by round (each round's pair ran back to back).
 
     .venv/bin/python bench/train_throughput.py                       # a,b x2, 90 s each
     .venv/bin/python bench/train_throughput.py --seconds 30 --repeats 1
@@ -24,9 +25,9 @@ unmeasured, then ``--seconds`` measured; env steps/s come from RLlib's
         bridge:algo=IMPALA
 
 A configuration is ``local`` or ``bridge`` with optional
-``:envs=N,runners=N,servers=N,socket=0|1,wait=S,algo=NAME`` (servers, socket: bridge only;
-wait: IMPALA's ``timeout_s_sampler_manager``, seconds the driver blocks for samples instead of
-polling).
+``:envs=N,runners=N,servers=N,socket=0|1,wait=S,algo=NAME,pin=CPU`` (servers, socket: bridge
+only; wait: IMPALA's ``timeout_s_sampler_manager``, seconds the driver blocks for samples instead
+of polling; pin: every thread of the env runners and sim servers on that one core).
 Ratios pair each bridge configuration with the local one of the same algorithm, runners, envs
 and wait when it was measured, else with the first local one.
 """
@@ -71,7 +72,7 @@ def parse_config(text: str) -> dict[str, Any]:
             except ValueError:
                 raise argparse.ArgumentTypeError(f"{text!r}: bad setting {item!r}") from None
             continue
-        if key not in ("envs", "runners", "servers", "socket") or not value.isdigit():
+        if key not in ("envs", "runners", "servers", "socket", "pin") or not value.isdigit():
             raise argparse.ArgumentTypeError(f"{text!r}: bad setting {item!r}")
         if key in ("servers", "socket") and mode != "bridge":
             raise argparse.ArgumentTypeError(f"{text!r}: {key} is for bridge only")
@@ -184,11 +185,18 @@ def main() -> None:
                 continue
             base = next((a for a in locals_ if _key(a) == _key(c)), locals_[0])
             ratio = medians[c["label"]] / medians[base["label"]]
-            ratios[c["label"]] = (base["label"], ratio)
+            # Round by round: each pair ran back to back, so the machine's slow drift (±15 %
+            # between trials here) cancels; their median is the steadier estimate.
+            paired = [
+                b["steps_per_s"] / a["steps_per_s"]
+                for a, b in zip(trials[base["label"]], trials[c["label"]], strict=True)
+            ]
+            ratios[c["label"]] = {"base": base["label"], "ratio": ratio, "paired": paired}
             verdict = "meets" if ratio >= TARGET else "misses"
             print(
                 f"  ratio {c['label']} / {base['label']} = {ratio:.3f} "
-                f"({verdict} the {TARGET:.0%} target)"
+                f"({verdict} the {TARGET:.0%} target); per round "
+                f"{', '.join(f'{x:.2f}' for x in paired)}, median {statistics.median(paired):.3f}"
             )
     if args.json:
         args.json.write_text(
