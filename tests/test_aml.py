@@ -737,7 +737,7 @@ def test_sim_image_install_steps_succeed_in_a_fresh_venv(tmp_path, monkeypatch):
 
 # ~2-3 min with pip's cache warm (Ray, torch, MLflow installed for real): `make test-all` runs
 # it. The default suite (under 15 minutes on 2 cores) resolves the same install against its
-# lock instead, in ~35 s (test_image_requirements_resolve_within_their_lock[train]).
+# lock instead, in ~30 s (test_image_requirements_resolve_within_their_lock[train]).
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_training_image_install_steps_succeed_in_a_fresh_venv(tmp_path, monkeypatch):
