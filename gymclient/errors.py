@@ -96,11 +96,3 @@ def from_status(code: grpc.StatusCode, details: str, *, address: str, call: str)
     elif code == grpc.StatusCode.UNAVAILABLE:
         details = f"server unavailable ({details})"
     return cls(f"{call} on {address}: {details}", code=code, address=address)
-
-
-_CODES = {code.value[0]: code for code in grpc.StatusCode}
-
-
-def status_code(number: int) -> grpc.StatusCode:
-    """The ``grpc.StatusCode`` of a status number carried in an error message."""
-    return _CODES.get(number, grpc.StatusCode.UNKNOWN)

@@ -31,8 +31,9 @@ import grpc
 import numpy as np
 
 from gymclient.connection import Connection, RemoteSession, to_struct
-from gymclient.errors import RemoteError, from_status, status_code
+from gymclient.errors import RemoteError, from_status
 from gymclient.packedsocket import PackedSocketUnavailable, SocketPackedStream
+from simgym.status import code_of
 from simgym.v1 import simulator_pb2 as pb
 from simgym.v1 import simulator_pb2_grpc as pb_grpc
 
@@ -396,7 +397,7 @@ class PackedLane:
         if reply.errors:
             e = reply.errors[0]
             raise from_status(
-                status_code(e.code),
+                code_of(e.code),
                 e.message,
                 address=self.connection.address,
                 call="Reset" if reset is not None else "Step",
@@ -543,7 +544,7 @@ class PackedLane:
         errors: dict[int, RemoteError] = {}
         for e in reply.errors:
             errors[e.slot] = from_status(
-                status_code(e.code),
+                code_of(e.code),
                 e.message,
                 address=self.connection.address,
                 call="Reset" if e.slot in resets else "Step",
@@ -606,7 +607,7 @@ class PackedLane:
         for k, result in enumerate(results):
             if result.WhichOneof("outcome") != "transition":
                 out.errors[k] = from_status(
-                    status_code(result.error.code),
+                    code_of(result.error.code),
                     result.error.message,
                     address=address,
                     call="Reset" if k in resets else "Step",

@@ -19,9 +19,10 @@ import grpc
 from google.protobuf.message import DecodeError
 
 from gymclient.connection import Connection
-from gymclient.errors import RemoteError, from_status, status_code
+from gymclient.errors import RemoteError, from_status
 from simgym import PROTOCOL
 from simgym.framing import SUFFIX, FrameError, FrameReader, frame
+from simgym.status import code_of, number_of
 from simgym.v1 import simulator_pb2 as pb
 
 
@@ -88,13 +89,13 @@ class SocketPackedStream:
             self.close()
             raise self._error(grpc.StatusCode.INTERNAL, f"HELLO answered by frame kind {kind}")
         status = self._status(payload)
-        if status.code == grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]:
+        if status.code == number_of(grpc.StatusCode.RESOURCE_EXHAUSTED):
             # All its connections are taken (e.g. by hung calls): gRPC has its own limits.
             self.close()
             raise PackedSocketUnavailable(status.message)
         if status.code != 0:
             self.close()
-            raise self._error(status_code(status.code), status.message)
+            raise self._error(code_of(status.code), status.message)
         self._budget = timeout
 
     # ------------------------------------------------------------------ PackedStream's API
@@ -123,7 +124,7 @@ class SocketPackedStream:
         self.close()
         if kind == pb.PACKED_SOCKET_KIND_STATUS:
             status = self._status(payload)
-            raise self._error(status_code(status.code), status.message)
+            raise self._error(code_of(status.code), status.message)
         raise self._error(grpc.StatusCode.INTERNAL, f"unexpected frame kind {kind}")
 
     def close(self) -> None:
@@ -191,5 +192,5 @@ class SocketPackedStream:
         try:
             status.ParseFromString(payload)
         except DecodeError:
-            status.code, status.message = grpc.StatusCode.INTERNAL.value[0], "malformed status"
+            status.code, status.message = number_of(grpc.StatusCode.INTERNAL), "malformed status"
         return status
