@@ -221,6 +221,11 @@ class EnvSpec(_Model):
         p = Path(relative)
         return p if p.is_absolute() else (Path(self.base_dir) / p)
 
+    @property
+    def workdir(self) -> Path:
+        """Folder the sim server runs from: ``sim.workdir`` (against the spec's folder), else it."""
+        return self.path(self.sim.workdir) if self.sim.workdir else Path(self.base_dir)
+
 
 def _key(loc: tuple[Any, ...]) -> str:
     parts = [
@@ -348,11 +353,7 @@ def _check_files(spec: EnvSpec) -> None:
             ref.rpartition(":")[0] if ":" in ref and not ref.endswith((".yml", ".yaml")) else ref
         )
         if file_part.endswith((".py", ".yml", ".yaml")):
-            base = (
-                spec.path(spec.sim.workdir)
-                if key == "sim.target" and spec.sim.workdir
-                else Path(spec.base_dir)
-            )
+            base = spec.workdir if key == "sim.target" else Path(spec.base_dir)
             target = Path(file_part) if Path(file_part).is_absolute() else base / file_part
             if not target.is_file():
                 raise SpecError(spec.source, key, f"file not found: {target}")
