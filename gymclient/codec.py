@@ -19,6 +19,7 @@ import numpy as np
 from gymclient.errors import RewardError, SpecError, SpecMismatch
 from gymclient.expr import compile_expr
 from gymclient.spec import EnvSpec, Lesson, load_lessons
+from simgym.targets import LoadError, resolve_class
 
 RewardFn = Callable[[dict[str, float], bool, bool], Any]
 
@@ -71,9 +72,6 @@ def load_attr(spec: EnvSpec, ref: str, key: str) -> Any:
     Raises:
         SpecError: Naming the spec key when the file or attribute cannot be loaded.
     """
-    from simserver.errors import LoadError
-    from simserver.loader import resolve_class
-
     module_part, _, attr = ref.rpartition(":")
     if module_part.endswith(".py"):
         ref = f"{spec.path(module_part).resolve()}:{attr}"
