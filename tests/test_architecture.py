@@ -271,14 +271,14 @@ def test_functions_are_short_or_say_why():
 
 
 if __name__ == "__main__":
+    cycles, bad, long = import_cycles(), boundary_violations(), long_functions()
     print("## Import cycles")
-    for component in import_cycles():
+    for component in cycles:
         print("- " + ", ".join(component))
         for edge in _cycle_edges(component):
             print(f"  - {edge}")
+    print("- none" if not cycles else "")
     print("\n## Boundary violations")
-    for line in boundary_violations():
-        print(f"- {line}")
+    print("\n".join(f"- {line}" for line in bad) or "- none")
     print(f"\n## Functions over {MAX_FUNCTION_LINES} lines (path:function:lines)")
-    for function in long_functions():
-        print(f"- {function}")
+    print("\n".join(f"- {function}" for function in long) or "- none")
