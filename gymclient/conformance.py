@@ -19,7 +19,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import grpc
 import numpy as np
 
 from gymclient.codec import declared_action_names
@@ -28,7 +27,6 @@ from gymclient.env import SimEnv, connect_options
 from gymclient.errors import (
     InvalidRequest,
     ProtocolMismatch,
-    RemoteError,
     RewardError,
     SessionLost,
     SimgymError,
@@ -39,6 +37,7 @@ from gymclient.packedsocket import (
     packed_socket_path,
 )
 from gymclient.spec import EnvSpec, load_spec
+from gymclient.stream import PackedStream, Stream
 from simgym import PROTOCOL
 from simgym.v1 import simulator_pb2 as pb
 
@@ -184,80 +183,77 @@ def protocol_checks(spec: EnvSpec, address: str) -> tuple[list[Check], pb.OpenRe
 
 
 def packed_checks(conn: Connection, session: RemoteSession, actions: list[str]) -> list[Check]:
-    """The optional ``PackedBatch`` call: same transition as ``Step``; bad shapes refused.
+    """``PackedStream``, which the envs step through: ``Step``'s transition, bad requests refused.
 
-    A server without it only gets a warning: clients fall back to ``Batch`` (slower).
+    And the same step over the packed socket, when the server offers one.
     """
-    name = "packed step matches a unary step"
-    n = len(session.action_names)
-    other = conn.open(actions, client="simgym check")
     try:
-        # One session after the other, each reset first: sims that draw from global
-        # generators (seeded by the reset) see the same draws.
+        # Each session is reset first: sims that draw from global generators (seeded by
+        # the reset) see the same draws.
         session.reset({}, 0)
-        unary = session.step([0.0] * n)
-        other.reset({}, 0)
-        other.seq += 1
-        request = pb.PackedRequest(session_ids=[other.id], actions=[0.0] * n, seqs=[other.seq])
-        try:
-            reply = conn.packed(request)
-        except RemoteError as exc:
-            if exc.code == grpc.StatusCode.UNIMPLEMENTED:
-                return [Check(name, False, "PackedBatch not implemented (optional)", warning=True)]
-            return [Check(name, False, str(exc))]
-        same = _same_transition(reply, unary)
-        detail = "" if same else f"packed {reply}, unary {unary}".replace("\n", " ")[:300]
-        malformed = pb.PackedRequest(session_ids=[other.id], actions=[0.0] * (n + 1), seqs=[1, 2])
-        checks = [
-            Check(name, same, detail),
-            _expect(
-                "malformed packed request is refused",
-                lambda: conn.packed(malformed),
-                InvalidRequest,
-            ),
-        ]
-        if session.info.packed_socket and packed_socket_path(conn) is not None:
-            checks.append(_packed_socket_check(conn, actions, unary))
-        return checks
+        unary = session.step([0.0] * len(session.action_names))
     except SimgymError as exc:
-        return [Check(name, False, str(exc))]
-    finally:
-        other.close()
-
-
-def _same_transition(reply: pb.PackedReply, unary: pb.Transition) -> bool:
-    """A one-slot packed reply carries the same transition as a unary step."""
-    return (
-        not reply.errors
-        and list(reply.states) == list(unary.states)
-        and list(reply.terminated) == [unary.terminated]
-        and list(reply.truncated) == [unary.truncated]
-        and list(reply.steps) == [unary.step]
+        return [Check("packed step matches a unary step", False, str(exc))]
+    options = conn.options
+    malformed = pb.PackedRequest(
+        session_ids=[session.id], actions=[0.0] * (len(session.action_names) + 1), seqs=[1, 2]
     )
+    checks = [
+        _stream_check("packed step matches a unary step", conn, actions, unary, PackedStream),
+        _expect(
+            "malformed packed request is refused",
+            lambda: _exchange(PackedStream(conn, options.timeout), malformed),
+            InvalidRequest,
+        ),
+    ]
+    if session.info.packed_socket and packed_socket_path(conn) is not None:
+        checks.append(
+            _stream_check(
+                "packed socket step matches a unary step", conn, actions, unary, SocketPackedStream
+            )
+        )
+    return checks
 
 
-def _packed_socket_check(conn: Connection, actions: list[str], unary: pb.Transition) -> Check:
-    """The packed socket the server offers: reachable, and its step is the unary step."""
-    name = "packed socket step matches a unary step"
+def _exchange(stream: Stream, request: pb.PackedRequest) -> pb.PackedReply:
+    """One request's reply on a new stream, which is closed after."""
+    try:
+        stream.send(request)
+        return stream.receive()
+    finally:
+        stream.close()
+
+
+def _stream_check(
+    name: str,
+    conn: Connection,
+    actions: list[str],
+    unary: pb.Transition,
+    kind: Callable[[Connection, float, float], Stream],
+) -> Check:
+    """A fresh session's first step over a packed stream of ``kind`` is the unary step."""
     session = conn.open(actions, client="simgym check")
     try:
         session.reset({}, 0)
         session.seq += 1
-        n = len(session.action_names)
+        request = pb.PackedRequest(
+            session_ids=[session.id], actions=[0.0] * len(session.action_names), seqs=[session.seq]
+        )
         try:
-            stream = SocketPackedStream(conn, conn.options.timeout, conn.options.reset_timeout)
+            stream = kind(conn, conn.options.timeout, conn.options.reset_timeout)
         except PackedSocketUnavailable as exc:
             # Clients then use gRPC (slower, same results): worth knowing, not unsound.
             return Check(name, False, f"offered but not reachable from here: {exc}", warning=True)
-        try:
-            stream.send(
-                pb.PackedRequest(session_ids=[session.id], actions=[0.0] * n, seqs=[session.seq])
-            )
-            reply = stream.receive()
-        finally:
-            stream.close()
-        same = _same_transition(reply, unary)
-        return Check(name, same, "" if same else f"socket {reply}".replace("\n", " ")[:300])
+        reply = _exchange(stream, request)
+        same = (
+            not reply.errors
+            and list(reply.states) == list(unary.states)
+            and list(reply.terminated) == [unary.terminated]
+            and list(reply.truncated) == [unary.truncated]
+            and list(reply.steps) == [unary.step]
+        )
+        detail = "" if same else f"packed {reply}, unary {unary}".replace("\n", " ")[:300]
+        return Check(name, same, detail)
     except SimgymError as exc:
         return Check(name, False, str(exc))
     finally:
@@ -483,14 +479,10 @@ class ConformanceSuite:
         self._check("closed session is gone")
 
     def test_packed_step(self) -> None:
-        """``PackedBatch`` (optional) steps as ``Step`` does and refuses malformed requests."""
-        import pytest
-
+        """``PackedStream`` steps as ``Step`` does and refuses malformed requests."""
         checks, _ = protocol_checks(self._spec(), self.address)
         packed = [c for c in checks if "packed" in c.name]
         assert packed, "the packed checks did not run"
-        if packed[0].warning and not packed[0].ok:
-            pytest.skip(packed[0].detail)
         for check in packed:
             if check.warning and not check.ok:
                 continue  # optional, and not usable from here: clients fall back to gRPC

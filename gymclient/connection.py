@@ -38,7 +38,7 @@ class ConnectOptions:
     """How to reach a server and how long to wait for it.
 
     Attributes:
-        timeout: Deadline of a step or batch call, in seconds.
+        timeout: Deadline of a step call or packed round, in seconds.
         reset_timeout: Deadline of reset/open/close calls (resets may be slow), and of
             a packed round that resets any session.
         connect_timeout: How long the first contact waits for a connection to an
@@ -98,31 +98,20 @@ class Connection:
         ]
         if o.tls_server_name:
             channel_options.append(("grpc.ssl_target_name_override", o.tls_server_name))
-        self._channel_options = channel_options
-        self._credentials: grpc.ChannelCredentials | None = None
         if o.tls:
             root = Path(o.tls_ca).read_bytes() if o.tls_ca else None
-            self._credentials = grpc.ssl_channel_credentials(root_certificates=root)
-            self._channel = grpc.secure_channel(
-                self.address, self._credentials, options=channel_options
-            )
+            credentials = grpc.ssl_channel_credentials(root_certificates=root)
+            self._channel = grpc.secure_channel(self.address, credentials, options=channel_options)
         else:
             self._channel = grpc.insecure_channel(self.address, options=channel_options)
         self._stub = pb_grpc.SimulatorStub(self._channel)
         self._metadata: tuple[tuple[str, str], ...] | None = (
             (("authorization", f"Bearer {o.token}"),) if o.token else None
         )
-
-    def aio_channel(self) -> grpc.aio.Channel:
-        """A ``grpc.aio`` channel to the same server with the same options and credentials.
-
-        Create it inside the event loop that will use it (gRPC binds it to that loop).
-        """
-        if self._credentials is not None:
-            return grpc.aio.secure_channel(
-                self.address, self._credentials, options=self._channel_options
-            )
-        return grpc.aio.insecure_channel(self.address, options=self._channel_options)
+        # The transport of packed streams (``gymclient.stream``), chosen at the first ``open``:
+        # the packed socket when the server offers one and ``options.packed_socket`` allows
+        # it; ``open_stream`` turns it off for good when the socket proves unreachable.
+        self.packed_socket: bool | None = None
 
     # ------------------------------------------------------------------ plumbing
 
@@ -163,6 +152,8 @@ class Connection:
                 # The whole reset_timeout for the call: a short one would time out a slow
                 # constructor and leave its session behind on the server.
                 reply = self._call("Open", request, o.reset_timeout)
+                if self.packed_socket is None:
+                    self.packed_socket = o.packed_socket and reply.packed_socket
                 return RemoteSession(self, reply)
             except ServerUnavailable as exc:
                 # The connection dropped before the request went out (it never reached
@@ -227,25 +218,6 @@ class Connection:
             address=self.address,
         )
 
-    def batch(self, items: Sequence[pb.BatchItem] | pb.BatchRequest) -> Sequence[pb.BatchResult]:
-        """Run a batch of resets/steps in one round trip; results follow item order.
-
-        Args:
-            items: The items, or a whole ``BatchRequest`` (cheapest: items filled in place
-                with ``RemoteSession.fill_step``/``fill_reset``, nothing copied).
-        """
-        request = items if isinstance(items, pb.BatchRequest) else pb.BatchRequest(items=items)
-        reply = self._call("Batch", request, self.options.timeout)
-        return reply.results
-
-    def packed(self, request: pb.PackedRequest) -> pb.PackedReply:
-        """Run one packed request as a unary ``PackedBatch`` call (see ``gymclient.packed``).
-
-        Raises:
-            RemoteError: The whole call failed (per-slot failures are in the reply).
-        """
-        return self._call("PackedBatch", request, self.options.timeout)
-
     def close(self) -> None:
         """Close the channel (sessions on it should be closed first)."""
         self._channel.close()
@@ -296,27 +268,6 @@ class RemoteSession:
         """Build the next step request (advances the sequence number)."""
         self.seq += 1
         return pb.StepRequest(session_id=self.id, action=action, seq=self.seq)
-
-    def fill_step(self, msg: pb.StepRequest, action: Sequence[float]) -> None:
-        """Fill a step request in place, e.g. ``request.items.add().step`` of a batch.
-
-        Building a ``StepRequest`` and passing it to ``BatchItem(step=...)`` copies it;
-        filling the nested message avoids the copy (a third of a batch item's client cost).
-        Advances the sequence number.
-        """
-        self.seq += 1
-        msg.session_id = self.info.session_id
-        msg.action.extend(action)
-        msg.seq = self.seq
-
-    def fill_reset(self, msg: pb.ResetRequest, config: Mapping[str, Any], seed: int | None) -> None:
-        """Fill a reset request in place (see ``fill_step``); advances the sequence number."""
-        self.seq += 1
-        msg.session_id = self.info.session_id
-        msg.config.CopyFrom(to_struct(config))
-        if seed is not None:
-            msg.seed = int(seed)
-        msg.seq = self.seq
 
     def reset(self, config: Mapping[str, Any], seed: int | None = None) -> pb.Transition:
         """Start an episode."""

@@ -2,11 +2,12 @@
 
 A server that listens on a unix socket ``PATH`` and says ``packed_socket`` in its ``OpenReply``
 also takes packed requests on ``PATH.packed``, framed as ``proto/simgym/v1/simulator.proto``
-specifies (``PackedSocketKind``). ``SocketPackedStream`` has ``PackedStream``'s interface and
-error semantics (a late reply raises ``SimTimeout`` and ends the stream; a whole-request
-failure raises the status the server sends; a vanished server ``ServerUnavailable``), at a
-tenth of a gRPC stream's cost per message. ``PackedLane`` picks it when it can and uses the
-gRPC stream otherwise (a TCP address, TLS, an older server, a path this client cannot reach).
+specifies (``PackedSocketKind``). ``SocketPackedStream`` is a ``gymclient.stream.Stream`` with
+the gRPC stream's error semantics (a late reply raises ``SimTimeout`` and ends the stream; a
+whole-request failure raises the status the server sends; a vanished server
+``ServerUnavailable``) at a fraction of its cost per message. ``gymclient.stream.open_stream``
+picks it when it can and the gRPC stream otherwise (a TCP address, TLS, a server that does
+not offer it, a path this client cannot reach).
 """
 
 from __future__ import annotations
@@ -98,7 +99,7 @@ class SocketPackedStream:
             raise self._error(code_of(status.code), status.message)
         self._budget = timeout
 
-    # ------------------------------------------------------------------ PackedStream's API
+    # ------------------------------------------------------------------ the Stream interface
 
     def send(self, request: pb.PackedRequest, timeout: float | None = None) -> None:
         """Send one request; its reply is due within ``timeout`` (default: the stream's)."""

@@ -14,8 +14,9 @@ import pytest
 from gymclient import SimEnv, load_spec
 from gymclient.connection import Connection, ConnectOptions
 from gymclient.errors import AuthError, RemoteError, ServerUnavailable, SimTimeout
-from gymclient.packed import PackedLane, PackedStream
+from gymclient.lane import PackedLane
 from gymclient.packedsocket import SocketPackedStream, packed_socket_path
+from gymclient.stream import PackedStream
 from gymclient.vector import SimVectorEnv
 from simgym import PROTOCOL
 from simgym.v1 import simulator_pb2 as pb
@@ -148,7 +149,7 @@ def test_a_packed_socket_this_client_cannot_reach_falls_back_to_grpc(toy):
         env.reset(seed=0)
         env.step(np.zeros((2, 1), np.float32))
         lane = env._lanes[0]
-        assert isinstance(lane._stream, PackedStream) and not lane.socket
+        assert isinstance(lane._stream, PackedStream) and not lane.connection.packed_socket
     finally:
         env.close()
 
@@ -282,7 +283,7 @@ def test_connections_are_bounded_and_a_full_socket_falls_back_to_grpc(start_serv
         session = conn.open(["u"])
         lane = PackedLane(conn, [session])
         lane.run_single([0.0], ({}, None))
-        assert isinstance(lane._stream, PackedStream) and not lane.socket
+        assert isinstance(lane._stream, PackedStream) and not lane.connection.packed_socket
         lane.close()
     first.close()
 
