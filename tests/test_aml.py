@@ -29,6 +29,7 @@ from azure.core.exceptions import ResourceNotFoundError
 
 from gymclient.errors import SpecError
 from launcher import aml
+from launcher.aml import image, workspace
 
 from .conftest import REPO
 
@@ -104,7 +105,7 @@ def test_dry_run_round_trips_through_the_sdk_loaders(tmp_path):
     assert "launcher/node.py" in names and "launcher/docker/install.sh" in names
     assert not [n for n in names if "__pycache__" in n]
     # The environment is tagged with what it is built from (reuse checks it).
-    assert env.tags[aml.SOURCE_TAG] == "context:" + aml.context_digest(context)[:32]
+    assert env.tags[aml.SOURCE_TAG] == "context:" + aml.folder_digest(context)[:32]
 
     compute = load_compute(out / "compute.yml")
     assert compute.name == "cpu-cluster" and compute.size == "STANDARD_D4S_V3"
@@ -332,7 +333,7 @@ def test_submission_creates_cluster_environment_and_job(tmp_path, monkeypatch):
 
     from launcher.cli import app
 
-    monkeypatch.setattr(aml, "ml_client", lambda *a, **k: client)
+    monkeypatch.setattr(workspace, "ml_client", lambda *a, **k: client)
     r = CliRunner().invoke(app, ["submit", str(spec), *SUBMIT])
     assert r.exit_code == 0, r.output
     assert "job: calm_river_x1" in r.output and "studio: https://ml.azure.com/runs/" in r.output
@@ -467,7 +468,7 @@ def test_a_failed_wheel_build_leaves_no_temp_folder(tmp_path, monkeypatch):
     monkeypatch.setattr(tempfile, "tempdir", str(temp))
     # Not a checkout: the copy fails.
     with pytest.raises(aml.AmlError, match="copying simgym's sources from"):
-        aml._build_wheel(tmp_path / "empty")
+        image._build_wheel(tmp_path / "empty")
     assert _wheel_dirs(temp) == []
     # A checkout whose pyproject.toml pip cannot read: the build fails.
     broken = tmp_path / "broken"
@@ -480,12 +481,12 @@ def test_a_failed_wheel_build_leaves_no_temp_folder(tmp_path, monkeypatch):
             shutil.copy2(item, broken / name)
     (broken / "pyproject.toml").write_text("[project\nname = ")
     with pytest.raises(aml.AmlError, match=r"building simgym's wheel from .* failed") as info:
-        aml._build_wheel(broken)
+        image._build_wheel(broken)
     assert "\n" not in str(info.value)
     assert _wheel_dirs(temp) == []
     # A pip that does not finish in time is stopped, with a message that says so.
     with pytest.raises(aml.AmlError, match=r"did not finish within 0 s"):
-        aml._build_wheel(broken, timeout=0.01)
+        image._build_wheel(broken, timeout=0.01)
     assert _wheel_dirs(temp) == []
 
 
