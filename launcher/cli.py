@@ -112,7 +112,7 @@ def _register_extensions() -> None:
     """Commands that live in their own modules (Azure ML, evaluation), if present."""
     import importlib
 
-    for name in ("launcher.cli_aml", "launcher.cli_eval"):
+    for name in ("launcher.cli_aml", "launcher.cli_agent"):
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as exc:

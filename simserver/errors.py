@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import logging
+
 import grpc
+
+log = logging.getLogger("simserver.calls")
 
 
 class SimServerError(Exception):
@@ -19,6 +23,12 @@ class InvalidArgument(SimServerError):
     """The request is malformed (wrong action length, NaN action, bad config)."""
 
     code = grpc.StatusCode.INVALID_ARGUMENT
+
+
+class Unauthenticated(SimServerError):
+    """The bearer token is missing or wrong."""
+
+    code = grpc.StatusCode.UNAUTHENTICATED
 
 
 class SessionNotFound(SimServerError):
@@ -54,6 +64,12 @@ class SimCallFailed(SimServerError):
         super().__init__(f"sim {call} raised {type(exc).__name__}: {exc}")
         self.call = call
         self.exc = exc
+
+
+def log_failure(call: str, session_id: str, exc: SimServerError) -> None:
+    """Log a failed session call: a sim that raised as a warning, a refused request as info."""
+    level = logging.WARNING if exc.code == grpc.StatusCode.INTERNAL else logging.INFO
+    log.log(level, "%s on session %s: %s", call, session_id[:8], exc.message)
 
 
 class LoadError(Exception):

@@ -1,12 +1,13 @@
 """The packed socket: ``PackedStream``'s messages over a plain unix socket, no HTTP/2.
 
-A Python gRPC stream costs ~0.4 ms a message on a 2-core machine, a plain unix socket about a
-tenth of that (docs/performance.md), and a lock-step env waits for every message. A server
-listening on a unix socket is only reachable from its own machine (or through a shared
-volume), where nothing that HTTP/2 adds is needed, so beside its gRPC socket ``PATH`` it also
-listens on ``PATH.packed`` and runs the same handler (``SimulatorServicer._packed``) for each
-framed ``PackedRequest``. The framing, the HELLO handshake (protocol, token) and the status
-codes are specified in ``proto/simgym/v1/simulator.proto`` (``PackedSocketKind``).
+A message costs a fraction on a plain unix socket of what it costs on a Python gRPC stream
+(docs/performance.md), and a lock-step env waits for every message. A server listening on a
+unix socket is only reachable from its own machine (or through a shared volume), where
+nothing that HTTP/2 adds is needed, so beside its gRPC socket ``PATH`` it also listens on
+``PATH.packed`` and runs the same packed engine (``simserver.packed``) for each framed
+``PackedRequest``, after the same handshake checks (``simserver.handshake``) as gRPC. The
+framing, the HELLO and the status codes are specified in ``proto/simgym/v1/simulator.proto``
+(``PackedSocketKind``).
 
 One thread per connection, as gRPC's sync server holds one per stream; connections are
 bounded, frames are bounded by the server's message size, and a sim that hangs holds only its
@@ -16,7 +17,7 @@ connection's thread (the session manager's hung check sees the client leave).
 from __future__ import annotations
 
 import contextlib
-import hmac
+import functools
 import logging
 import os
 import socket
@@ -28,11 +29,13 @@ from typing import TypeVar
 import grpc
 from google.protobuf.message import DecodeError
 
-from simgym import PROTOCOL
 from simgym.framing import FrameError, FrameReader, frame
+from simgym.status import number_of
 from simgym.v1 import simulator_pb2 as pb
+from simserver import packed
 from simserver.errors import SimServerError
-from simserver.servicer import SimulatorServicer
+from simserver.handshake import check_protocol, check_token
+from simserver.sessions import SessionManager
 
 log = logging.getLogger("simserver.packedsocket")
 
@@ -47,7 +50,7 @@ M = TypeVar("M", pb.PackedSocketHello, pb.PackedRequest)
 
 def status_frame(code: grpc.StatusCode, message: str) -> bytes:
     """A STATUS frame with a gRPC status code."""
-    status = pb.PackedSocketStatus(code=code.value[0], message=message)
+    status = pb.PackedSocketStatus(code=number_of(code), message=message)
     return frame(STATUS, status.SerializeToString())
 
 
@@ -65,10 +68,10 @@ def _peer_alive(sock: socket.socket) -> bool:
 
 
 class PackedSocketServer:
-    """Serves framed ``PackedRequest``s on ``path`` with ``servicer``'s packed handler.
+    """Serves framed ``PackedRequest``s on ``path`` with the packed engine.
 
     Args:
-        servicer: The gRPC servicer whose ``_packed`` runs each request.
+        sessions: The sessions the requests run on (the gRPC servicer's).
         path: The socket path (the gRPC socket's path plus ``simgym.framing.SUFFIX``).
         token: Required in HELLO when set.
         max_message_bytes: Largest frame either way.
@@ -78,7 +81,7 @@ class PackedSocketServer:
 
     def __init__(
         self,
-        servicer: SimulatorServicer,
+        sessions: SessionManager,
         path: Path,
         *,
         token: str | None,
@@ -86,7 +89,7 @@ class PackedSocketServer:
         max_connections: int,
         mode: int | None = None,
     ) -> None:
-        self.servicer = servicer
+        self.sessions = sessions
         self.path = path
         self.token = token
         self.max_message_bytes = max_message_bytes
@@ -169,7 +172,7 @@ class PackedSocketServer:
     def _serve(self, conn: socket.socket) -> None:
         try:
             self._converse(conn)
-        except FrameError as exc:
+        except (FrameError, SimServerError) as exc:  # a gRPC stream would end with its status
             log.info("packed socket: %s; connection closed", exc.message)
             with contextlib.suppress(OSError):
                 conn.sendall(status_frame(exc.code, exc.message))
@@ -196,16 +199,8 @@ class PackedSocketServer:
                 grpc.StatusCode.INVALID_ARGUMENT, f"the first frame must be HELLO, not kind {kind}"
             )
         hello = _parse(pb.PackedSocketHello, payload, "HELLO")
-        if self.token is not None and not hmac.compare_digest(
-            hello.token.encode(), self.token.encode()
-        ):
-            raise FrameError(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong token")
-        if hello.protocol and hello.protocol != PROTOCOL:
-            raise FrameError(
-                grpc.StatusCode.FAILED_PRECONDITION,
-                f"protocol mismatch: client speaks {hello.protocol}, this server speaks "
-                f"{PROTOCOL}; upgrade the older side",
-            )
+        check_token(self.token, hello.token)
+        check_protocol(hello.protocol)
         conn.sendall(frame(STATUS, pb.PackedSocketStatus(code=0).SerializeToString()))
         return True
 
@@ -213,15 +208,12 @@ class PackedSocketServer:
         reader = FrameReader(conn, self.max_message_bytes)
         if not self._hello(reader, conn):
             return
-        packed = self.servicer._packed
+        sessions = self.sessions
         limit = self.max_message_bytes
-
-        def alive() -> bool:
-            return _peer_alive(conn)
 
         # No per-message deadline travels on the socket (as on a gRPC stream): the hung
         # check asks whether the client is still there.
-        deadline = (None, alive)
+        deadline = (None, functools.partial(_peer_alive, conn))
         while True:
             got = reader.read()
             if got is None:
@@ -232,11 +224,7 @@ class PackedSocketServer:
                     grpc.StatusCode.INVALID_ARGUMENT, f"expected a REQUEST frame, got kind {kind}"
                 )
             request = _parse(pb.PackedRequest, payload, "REQUEST")
-            try:
-                reply = packed(request, deadline)
-            except SimServerError as exc:
-                raise FrameError(exc.code, exc.message) from None
-            body = reply.SerializeToString()
+            body = packed.run(sessions, request, deadline).SerializeToString()
             if len(body) + 1 > limit:
                 raise FrameError(
                     grpc.StatusCode.RESOURCE_EXHAUSTED,

@@ -1,19 +1,16 @@
-"""The gRPC server around a ``SessionManager``: sockets, TLS, token auth, health, reflection."""
+"""The server around a ``SessionManager``: gRPC and packed sockets, TLS, health, reflection."""
 
 from __future__ import annotations
 
-import hmac
 import ipaddress
 import logging
 import os
 import socket
 import stat
 import threading
-from collections.abc import Callable
 from concurrent import futures
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -23,6 +20,7 @@ from simgym.framing import SUFFIX as PACKED_SUFFIX
 from simgym.v1 import simulator_pb2 as pb
 from simgym.v1 import simulator_pb2_grpc as pb_grpc
 from simserver.adapters import SimFactory
+from simserver.handshake import TokenAuth
 from simserver.packedsocket import PackedSocketServer
 from simserver.servicer import SimulatorServicer
 from simserver.sessions import SessionManager
@@ -31,7 +29,6 @@ log = logging.getLogger("simserver")
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Simulator"].full_name
 DEFAULT_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
-_UNAUTHENTICATED_OK = ("/grpc.health.v1.Health/",)
 
 
 class ConfigError(ValueError):
@@ -46,47 +43,6 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
-
-
-class TokenAuth(grpc.ServerInterceptor):
-    """Rejects calls without ``authorization: Bearer <token>`` metadata (UNAUTHENTICATED).
-
-    Health checks stay open so that orchestrators can probe readiness.
-    """
-
-    def __init__(self, token: str) -> None:
-        self._expected = f"Bearer {token}".encode()
-
-        def deny(_request: Any, context: grpc.ServicerContext) -> None:
-            context.abort(
-                grpc.StatusCode.UNAUTHENTICATED,
-                "missing or wrong token (send 'authorization: Bearer <token>')",
-            )
-
-        def deny_stream(_requests: Any, context: grpc.ServicerContext) -> None:
-            deny(None, context)
-
-        self._deny_unary = grpc.unary_unary_rpc_method_handler(deny)
-        self._deny_stream = grpc.stream_stream_rpc_method_handler(deny_stream)
-
-    def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler | None:
-        """Pass authenticated calls on; deny the rest."""
-        method = handler_call_details.method
-        if method.startswith(_UNAUTHENTICATED_OK):
-            return continuation(handler_call_details)
-        for key, value in handler_call_details.invocation_metadata or ():
-            if key == "authorization":
-                got = value.encode() if isinstance(value, str) else value
-                if hmac.compare_digest(got, self._expected):
-                    return continuation(handler_call_details)
-        # Streaming methods (Stream, PackedStream, reflection) need a streaming denial.
-        if method.endswith("Stream") or "Reflection" in method:
-            return self._deny_stream
-        return self._deny_unary
 
 
 @dataclass
@@ -177,7 +133,10 @@ class SimServer:
             options=msg_opts,
             maximum_concurrent_rpcs=workers * 4,
         )
-        self.servicer = SimulatorServicer(self.sessions, options.max_message_bytes)
+        self.packed: PackedSocketServer | None = None  # set once the packed socket listens
+        self.servicer = SimulatorServicer(
+            self.sessions, options.max_message_bytes, lambda: self.packed is not None
+        )
         pb_grpc.add_SimulatorServicer_to_server(self.servicer, self._server)
         self.health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
@@ -190,7 +149,6 @@ class SimServer:
             self._server,
         )
         self.addresses: list[str] = []
-        self.packed: PackedSocketServer | None = None
         self._stopped = threading.Event()
 
     def _credentials(self) -> grpc.ServerCredentials | None:
@@ -278,8 +236,8 @@ class SimServer:
                 log.warning("packed socket %s is in use or not a socket: not served", path)
                 return
             path.unlink()
-        self.packed = PackedSocketServer(
-            self.servicer,
+        packed = PackedSocketServer(
+            self.sessions,
             path,
             token=self.options.token,
             max_message_bytes=self.options.max_message_bytes,
@@ -287,12 +245,11 @@ class SimServer:
             mode=stat.S_IMODE(grpc_path.stat().st_mode) if grpc_path.exists() else None,
         )
         try:
-            self.packed.start()
+            packed.start()
         except OSError as exc:  # e.g. the path is too long for a unix socket
             log.warning("packed socket %s not served: %s", path, exc)
-            self.packed = None
             return
-        self.servicer.packed_socket = True
+        self.packed = packed  # from now on, Open tells clients it is there
 
     def _warn_exposure(self, port: int) -> None:
         """Say at start-up what a TCP listener off loopback exposes."""

@@ -24,7 +24,8 @@ from gymclient.errors import (
     SimCallError,
     SimTimeout,
 )
-from gymclient.packed import PackedLane, PackedStream
+from gymclient.packed import PackedLane
+from simgym import status
 from simgym.v1 import simulator_pb2 as pb
 from simgym.v1 import simulator_pb2_grpc as pb_grpc
 
@@ -270,17 +271,14 @@ def test_token_auth(start_server, transport):
         s = conn.open(["u"])
         s.reset({})
         assert s.step([1.0]).step == 1
-        # The packed calls are guarded alike, the stream included.
+        # PackedStream is guarded alike.
         lane = PackedLane(conn, [s])
         assert lane.run_single([1.0], None).states == [2.0, 2.0]
         lane.close()
     with Connection(server.address, ConnectOptions(token="wrong")) as conn:
-        with pytest.raises(AuthError):
-            conn.packed(pb.PackedRequest())
-        stream = PackedStream(conn, timeout=5.0)
-        stream.send(pb.PackedRequest())
-        with pytest.raises(AuthError):
-            stream.receive()
+        with pytest.raises(grpc.RpcError) as info:
+            _packed_stream(conn, pb.PackedRequest())
+        assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
     # Health stays reachable without a token (orchestrator probes).
     with grpc.insecure_channel(server.address) as channel:
         reply = health_pb2_grpc.HealthStub(channel).Check(
@@ -381,7 +379,7 @@ def test_slow_call_within_its_deadline_is_not_hung(start_server, stream):
     with Connection(server.address, ConnectOptions(reset_timeout=120.0)) as conn:
         s = conn.open()
         if stream:
-            lane = PackedLane(conn, [s], stream=True)
+            lane = PackedLane(conn, [s])
             t = lane.run_single([0.0], ({"delay": 3.0, "x0": 2.0}, None))
             assert t.states[0] == 2.0
             assert lane.run_single([1.0], None).states[0] == 3.0
@@ -444,33 +442,6 @@ def test_reflection_lists_services(start_server):
         )
         names = {s.name for r in replies for s in r.list_services_response.service}
     assert {"simgym.v1.Simulator", "grpc.health.v1.Health"} <= names
-
-
-def test_batch_and_stream(start_server):
-    server = start_server("toy.py:Toy")
-    with Connection(server.address) as conn:
-        sessions = [conn.open(["u"]) for _ in range(3)]
-        items = [
-            pb.BatchItem(reset=s.reset_request({"x0": float(i)}, None))
-            for i, s in enumerate(sessions)
-        ]
-        results = conn.batch(items)
-        assert [r.transition.states[0] for r in results] == [0.0, 1.0, 2.0]
-        items = [pb.BatchItem(step=s.step_request([1.0])) for s in sessions]
-        items.append(pb.BatchItem(step=pb.StepRequest(session_id="ghost", action=[0.0], seq=1)))
-        results = conn.batch(items)
-        assert [r.transition.states[0] for r in results[:3]] == [1.0, 2.0, 3.0]
-        assert results[3].WhichOneof("outcome") == "error"
-        assert results[3].error.code == grpc.StatusCode.NOT_FOUND.value[0]
-        # The stream answers each batch in order.
-        stub = pb_grpc.SimulatorStub(conn._channel)
-        requests = [
-            pb.BatchRequest(items=[pb.BatchItem(step=s.step_request([1.0])) for s in sessions])
-            for _ in range(4)
-        ]
-        replies = list(stub.Stream(iter(requests), timeout=10))
-        assert len(replies) == 4
-        assert [r.transition.states[0] for r in replies[-1].results] == [5.0, 6.0, 7.0]
 
 
 def test_killed_server_raises_fast(start_server):
@@ -676,8 +647,16 @@ def _packed(sessions, actions, resets=(), seqs=None):
     return request
 
 
-def _code(number):
-    return next(c for c in grpc.StatusCode if c.value[0] == number)
+def _packed_stream(conn, *requests):
+    """Send ``requests`` on one PackedStream; its replies."""
+    stub = pb_grpc.SimulatorStub(conn._channel)
+    return list(stub.PackedStream(iter(requests), timeout=10, metadata=conn._metadata))
+
+
+def _send(conn, request):
+    """Run one packed request (on a stream of its own); its reply."""
+    (reply,) = _packed_stream(conn, request)
+    return reply
 
 
 def _rows(reply):
@@ -685,21 +664,16 @@ def _rows(reply):
     return [list(reply.states[k * w : (k + 1) * w]) for k in range(len(reply.terminated))]
 
 
-@pytest.mark.parametrize("call", ["PackedBatch", "PackedStream"])
-def test_packed_matches_per_session_stepping(start_server, call):
+def test_packed_matches_per_session_stepping(start_server):
     server = start_server("toy.py:Toy", kwargs={"horizon": 3})
     with Connection(server.address) as conn:
         packed = [conn.open(["u"]) for _ in range(3)]
         single = [conn.open(["u"]) for _ in range(3)]
-        stream = PackedStream(conn, timeout=10.0)  # one lock-step stream for every round
         requests = []
 
         def send(request):
             requests.append(request)
-            if call == "PackedBatch":
-                return conn.packed(request)
-            stream.send(request)
-            return stream.receive()
+            return _send(conn, request)
 
         configs = [{"x0": float(i)} for i in range(3)]
         reply = send(_packed(packed, [0.0] * 3, resets=list(enumerate(configs))))
@@ -728,8 +702,10 @@ def test_packed_matches_per_session_stepping(start_server, call):
         # The retry rule holds per slot: the same request again is not applied again.
         again = send(requests[-1])
         assert _rows(again)[1] == [5.0, 0.0]
-        assert conn.packed(_packed(packed[1:2], [1.0])).states[0] == 6.0
-        stream.close()
+        assert _send(conn, _packed(packed[1:2], [1.0])).states[0] == 6.0
+        # One lock-step stream answers each message in order.
+        replies = _packed_stream(conn, *(_packed(packed[1:2], [1.0]) for _ in range(2)))
+        assert [r.states[0] for r in replies] == [7.0, 8.0] and replies[-1].truncated[0]
 
 
 def test_packed_rejects_malformed_requests_as_a_whole(start_server):
@@ -744,17 +720,14 @@ def test_packed_rejects_malformed_requests_as_a_whole(start_server):
             (pb.PackedRequest(actions=[1.0]), "no session_ids"),
         ]
         for request, message in bad:
-            with pytest.raises(InvalidRequest, match=message):
-                conn.packed(request)
-        # A stream ends at a malformed message, with the same status.
-        stub = pb_grpc.SimulatorStub(conn._channel)
-        with pytest.raises(grpc.RpcError) as info:
-            list(stub.PackedStream(iter([bad[0][0]]), timeout=10))
-        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-        assert "not a whole" in info.value.details()
+            # The stream ends at the malformed message, after the replies before it.
+            with pytest.raises(grpc.RpcError) as info:
+                _packed_stream(conn, pb.PackedRequest(), request, pb.PackedRequest())
+            assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert message in info.value.details()
         # Nothing was applied: both sessions still await their first reset.
-        assert conn.packed(pb.PackedRequest()).state_width == 2
-        reply = conn.packed(_packed([a, b], [0.0, 0.0], resets=[(0, {}), (1, {})]))
+        assert _send(conn, pb.PackedRequest()).state_width == 2
+        reply = _send(conn, _packed([a, b], [0.0, 0.0], resets=[(0, {}), (1, {})]))
         assert not reply.errors
 
 
@@ -763,11 +736,11 @@ def test_packed_per_slot_errors_leave_other_slots_alone(start_server):
     with Connection(server.address) as conn:
         good, failing, closed, nan_action = (conn.open() for _ in range(4))
         sessions = [good, failing, closed, nan_action]
-        reply = conn.packed(_packed(sessions, [0.0] * 4, resets=[(k, {}) for k in range(4)]))
+        reply = _send(conn, _packed(sessions, [0.0] * 4, resets=[(k, {}) for k in range(4)]))
         assert not reply.errors
         closed.close()
-        reply = conn.packed(_packed(sessions, [1.0, 1.0, 1.0, math.nan]))
-        codes = {e.slot: _code(e.code) for e in reply.errors}
+        reply = _send(conn, _packed(sessions, [1.0, 1.0, 1.0, math.nan]))
+        codes = {e.slot: status.code_of(e.code) for e in reply.errors}
         assert codes == {
             2: grpc.StatusCode.NOT_FOUND,
             3: grpc.StatusCode.INVALID_ARGUMENT,
@@ -776,7 +749,7 @@ def test_packed_per_slot_errors_leave_other_slots_alone(start_server):
         assert _rows(reply)[:2] == [[1.0, 1.0], [1.0, 1.0]]
         # Slot 1's sim raises on its second step: only that slot fails, naming the call.
         # Slot 0 is reset meanwhile; slot 3's rejected NaN never reached its sim.
-        reply = conn.packed(_packed(sessions, [1.0] * 4, resets=[(0, {})]))
+        reply = _send(conn, _packed(sessions, [1.0] * 4, resets=[(0, {})]))
         errors = {e.slot: e for e in reply.errors}
         assert sorted(errors) == [1, 2]
         assert errors[1].code == grpc.StatusCode.INTERNAL.value[0]
@@ -785,13 +758,13 @@ def test_packed_per_slot_errors_leave_other_slots_alone(start_server):
         assert _rows(reply)[0] == [0.0, 0.0] and _rows(reply)[3] == [1.0, 1.0]
         assert list(reply.steps) == [0, 0, 0, 1]
         # Wrong action width for these sessions: every slot fails on its own.
-        reply = conn.packed(_packed([good, failing], [0.0, 0.0, 0.0, 0.0]))
+        reply = _send(conn, _packed([good, failing], [0.0, 0.0, 0.0, 0.0]))
         assert [e.slot for e in reply.errors] == [0, 1]
         assert "expects 1" in reply.errors[0].message
         # The failed episode is over; a reset in the next message and it goes on.
-        reply = conn.packed(_packed([failing], [0.0]))
+        reply = _send(conn, _packed([failing], [0.0]))
         assert reply.errors[0].code == grpc.StatusCode.FAILED_PRECONDITION.value[0]
-        reply = conn.packed(_packed([good, failing], [1.0, 0.0], resets=[(1, {})]))
+        reply = _send(conn, _packed([good, failing], [1.0, 0.0], resets=[(1, {})]))
         assert not reply.errors and _rows(reply) == [[1.0, 1.0], [0.0, 0.0]]
 
 
@@ -799,15 +772,15 @@ def test_packed_reports_nonfinite_states_and_sim_rewards(start_server):
     server = start_server("toy.py:NaNSim")
     with Connection(server.address) as conn:
         sessions = [conn.open(), conn.open()]
-        conn.packed(_packed(sessions, [0.0, 0.0], resets=[(0, {}), (1, {})]))
-        conn.packed(_packed(sessions[:1], [0.0]))  # session 0 is one step ahead
-        reply = conn.packed(_packed(sessions, [0.0, 0.0]))
+        _send(conn, _packed(sessions, [0.0, 0.0], resets=[(0, {}), (1, {})]))
+        _send(conn, _packed(sessions[:1], [0.0]))  # session 0 is one step ahead
+        reply = _send(conn, _packed(sessions, [0.0, 0.0]))
         assert list(reply.nonfinite) == [0]  # slot 0, state x (flat index 0 * 2 + 0)
         assert math.isnan(reply.states[0]) and math.isfinite(reply.states[2])
     gym = start_server("gymnasium:Pendulum-v1")
     with Connection(gym.address) as conn:
         sessions = [conn.open(), conn.open()]
-        reply = conn.packed(_packed(sessions, [0.0, 0.0], resets=[(0, {}), (1, {})]))
+        reply = _send(conn, _packed(sessions, [0.0, 0.0], resets=[(0, {}), (1, {})]))
         assert not reply.rewards  # a reset carries no reward
-        reply = conn.packed(_packed(sessions, [1.0, -1.0]))
+        reply = _send(conn, _packed(sessions, [1.0, -1.0]))
         assert len(reply.rewards) == 2 and all(r <= 0 for r in reply.rewards)

@@ -28,7 +28,7 @@ if _version_not_supported:
 class SimulatorStub:
     """The simulator service. Verbs mirror a reference simulator's methods:
     reset(config), step(action), states, termination; plus session management
-    and batched fast paths.
+    and one batched fast path, `PackedStream`.
     """
 
     def __init__(self, channel):
@@ -67,21 +67,6 @@ class SimulatorStub:
                 request_serializer=simgym_dot_v1_dot_simulator__pb2.SessionRef.SerializeToString,
                 response_deserializer=simgym_dot_v1_dot_simulator__pb2.CloseReply.FromString,
                 _registered_method=True)
-        self.Batch = channel.unary_unary(
-                '/simgym.v1.Simulator/Batch',
-                request_serializer=simgym_dot_v1_dot_simulator__pb2.BatchRequest.SerializeToString,
-                response_deserializer=simgym_dot_v1_dot_simulator__pb2.BatchReply.FromString,
-                _registered_method=True)
-        self.Stream = channel.stream_stream(
-                '/simgym.v1.Simulator/Stream',
-                request_serializer=simgym_dot_v1_dot_simulator__pb2.BatchRequest.SerializeToString,
-                response_deserializer=simgym_dot_v1_dot_simulator__pb2.BatchReply.FromString,
-                _registered_method=True)
-        self.PackedBatch = channel.unary_unary(
-                '/simgym.v1.Simulator/PackedBatch',
-                request_serializer=simgym_dot_v1_dot_simulator__pb2.PackedRequest.SerializeToString,
-                response_deserializer=simgym_dot_v1_dot_simulator__pb2.PackedReply.FromString,
-                _registered_method=True)
         self.PackedStream = channel.stream_stream(
                 '/simgym.v1.Simulator/PackedStream',
                 request_serializer=simgym_dot_v1_dot_simulator__pb2.PackedRequest.SerializeToString,
@@ -92,7 +77,7 @@ class SimulatorStub:
 class SimulatorServicer:
     """The simulator service. Verbs mirror a reference simulator's methods:
     reset(config), step(action), states, termination; plus session management
-    and batched fast paths.
+    and one batched fast path, `PackedStream`.
     """
 
     def Open(self, request, context):
@@ -139,44 +124,17 @@ class SimulatorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def Batch(self, request, context):
-        """Fast path: resets and/or steps many sessions in one round trip. Items are
-        executed and answered in request order; each answer carries either a
-        transition or an error.
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def Stream(self, request_iterator, context):
-        """Fast path: a lock-step bidirectional stream of batches. The server
-        answers each request message with exactly one reply message, in order.
-        Saves the per-call setup cost of unary calls.
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def PackedBatch(self, request, context):
-        """Fastest path: steps and/or resets many sessions in one round trip with
-        the numbers packed once for all of them (session ids, actions, seq
-        numbers in; states, flags out) instead of one message per item. Same
-        semantics as `Batch`: slots run in request order, a failing slot gets a
-        per-slot error and the others are unaffected, the retry rule holds per
-        slot. A malformed request (array lengths that do not match the number of
-        sessions, a reset naming no slot) fails as a whole: INVALID_ARGUMENT.
-        Servers that predate it answer UNIMPLEMENTED; clients may fall back to
-        `Batch`.
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
     def PackedStream(self, request_iterator, context):
-        """`PackedBatch` over a lock-step bidirectional stream: the server answers
-        each request message with exactly one reply message, in order. A
-        malformed message ends the stream with INVALID_ARGUMENT. Also the cheapest
-        way to drive a single session step by step (no per-call setup).
+        """The fast path: a lock-step bidirectional stream on which each request
+        message steps and/or resets many sessions with the numbers packed once for
+        all of them (session ids, actions, seq numbers in; states, flags out)
+        instead of one message per session. The server answers each request
+        message with exactly one reply message, in order. Slots run in request
+        order, a failing slot gets a per-slot error and the others are
+        unaffected, and the retry rule holds per slot. A malformed message (array
+        lengths that do not match the number of sessions, a reset naming no slot)
+        ends the stream with INVALID_ARGUMENT, nothing of it applied. Also the
+        cheapest way to drive a single session step by step (no per-call setup).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -215,21 +173,6 @@ def add_SimulatorServicer_to_server(servicer, server):
                     request_deserializer=simgym_dot_v1_dot_simulator__pb2.SessionRef.FromString,
                     response_serializer=simgym_dot_v1_dot_simulator__pb2.CloseReply.SerializeToString,
             ),
-            'Batch': grpc.unary_unary_rpc_method_handler(
-                    servicer.Batch,
-                    request_deserializer=simgym_dot_v1_dot_simulator__pb2.BatchRequest.FromString,
-                    response_serializer=simgym_dot_v1_dot_simulator__pb2.BatchReply.SerializeToString,
-            ),
-            'Stream': grpc.stream_stream_rpc_method_handler(
-                    servicer.Stream,
-                    request_deserializer=simgym_dot_v1_dot_simulator__pb2.BatchRequest.FromString,
-                    response_serializer=simgym_dot_v1_dot_simulator__pb2.BatchReply.SerializeToString,
-            ),
-            'PackedBatch': grpc.unary_unary_rpc_method_handler(
-                    servicer.PackedBatch,
-                    request_deserializer=simgym_dot_v1_dot_simulator__pb2.PackedRequest.FromString,
-                    response_serializer=simgym_dot_v1_dot_simulator__pb2.PackedReply.SerializeToString,
-            ),
             'PackedStream': grpc.stream_stream_rpc_method_handler(
                     servicer.PackedStream,
                     request_deserializer=simgym_dot_v1_dot_simulator__pb2.PackedRequest.FromString,
@@ -246,7 +189,7 @@ def add_SimulatorServicer_to_server(servicer, server):
 class Simulator:
     """The simulator service. Verbs mirror a reference simulator's methods:
     reset(config), step(action), states, termination; plus session management
-    and batched fast paths.
+    and one batched fast path, `PackedStream`.
     """
 
     @staticmethod
@@ -401,87 +344,6 @@ class Simulator:
             '/simgym.v1.Simulator/Close',
             simgym_dot_v1_dot_simulator__pb2.SessionRef.SerializeToString,
             simgym_dot_v1_dot_simulator__pb2.CloseReply.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def Batch(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/simgym.v1.Simulator/Batch',
-            simgym_dot_v1_dot_simulator__pb2.BatchRequest.SerializeToString,
-            simgym_dot_v1_dot_simulator__pb2.BatchReply.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def Stream(request_iterator,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.stream_stream(
-            request_iterator,
-            target,
-            '/simgym.v1.Simulator/Stream',
-            simgym_dot_v1_dot_simulator__pb2.BatchRequest.SerializeToString,
-            simgym_dot_v1_dot_simulator__pb2.BatchReply.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def PackedBatch(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/simgym.v1.Simulator/PackedBatch',
-            simgym_dot_v1_dot_simulator__pb2.PackedRequest.SerializeToString,
-            simgym_dot_v1_dot_simulator__pb2.PackedReply.FromString,
             options,
             channel_credentials,
             insecure,
