@@ -10,13 +10,11 @@ server can hold several (the batched baselines send K requests back to back in o
 
     python bench/_bridge_servers.py raw  --unix PATH          --address-file F [--parent-pid P]
     python bench/_bridge_servers.py grpc (--unix PATH | --port 0) --address-file F [--parent-pid P]
-    python bench/_bridge_servers.py grpc-aio (--unix PATH | --port 0) --address-file F ...
 
 The gRPC server registers generic handlers with no (de)serialiser (bytes in, bytes out):
 ``/bare.Sim/Step`` (unary, one request), ``/bare.Sim/Batch`` (unary, K requests concatenated) and
 ``/bare.Sim/Stream`` (bidi, lock-step, each message as Batch). What it costs over the raw socket is
-what gRPC itself costs (``grpc-aio``: the same handlers on a ``grpc.aio`` server, to see what
-an asyncio server would save). It also serves ``simgym.v1.Simulator`` with a trivial servicer
+what gRPC itself costs. It also serves ``simgym.v1.Simulator`` with a trivial servicer
 (``TrivialSimulator``: the generated stub, the same protobuf messages, none of simserver's logic),
 so that gymclient's own client can be timed against it: the gap to bytes is protobuf plus the
 client library, the gap to simserver is simserver's own work. Each server exits when its parent
@@ -173,43 +171,6 @@ def serve_grpc(target: str, ready: Callable[[str], None]) -> None:
     server.wait_for_termination()
 
 
-def serve_grpc_aio(target: str, ready: Callable[[str], None]) -> None:
-    """The same bytes-only handlers on a ``grpc.aio`` server (handlers run in its event loop)."""
-    import asyncio
-
-    import grpc
-
-    slots = SimSlots()
-
-    async def step(request: bytes, context: Any) -> bytes:
-        return slots.handle(*REQUEST.unpack(request))
-
-    async def batch(request: bytes, context: Any) -> bytes:
-        return slots.handle_many(request)
-
-    async def stream(requests: Any, context: Any) -> Any:
-        async for request in requests:
-            yield slots.handle_many(request)
-
-    async def main() -> None:
-        handler = grpc.method_handlers_generic_handler(
-            "bare.Sim",
-            {
-                "Step": grpc.unary_unary_rpc_method_handler(step),
-                "Batch": grpc.unary_unary_rpc_method_handler(batch),
-                "Stream": grpc.stream_stream_rpc_method_handler(stream),
-            },
-        )
-        server = grpc.aio.server()
-        server.add_generic_rpc_handlers((handler,))
-        port = server.add_insecure_port(target)
-        await server.start()
-        ready(target if target.startswith("unix:") else f"127.0.0.1:{port}")
-        await server.wait_for_termination()
-
-    asyncio.run(main())
-
-
 class TrivialSimulator(pb_grpc.SimulatorServicer):
     """The ``simgym.v1.Simulator`` contract at its most trivial, over the same ``SimSlots``.
 
@@ -253,45 +214,25 @@ class TrivialSimulator(pb_grpc.SimulatorServicer):
     def Close(self, request: Any, context: Any) -> Any:
         return self.pb.CloseReply()
 
-    def Batch(self, request: Any, context: Any) -> Any:
-        reply = self.pb.BatchReply()
-        add = reply.results.add
-        for item in request.items:
-            t = add().transition
-            if item.WhichOneof("op") == "step":
-                step = item.step
-                self._fill(t, OP_STEP, step.session_id, step.action[0])
-            else:
-                reset = item.reset
-                self._fill(t, OP_RESET, reset.session_id, float(reset.seed))
-        return reply
-
-    def Stream(self, requests: Iterator[Any], context: Any) -> Iterator[Any]:
-        for request in requests:
-            yield self.Batch(request, context)
-
-    def PackedBatch(self, request: Any, context: Any) -> Any:
-        # Slots step with their action, or reset (the seed is the episode index).
-        resets = {r.slot: float(r.seed) for r in request.resets}
-        states: list[float] = []
-        terminated: list[bool] = []
-        truncated: list[bool] = []
-        run, actions = self.slots.run, request.actions
-        for k, sid in enumerate(request.session_ids):
-            if k in resets:
-                values, term, trunc = run(OP_RESET, int(sid), resets[k])
-            else:
-                values, term, trunc = run(OP_STEP, int(sid), actions[k])
-            states += values
-            terminated.append(term)
-            truncated.append(trunc)
-        return self.pb.PackedReply(
-            state_width=N_STATES, states=states, terminated=terminated, truncated=truncated
-        )
-
     def PackedStream(self, requests: Iterator[Any], context: Any) -> Iterator[Any]:
+        # Slots step with their action, or reset (the seed is the episode index).
+        run = self.slots.run
         for request in requests:
-            yield self.PackedBatch(request, context)
+            resets = {r.slot: float(r.seed) for r in request.resets}
+            states: list[float] = []
+            terminated: list[bool] = []
+            truncated: list[bool] = []
+            for k, sid in enumerate(request.session_ids):
+                if k in resets:
+                    values, term, trunc = run(OP_RESET, int(sid), resets[k])
+                else:
+                    values, term, trunc = run(OP_STEP, int(sid), request.actions[k])
+                states += values
+                terminated.append(term)
+                truncated.append(trunc)
+            yield self.pb.PackedReply(
+                state_width=N_STATES, states=states, terminated=terminated, truncated=truncated
+            )
 
 
 # --------------------------------------------------------------------------- main
@@ -320,7 +261,7 @@ def watch_parent(pid: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("kind", choices=("raw", "grpc", "grpc-aio"))
+    parser.add_argument("kind", choices=("raw", "grpc"))
     parser.add_argument("--unix")
     parser.add_argument("--port", type=int)
     parser.add_argument("--address-file", required=True)
@@ -344,7 +285,7 @@ def main() -> None:
             target = f"127.0.0.1:{args.port}"
         else:
             parser.error("grpc needs --unix or --port")
-        (serve_grpc_aio if args.kind == "grpc-aio" else serve_grpc)(target, ready)
+        serve_grpc(target, ready)
 
 
 if __name__ == "__main__":

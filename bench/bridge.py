@@ -13,13 +13,13 @@ timed but only steps are counted. Clients run in this process, each server in it
 * ``bare grpcio``: a grpcio server with generic bytes-only handlers carrying the same packed
   payloads and calling the same sim (unary, lock-step stream, K requests in one message) —
   what gRPC itself costs;
-* ``trivial pb``: gymclient's own client (``RemoteSession``, ``Connection.batch``, the Stream)
+* ``trivial pb``: gymclient's own client (``RemoteSession``, ``PackedLane``)
   against a trivial ``simgym.v1.Simulator`` servicer in the bare grpcio server (same generated
   stubs and protobuf messages, none of simserver's logic): separates protobuf + client library
   (vs bare) from simserver's own work (vs simgym);
 * ``simgym``: a real ``simserver`` hosting CSTR: ``RemoteSession.step`` (unix socket and TCP
-  127.0.0.1), ``SimEnv.step`` (Gymnasium level: normalisation, reward), ``Connection.batch``
-  and ``SimVectorEnv.step`` over K sessions, and the lock-step ``Stream`` carrying K sessions;
+  127.0.0.1), ``SimEnv.step`` (Gymnasium level: normalisation, reward), ``PackedLane`` and
+  ``SimVectorEnv.step`` over K sessions, over gRPC's ``PackedStream`` or the packed socket;
 * ``dm-env-rpc``: DeepMind's dm-env-rpc (the peer anchor): its ``DmEnvAdaptor`` (dm_env API)
   over its own bidi-stream protocol, against a minimal dm_env_rpc server for CSTR written in
   the pattern of dm_env_rpc's example server (bench/_bridge_dmenv.py).
@@ -309,62 +309,6 @@ class BareGrpc:
         self.channel.close()
 
 
-class BareAio(BareGrpc):
-    """A ``grpc.aio`` client on a private event loop run in this thread (no client thread of
-    ours to hop to): unary calls or a lock-step stream, the bytes payloads of ``BareGrpc``."""
-
-    def __init__(self, address: str, stream: bool = False) -> None:
-        import asyncio
-
-        import grpc
-
-        self.loop = asyncio.new_event_loop()
-
-        async def connect() -> Any:
-            channel = grpc.aio.insecure_channel(address)
-            await asyncio.wait_for(channel.channel_ready(), 30)
-            return channel
-
-        self.aio_channel = self.loop.run_until_complete(connect())
-        self.k, self.t, self.episode = 1, 0, 0
-        self._queue = None
-        self._aio_stream: Any = None
-        if stream:
-
-            async def open_stream() -> Any:
-                return self.aio_channel.stream_stream("/bare.Sim/Stream")()
-
-            self._aio_stream = self.loop.run_until_complete(open_stream())
-            self._call = self._aio_stream_call
-        else:
-            self._aio_unary = self.aio_channel.unary_unary("/bare.Sim/Step")
-            self._call = self._aio_unary_call
-        self.base = BareGrpc._next_base
-        BareGrpc._next_base += 1
-        self.reset_pending = [True]
-
-    async def _exchange(self, payload: bytes) -> bytes:
-        await self._aio_stream.write(payload)
-        return await self._aio_stream.read()
-
-    def _aio_stream_call(self, payload: bytes) -> bytes:
-        return self.loop.run_until_complete(self._exchange(payload))
-
-    def _aio_unary_call(self, payload: bytes) -> bytes:
-        return self.loop.run_until_complete(self._aio_unary(payload, timeout=CALL_TIMEOUT))
-
-    def close(self) -> None:
-        async def shut() -> None:
-            if self._aio_stream is not None:
-                await self._aio_stream.done_writing()
-            await self.aio_channel.close()
-
-        with contextlib.suppress(Exception):
-            self.loop.run_until_complete(shut())
-        # The loop stays open: gRPC's poller thread may still hand it a late event, and a
-        # closed loop would raise on it (the process ends soon after anyway).
-
-
 class SimgymUnary:
     """``RemoteSession.step`` through a real simserver (one unary Step per env step)."""
 
@@ -398,21 +342,18 @@ class SimgymUnary:
 class SimgymEnv:
     """``SimEnv.step``: the Gymnasium env (normalisation, reward, info).
 
-    ``transport``: ``stream`` (its default: a lock-step PackedStream), ``aio`` (the same
-    stream driven by grpc.aio on a private event loop) or ``unary`` (one PackedBatch call per
-    step); ``socket``: the server's packed socket carries the stream's messages instead of
-    gRPC (the default on a unix server; off here unless asked, so that "PackedStream" is gRPC).
+    ``socket``: the server's packed socket carries the stream's messages instead of gRPC's
+    ``PackedStream`` (the default on a unix server; off here unless asked, so that
+    "PackedStream" is gRPC).
     """
 
-    def __init__(self, address: str, transport: str = "stream", socket: bool = False) -> None:
+    def __init__(self, address: str, socket: bool = False) -> None:
         import numpy as np
 
         from gymclient.env import SimEnv
 
         self.np = np
-        self.env = SimEnv(
-            {"spec": str(SPEC), "address": address, "transport": transport, "packed_socket": socket}
-        )
+        self.env = SimEnv({"spec": str(SPEC), "address": address, "packed_socket": socket})
         self.env.reset(seed=0)
         # The agent's normalised actions for the same physical moves (spec range ±10 K).
         self.actions = [np.array([a / 10.0], np.float32) for a in ACTIONS]
@@ -432,27 +373,23 @@ class SimgymEnv:
 
 
 class SimgymLane:
-    """``gymclient.packed.PackedLane``: K sessions per packed message (what the envs use).
+    """``gymclient.lane.PackedLane``: K sessions per packed message (what the envs use).
 
-    Over the lock-step ``PackedStream`` (``SimVectorEnv``'s and, with K = 1, ``SimEnv``'s
-    transport; ``aio``: driven by ``grpc.aio`` on a private event loop) or one unary
-    ``PackedBatch`` call per message. Finished sessions are reset in
-    the next message; only steps count. K = 1 goes through ``run_single``, as ``SimEnv``.
-    ``socket``: over the server's packed socket (no HTTP/2) instead of the gRPC stream.
+    Over the lock-step gRPC ``PackedStream`` or, with ``socket``, the server's packed socket
+    (no HTTP/2). Finished sessions are reset in the next message; only steps count. K = 1
+    goes through ``run_single``, as ``SimEnv``.
     """
 
-    def __init__(
-        self, address: str, k: int, stream: bool = True, aio: bool = False, socket: bool = False
-    ) -> None:
+    def __init__(self, address: str, k: int, socket: bool = False) -> None:
         from gymclient.connection import Connection, ConnectOptions
-        from gymclient.packed import PackedLane
+        from gymclient.lane import PackedLane
         from gymclient.packedsocket import SocketPackedStream
 
         self.conn = Connection(address, ConnectOptions(packed_socket=socket))
         self.sessions = [
             self.conn.open(["Tc_adjust"], client=f"bench/bridge lane {i}") for i in range(k)
         ]
-        self.lane = PackedLane(self.conn, self.sessions, stream=stream, aio=aio)
+        self.lane = PackedLane(self.conn, self.sessions)
         if socket:  # the case must time what it says: one round opens the transport
             self.lane.run([0.0] * k, {i: (episode_config(0), 0) for i in range(k)})
             if not isinstance(self.lane._stream, SocketPackedStream):
@@ -495,83 +432,6 @@ class SimgymLane:
 
     def close(self) -> None:
         self.lane.close()
-        for s in self.sessions:
-            s.close()
-        self.conn.close()
-
-
-class SimgymBatch:
-    """K sessions per message: ``Connection.batch`` (unary) or the lock-step ``Stream``.
-
-    Finished sessions are reset in the next message (Gymnasium's NEXT_STEP autoreset), as
-    ``SimVectorEnv`` does; only step items count as env steps.
-    """
-
-    def __init__(self, address: str, k: int, stream: bool = False) -> None:
-        from gymclient.connection import Connection
-
-        self.conn = Connection(address)
-        self.sessions = [
-            self.conn.open(["Tc_adjust"], client=f"bench/bridge batch {i}") for i in range(k)
-        ]
-        self.k = k
-        self.t = 0
-        self.episode = 0
-        self.pending = [True] * k
-        self._queue: queue.Queue[Any] | None = None
-        if stream:
-            import grpc
-
-            from simgym.v1 import simulator_pb2_grpc as pb_grpc
-
-            self.channel = grpc.insecure_channel(self.conn.address)
-            self._queue = queue.Queue()
-            stub = pb_grpc.SimulatorStub(self.channel)
-            self._replies = stub.Stream(iter(self._queue.get, None))
-            self._call = self._stream_call
-        else:
-            self._call = self.conn.batch
-
-    def _stream_call(self, request: Any) -> Sequence[Any]:
-        assert self._queue is not None
-        self._queue.put(request)
-        return next(self._replies).results
-
-    def run(self, steps: int) -> int:
-        from simgym.v1 import simulator_pb2 as pb
-
-        done = 0
-        pending, sessions = self.pending, self.sessions
-        while done < steps:
-            # Items filled in place (RemoteSession.fill_*), as SimVectorEnv's Batch fallback does.
-            request = pb.BatchRequest()
-            add = request.items.add
-            for i, s in enumerate(sessions):
-                if pending[i]:
-                    s.fill_reset(add().reset, episode_config(self.episode), self.episode)
-                    self.episode += 1
-                else:
-                    s.fill_step(add().step, [ACTIONS[self.t % N_ACTIONS]])
-                    self.t += 1
-            results = self._call(request)
-            for i, result in enumerate(results):
-                if result.WhichOneof("outcome") != "transition":
-                    raise RuntimeError(f"batch item {i} failed: {result.error.message}")
-                tr = result.transition
-                if pending[i]:
-                    pending[i] = False
-                else:
-                    done += 1
-                    pending[i] = tr.terminated or tr.truncated
-        return done
-
-    def close(self) -> None:
-        if self._queue is not None:
-            self._queue.put(None)
-            with contextlib.suppress(Exception):
-                for _ in self._replies:
-                    pass
-            self.channel.close()
         for s in self.sessions:
             s.close()
         self.conn.close()
@@ -717,20 +577,8 @@ CASES: list[tuple[str, str, str, str, int, str | None, Callable[[str], Any]]] = 
      lambda a: BareGrpc(a, k=64)),
     ("bare-stream-k64", "bare grpcio", "stream, K=64 per message", "unix", 25600, "bare-unix",
      lambda a: BareGrpc(a, k=64, stream=True)),
-    ("bare-aio-unary", "bare grpcio", "grpc.aio client (own loop), unary", "unix", 3000,
-     "bare-unix", BareAio),
-    ("bare-aio-stream", "bare grpcio", "grpc.aio client (own loop), stream", "unix", 3000,
-     "bare-unix", lambda a: BareAio(a, stream=True)),
-    ("bare-aiosrv-stream", "bare grpcio", "grpc.aio server, sync client, stream", "unix", 3000,
-     "bare-aio", lambda a: BareGrpc(a, stream=True)),
-    ("bare-aiosrv-aio-stream", "bare grpcio", "grpc.aio server + aio client, stream", "unix",
-     3000, "bare-aio", lambda a: BareAio(a, stream=True)),
     ("pb-unix", "trivial pb", "RemoteSession.step (unary)", "unix", 3000, "bare-unix",
      SimgymUnary),
-    ("pb-stream1", "trivial pb", "Stream, K=1, lock-step", "unix", 3000, "bare-unix",
-     lambda a: SimgymBatch(a, 1, stream=True)),
-    ("pb-batch64", "trivial pb", "Connection.batch, K=64", "unix", 25600, "bare-unix",
-     lambda a: SimgymBatch(a, 64)),
     ("pb-lane1", "trivial pb", "PackedStream, K=1", "unix", 3000, "bare-unix",
      lambda a: SimgymLane(a, 1)),
     ("pb-pstream64", "trivial pb", "PackedStream, K=64", "unix", 25600, "bare-unix",
@@ -739,26 +587,12 @@ CASES: list[tuple[str, str, str, str, int, str | None, Callable[[str], Any]]] = 
     ("sg-tcp", "simgym", "RemoteSession.step (unary)", "tcp", 3000, "sg-tcp", SimgymUnary),
     ("sg-lane1", "simgym", "PackedStream, K=1 (SimEnv's transport)", "unix", 3000, "sg-unix",
      lambda a: SimgymLane(a, 1)),
-    ("sg-aio1", "simgym", "PackedStream, K=1, grpc.aio (own loop)", "unix", 3000, "sg-unix",
-     lambda a: SimgymLane(a, 1, aio=True)),
     ("sg-env", "simgym", "SimEnv.step (Gymnasium, PackedStream)", "unix", 3000, "sg-unix",
      SimgymEnv),
     ("sg-sock1", "simgym", "packed socket, K=1 (SimEnv's transport on unix)", "unix", 10000,
      "sg-unix", lambda a: SimgymLane(a, 1, socket=True)),
     ("sg-env-sock", "simgym", "SimEnv.step (Gymnasium, packed socket)", "unix", 10000,
      "sg-unix", lambda a: SimgymEnv(a, socket=True)),
-    ("sg-env-aio", "simgym", "SimEnv.step (Gymnasium, PackedStream, aio)", "unix", 3000,
-     "sg-unix", lambda a: SimgymEnv(a, "aio")),
-    ("sg-env-unary", "simgym", "SimEnv.step (Gymnasium, unary PackedBatch)", "unix", 3000,
-     "sg-unix", lambda a: SimgymEnv(a, "unary")),
-    ("sg-stream1", "simgym", "Stream, K=1, lock-step", "unix", 3000, "sg-unix",
-     lambda a: SimgymBatch(a, 1, stream=True)),
-    ("sg-batch8", "simgym", "Connection.batch, K=8", "unix", 8000, "sg-batch",
-     lambda a: SimgymBatch(a, 8)),
-    ("sg-batch64", "simgym", "Connection.batch, K=64", "unix", 25600, "sg-batch",
-     lambda a: SimgymBatch(a, 64)),
-    ("sg-packed64", "simgym", "PackedBatch (unary), K=64", "unix", 25600, "sg-batch",
-     lambda a: SimgymLane(a, 64, stream=False)),
     ("sg-pstream64", "simgym", "PackedStream, K=64", "unix", 25600, "sg-batch",
      lambda a: SimgymLane(a, 64)),
     ("sg-sock64", "simgym", "packed socket, K=64", "unix", 25600, "sg-batch",
@@ -773,20 +607,15 @@ CASES: list[tuple[str, str, str, str, int, str | None, Callable[[str], Any]]] = 
      lambda a: SimgymVector(a, 64)),
     ("sg-vec64-sock", "simgym", "SimVectorEnv.step, K=64, packed socket", "unix", 25600,
      "sg-batch", lambda a: SimgymVector(a, 64, socket=True)),
-    ("sg-stream64", "simgym", "Stream, K=64, lock-step", "unix", 25600, "sg-batch",
-     lambda a: SimgymBatch(a, 64, stream=True)),
     ("dm", "peer", "dm-env-rpc DmEnvAdaptor.step", "unix", 3000, "dm", DmEnvRpc),
 ]  # fmt: skip
 
 
 RUN_ORDER = [
-    "inproc", "raw", "bare-unix", "pb-unix", "sg-unix", "sg-lane1", "dm", "sg-aio1", "sg-env",
-    "sg-env-aio", "sg-env-unary", "sg-stream1", "pb-stream1", "pb-lane1", "bare-stream",
-    "bare-aio-stream",
-    "bare-aiosrv-stream", "bare-aiosrv-aio-stream", "bare-aio-unary", "bare-tcp", "sg-tcp",
-    "bare-k8", "sg-batch8", "sg-vec8", "bare-k64", "pb-batch64", "sg-batch64", "sg-packed64",
-    "sg-pstream64", "pb-pstream64", "sg-vec64", "sg-stream64", "bare-stream-k64",
-    "sg-sock1", "sg-env-sock", "sg-sock64", "sg-vec16", "sg-vec16-sock", "sg-vec64-sock",
+    "inproc", "raw", "bare-unix", "pb-unix", "sg-unix", "sg-lane1", "dm", "sg-env", "pb-lane1",
+    "bare-stream", "bare-tcp", "sg-tcp", "bare-k8", "sg-vec8", "bare-k64", "sg-pstream64",
+    "pb-pstream64", "sg-vec64", "bare-stream-k64", "sg-sock1", "sg-env-sock", "sg-sock64",
+    "sg-vec16", "sg-vec16-sock", "sg-vec64-sock",
 ]  # fmt: skip
 
 
@@ -828,8 +657,6 @@ def make_server(name: str, args: argparse.Namespace) -> Any:
         return HelperServer(name, [servers_py, "grpc", "--unix", "{dir}/bare.sock"])
     if name == "bare-tcp":
         return HelperServer(name, [servers_py, "grpc", "--port", "0"])
-    if name == "bare-aio":
-        return HelperServer(name, [servers_py, "grpc-aio", "--unix", "{dir}/aio.sock"])
     if name == "dm":
         python = args.dm_python or sys.executable
         return HelperServer(name, [dm_py, "serve", "--unix", "{dir}/dm.sock"], python=python)
@@ -957,12 +784,8 @@ def report(cases: list[Case], args: argparse.Namespace, info: dict[str, str]) ->
         (None, "simgym RemoteSession.step / bare grpcio unary, tcp", "sg-tcp", "bare-tcp", False),
         (None, "simgym SimEnv.step / bare grpcio unary, unix", "sg-env", "bare-unix", False),
         ("peer", "dm-env-rpc DmEnvAdaptor.step / simgym PackedStream K=1", "dm", "sg-lane1", False),
-        (None, "dm-env-rpc DmEnvAdaptor.step / simgym PackedStream K=1 aio", "dm", "sg-aio1", False),  # noqa: E501
         (None, "dm-env-rpc DmEnvAdaptor.step / simgym SimEnv.step (PackedStream)", "dm", "sg-env", False),  # noqa: E501
-        (None, "dm-env-rpc DmEnvAdaptor.step / simgym SimEnv.step (aio)", "dm", "sg-env-aio", False),  # noqa: E501
-        (None, "dm-env-rpc DmEnvAdaptor.step / simgym SimEnv.step (unary)", "dm", "sg-env-unary", False),  # noqa: E501
         (None, "dm-env-rpc DmEnvAdaptor.step / simgym RemoteSession.step", "dm", "sg-unix", False),
-        (None, "dm-env-rpc DmEnvAdaptor.step / simgym Stream K=1", "dm", "sg-stream1", False),
         (None, "dm-env-rpc DmEnvAdaptor.step / bare grpcio stream", "dm", "bare-stream", False),
         (None, "dm-env-rpc DmEnvAdaptor.step / simgym packed socket K=1", "dm", "sg-sock1", False),
         (None, "dm-env-rpc DmEnvAdaptor.step / simgym SimEnv.step (packed socket)", "dm", "sg-env-sock", False),  # noqa: E501
@@ -973,32 +796,15 @@ def report(cases: list[Case], args: argparse.Namespace, info: dict[str, str]) ->
         (None, "SimVectorEnv K=64: packed socket / gRPC PackedStream, µs", "sg-vec64-sock", "sg-vec64", False),  # noqa: E501
         (None, "packed socket K=64 / RemoteSession.step, steps/s", "sg-sock64", "sg-unix", True),
         (None, "simgym PackedStream K=1 / bare grpcio stream, µs", "sg-lane1", "bare-stream", False),  # noqa: E501
-        (None, "simgym Stream K=1 / bare grpcio stream, µs", "sg-stream1", "bare-stream", False),
-        (None, "SimEnv.step PackedStream / unary PackedBatch, µs", "sg-env", "sg-env-unary", False),
-        (None, "simgym PackedStream K=1: aio / sync, µs", "sg-aio1", "sg-lane1", False),
-        (None, "SimEnv.step PackedStream: aio / sync, µs", "sg-env-aio", "sg-env", False),
-        (None, "bare: aio client stream / sync stream, µs", "bare-aio-stream", "bare-stream", False),  # noqa: E501
-        (None, "bare: aio server, sync client stream / sync stream, µs", "bare-aiosrv-stream", "bare-stream", False),  # noqa: E501
-        (None, "bare: aio server + aio client stream / sync stream, µs", "bare-aiosrv-aio-stream", "bare-stream", False),  # noqa: E501
-        (None, "bare: aio client unary / sync unary, µs", "bare-aio-unary", "bare-unix", False),
         ("batch", "PackedStream K=64 / RemoteSession.step, steps/s", "sg-pstream64", "sg-unix", True),  # noqa: E501
-        (None, "PackedBatch K=64 / RemoteSession.step, steps/s", "sg-packed64", "sg-unix", True),
-        (None, "Connection.batch K=64 / RemoteSession.step, steps/s", "sg-batch64", "sg-unix", True),  # noqa: E501
-        (None, "Stream K=64 / RemoteSession.step, steps/s", "sg-stream64", "sg-unix", True),
         (None, "SimVectorEnv K=64 / RemoteSession.step, steps/s", "sg-vec64", "sg-unix", True),
         (None, "SimVectorEnv K=64 / SimEnv.step, steps/s", "sg-vec64", "sg-env", True),
         (None, "PackedStream K=64 / PackedStream K=1, steps/s", "sg-pstream64", "sg-lane1", True),
         (None, "simgym PackedStream K=64 / bare grpcio stream K=64, µs", "sg-pstream64", "bare-stream-k64", False),  # noqa: E501
-        (None, "simgym PackedBatch K=64 / bare grpcio K=64, µs", "sg-packed64", "bare-k64", False),
-        (None, "simgym Batch K=64 / bare grpcio K=64, µs", "sg-batch64", "bare-k64", False),
-        (None, "simgym Stream K=64 / bare grpcio stream K=64, µs", "sg-stream64", "bare-stream-k64", False),  # noqa: E501
         (None, "bare grpcio unary / raw socket, µs", "bare-unix", "raw", False),
+        (None, "bare grpcio stream / unary, µs", "bare-stream", "bare-unix", False),
         (None, "simgym unary / trivial pb servicer unary: simserver's own cost", "sg-unix", "pb-unix", False),  # noqa: E501
         (None, "trivial pb unary / bare grpcio unary: protobuf + gymclient", "pb-unix", "bare-unix", False),  # noqa: E501
-        (None, "simgym Stream K=1 / trivial pb Stream K=1", "sg-stream1", "pb-stream1", False),
-        (None, "trivial pb Stream K=1 / bare grpcio stream", "pb-stream1", "bare-stream", False),
-        (None, "simgym Batch K=64 / trivial pb Batch K=64", "sg-batch64", "pb-batch64", False),
-        (None, "trivial pb Batch K=64 / bare grpcio K=64", "pb-batch64", "bare-k64", False),
         (None, "simgym PackedStream K=1 / trivial pb PackedStream K=1", "sg-lane1", "pb-lane1", False),  # noqa: E501
         (None, "trivial pb PackedStream K=1 / bare grpcio stream", "pb-lane1", "bare-stream", False),  # noqa: E501
         (None, "simgym PackedStream K=64 / trivial pb PackedStream K=64", "sg-pstream64", "pb-pstream64", False),  # noqa: E501

@@ -1,4 +1,4 @@
-"""``simgym evaluate``, ``simgym export`` and ``simgym predict`` (registered by ``launcher.cli``).
+"""``simgym evaluate | export | predict``: the commands on a trained agent (and its baselines).
 
 Parses arguments and calls library functions; errors are one line, exit code 2.
 """
