@@ -51,7 +51,7 @@ def _fail(message: str) -> None:
     raise typer.Exit(2)
 
 
-@app.command()
+@app.command(help="Serve a simulator over gRPC (simgym.v1), printing the bound address on stdout.")
 def serve(
     target: Annotated[
         str, typer.Argument(help="path/to/file.py:Class, package.module:Class or gymnasium:EnvId")
@@ -98,7 +98,7 @@ def serve(
         bool,
         typer.Option(
             help="With --unix (no TLS), also serve packed steps on PATH.packed, a plain "
-            "unix socket ~10x cheaper per message than gRPC (same token)."
+            "unix socket much cheaper per message than gRPC (same token)."
         ),
     ] = True,
     max_message_mb: Annotated[
@@ -127,7 +127,11 @@ def serve(
         int | None, typer.Option(help="Exit when this process is gone (sidecar mode).")
     ] = None,
 ) -> None:
-    """Serve a simulator over gRPC (simgym.v1), printing the bound address on stdout."""
+    """The ``simserver`` command (its help is the decorator's).
+
+    One piece: typer reads each command-line option from a parameter of this signature; the
+    body only turns them into ``ServerOptions``, starts the server and hands over to ``_run``.
+    """
     logging.basicConfig(
         level=getattr(logging, log_level.upper(), logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -171,6 +175,11 @@ def serve(
     announce(addresses)
     if address_file is not None:
         write_address_file(str(address_file), addresses[0])
+    _run(server, parent_pid)
+
+
+def _run(server: SimServer, parent_pid: int | None) -> None:
+    """Serve until a signal (or the parent's exit) stops the server, then exit the process."""
 
     def on_signal(signum: int, _frame: Any) -> None:
         logging.getLogger("simserver").info("signal %d: shutting down", signum)
