@@ -4,12 +4,12 @@ For N sessions of examples/cstr/sim.py:CSTR on one local simserver (unix socket)
 over ``--repeats`` rounds, median per vector step (N env steps):
 
 * ``local``: bench/_train_local.py's in-process vector env step (the sims + the spec codec);
-* ``SimVectorEnv``: simgym's vector env step (one unary ``Batch`` per step), wall and client CPU;
-* ``Batch unary``: the same Batch requests sent by hand with a blocking unary call, and
-  ``Batch stream``: the same requests over one lock-step ``Stream`` call (the proto's fast
-  path that saves the per-call setup), each split into request building and the call itself;
-* ``server handling``: the servicer's own Batch handling (``_batch``), timed in-process
-  without gRPC (sessions, sim steps, filling the reply).
+* ``SimVectorEnv``: simgym's vector env step (one packed message per step), over the server's
+  packed socket and over gRPC's ``PackedStream``, wall and client CPU;
+* ``PackedLane.run``: the same rounds sent by hand on a lane of the N sessions (request
+  building, the exchange, decoding), over either transport, and the request building alone;
+* ``server handling``: the server's packed engine (``simserver.packed.run``), timed
+  in-process without a transport (sessions, sim steps, filling the reply).
 
     .venv/bin/python bench/_train_transport.py [--envs 16 64] [--steps 400] [--repeats 5]
 """
@@ -17,7 +17,6 @@ over ``--repeats`` rounds, median per vector step (N env steps):
 from __future__ import annotations
 
 import argparse
-import queue
 import statistics
 import sys
 import time
@@ -49,7 +48,7 @@ def main() -> None:
     from simserver.process import ServerProcess
 
     target = f"{CSTR_DIR / 'sim.py'}:CSTR"
-    with ServerProcess(target, workdir=CSTR_DIR, args=["--max-sessions", "512"]) as server:
+    with ServerProcess(target, workdir=CSTR_DIR, args=["--max-sessions", "1024"]) as server:
         assert server.address is not None
         for n in args.envs:
             _client_side(n, server.address, args)
@@ -58,49 +57,40 @@ def main() -> None:
 
 
 def _client_side(n: int, address: str, args: argparse.Namespace) -> None:
-    """The vector envs and hand-made Batch calls at N sessions."""
+    """The vector envs and hand-made packed rounds at N sessions, over both transports."""
     from _train_local import LocalSimVectorEnv
 
     from gymclient.codec import DeclarativeCodec, sample_config
-    from gymclient.connection import Connection
+    from gymclient.connection import Connection, ConnectOptions
+    from gymclient.lane import PackedLane, Reset
     from gymclient.spec import load_spec
     from gymclient.vector import SimVectorEnv
-    from simgym.v1 import simulator_pb2 as pb
 
     spec = load_spec(CSTR_DIR / "spec.yaml")
     rng = np.random.default_rng(0)
     local = LocalSimVectorEnv(spec, n)
-    vec = SimVectorEnv(spec, n, [address])
-    conn = Connection(address)
-    sessions = [conn.open(["Tc_adjust"]) for _ in range(n)]
-    codec = DeclarativeCodec(spec, sessions[0].state_names, sessions[0].action_names)
-    stub, meta = conn._stub, conn._metadata
+    vecs = {
+        socket: SimVectorEnv(spec, n, [address], packed_socket=socket) for socket in (True, False)
+    }
+    conns = {socket: Connection(address, ConnectOptions(packed_socket=socket)) for socket in vecs}
+    lanes = {
+        socket: PackedLane(conn, [conn.open(["Tc_adjust"]) for _ in range(n)])
+        for socket, conn in conns.items()
+    }
+    first = lanes[True].sessions[0]
+    codec = DeclarativeCodec(spec, first.state_names, first.action_names)
     counter = {"k": 0}
 
-    def build() -> pb.BatchRequest:
-        # Every 90th call resets all sessions (an episode lasts 91 steps).
+    def round_() -> tuple[list[float], dict[int, Reset]]:
+        # Every 90th round resets all sessions (an episode lasts 91 steps).
         counter["k"] += 1
         if counter["k"] % 90 == 1:
             config = sample_config(codec.lessons, rng)
-            items = [pb.BatchItem(reset=s.reset_request(config, 1)) for s in sessions]
-        else:
-            a = codec.decode_batch(rng.uniform(-0.2, 0.2, (n, 1))).tolist()
-            items = [pb.BatchItem(step=s.step_request(a[i])) for i, s in enumerate(sessions)]
-        return pb.BatchRequest(items=items)
+            return [0.0] * n, {k: (config, 1) for k in range(n)}
+        return codec.decode_batch(rng.uniform(-0.2, 0.2, (n, 1))).ravel().tolist(), {}
 
-    # Lock-step stream: one request queued per reply read.
-    requests: queue.Queue[pb.BatchRequest | None] = queue.Queue()
-    replies = stub.Stream(iter(requests.get, None), metadata=meta)
-
-    def unary() -> None:
-        stub.Batch(build(), timeout=10, metadata=meta)
-
-    def stream() -> None:
-        requests.put(build())
-        next(replies)
-
-    def build_only() -> None:
-        build()
+    def run(lane: PackedLane) -> Any:
+        return lambda: lane.run(*round_())
 
     actions = [rng.uniform(-0.2, 0.2, (n, 1)).astype(np.float32) for _ in range(64)]
     idx = {"i": 0}
@@ -113,13 +103,18 @@ def _client_side(n: int, address: str, args: argparse.Namespace) -> None:
         return go
 
     local.reset(seed=0)
-    vec.reset(seed=0)
+    for vec in vecs.values():
+        vec.reset(seed=0)
+    for lane in lanes.values():
+        lane.run([0.0] * n, {k: ({}, 1) for k in range(n)})
+    counter["k"] = 0
     cases = {
         "local (in-process env)": step_env(local),
-        "SimVectorEnv.step": step_env(vec),
-        "Batch unary (build + call)": unary,
-        "Batch stream (build + call)": stream,
-        "request building only": build_only,
+        "SimVectorEnv.step, packed socket": step_env(vecs[True]),
+        "SimVectorEnv.step, PackedStream": step_env(vecs[False]),
+        "PackedLane.run, packed socket": run(lanes[True]),
+        "PackedLane.run, PackedStream": run(lanes[False]),
+        "request building only": lambda: lanes[True]._request(*round_()),
     }
     wall: dict[str, list[float]] = {k: [] for k in cases}
     cpu: dict[str, list[float]] = {k: [] for k in cases}
@@ -128,47 +123,44 @@ def _client_side(n: int, address: str, args: argparse.Namespace) -> None:
             w, c = timed(fn, args.steps)
             wall[name].append(w)
             cpu[name].append(c)
-    requests.put(None)
     print(f"\nN = {n} sessions; per vector step (median of {args.repeats} x {args.steps})")
     for name in cases:
         w, c = statistics.median(wall[name]), statistics.median(cpu[name])
         print(
-            f"  {name:<30} {w * 1e3:7.3f} ms wall  {c * 1e3:7.3f} ms client CPU  "
+            f"  {name:<34} {w * 1e3:7.3f} ms wall  {c * 1e3:7.3f} ms client CPU  "
             f"{w * 1e6 / n:6.1f} µs/env step"
         )
-    vec.close()
-    for s in sessions:
-        s.close()
-    conn.close()
+    for vec in vecs.values():
+        vec.close()
+    for lane in lanes.values():
+        lane.close()
+        for s in lane.sessions:
+            s.close()
+        lane.connection.close()
 
 
 def _server_side(args: argparse.Namespace) -> None:
-    """The servicer's Batch handling in-process: what the server spends, gRPC aside."""
+    """The server's packed engine in-process: what the server spends, transport aside."""
     from simgym.v1 import simulator_pb2 as pb
+    from simserver import packed
     from simserver.loader import load_factory
-    from simserver.servicer import SimulatorServicer
-    from simserver.sessions import SessionManager
+    from simserver.sessions import NO_DEADLINE, SessionManager
 
     rng = np.random.default_rng(0)
     for n in args.envs:
         manager = SessionManager(load_factory(f"{CSTR_DIR / 'sim.py'}:CSTR"), max_sessions=n)
-        servicer = SimulatorServicer(manager, 16 * 2**20)
         ids = [manager.open(["Tc_adjust"], 0, "bench").id for _ in range(n)]
         seq = {"k": 0}
 
         def request(seq: dict[str, int] = seq, ids: list[str] = ids, n: int = n) -> Any:
             seq["k"] += 1
             k = seq["k"]
-            if k % 90 == 1:
-                return pb.BatchRequest(
-                    items=[pb.BatchItem(reset=pb.ResetRequest(session_id=i, seq=k)) for i in ids]
-                )
-            a = rng.uniform(-2, 2, n).tolist()
-            return pb.BatchRequest(
-                items=[
-                    pb.BatchItem(step=pb.StepRequest(session_id=i, action=[a[j]], seq=k))
-                    for j, i in enumerate(ids)
-                ]
+            resets = [pb.PackedReset(slot=j) for j in range(n)] if k % 90 == 1 else []
+            return pb.PackedRequest(
+                session_ids=ids,
+                actions=rng.uniform(-2, 2, n).tolist(),
+                seqs=[k] * n,
+                resets=resets,
             )
 
         reqs = [request() for _ in range(args.steps)]
@@ -176,14 +168,15 @@ def _server_side(args: argparse.Namespace) -> None:
         for _ in range(args.repeats):
             t, c = time.perf_counter(), time.process_time()
             for r in reqs:
-                servicer._batch(r)
+                reply = packed.run(manager, r, NO_DEADLINE)
             times.append((time.perf_counter() - t) / len(reqs))
             cpus.append((time.process_time() - c) / len(reqs))
-            # Replaying the same requests: resets restart the episodes, so steps stay valid.
+            # New requests (new seqs): resets restart the episodes, so steps stay valid.
             reqs = [request() for _ in range(args.steps)]
+        assert not reply.errors, reply.errors[0].message
         w, c = statistics.median(times), statistics.median(cpus)
         print(
-            f"server handling, in-process (N = {n}): {w * 1e3:7.3f} ms wall per Batch "
+            f"server handling, in-process (N = {n}): {w * 1e3:7.3f} ms wall per packed request "
             f"({c * 1e3:.3f} ms CPU), {w * 1e6 / n:6.1f} µs/env step"
         )
 
