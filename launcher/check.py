@@ -1,29 +1,21 @@
-"""``simgym check``: start (or reach) the sim server a spec names and run the conformance kit."""
+"""``simgym check``: start or reach a spec's sim server, run the conformance kit, show a report."""
 
 from __future__ import annotations
 
+import math
+import shutil
 import tempfile
 from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
 
 from gymclient.conformance import Report, check_integration
 from gymclient.errors import SimgymError
 from gymclient.spec import EnvSpec
-from simserver.process import TRANSPORTS, ServerProcess, ServerStartError
-
-
-def server_for(spec: EnvSpec, transport: str = "unix") -> ServerProcess:
-    """A (not yet started) server process for the spec's ``sim.target``.
-
-    Raises:
-        SimgymError: The spec names no target.
-    """
-    sim = spec.sim
-    if not sim.target:
-        raise SimgymError(
-            f"{spec.source}: sim: give `target` (simgym starts it) or `address` (already running)"
-        )
-    workdir = spec.path(sim.workdir) if sim.workdir else Path(spec.base_dir)
-    return ServerProcess(sim.target, kwargs=sim.kwargs, workdir=workdir, transport=transport)
+from launcher.sidecars import SidecarStartError
+from launcher.sims import spec_launch, start_sims
+from simserver.process import TRANSPORTS
 
 
 def run_check(
@@ -44,40 +36,111 @@ def run_check(
     address = address or next(iter(spec.sim.address_list()), None)
     if address:
         return check_integration(spec, address, episodes=episodes, seed=seed)
-    server = server_for(spec, transport)
+    # No restarts: a sim that dies during the check is a finding, not something to hide.
+    launch = spec_launch(spec, transport=transport, max_restarts=0)
+    log_dir = Path(tempfile.mkdtemp(prefix="simgym-check-"))
+    keep_log = False
     try:
         try:
-            started = server.start()
-        except ServerStartError as exc:
-            raise _start_failure(server, exc) from None
-        return check_integration(spec, started, episodes=episodes, seed=seed)
+            pool = start_sims(spec, launch, log_dir)
+        except SidecarStartError as exc:
+            error, keep_log = _start_failure(launch.target or "", exc)
+            raise error from None
+        try:
+            return check_integration(spec, pool.addresses[0], episodes=episodes, seed=seed)
+        finally:
+            pool.stop()
     finally:
-        server.cleanup()
+        if not keep_log:
+            shutil.rmtree(log_dir, ignore_errors=True)
 
 
-def _start_failure(server: ServerProcess, exc: ServerStartError) -> SimgymError:
-    """One line saying why the server did not start; the log kept when it says more.
+def _start_failure(target: str, exc: SidecarStartError) -> tuple[SimgymError, bool]:
+    """One line saying why the server did not start, and whether its log is kept.
 
-    The server's log lives in its private folder, which ``cleanup`` deletes: the reason is
-    quoted (simserver's own ``error:`` line, else the log's last line, typically the sim's
-    exception), and a log with more than that is copied out first.
+    The reason is quoted (the log's error line, else its last line, typically the sim's
+    exception); a log with more than that is kept and cited.
     """
     try:
-        text = server.log_file.read_text(errors="replace")
+        text = exc.log_file.read_text(errors="replace")
     except OSError:
         text = ""
-    lines = [line.rstrip() for line in text.splitlines() if line.strip()]
-    ours = [line for line in lines if line.startswith("simserver: error: ")]
-    reason = (
-        ours[-1].removeprefix("simserver: error: ")
-        if ours
-        else (lines[-1].strip() if lines else "(it logged nothing)")
-    )
-    headline = str(exc).splitlines()[0].rstrip(":")
-    message = f"{headline}: {reason}"
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    reason = exc.error_line or (lines[-1] if lines else "(it logged nothing)")
+    message = f"simserver {target} {exc.status}: {reason}"
     if len(lines) > 1:
-        fd, kept = tempfile.mkstemp(prefix="simgym-check-", suffix=".log")
-        with open(fd, "w") as out:
-            out.write(text)
-        message += f" (server log kept at {kept})"
-    return SimgymError(message)
+        message += f" (server log kept at {exc.log_file})"
+    return SimgymError(message), len(lines) > 1
+
+
+def _fmt(x: float) -> str:
+    return "—" if not math.isfinite(x) else f"{x:.4g}"
+
+
+def render(report: Report, console: Console) -> None:
+    """Print checks, episode statistics and per-observation ranges."""
+    console.print(
+        f"[bold]{report.sim_name or '?'}[/] at {report.address}: "
+        f"{len(report.state_names)} states, actions {', '.join(report.action_names) or '?'}"
+    )
+    checks = Table(title="Checks", show_lines=False)
+    checks.add_column("check")
+    checks.add_column("result")
+    checks.add_column("detail", overflow="fold")
+    for c in report.checks:
+        mark = "[green]ok[/]" if c.ok else ("[yellow]warn[/]" if c.warning else "[red]FAIL[/]")
+        checks.add_row(c.name, mark, c.detail)
+    console.print(checks)
+    if report.episodes:
+        lengths = report.lengths or [0]
+        stats = Table(title=f"{report.episodes} seeded episodes, random actions")
+        stats.add_column("metric")
+        stats.add_column("value", justify="right")
+        stats.add_row("env steps", str(report.steps))
+        stats.add_row("steps/s (through the wire)", f"{report.steps_per_second:,.0f}")
+        sim_share = report.sim_seconds / report.seconds if report.seconds else 0.0
+        stats.add_row("share of time in the sim", f"{sim_share:.0%}")
+        stats.add_row(
+            "episode length min/mean/max",
+            f"{min(lengths)} / {sum(lengths) / len(lengths):.1f} / {max(lengths)}",
+        )
+        stats.add_row("terminated", f"{report.terminated / report.episodes:.0%}")
+        stats.add_row("truncated", f"{report.truncated / report.episodes:.0%}")
+        if report.returns:
+            stats.add_row("episode return mean", f"{sum(report.returns) / len(report.returns):.4g}")
+        stats.add_row("non-finite states", str(report.nonfinite))
+        stats.add_row("sim errors", str(len(report.sim_errors)))
+        console.print(stats)
+        obs = Table(title="Observations: declared range vs seen (raw state values)")
+        for col in (
+            "observation",
+            "declared min",
+            "declared max",
+            "seen min",
+            "seen max",
+            "% clipped",
+        ):
+            obs.add_column(col, justify="right" if col != "observation" else "left")
+        for o in report.observations:
+            lo, hi = o.declared if o.declared else (math.nan, math.nan)
+            share = o.clipped / report.steps if report.steps else 0.0
+            colour = "yellow" if share > 0.05 else ""
+            obs.add_row(
+                o.name,
+                _fmt(lo),
+                _fmt(hi),
+                _fmt(o.seen_min),
+                _fmt(o.seen_max),
+                f"[{colour}]{share:.1%}[/]" if colour else f"{share:.1%}",
+            )
+        console.print(obs)
+    for err in report.sim_errors[:5]:
+        console.print(f"[red]sim error[/] {err}")
+    if len(report.sim_errors) > 5:
+        console.print(f"... and {len(report.sim_errors) - 5} more sim errors")
+    verdict = (
+        "[green]SOUND[/]: ready to train"
+        if report.sound
+        else "[red]NOT SOUND[/]: fix the failures above"
+    )
+    console.print(verdict)

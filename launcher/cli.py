@@ -41,8 +41,7 @@ def check(
 ) -> None:
     """Loopback conformance check and statistics; exit 0 only when the integration is sound."""
     from gymclient.spec import load_spec
-    from launcher.checkrun import run_check
-    from launcher.report import render
+    from launcher.check import render, run_check
 
     try:
         loaded = load_spec(spec)

@@ -40,17 +40,19 @@ from pathlib import Path
 from typing import Any
 
 from gymclient.errors import SimgymError
+from launcher.placement import NODE_RANK_VAR, NODE_SIMS_VAR, PLACEMENT_VAR, SLOT
+from launcher.sidecars import SidecarPool
+from launcher.sims import start_sims
+from launcher.train import TrainingError, preflight, train
+from launcher.trainspec import TrainSpec, load_train_spec
+from simserver.process import ServerStartError
 
 log = logging.getLogger("simgym.node")
 
-# Set in the environment of every Ray process a node starts (workers inherit it).
-NODE_SIMS_VAR = "SIMGYM_NODE_SIMS"  # JSON list of this node's sim addresses
-NODE_RANK_VAR = "SIMGYM_NODE_RANK"
-PLACEMENT_VAR = "SIMGYM_PLACEMENT_LOG"  # env runners append where they run and which sims
+# Set in the environment of every Ray process a node starts (and in launcher.placement).
 OWNER_VAR = "SIMGYM_RAY_OWNER"  # marks the processes this bootstrap started
 TOKEN_VAR = "SIMGYM_RAY_TOKEN"  # shared Ray auth token (set by `simgym submit`)
 OUTCOME_VAR = "SIMGYM_NODE_OUTCOME"  # where the head tells this node the training's exit code
-SLOT = "sim_slot"
 
 DEFAULT_RAY_PORT = 6379
 HEAD_VARS = ("AZ_BATCH_MASTER_NODE", "AZ_BATCHAI_MPI_MASTER_NODE", "MASTER_ADDR")
@@ -149,40 +151,6 @@ def node_info(env: Mapping[str, str] | None = None) -> NodeInfo:
         node_ip = head_ip if rank == 0 else None
     node_ip = env.get("SIMGYM_NODE_IP") or node_ip
     return NodeInfo(rank, size, head, source, node_ip, head_ip)
-
-
-# ----------------------------------------------------------------------------- env runners
-
-
-def node_sim_addresses(worker_index: int = 0) -> list[str] | None:
-    """This node's sim addresses when running under ``simgym node`` (None otherwise).
-
-    Called by the env creator in every env runner; also appends one JSON line per call to
-    the placement log (which node, which sims), so a run shows where its envs stepped.
-    """
-    raw = os.environ.get(NODE_SIMS_VAR)
-    if not raw:
-        return None
-    addresses = [str(a) for a in json.loads(raw)]
-    path = os.environ.get(PLACEMENT_VAR)
-    if path:
-        record: dict[str, Any] = {
-            "pid": os.getpid(),
-            "worker_index": worker_index,
-            "node_rank": os.environ.get(NODE_RANK_VAR),
-            "host": socket.gethostname(),
-            "addresses": addresses,
-        }
-        try:
-            import ray
-
-            if ray.is_initialized():
-                record["ray_node_id"] = ray.get_runtime_context().get_node_id()
-        except Exception:  # placement is diagnostics: never fail an env over it
-            pass
-        with contextlib.suppress(OSError), open(path, "a") as f:
-            f.write(json.dumps(record) + "\n")
-    return addresses
 
 
 # ----------------------------------------------------------------------------- Ray processes
@@ -561,6 +529,9 @@ def read_outcome(path: Path) -> int | None:
 _STARTED = time.monotonic()
 
 
+_Say = Callable[[NodeInfo, str], None]
+
+
 def _say(info: NodeInfo, message: str) -> None:
     elapsed = time.monotonic() - _STARTED
     print(
@@ -580,6 +551,158 @@ def _write_error(path: Path, info: NodeInfo, what: str, exc: BaseException) -> N
     )
 
 
+class _Node:
+    """One node's bootstrap, step by step; ``stage`` says what it is doing (for errors)."""
+
+    def __init__(self, spec: TrainSpec, info: NodeInfo, out: Path, say: _Say) -> None:
+        self.spec, self.info, self.out, self.say = spec, info, out, say
+        self.dir = out / "nodes" / f"rank-{info.rank}"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.outcome_file = (self.dir / "outcome.json").resolve()
+        self.outcome_file.unlink(missing_ok=True)
+        self.stage = "reading the training spec"
+        self.pool: SidecarPool | None = None
+        self.ray_node: RayNode | None = None
+        self.driver = False
+        self.code = 2  # what the head tells the other ranks, unless training says otherwise
+
+    def start_sims(self) -> tuple[list[str] | None, dict[str, float]]:
+        """Start and check this node's sidecars: their addresses and the node's Ray resources.
+
+        The addresses are None when the user runs the sims (``sim.address``).
+        """
+        env_spec = self.spec.load_env_spec()
+        launch = self.spec.launch(env_spec)
+        resources: dict[str, float] = {f"simgym_node_{self.info.rank}": 1.0}
+        if launch is None:
+            return None, resources
+        self.stage = "starting this node's sim servers"
+        try:
+            self.pool = start_sims(env_spec, launch, self.dir / "sims")
+        except ServerStartError as exc:
+            raise NodeError(str(exc).splitlines()[0] + f" (log: {self.dir / 'sims'})") from None
+        addresses = self.pool.addresses
+        self.stage = "checking this node's sims (preflight)"
+        preflight(env_spec, addresses, self.spec.seed)
+        resources[SLOT] = float(launch.servers * launch.sessions_per_server)
+        self.say(self.info, f"{len(addresses)} sim server(s) ready: {', '.join(addresses)}")
+        return addresses, resources
+
+    def ray_env(self, env: Mapping[str, str], addresses: list[str] | None) -> dict[str, str]:
+        """The environment of this node's Ray processes (and of the head's driver)."""
+        ray_env = {
+            **{k: v for k, v in env.items() if k != "RAY_AUTH_TOKEN_PATH"},
+            **ray_auth_env(env),
+            NODE_RANK_VAR: str(self.info.rank),
+            # Per node: on Azure ML every node uploads its own outputs/ folder.
+            PLACEMENT_VAR: str((self.dir / "placement.jsonl").resolve()),
+            OUTCOME_VAR: str(self.outcome_file),
+        }
+        if addresses is not None:
+            ray_env[NODE_SIMS_VAR] = json.dumps(addresses)
+        return ray_env
+
+    def run_head(
+        self,
+        spec_path: str | os.PathLike[str],
+        ray_env: Mapping[str, str],
+        join_timeout: float,
+        **train_args: Any,
+    ) -> int:
+        """Start the Ray head, wait for every node, train; the training's exit code."""
+        assert self.ray_node is not None
+        info, say = self.info, self.say
+        self.stage = "starting the Ray head"
+        self.ray_node.start()
+        say(info, f"Ray head at {self.ray_node.head_address}; waiting for {info.size} node(s)")
+        # The driver (this process) runs the learner and the local env runner.
+        driver_vars = (*ray_auth_env(ray_env), NODE_RANK_VAR, PLACEMENT_VAR, NODE_SIMS_VAR)
+        os.environ.update({k: ray_env[k] for k in driver_vars if k in ray_env})
+        import ray
+
+        self.stage = "connecting to the Ray head"
+        ray.init(
+            address=self.ray_node.head_address,
+            _node_ip_address=info.node_ip or info.head_ip,
+            include_dashboard=False,
+            logging_level=logging.ERROR,
+            log_to_driver=False,
+        )
+        self.driver = True
+        self.stage = "waiting for the other nodes"
+        nodes = wait_for_nodes(info.size, join_timeout)
+        (self.out / "nodes" / "cluster.json").write_text(
+            json.dumps(
+                [{"node_id": n["NodeID"], "ip": n["NodeManagerAddress"],
+                  "resources": n["Resources"]} for n in nodes],
+                indent=2,
+            )
+        )  # fmt: skip
+        say(info, f"all {info.size} node(s) joined; training")
+        self.stage = "training"
+        try:
+            run_dir, state = train(spec_path, ray_address=self.ray_node.head_address, **train_args)
+        except TrainingError as exc:
+            say(info, f"training failed: {exc}")
+            self.code = 1
+            return self.code
+        say(info, f"training finished: {state.stop_reason} (run folder {run_dir})")
+        self.code = 0
+        return self.code
+
+    def serve(self, ray_port: int, join_timeout: float) -> int:
+        """Join the head's cluster and serve until the head is gone; the exit code it told."""
+        assert self.ray_node is not None
+        info, say = self.info, self.say
+        self.stage = "waiting for the Ray head"
+        deadline = time.monotonic() + join_timeout
+        while not _port_open(info.head_ip, ray_port):
+            if time.monotonic() >= deadline:
+                raise NodeError(
+                    f"the Ray head {self.ray_node.head_address} did not come up within "
+                    f"{join_timeout:.0f} s (see rank 0's log)"
+                )
+            time.sleep(1.0)
+        self.stage = "joining the Ray cluster"
+        self.ray_node.start()
+        say(info, f"joined the Ray cluster at {self.ray_node.head_address}")
+        self.stage = "serving (waiting for the head to finish)"
+        misses = 0
+        while misses < 3:
+            time.sleep(1.0)
+            misses = 0 if _port_open(info.head_ip, ray_port) else misses + 1
+            if self.pool is not None and self.pool.failed():
+                say(info, f"warning: {self.pool.failed()[0].detail}")
+        told = read_outcome(self.outcome_file)
+        if told is None:
+            say(info, "the head is gone without telling how the training ended: failing")
+            return 1
+        say(info, f"the head is gone (training exit code {told}): shutting down")
+        return told
+
+    def stop(self) -> None:
+        """Tell the other ranks the outcome (head), then stop Ray and the sims."""
+        if self.driver:
+            import ray
+
+            if self.info.size > 1:
+                try:
+                    untold = tell_outcome(self.info.size, self.code)
+                except Exception as exc:  # the others then fail for want of news: safe
+                    untold = [-1]
+                    log.warning("telling the other nodes the outcome: %s", exc)
+                if untold:
+                    self.say(
+                        self.info, f"could not tell rank(s) {untold} the outcome (they will fail)"
+                    )
+            with contextlib.suppress(Exception):
+                ray.shutdown()
+        if self.ray_node is not None:
+            self.ray_node.stop()
+        if self.pool is not None:
+            self.pool.stop()
+
+
 def run_node(
     spec_path: str | os.PathLike[str],
     *,
@@ -590,7 +713,7 @@ def run_node(
     join_timeout: float = 600.0,
     cpus: int | None = None,
     env: Mapping[str, str] | None = None,
-    say: Callable[[NodeInfo, str], None] = _say,
+    say: _Say = _say,
 ) -> int:
     """Run this node's part of a multi-node training; returns the process exit code.
 
@@ -599,174 +722,41 @@ def run_node(
     ``<output>/nodes/rank-R/error.txt``. The other ranks exit with the code the head tells
     them before it stops (see ``tell_outcome``), and 1 when the head vanishes untold.
     """
-    from launcher.sidecars import SidecarPool
-    from launcher.train import TrainingError, preflight, train
-    from launcher.trainspec import load_train_spec
-    from simserver.process import ServerStartError
-
     env = dict(os.environ if env is None else env)
     info = node_info(env)
     spec = load_train_spec(spec_path)
     out = Path(output or spec.output)
-    node_dir = out / "nodes" / f"rank-{info.rank}"
-    node_dir.mkdir(parents=True, exist_ok=True)
-    error_file = (out if info.is_head else node_dir) / "error.txt"
-    where = info.node_ip or "auto"
-    say(info, f"head {info.head} (from {info.head_source}), this node's Ray at {where}")
-
-    pool: SidecarPool | None = None
-    ray_node: RayNode | None = None
-    stage = "reading the training spec"
-    driver = False
-    code = 2  # what the head tells the other ranks, unless training gets to say otherwise
-    outcome_file = (node_dir / "outcome.json").resolve()
-    outcome_file.unlink(missing_ok=True)
+    node = _Node(spec, info, out, say)
+    error_file = (out if info.is_head else node.dir) / "error.txt"
+    say(info, f"head {info.head} (from {info.head_source}), this node's Ray at "
+        f"{info.node_ip or 'auto'}")  # fmt: skip
     try:
         with _sigterm_raises():
-            env_spec = spec.load_env_spec()
-            launch = spec.launch(env_spec)
-
-            # 1. This node's sims.
-            addresses: list[str] | None = None
-            resources: dict[str, float] = {f"simgym_node_{info.rank}": 1.0}
-            if launch is not None:
-                stage = "starting this node's sim servers"
-                workdir = (
-                    env_spec.path(env_spec.sim.workdir)
-                    if env_spec.sim.workdir
-                    else Path(env_spec.base_dir)
-                )
-                pool = SidecarPool(launch, workdir, node_dir / "sims")
-                try:
-                    addresses = pool.start()
-                except ServerStartError as exc:
-                    raise NodeError(
-                        str(exc).splitlines()[0] + f" (log: {node_dir / 'sims'})"
-                    ) from None
-                stage = "checking this node's sims (preflight)"
-                preflight(env_spec, addresses, spec.seed)
-                resources[SLOT] = float(launch.servers * launch.sessions_per_server)
-                say(info, f"{len(addresses)} sim server(s) ready: {', '.join(addresses)}")
-
-            # 2. Ray.
-            auth = ray_auth_env(env)
-            ray_env = {
-                **{k: v for k, v in env.items() if k != "RAY_AUTH_TOKEN_PATH"},
-                **auth,
-                NODE_RANK_VAR: str(info.rank),
-                # Per node: on Azure ML every node uploads its own outputs/ folder.
-                PLACEMENT_VAR: str((node_dir / "placement.jsonl").resolve()),
-                OUTCOME_VAR: str(outcome_file),
-            }
-            if addresses is not None:
-                ray_env[NODE_SIMS_VAR] = json.dumps(addresses)
-            ray_node = RayNode(
+            addresses, resources = node.start_sims()
+            ray_env = node.ray_env(env, addresses)
+            node.ray_node = RayNode(
                 info, port=ray_port, resources=resources, env=ray_env, cpus=cpus,
-                log_file=node_dir / "ray-start.log",
+                log_file=node.dir / "ray-start.log",
             )  # fmt: skip
-            if info.is_head:
-                stage = "starting the Ray head"
-                ray_node.start()
-                say(info, f"Ray head at {ray_node.head_address}; waiting for {info.size} node(s)")
-                # The driver (this process) runs the learner and the local env runner.
-                os.environ.update({k: ray_env[k] for k in (*auth, NODE_RANK_VAR, PLACEMENT_VAR)})
-                if addresses is not None:
-                    os.environ[NODE_SIMS_VAR] = ray_env[NODE_SIMS_VAR]
-                import ray
-
-                stage = "connecting to the Ray head"
-                ray.init(
-                    address=ray_node.head_address,
-                    _node_ip_address=info.node_ip or info.head_ip,
-                    include_dashboard=False,
-                    logging_level=logging.ERROR,
-                    log_to_driver=False,
-                )
-                driver = True
-                stage = "waiting for the other nodes"
-                nodes = wait_for_nodes(info.size, join_timeout)
-                (out / "nodes" / "cluster.json").write_text(
-                    json.dumps(
-                        [{"node_id": n["NodeID"], "ip": n["NodeManagerAddress"],
-                          "resources": n["Resources"]} for n in nodes],
-                        indent=2,
-                    )
-                )  # fmt: skip
-                say(info, f"all {info.size} node(s) joined; training")
-                stage = "training"
-                overrides: dict[str, Any] = {"output": str(out / "runs")}
-                if experiment:
-                    overrides["experiment"] = experiment
-                try:
-                    run_dir, state = train(
-                        spec_path,
-                        ray_address=ray_node.head_address,
-                        max_time=max_time,
-                        node_sims=addresses,
-                        overrides=overrides,
-                    )
-                except TrainingError as exc:
-                    say(info, f"training failed: {exc}")
-                    code = 1
-                    return code
-                say(info, f"training finished: {state.stop_reason} (run folder {run_dir})")
-                code = 0
-                return code
-            else:
-                stage = "waiting for the Ray head"
-                deadline = time.monotonic() + join_timeout
-                while not _port_open(info.head_ip, ray_port):
-                    if time.monotonic() >= deadline:
-                        raise NodeError(
-                            f"the Ray head {ray_node.head_address} did not come up within "
-                            f"{join_timeout:.0f} s (see rank 0's log)"
-                        )
-                    time.sleep(1.0)
-                stage = "joining the Ray cluster"
-                ray_node.start()
-                say(info, f"joined the Ray cluster at {ray_node.head_address}")
-                stage = "serving (waiting for the head to finish)"
-                misses = 0
-                while misses < 3:
-                    time.sleep(1.0)
-                    misses = 0 if _port_open(info.head_ip, ray_port) else misses + 1
-                    if pool is not None and pool.failed():
-                        say(info, f"warning: {pool.failed()[0].detail}")
-                told = read_outcome(outcome_file)
-                if told is None:
-                    say(info, "the head is gone without telling how the training ended: failing")
-                    return 1
-                say(info, f"the head is gone (training exit code {told}): shutting down")
-                return told
+            if not info.is_head:
+                return node.serve(ray_port, join_timeout)
+            overrides: dict[str, Any] = {"output": str(out / "runs")}
+            if experiment:
+                overrides["experiment"] = experiment
+            return node.run_head(
+                spec_path, ray_env, join_timeout, max_time=max_time,
+                node_sims=addresses, overrides=overrides,
+            )  # fmt: skip
     except _Terminated:
-        say(info, f"terminated while {stage}: shutting down")
+        say(info, f"terminated while {node.stage}: shutting down")
         return 143
-    except SimgymError as exc:
-        say(info, f"error while {stage}: {exc}")
-        _write_error(error_file, info, stage, exc)
-        return 2
     except Exception as exc:
-        say(info, f"error while {stage}: {type(exc).__name__}: {exc}")
-        _write_error(error_file, info, stage, exc)
+        what = str(exc) if isinstance(exc, SimgymError) else f"{type(exc).__name__}: {exc}"
+        say(info, f"error while {node.stage}: {what}")
+        _write_error(error_file, info, node.stage, exc)
         return 2
     finally:
-        if driver:
-            import ray
-
-            if info.size > 1:
-                try:
-                    untold = tell_outcome(info.size, code)
-                except Exception as exc:  # the others then fail for want of news: safe
-                    untold = [-1]
-                    log.warning("telling the other nodes the outcome: %s", exc)
-                if untold:
-                    say(info, f"could not tell rank(s) {untold} the outcome (they will fail)")
-            with contextlib.suppress(Exception):
-                ray.shutdown()
-        if ray_node is not None:
-            ray_node.stop()
-        if pool is not None:
-            pool.stop()
+        node.stop()
 
 
 def new_ray_token() -> str:

@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 from gymclient.spec import EnvSpec
+from launcher.placement import node_sim_addresses
 from launcher.trainspec import TrainSpec
 
 ENV_NAME = "simgym"
@@ -43,8 +44,6 @@ def make_env(ctx: Any) -> Any:
     workers = int(getattr(ctx, "num_workers", os.environ.get(_WORKERS_VAR, 0)))
     num_envs = cfg.pop("num_envs", None)
     # Under `simgym node`, every env runner steps the sims of the node it runs on.
-    from launcher.node import node_sim_addresses
-
     cfg["addresses"] = node_sim_addresses(worker) or cfg.get("addresses")
     if num_envs is not None:
         return SimVectorEnv(

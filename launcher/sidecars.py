@@ -59,11 +59,15 @@ class SidecarStartError(ServerStartError):
         server: Index of the server in the pool.
         log_file: Its log.
         error_line: The log's error line (empty if the log has none).
+        status: How it ended (``exited with code 3``, ``did not start within 120 s``).
     """
 
-    def __init__(self, message: str, *, server: int, log_file: Path, error_line: str) -> None:
+    def __init__(
+        self, message: str, *, server: int, log_file: Path, error_line: str, status: str
+    ) -> None:
         super().__init__(message)
         self.server, self.log_file, self.error_line = server, log_file, error_line
+        self.status = status
 
 
 @dataclass
@@ -151,6 +155,7 @@ class SidecarPool:
                     server=i,
                     log_file=server.log_file,
                     error_line=line,
+                    status=status,
                 ) from None
         self._thread = threading.Thread(target=self._supervise, name="simgym-sidecars", daemon=True)
         self._thread.start()

@@ -33,8 +33,10 @@ from gymclient.connection import Connection
 from gymclient.env import connect_options
 from gymclient.errors import SimgymError, SpecError
 from gymclient.spec import EnvSpec
+from launcher.placement import SLOT
 from launcher.sidecars import SidecarPool, log_error_line
-from launcher.trainspec import Launch, TrainSpec, load_train_spec
+from launcher.sims import start_sims
+from launcher.trainspec import Launch, Stop, TrainSpec, load_train_spec
 from simserver.process import ServerStartError
 
 log = logging.getLogger("simgym.train")
@@ -542,6 +544,213 @@ def _lifetime(algo: Any) -> tuple[int, int]:
     return out[0], out[1]
 
 
+def _stop_reason(stop: Stop, progress: Progress) -> str:
+    """Which stop condition the latest iteration reached ("" for none yet)."""
+    reward = progress.metrics.get("episode_reward_mean")
+    if stop.max_time is not None and progress.elapsed >= stop.max_time:
+        return f"max_time {stop.max_time:.0f} s reached"
+    if stop.env_steps is not None and progress.env_steps >= stop.env_steps:
+        return f"env_steps {stop.env_steps} reached"
+    if stop.iterations is not None and progress.iteration >= stop.iterations:
+        return f"iterations {stop.iterations} reached"
+    if stop.episode_reward_mean is not None and reward is not None:
+        if reward >= stop.episode_reward_mean:
+            return f"episode_reward_mean {reward:.4g} >= {stop.episode_reward_mean}"
+    return ""
+
+
+class _Run:
+    """One training run's moving parts: its folder and state, sims, algorithm and tracker.
+
+    ``stage`` says what the run is doing, for ``error.txt`` and the raised error.
+    """
+
+    def __init__(self, spec: TrainSpec, env_spec: EnvSpec, run_dir: Path, state: RunState) -> None:
+        self.spec, self.env_spec, self.dir, self.state = spec, env_spec, run_dir, state
+        self.stage = _SETUP_STAGES[0]
+        self.pool: SidecarPool | None = None
+        self.algo: Any = None
+        self.tracker: Any = None
+        self.sim_errors = 0
+        self.sim_error_start = _sim_error_log_size(run_dir)  # a resumed run appends to it
+        self.log = _RunLog(run_dir)
+        # Offsets from RLlib's lifetime counters to ours: zero unless a checkpoint did not
+        # bring RLlib's counters back (RLlib restores them with its metrics logger).
+        self.offsets = (0, 0)
+
+    def start_sims(self, launch: Launch | None, node_sims: list[str] | None) -> list[str]:
+        """Sidecars we supervise, or the servers the user (or ``simgym node``) runs; checked."""
+        if launch is not None:
+            self.pool = start_sims(self.env_spec, launch, self.dir / "sims")
+            addresses = self.pool.addresses
+        else:
+            addresses = self.env_spec.sim.address_list() if node_sims is None else list(node_sims)
+        self.stage = _SETUP_STAGES[1]
+        preflight(self.env_spec, addresses, self.spec.seed)
+        log.info("sims ready: %s", ", ".join(addresses))
+        return addresses
+
+    def build_algo(self, config: Any, addresses: list[str], ray_address: str | None) -> None:
+        """Ray, and the algorithm stepping ``addresses``."""
+        from launcher.rllib_setup import env_config
+
+        self.stage = "starting Ray and building the algorithm"
+        error_log = str(self.dir / SIM_ERROR_LOG)
+        config.environment(env_config=env_config(self.env_spec, addresses, error_log))
+        _init_ray(self.spec, ray_address)
+        self.algo = config.build_algo()
+
+    def restore(self) -> None:
+        """Back to the last checkpoint: its weights, and its counters (later iterations repeat)."""
+        state, checkpoint = self.state, Path(self.state.checkpoints[-1])
+        self.algo.restore_from_path(str(checkpoint.resolve()))
+        _sync_weights(self.algo)
+        restored_steps, restored_episodes = _lifetime(self.algo)
+        saved = Counters.load(checkpoint)
+        if saved is None:  # written before simgym.json: see _older_checkpoint_counters
+            saved, source = _older_checkpoint_counters(
+                self.dir, checkpoint, state, restored_steps, restored_episodes
+            )
+            log.warning("%s has no %s: counters from %s", checkpoint.name, Counters.FILE, source)
+        lost = state.iteration - saved.iteration
+        state.iteration, state.env_steps, state.episodes = (
+            saved.iteration, saved.env_steps, saved.episodes,
+        )  # fmt: skip
+        self.offsets = (saved.env_steps - restored_steps, saved.episodes - restored_episodes)
+        log.info(
+            "resumed from %s: iteration %d, env steps %d, episodes %d (%d later iteration(s) lost)",
+            checkpoint.name, saved.iteration, saved.env_steps, saved.episodes, lost,
+        )  # fmt: skip
+
+    def open_tracker(self, resumed: bool, resolved: dict[str, Any]) -> None:
+        """MLflow (continuing the run's MLflow run on a resume) and ``metrics.csv``."""
+        from launcher.tracking import Tracker
+
+        state = self.state
+        self.tracker = Tracker(
+            self.dir, self.spec.experiment, self.spec.tracking_uri, run_name=self.dir.name,
+            resume_run_id=state.mlflow_run_id or None,
+            keep_until=state.iteration if resumed else None,
+        )  # fmt: skip
+        state.mlflow_run_id = self.tracker.run_id
+        if not resumed:
+            self.tracker.log_params(_params(self.spec, resolved))
+        state.save(self.dir)
+
+    def iterate(self, started: float, start_steps: int, seen_events: int) -> Progress:
+        """One ``algo.train()``: counters, metrics, sidecar health, a checkpoint when due."""
+        from launcher.tracking import extract
+
+        state, pool = self.state, self.pool
+        result = self.algo.train()
+        state.iteration += 1
+        metrics = extract(result, self.env_spec.log_states)
+        # RLlib's lifetime counters, continued across resumes (see the offsets).
+        if "env_steps_total" in metrics:
+            steps = int(metrics["env_steps_total"]) + self.offsets[0]
+            state.env_steps = max(state.env_steps, steps)
+        if "episodes_total" in metrics:
+            episodes = int(metrics["episodes_total"]) + self.offsets[1]
+            state.episodes = max(state.episodes, episodes)
+        metrics["env_steps_total"], metrics["episodes_total"] = state.env_steps, state.episodes
+        self.sim_errors += int(metrics.get("sim_errors", 0))
+        elapsed = time.monotonic() - started
+        metrics["env_steps_per_s"] = result.get(
+            "num_env_steps_sampled_lifetime_throughput", 0.0
+        ) or ((state.env_steps - start_steps) / elapsed if elapsed > 0 else 0.0)
+        events: list[str] = []
+        if pool is not None:
+            metrics["sim_restarts"] = pool.total_restarts
+            events = [e.detail for e in pool.events[seen_events:]]
+            if pool.failed():
+                raise TrainingError(pool.failed()[0].detail)
+        self.tracker.log(state.iteration, metrics)
+        saved: str | None = None
+        if state.iteration % self.spec.checkpoint.every == 0:
+            saved = _checkpoint(self.algo, self.dir, state, self.spec.checkpoint.keep)
+        state.save(self.dir)
+        max_time = self.spec.stop.max_time
+        time_left = max(0.0, max_time - elapsed) if max_time is not None else None
+        return Progress(state.iteration, state.env_steps, state.episodes, elapsed, time_left,
+                        metrics, saved, pool.total_restarts if pool else 0, events)  # fmt: skip
+
+    def wrap_up(self, reason: str) -> None:
+        """Final checkpoint, stop reason, learning curve and artifacts."""
+        from launcher.tracking import plot_learning_curve
+
+        state, spec = self.state, self.spec
+        self.stage = "saving the final checkpoint"
+        if not state.checkpoints or not state.checkpoints[-1].endswith(f"{state.iteration:06d}"):
+            _checkpoint(self.algo, self.dir, state, spec.checkpoint.keep)
+        state.finished, state.stop_reason = True, reason
+        state.save(self.dir)
+        log.info(
+            "stopped: %s (iteration %d, env steps %d)", reason, state.iteration, state.env_steps
+        )
+        png = plot_learning_curve(
+            self.tracker.rows,
+            self.dir / "learning_curve.png",
+            f"{spec.experiment}: {spec.algorithm}",
+        )
+        for artifact in (png, self.dir / "metrics.csv", self.dir / "spec.resolved.yaml"):
+            if artifact is not None and artifact.exists():
+                self.tracker.log_artifact(artifact)
+        self.tracker.close("FINISHED")
+        self.tracker = None
+
+    def interrupted(self) -> None:
+        """Ctrl-C: a checkpoint of where it got to."""
+        if self.algo is not None and self.state.iteration:
+            _checkpoint(self.algo, self.dir, self.state, self.spec.checkpoint.keep)
+        log.warning("interrupted at iteration %d", self.state.iteration)
+
+    def failure(self, exc: Exception) -> SimgymError:
+        """Write ``error.txt``; the one-line error to raise for ``exc``."""
+        stage = self.stage
+        path = _write_error(self.dir, stage, exc, self.pool, self.sim_errors, self.sim_error_start)
+        # For train.log; the terminal gets it once, as the error raised (RAISED).
+        log.error("failed while %s: %s", stage, _first_line(exc), extra={RAISED: True})
+        if stage in _SETUP_STAGES and isinstance(exc, (SimgymError, ServerStartError)):
+            # Setup problems are the user's to fix: one line (error.txt has the rest).
+            return SetupError(f"{_message(exc)} (details: {path})", cause=exc, error_file=path)
+        if isinstance(exc, SimgymError):
+            return TrainingError(f"{_message(exc)} (details: {path})", error_file=path)
+        headline = _missing_extra(exc) or f"{stage} failed: {_first_line(exc)}"
+        return TrainingError(f"{headline} (details: {path})", error_file=path)
+
+    def close(self) -> None:
+        """Stop whatever is still running: tracker, env runners, algorithm, sims, the log."""
+        if self.tracker is not None:
+            self.tracker.close("FAILED")
+        if self.algo is not None:
+            if not self.state.finished:
+                _kill_env_runners(self.algo, close_envs=self.pool is None)
+            try:
+                self.algo.stop()
+            except Exception as exc:
+                log.warning("stopping the algorithm: %s", exc)
+        if self.pool is not None:
+            self.pool.stop()
+        self.log.close()
+
+
+def _open_run(
+    spec: TrainSpec, spec_path: str | os.PathLike[str], resume: Path | None
+) -> tuple[Path, RunState]:
+    """A new run folder and state, or the ``--resume`` folder's.
+
+    Raises:
+        TrainingError: The ``--resume`` folder has no run or no checkpoint.
+    """
+    if resume is None:
+        return new_run_dir(spec), RunState(spec=str(Path(spec_path).resolve()))
+    run_dir = resume.resolve()
+    state = RunState.load(run_dir)
+    if not state.checkpoints:
+        raise TrainingError(f"--resume {run_dir}: no checkpoint to resume from")
+    return run_dir, state
+
+
 def train(
     spec_path: str | os.PathLike[str],
     *,
@@ -567,206 +776,46 @@ def train(
         SimgymError: Other setup problems before the run folder exists.
         TrainingError: Training failed; ``error.txt`` in the run folder explains.
     """
-    spec = load_train_spec(spec_path)
-    if overrides:
-        spec = spec.model_copy(update=overrides)
+    # 1. Prepare: the spec and the RLlib config first, so a wrong key in `config` costs a
+    # second, before any sim, run folder or Ray exists; the sims' addresses come later.
+    spec = load_train_spec(spec_path).model_copy(update=overrides or {})
     if max_time is not None:
         spec = spec.model_copy(update={"stop": spec.stop.model_copy(update={"max_time": max_time})})
     env_spec = spec.load_env_spec()
     launch = None if node_sims is not None else spec.launch(env_spec)
-    # The RLlib config first: a wrong key in `config` must cost a second, before any sim,
-    # run folder or Ray exists. The sims' addresses are filled in once they are known.
-    from launcher.rllib_setup import env_config
-
-    slots = None if node_sims is None else {"sim_slot": float(spec.resources.envs_per_runner)}
+    slots = None if node_sims is None else {SLOT: float(spec.resources.envs_per_runner)}
     config, resolved = _prepare_config(spec, env_spec, launch, slots)
-
-    if resume is not None:
-        run_dir = resume.resolve()
-        state = RunState.load(run_dir)
-        if not state.checkpoints:
-            raise TrainingError(f"--resume {run_dir}: no checkpoint to resume from")
-    else:
-        run_dir = new_run_dir(spec)
-        state = RunState(spec=str(Path(spec_path).resolve()))
+    run_dir, state = _open_run(spec, spec_path, resume)
     (run_dir / "spec.resolved.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
     state.save(run_dir)
-    sim_error_start = _sim_error_log_size(run_dir)
-    run_log = _RunLog(run_dir)
+    run = _Run(spec, env_spec, run_dir, state)
     log.info("%s %s (spec %s)", "resuming" if resume else "starting", run_dir, spec_path)
-
-    pool: SidecarPool | None = None
-    algo: Any = None
-    tracker: Any = None
-    sim_errors = 0
-    stage = _SETUP_STAGES[0]
     try:
-        # 1. Sims: sidecars we supervise, or servers the user runs.
-        if launch is not None:
-            workdir = (
-                env_spec.path(env_spec.sim.workdir)
-                if env_spec.sim.workdir
-                else Path(env_spec.base_dir)
-            )
-            pool = SidecarPool(launch, workdir, run_dir / "sims")
-            addresses = pool.start()
-        else:
-            addresses = env_spec.sim.address_list() if node_sims is None else list(node_sims)
-        stage = _SETUP_STAGES[1]
-        preflight(env_spec, addresses, spec.seed)
-        log.info("sims ready: %s", ", ".join(addresses))
+        addresses = run.start_sims(launch, node_sims)
         if on_start:
             on_start(run_dir, addresses)
-
-        # 2. RLlib.
-        stage = "starting Ray and building the algorithm"
-        from launcher.tracking import Tracker, extract, plot_learning_curve
-
-        config.environment(env_config=env_config(env_spec, addresses, str(run_dir / SIM_ERROR_LOG)))
-        _init_ray(spec, ray_address)
-        algo = config.build_algo()
-        # Offsets from RLlib's lifetime counters to ours: zero unless a checkpoint did not
-        # bring RLlib's counters back (RLlib restores them with its metrics logger).
-        offset_steps = offset_episodes = 0
+        run.build_algo(config, addresses, ray_address)
+        # 2. Resume: the last checkpoint's weights and counters.
         if resume is not None:
-            checkpoint = Path(state.checkpoints[-1])
-            algo.restore_from_path(str(checkpoint.resolve()))
-            _sync_weights(algo)
-            restored_steps, restored_episodes = _lifetime(algo)
-            saved = Counters.load(checkpoint)
-            if saved is None:  # written before simgym.json: see _older_checkpoint_counters
-                saved, source = _older_checkpoint_counters(
-                    run_dir, checkpoint, state, restored_steps, restored_episodes
-                )
-                log.warning(
-                    "%s has no %s: counters from %s", checkpoint.name, Counters.FILE, source
-                )
-            lost = state.iteration - saved.iteration
-            # Iterations after the checkpoint are repeated: back to the checkpoint's counters.
-            state.iteration, state.env_steps, state.episodes = (
-                saved.iteration,
-                saved.env_steps,
-                saved.episodes,
-            )
-            offset_steps = saved.env_steps - restored_steps
-            offset_episodes = saved.episodes - restored_episodes
-            log.info(
-                "resumed from %s: iteration %d, env steps %d, episodes %d "
-                "(%d later iteration(s) lost)",
-                checkpoint.name, saved.iteration, saved.env_steps, saved.episodes, lost,
-            )  # fmt: skip
-        tracker = Tracker(
-            run_dir, spec.experiment, spec.tracking_uri, run_name=run_dir.name,
-            resume_run_id=state.mlflow_run_id or None,
-            keep_until=state.iteration if resume is not None else None,
-        )  # fmt: skip
-        state.mlflow_run_id = tracker.run_id
-        if resume is None:
-            tracker.log_params(_params(spec, resolved))
-        state.save(run_dir)
-
-        # 3. The loop.
-        stage = "training"
-        started = time.monotonic()
-        start_steps = state.env_steps
-        stop = spec.stop
-        reason = ""
-        seen_events = len(pool.events) if pool is not None else 0
+            run.restore()
+        run.open_tracker(resume is not None, resolved)
+        # 3. The loop, to the first stop rule reached.
+        run.stage = "training"
+        started, start_steps, reason = time.monotonic(), state.env_steps, ""
+        seen_events = len(run.pool.events) if run.pool is not None else 0
         while not reason:
-            result = algo.train()
-            state.iteration += 1
-            metrics = extract(result, env_spec.log_states)
-            # RLlib's lifetime counters, continued across resumes (see the offsets above).
-            if "env_steps_total" in metrics:
-                steps = int(metrics["env_steps_total"]) + offset_steps
-                state.env_steps = max(state.env_steps, steps)
-            if "episodes_total" in metrics:
-                episodes = int(metrics["episodes_total"]) + offset_episodes
-                state.episodes = max(state.episodes, episodes)
-            metrics["env_steps_total"], metrics["episodes_total"] = state.env_steps, state.episodes
-            sim_errors += int(metrics.get("sim_errors", 0))
-            elapsed = time.monotonic() - started
-            metrics["env_steps_per_s"] = result.get(
-                "num_env_steps_sampled_lifetime_throughput", 0.0
-            ) or ((state.env_steps - start_steps) / elapsed if elapsed > 0 else 0.0)
-            events: list[str] = []
-            if pool is not None:
-                metrics["sim_restarts"] = pool.total_restarts
-                events = [e.detail for e in pool.events[seen_events:]]
-                seen_events += len(events)
-                if pool.failed():
-                    raise TrainingError(pool.failed()[0].detail)
-            tracker.log(state.iteration, metrics)
-            saved_now: str | None = None
-            if state.iteration % spec.checkpoint.every == 0:
-                saved_now = _checkpoint(algo, run_dir, state, spec.checkpoint.keep)
-            state.save(run_dir)
-            reward = metrics.get("episode_reward_mean")
-            if stop.max_time is not None and elapsed >= stop.max_time:
-                reason = f"max_time {stop.max_time:.0f} s reached"
-            elif stop.env_steps is not None and state.env_steps >= stop.env_steps:
-                reason = f"env_steps {stop.env_steps} reached"
-            elif stop.iterations is not None and state.iteration >= stop.iterations:
-                reason = f"iterations {stop.iterations} reached"
-            elif (
-                stop.episode_reward_mean is not None
-                and reward is not None
-                and reward >= stop.episode_reward_mean
-            ):
-                reason = f"episode_reward_mean {reward:.4g} >= {stop.episode_reward_mean}"
+            progress = run.iterate(started, start_steps, seen_events)
+            seen_events += len(progress.events)
+            reason = _stop_reason(spec.stop, progress)
             if on_progress:
-                time_left = max(0.0, stop.max_time - elapsed) if stop.max_time is not None else None
-                on_progress(
-                    Progress(state.iteration, state.env_steps, state.episodes, elapsed, time_left,
-                             metrics, saved_now, pool.total_restarts if pool else 0, events)
-                )  # fmt: skip
-
+                on_progress(progress)
         # 4. Wrap up: final checkpoint, curve, summary.
-        stage = "saving the final checkpoint"
-        if not state.checkpoints or not state.checkpoints[-1].endswith(f"{state.iteration:06d}"):
-            _checkpoint(algo, run_dir, state, spec.checkpoint.keep)
-        state.finished, state.stop_reason = True, reason
-        state.save(run_dir)
-        log.info(
-            "stopped: %s (iteration %d, env steps %d)", reason, state.iteration, state.env_steps
-        )
-        png = plot_learning_curve(
-            tracker.rows, run_dir / "learning_curve.png", f"{spec.experiment}: {spec.algorithm}"
-        )
-        for artifact in (png, run_dir / "metrics.csv", run_dir / "spec.resolved.yaml"):
-            if artifact is not None and artifact.exists():
-                tracker.log_artifact(artifact)
-        tracker.close("FINISHED")
-        tracker = None
+        run.wrap_up(reason)
         return run_dir, state
     except KeyboardInterrupt:
-        if algo is not None and state.iteration:
-            _checkpoint(algo, run_dir, state, spec.checkpoint.keep)
-        log.warning("interrupted at iteration %d", state.iteration)
+        run.interrupted()
         raise
     except Exception as exc:
-        path = _write_error(run_dir, stage, exc, pool, sim_errors, sim_error_start)
-        # For train.log; the terminal gets it once, as the error raised below (RAISED).
-        log.error("failed while %s: %s", stage, _first_line(exc), extra={RAISED: True})
-        if stage in _SETUP_STAGES and isinstance(exc, (SimgymError, ServerStartError)):
-            # Setup problems are the user's to fix: one line (error.txt has the rest).
-            raise SetupError(
-                f"{_message(exc)} (details: {path})", cause=exc, error_file=path
-            ) from None
-        if isinstance(exc, SimgymError):
-            raise TrainingError(f"{_message(exc)} (details: {path})", error_file=path) from None
-        headline = _missing_extra(exc) or f"{stage} failed: {_first_line(exc)}"
-        raise TrainingError(f"{headline} (details: {path})", error_file=path) from None
+        raise run.failure(exc) from None
     finally:
-        if tracker is not None:
-            tracker.close("FAILED")
-        if algo is not None:
-            if not state.finished:
-                _kill_env_runners(algo, close_envs=pool is None)
-            try:
-                algo.stop()
-            except Exception as exc:
-                log.warning("stopping the algorithm: %s", exc)
-        if pool is not None:
-            pool.stop()
-        run_log.close()
+        run.close()
