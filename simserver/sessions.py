@@ -1,7 +1,7 @@
 """Session lifecycle: one sim instance per session, leases, limits and retries.
 
-Kept free of gRPC message types so it can be tested directly; the servicer
-translates. Every method raises a ``SimServerError`` subclass on failure.
+Kept free of gRPC message types so it can be tested directly; the servicer and the packed
+engine translate. Every method raises a ``SimServerError`` subclass on failure.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ NO_DEADLINE: Deadline = (None, None)
 
 @dataclass(slots=True)
 class Result:
-    """A transition as the servicer puts it on the wire."""
+    """A transition as the transports put it on the wire."""
 
     outcome: Outcome
     step: int
