@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import subprocess
-import sys
 import time
 
 import numpy as np
@@ -12,7 +11,7 @@ import pytest
 
 from gymclient import NonFiniteStateError, SimEnv, load_spec, pick_address
 from gymclient.connection import Connection
-from gymclient.errors import RemoteError, ServerUnavailable, SimCallError, SimTimeout
+from gymclient.errors import ServerUnavailable, SimCallError, SimTimeout
 from gymclient.vector import SimVectorEnv
 from simgym.v1 import simulator_pb2 as pb
 
@@ -166,13 +165,12 @@ def test_sim_error_raises_by_default_and_truncates_when_asked(start_server):
         env.close()
 
 
-@pytest.mark.parametrize("transport", ["stream", "aio", "unary"])
-def test_hung_sim_times_out_within_the_deadline(start_server, transport):
+def test_hung_sim_times_out_within_the_deadline(start_server):
     spec = load_spec(SPEC)
     # The sim hangs far longer than the pytest timeout: returning at all, with SimTimeout,
     # shows the deadline fired; the lower bound, that it was not something sooner.
     server = start_server("toy.py:Hanging", kwargs={"hang": 3600.0})
-    env = _env(spec, server.address, timeout=1.0, transport=transport)
+    env = _env(spec, server.address, timeout=1.0)
     try:
         env.reset(seed=0)
         env.step([0.0])
@@ -189,13 +187,12 @@ def _timeouts(spec, **timeouts):
     return spec.model_copy(update={"sim": spec.sim.model_copy(update=timeouts)})
 
 
-@pytest.mark.parametrize("transport", ["stream", "aio", "unary"])
-def test_resets_get_reset_timeout_not_the_step_deadline(start_server, transport):
+def test_resets_get_reset_timeout_not_the_step_deadline(start_server):
     # A 2 s reset under `timeout: 0.5, reset_timeout: 10`: the reset's deadline applies,
     # while a step still gets the short one.
     spec = _timeouts(load_spec(SPEC), timeout=0.5, reset_timeout=10.0)
     server = start_server("faults.py:SlowReset")
-    env = _env(spec, server.address, transport=transport)
+    env = _env(spec, server.address)
     try:
         started = time.monotonic()
         _, info = env.reset(seed=0, options={"config": {"delay": 2.0}})
@@ -211,13 +208,12 @@ def test_resets_get_reset_timeout_not_the_step_deadline(start_server, transport)
         vec.close()
 
 
-@pytest.mark.parametrize("transport", ["stream", "unary"])
-def test_failed_reset_reopens_the_session(start_server, transport):
+def test_failed_reset_reopens_the_session(start_server):
     # A reset past its deadline leaves the server's session busy in the sim: the next
     # reset must start on a new session, not get ServerBusy from the old one.
     spec = _timeouts(load_spec(SPEC), timeout=5.0, reset_timeout=0.5)
     server = start_server("faults.py:SlowReset")
-    env = _env(spec, server.address, transport=transport)
+    env = _env(spec, server.address)
     try:
         first = env.session.id
         with pytest.raises(SimTimeout):
@@ -230,15 +226,14 @@ def test_failed_reset_reopens_the_session(start_server, transport):
         env.close()
 
 
-@pytest.mark.parametrize("transport", ["stream", "aio"])
-def test_server_killed_mid_episode_then_restarted(tmp_path, transport):
+def test_server_killed_mid_episode_then_restarted(tmp_path):
     """on_error: truncate — the episode ends, and the next reset reaches the restarted server."""
     spec = load_spec(SPEC).model_copy(update={"on_error": "truncate"})
     sock = tmp_path / "s.sock"
     cmd = unix_simserver_cmd(sock)
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     assert proc.stdout is not None and proc.stdout.readline()
-    env = _env(spec, f"unix:{sock}", timeout=2.0, transport=transport)
+    env = _env(spec, f"unix:{sock}", timeout=2.0)
     try:
         env.reset(seed=0)
         env.step([0.0])
@@ -264,10 +259,9 @@ def test_unreachable_address_is_a_clear_error(tmp_path):
         _env(spec, f"unix:{tmp_path}/nothing.sock")
 
 
-@pytest.mark.parametrize("vec_transport", ["stream", "unary"])
-def test_vector_env_matches_single_envs(toy, vec_transport):
+def test_vector_env_matches_single_envs(toy):
     spec, address = toy
-    venv = SimVectorEnv(spec, 4, [address], transport=vec_transport)
+    venv = SimVectorEnv(spec, 4, [address])
     singles = [_env(spec, address) for _ in range(4)]
     try:
         obs, _ = venv.reset(seed=10)
@@ -313,7 +307,7 @@ def test_vector_env_spreads_over_servers_and_survives_a_sim_error(start_server):
     bad = start_server("toy.py:Raising", kwargs={"fail_at": 2})
     venv = SimVectorEnv(spec, 2, [good.address, bad.address])
     try:
-        assert venv._env_conn == [good.address, bad.address]
+        assert venv._episodes.addresses == [good.address, bad.address]
         venv.reset(seed=0)
         venv.step(np.zeros((2, 1), np.float32))
         _, _, terms, truncs, infos = venv.step(np.zeros((2, 1), np.float32))
@@ -331,11 +325,11 @@ def test_vector_env_spreads_over_servers_and_survives_a_sim_error(start_server):
 # --------------------------------------------------------------------------- packed transport
 
 
-@pytest.mark.parametrize("transport", ["stream", "aio", "unary"])
-def test_env_transports_match_per_session_stepping(toy, transport):
-    """SimEnv over a PackedStream (sync or aio) or PackedBatch calls == a session alone."""
+@pytest.mark.parametrize("packed_socket", [True, False])
+def test_env_transports_match_per_session_stepping(toy, packed_socket):
+    """SimEnv over the packed socket or a gRPC PackedStream == a session stepped alone."""
     spec, address = toy
-    env = _env(spec, address, transport=transport)
+    env = _env(spec, address, packed_socket=packed_socket)
     config = {"config": {"x0": 0.5}, "sim_seed": 5}
     try:
         with Connection(address) as conn:
@@ -366,7 +360,7 @@ def test_vector_env_truncates_a_dead_session_and_reopens_it(toy):
     venv = SimVectorEnv(tolerant, 3, [address])
     try:
         venv.reset(seed=0)
-        dead = venv._sessions[1].id
+        dead = venv._episodes.sessions[1].id
         with Connection(address) as conn:
             conn._call("Close", pb.SessionRef(session_id=dead), 5)
         actions = np.zeros((3, 1), np.float32)
@@ -376,90 +370,8 @@ def test_vector_env_truncates_a_dead_session_and_reopens_it(toy):
         assert venv.totals["sim_errors"] == 1
         # Next step: sub-env 1 gets a new session, reset in the same message as the steps.
         _, rewards, _, truncs, _ = venv.step(actions)
-        assert venv._sessions[1].id != dead and rewards[1] == 0.0 and not truncs.any()
+        assert venv._episodes.sessions[1].id != dead and rewards[1] == 0.0 and not truncs.any()
         obs, _, _, truncs, _ = venv.step(actions)
         assert not truncs.any() and np.isfinite(obs).all()
     finally:
         venv.close()
-
-
-# A server built before the packed calls existed: the same simserver without them, so the
-# generated base class answers UNIMPLEMENTED, as a server from the older .proto does (and
-# without the packed socket, which came later still: --no-packed-socket below).
-_OLD_SERVER = """
-import sys
-from simserver import servicer
-del servicer.SimulatorServicer.PackedBatch, servicer.SimulatorServicer.PackedStream
-from simserver.cli import main
-main()
-"""
-
-
-@pytest.fixture
-def old_server(tmp_path):
-    sock = tmp_path / "old.sock"
-    cmd = [
-        *(sys.executable, "-c", _OLD_SERVER, "toy.py:Toy", "--unix", str(sock)),
-        "--no-packed-socket",
-    ]
-    proc = subprocess.Popen(
-        [*cmd, "--chdir", str(SIMS), "-k", "gain=2.0"],  # as toy_spec.yaml's sim.kwargs
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-    )
-    assert proc.stdout is not None and proc.stdout.readline()
-    yield f"unix:{sock}"
-    proc.terminate()
-    proc.wait(10)
-
-
-def test_envs_fall_back_to_batch_on_an_older_server(toy, old_server):
-    spec, address = toy
-    with Connection(old_server) as conn, pytest.raises(RemoteError, match="PackedBatch"):
-        conn.packed(pb.PackedRequest())  # the premise: this server has no packed calls
-    for transport in ("stream", "unary"):
-        new, old = (
-            _env(spec, address, transport=transport),
-            _env(spec, old_server, transport=transport),
-        )
-        try:
-            assert np.array_equal(new.reset(seed=4)[0], old.reset(seed=4)[0])
-            for _ in range(3):
-                a, b = new.step([0.5]), old.step([0.5])
-                assert np.array_equal(a[0], b[0]) and a[1:4] == b[1:4]
-            assert old._lane is not None and old._lane.mode == "batch"
-        finally:
-            new.close()
-            old.close()
-    new_v, old_v = SimVectorEnv(spec, 2, [address]), SimVectorEnv(spec, 2, [old_server])
-    try:
-        assert np.array_equal(new_v.reset(seed=1)[0], old_v.reset(seed=1)[0])
-        for _ in range(25):  # crosses an episode end: resets ride in the Batch fallback too
-            a, b = new_v.step(np.ones((2, 1), np.float32)), old_v.step(np.ones((2, 1), np.float32))
-            for x, y in zip(a[:4], b[:4], strict=True):
-                np.testing.assert_array_equal(x, y)
-        assert old_v._lanes[0].mode == "batch"
-    finally:
-        new_v.close()
-        old_v.close()
-
-
-def test_aio_transport_inside_a_running_event_loop(toy):
-    """A private loop cannot run inside another: the env carries on over the sync stream."""
-    import asyncio
-
-    spec, address = toy
-    env = _env(spec, address, transport="aio")
-    try:
-        env.reset(seed=0)
-        first = env.step(np.array([0.5], np.float32))
-
-        async def inside() -> tuple:
-            return env.step(np.array([0.5], np.float32))
-
-        second = asyncio.run(inside())
-        assert env._lane is not None and not env._lane.aio
-        assert second[4]["states"]["t"] == first[4]["states"]["t"] + 1
-        env.step(np.array([0.5], np.float32))  # and after the loop is gone
-    finally:
-        env.close()

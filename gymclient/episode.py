@@ -1,0 +1,298 @@
+"""The episode rules of ``SimEnv`` and ``SimVectorEnv``: one rulebook for both envs.
+
+An env is a list of slots, each driving one session on a server: ``SimEnv`` has one slot,
+``SimVectorEnv`` one per sub-env; the sessions of one server share a ``PackedLane``.
+``Episodes`` opens the sessions and applies the rules; the envs keep only their own data
+layout (``SimEnv``: Python values, the fast path of one session; ``SimVectorEnv``: numpy
+arrays over all sub-envs).
+
+The rules, per slot:
+
+* **A failed call** (the sim raised, the deadline passed, the server went away) counts in
+  ``totals["sim_errors"]``, and the slot's session is reopened before its next reset: a hung
+  call keeps the old session busy on the server, a restarted server has lost it. A failed
+  step raises its ``RemoteError`` under ``on_error: raise``; under ``truncate`` the episode
+  ends truncated with reward 0 and the last observation, its ``info`` holding only
+  ``simgym_error`` (the message) and ``simgym_error_type`` (the error's class name). A failed
+  reset raises, whatever ``on_error`` says (``SimVectorEnv.reset``: the error of the first
+  sub-env that failed; the next ``reset`` resets every sub-env again), except an autoreset
+  inside ``SimVectorEnv.step``, which is a failed step. A session that cannot be
+  reopened (its server is still down) makes that next reset raise, and is retried by the one
+  after.
+* **Non-finite states** (NaN/inf) count in ``totals["nonfinite"]`` and raise
+  ``NonFiniteStateError`` under ``on_nonfinite: raise``. Else a step's end its episode as
+  truncated with reward 0, and a reset's start one whose observations show 0 for them;
+  ``info["simgym_error"]`` names them (``simgym_error_type``: ``"nonfinite"``).
+* **max_episode_steps** truncates an episode at that step unless it terminated.
+* **info** carries ``states`` (raw named values) and ``clipped`` (per-observation clip counts
+  of the episode) except after a failed call, ``config`` after a reset, and
+  ``log_states_mean``/``log_states_final`` (the spec's ``log_states``) when an episode ends
+  otherwise than by a failure or non-finite states.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any, NoReturn
+
+import numpy as np
+
+from gymclient.codec import Codec, build_codec, declared_action_names
+from gymclient.connection import Connection, ConnectOptions, RemoteSession
+from gymclient.errors import RemoteError, SimgymError
+from gymclient.lane import PackedLane, PackedResult, Reset, Transition
+from gymclient.spec import EnvSpec
+
+log = logging.getLogger("gymclient")
+
+# Lifetime counters of an env (`totals`), read by the checker and the training metrics.
+COUNTERS = (
+    "steps",
+    "episodes",
+    "sim_errors",
+    "nonfinite",
+    "reopens",
+    "sim_seconds",
+    "call_seconds",
+)
+
+# `info["simgym_error_type"]` of an episode ended by non-finite states.
+NONFINITE = "nonfinite"
+
+
+class NonFiniteStateError(SimgymError):
+    """The sim returned NaN/inf for states the agent observes (``on_nonfinite: raise``)."""
+
+
+class Episodes:
+    """The sessions behind an env's slots, and the rules their episodes follow.
+
+    Args:
+        spec: The env spec (its ``on_error``, ``on_nonfinite``, ``max_episode_steps``,
+            reward and ``log_states``).
+        addresses: The server of each slot.
+        options: Connection options.
+        clients: Each slot's client name (shown by the server).
+    """
+
+    def __init__(
+        self,
+        spec: EnvSpec,
+        addresses: Sequence[str],
+        options: ConnectOptions,
+        clients: Sequence[str],
+    ) -> None:
+        self.addresses = list(addresses)
+        self._clients = list(clients)
+        self._actions = declared_action_names(spec)
+        self.conns: dict[str, Connection] = {}
+        self.sessions: list[RemoteSession] = []
+        for address, client in zip(self.addresses, self._clients, strict=True):
+            if address not in self.conns:
+                self.conns[address] = Connection(address, options)
+            self.sessions.append(self.conns[address].open(self._actions, client=client))
+        self.codecs: list[Codec] = [
+            build_codec(spec, s.state_names, s.action_names) for s in self.sessions
+        ]
+        first = self.sessions[0]
+        self.state_names: list[str] = first.state_names
+        self.log_states = [n for n in self.codecs[0].log_states if n in self.state_names]
+        self.log_idx = [self.state_names.index(n) for n in self.log_states]
+        # One lane per server; slot i is slot k of lane j, with (j, k) = self._place[i].
+        self.lanes: list[PackedLane] = []
+        self.lane_slots: list[np.ndarray] = []
+        self._place: list[tuple[int, int]] = [(0, 0)] * len(self.sessions)
+        for address, conn in self.conns.items():
+            slots = [i for i, a in enumerate(self.addresses) if a == address]
+            for k, i in enumerate(slots):
+                self._place[i] = (len(self.lanes), k)
+            self.lanes.append(PackedLane(conn, [self.sessions[i] for i in slots]))
+            self.lane_slots.append(np.array(slots, np.intp))
+        self._width = len(first.state_names)
+        self._raise_errors = spec.on_error == "raise"
+        self._raise_nonfinite = spec.on_nonfinite == "raise"
+        self.max_steps = spec.max_episode_steps
+        self.reopen = [False] * len(self.sessions)  # slots to reopen before their next reset
+        self.totals: dict[str, float] = dict.fromkeys(COUNTERS, 0)
+        self._taken = dict(self.totals)
+        self.clip_totals = np.zeros(len(self.codecs[0].obs_names), np.int64)
+
+    def take_counters(self) -> dict[str, float]:
+        """``totals`` gained since the last call (for per-sample training metrics)."""
+        now = dict(self.totals)
+        taken = {k: v - self._taken[k] for k, v in now.items()}
+        self._taken = now
+        return taken
+
+    # ------------------------------------------------------------------ calls
+
+    def reset_single(self, config: Mapping[str, Any], seed: int) -> Transition:
+        """Reset slot 0 of a one-slot env (on a new session if its last call failed)."""
+        self._reopen_flagged([0])
+        try:
+            action = [0.0] * len(self.sessions[0].action_names)
+            return self.lanes[0].run_single(action, (config, seed))
+        except RemoteError as exc:
+            self.reset_failed({0: exc})
+
+    def exchange(self, actions: np.ndarray, resets: Mapping[int, Reset]) -> PackedResult:
+        """One round on every server: step each slot with its row, reset ``resets``.
+
+        A failure of a whole server's round becomes the error of each of its slots; every
+        round is in flight before any reply is awaited, so the servers work concurrently.
+        """
+        self._reopen_flagged(resets)
+        if len(self.lanes) == 1:  # its slots are the env's in order: nothing to regroup
+            try:
+                return self.lanes[0].run(actions.ravel().tolist(), resets)
+            except RemoteError as err:
+                return _failed_round(len(self.sessions), self._width, err)
+        out = _failed_round(len(self.sessions), self._width, None)
+        sent: list[tuple[PackedLane, np.ndarray]] = []
+        for lane, slots in zip(self.lanes, self.lane_slots, strict=True):
+            lane_resets = {k: resets[i] for k, i in enumerate(slots.tolist()) if i in resets}
+            try:
+                lane.send(actions[slots].ravel().tolist(), lane_resets)
+                sent.append((lane, slots))
+            except RemoteError as err:
+                out.errors.update(dict.fromkeys(slots.tolist(), err))
+        for lane, slots in sent:
+            try:
+                result = lane.receive()
+            except RemoteError as err:
+                out.errors.update(dict.fromkeys(slots.tolist(), err))
+                continue
+            _scatter(out, result, slots.tolist())
+        return out
+
+    def _reopen_flagged(self, slots: Any) -> None:
+        for i in slots:
+            if self.reopen[i]:
+                self.sessions[i].close()
+                conn = self.conns[self.addresses[i]]
+                self.sessions[i] = conn.open(self._actions, client=self._clients[i])
+                lane, k = self._place[i]
+                self.lanes[lane].replace(k, self.sessions[i])
+                self.reopen[i] = False
+                self.totals["reopens"] += 1
+
+    # ------------------------------------------------------------------ rules
+
+    def reset_failed(self, errors: Mapping[int, RemoteError]) -> NoReturn:
+        """Failed resets: counted, their sessions reopened at the next reset; raises the first."""
+        for i in errors:
+            self.totals["sim_errors"] += 1
+            self.reopen[i] = True
+        raise errors[min(errors)]
+
+    def failed(self, slot: int, err: RemoteError) -> dict[str, Any]:
+        """A failed step of ``slot``: raise it (``on_error: raise``) or the info of its end.
+
+        Raises:
+            RemoteError: ``err``, under ``on_error: raise``.
+        """
+        self.totals["sim_errors"] += 1
+        self.reopen[slot] = True
+        if self._raise_errors:
+            raise err
+        # Training must go on: the episode ends as truncated; the next reset opens a new
+        # session (the server may have been restarted by its supervisor).
+        log.warning("episode truncated: %s", err)
+        return {"simgym_error": str(err), "simgym_error_type": type(err).__name__}
+
+    def nonfinite(self, slot: int, bad: Sequence[int], step: int | None) -> dict[str, Any]:
+        """Non-finite states of ``slot`` at a reset (``step`` None) or a step: count, raise or log.
+
+        Returns:
+            The ``info`` entries that say so.
+
+        Raises:
+            NonFiniteStateError: Under ``on_nonfinite: raise``.
+        """
+        self.totals["nonfinite"] += 1
+        names = ", ".join(self.sessions[slot].state_names[i] for i in bad)
+        message = (
+            f"sim {self.sessions[slot].info.sim_name} at {self.addresses[slot]} returned "
+            f"non-finite states: {names} ({'at reset' if step is None else f'at step {step}'})"
+        )
+        if self._raise_nonfinite:
+            raise NonFiniteStateError(message)
+        # A step's NaN ends its episode; a reset's starts one whose observations show 0.
+        log.warning("%s; %s", message, "observed as 0" if step is None else "episode truncated")
+        where = " at reset" if step is None else ""
+        return {
+            "simgym_error": f"non-finite states{where}: {names}",
+            "simgym_error_type": NONFINITE,
+        }
+
+    def outcome(
+        self,
+        slot: int,
+        states: dict[str, float],
+        terminated: bool,
+        truncated: bool,
+        sim_reward: float | None,
+        nonfinite: Sequence[int] | None,
+        steps: int,
+    ) -> tuple[float, bool, bool, dict[str, Any] | None]:
+        """Reward, terminated, truncated and extra ``info`` of step ``steps`` of ``slot``."""
+        if nonfinite:
+            return 0.0, False, True, self.nonfinite(slot, nonfinite, steps)
+        reward, terminated, truncated = self.codecs[slot].reward(
+            states, terminated, truncated, sim_reward
+        )
+        if self.max_steps is not None and steps >= self.max_steps and not terminated:
+            truncated = True
+        return reward, terminated, truncated, None
+
+    def end_info(self, means: Sequence[float], finals: Sequence[float]) -> dict[str, Any]:
+        """The ``info`` of an episode's end: the mean and final value of each log state."""
+        return {
+            "log_states_mean": dict(zip(self.log_states, means, strict=True)),
+            "log_states_final": dict(zip(self.log_states, finals, strict=True)),
+        }
+
+    def close(self) -> None:
+        """Close every stream, session and connection (idempotent)."""
+        for lane in self.lanes:
+            lane.close()
+        for session in self.sessions:
+            session.close()
+        for conn in self.conns.values():
+            conn.close()
+        self.lanes, self.sessions, self.conns = [], [], {}
+
+
+def _failed_round(count: int, width: int, err: RemoteError | None) -> PackedResult:
+    """A round's result with nothing received yet (every slot failed with ``err``)."""
+    return PackedResult(
+        states=np.full((count, width), math.nan),
+        terminated=[False] * count,
+        truncated=[False] * count,
+        steps=[0] * count,
+        sim_seconds=[0.0] * count,
+        rewards=None,
+        nonfinite={},
+        errors=dict.fromkeys(range(count), err) if err is not None else {},
+    )
+
+
+def _scatter(out: PackedResult, result: PackedResult, slots: list[int]) -> None:
+    """Copy one lane's result into the env's: lane slot ``k`` is env slot ``slots[k]``."""
+    out.states[slots] = result.states
+    for k, i in enumerate(slots):
+        out.terminated[i] = result.terminated[k]
+        out.truncated[i] = result.truncated[k]
+        out.steps[i] = result.steps[k]
+        out.sim_seconds[i] = result.sim_seconds[k]
+    if result.rewards is not None:
+        if out.rewards is None:
+            out.rewards = [math.nan] * len(out.terminated)
+        for k, i in enumerate(slots):
+            out.rewards[i] = result.rewards[k]
+    for k, bad in result.nonfinite.items():
+        out.nonfinite[slots[k]] = bad
+    for k, failure in result.errors.items():
+        out.errors[slots[k]] = failure
