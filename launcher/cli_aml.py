@@ -1,7 +1,7 @@
 """``simgym submit | node | status | logs``: Azure ML submission and the multi-node bootstrap.
 
 Registered into the ``simgym`` command by ``launcher.cli``. Parses arguments and calls
-``launcher.aml`` / ``launcher.node``; nothing else.
+``launcher.aml`` (plan, image, workspace) and ``launcher.node``; nothing else.
 """
 
 from __future__ import annotations
@@ -68,7 +68,8 @@ def submit(
     ] = None,
 ) -> None:
     """Submit a training spec to Azure ML: cluster, environment, experiment, multi-node job."""
-    from launcher import aml
+    from launcher.aml.plan import dry_run_hint, plan_submission, write_dry_run
+    from launcher.aml.workspace import submit as submit_plan
 
     options = {
         "workspace_config": str(workspace_config) if workspace_config else None,
@@ -84,14 +85,13 @@ def submit(
         "code": str(code) if code else None,
     }
     try:
-        plan = aml.plan_submission(spec, {k: v for k, v in options.items() if v is not None})
+        plan = plan_submission(spec, options)
         if dry_run is not None:
-            written = aml.write_dry_run(plan, dry_run)
-            for path in written:
+            for path in write_dry_run(plan, dry_run):
                 typer.echo(f"wrote {path}")
-            typer.echo(aml.dry_run_hint(plan, dry_run))
+            typer.echo(dry_run_hint(plan, dry_run))
             return
-        result = aml.submit(plan, echo=typer.echo)
+        result = submit_plan(plan, echo=typer.echo)
     except SimgymError as exc:
         _fail(str(exc))
         return
@@ -144,10 +144,10 @@ def status(
     ] = None,
 ) -> None:
     """A job's status, experiment, compute and Studio URL."""
-    from launcher import aml
+    from launcher.aml.workspace import job_status
 
     try:
-        for line in aml.job_status(job, workspace_config):
+        for line in job_status(job, workspace_config):
             typer.echo(line)
     except SimgymError as exc:
         _fail(str(exc))
@@ -164,10 +164,10 @@ def logs(
     lines: Annotated[int, typer.Option(min=1, help="Lines shown from each node's log.")] = 40,
 ) -> None:
     """Download a job's logs and outputs; show error.txt and each node's last lines."""
-    from launcher import aml
+    from launcher.aml.workspace import job_logs
 
     try:
-        for line in aml.job_logs(job, workspace_config, to, lines):
+        for line in job_logs(job, workspace_config, to, lines):
             typer.echo(line)
     except SimgymError as exc:
         _fail(str(exc))
@@ -181,12 +181,12 @@ def docker_context(
     ] = None,
 ) -> None:
     """Stage a Docker build context for one of simgym's images (docker build OUT)."""
-    from launcher import aml
+    from launcher.aml.image import stage_build_context
 
     if requirements is not None and not requirements.is_file():
         _fail(f"--requirements {requirements}: no such file")
     try:
-        path = aml.stage_build_context(out, kind, requirements)
+        path = stage_build_context(out, kind, requirements)
     except SimgymError as exc:
         _fail(str(exc))
         return

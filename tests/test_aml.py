@@ -28,8 +28,18 @@ from azure.core.credentials import AccessToken
 from azure.core.exceptions import ResourceNotFoundError
 
 from gymclient.errors import SpecError
-from launcher import aml
-from launcher.aml import image, workspace
+from launcher.aml import workspace
+from launcher.aml.errors import AmlError, require_sdk
+from launcher.aml.image import (
+    DOCKER_DIR,
+    SOURCE_ITEMS,
+    _build_wheel,
+    folder_digest,
+    stage_build_context,
+    stage_simgym_wheel,
+)
+from launcher.aml.plan import SOURCE_TAG, plan_submission, stage_environment
+from launcher.aml.workspace import job_logs, job_status, ml_client, submit, validate_job
 
 from .conftest import REPO
 
@@ -97,7 +107,7 @@ def test_dry_run_round_trips_through_the_sdk_loaders(tmp_path):
     assert env.name == "simgym-cstr" and env.image is None
     context = Path(env.build.path)
     assert env.build.dockerfile_path == "Dockerfile"
-    assert (context / "Dockerfile").read_text() == (aml.DOCKER_DIR / "train.Dockerfile").read_text()
+    assert (context / "Dockerfile").read_text() == (DOCKER_DIR / "train.Dockerfile").read_text()
     assert (context / "install.sh").exists() and (context / "lock-train.txt").exists()
     (wheel,) = context.glob("simgym-*.whl")  # simgym itself, as a wheel built from this checkout
     with zipfile.ZipFile(wheel) as whl:
@@ -105,7 +115,7 @@ def test_dry_run_round_trips_through_the_sdk_loaders(tmp_path):
     assert "launcher/node.py" in names and "launcher/docker/install.sh" in names
     assert not [n for n in names if "__pycache__" in n]
     # The environment is tagged with what it is built from (reuse checks it).
-    assert env.tags[aml.SOURCE_TAG] == "context:" + aml.folder_digest(context)[:32]
+    assert env.tags[SOURCE_TAG] == "context:" + folder_digest(context)[:32]
 
     compute = load_compute(out / "compute.yml")
     assert compute.name == "cpu-cluster" and compute.size == "STANDARD_D4S_V3"
@@ -141,7 +151,7 @@ def test_spec_aml_section_is_used_and_the_command_line_wins(tmp_path):
 
 def test_training_time_is_capped_below_the_job_limit(tmp_path):
     spec = _project(tmp_path, stop={"max_time": "3h"})
-    plan = aml.plan_submission(spec, {"max_run_time": "1h", "image": "myacr.azurecr.io/sim:1"})
+    plan = plan_submission(spec, {"max_run_time": "1h", "image": "myacr.azurecr.io/sim:1"})
     args = shlex.split(plan.job.command)
     assert args[args.index("--max-time") + 1] == "3240s"  # 1 h less 10 %, for wrap-up
     assert any("past the job's limit" in n for n in plan.notes)
@@ -151,7 +161,7 @@ def test_training_time_is_capped_below_the_job_limit(tmp_path):
 def test_bad_settings_are_one_line_errors(tmp_path):
     spec = _project(tmp_path, aml_section={"nodez": 2})
     with pytest.raises(SpecError, match=r"aml\.nodez: unknown key"):
-        aml.plan_submission(spec, {})
+        plan_submission(spec, {})
     spec = _project(tmp_path)
     r = _run("submit", str(spec), "--max-run-time", "soon", "--dry-run", str(tmp_path / "o"))
     assert r.returncode == 2
@@ -168,17 +178,17 @@ def test_code_folder_must_hold_the_specs_files(tmp_path):
     sub = spec.parent / "specs"
     sub.mkdir()
     (sub / "train.yaml").write_text(spec.read_text().replace("env: spec.yaml", "env: ../spec.yaml"))
-    with pytest.raises(aml.AmlError, match=r"outside the code folder"):
-        aml.plan_submission(sub / "train.yaml", {})
-    plan = aml.plan_submission(sub / "train.yaml", {"code": str(spec.parent)})
+    with pytest.raises(AmlError, match=r"outside the code folder"):
+        plan_submission(sub / "train.yaml", {})
+    plan = plan_submission(sub / "train.yaml", {"code": str(spec.parent)})
     assert plan.spec_rel == "specs/train.yaml"
     assert shlex.split(plan.job.command)[2] == "specs/train.yaml"
 
 
 def test_missing_sdk_gives_the_install_command(monkeypatch):
     monkeypatch.setitem(sys.modules, "azure.ai.ml", None)
-    with pytest.raises(aml.AmlError, match=re.escape('pip install "simgym[aml]"')):
-        aml.require_sdk()
+    with pytest.raises(AmlError, match=re.escape('pip install "simgym[aml]"')):
+        require_sdk()
 
 
 # ----------------------------------------------------------------------------- no credentials
@@ -300,12 +310,12 @@ class Intercepted:
 
 def test_submission_creates_cluster_environment_and_job(tmp_path, monkeypatch):
     spec = _project(tmp_path)
-    plan = aml.plan_submission(spec, {"nodes": 2, "environment": "simgym-cstr",
+    plan = plan_submission(spec, {"nodes": 2, "environment": "simgym-cstr",
                                       "experiment": "cstr-impala", "max_run_time": "2h"})  # fmt: skip
-    client = aml.ml_client(_config(tmp_path), credential=FakeCredential())
+    client = ml_client(_config(tmp_path), credential=FakeCredential())
     calls = Intercepted(client, monkeypatch)
     said: list[str] = []
-    result = aml.submit(plan, client=client, echo=said.append)
+    result = submit(plan, client=client, echo=said.append)
 
     assert calls.kinds() == ["compute", "environment", "context_files", "job", "job_kwargs"]
     compute = calls.get("compute")
@@ -341,26 +351,26 @@ def test_submission_creates_cluster_environment_and_job(tmp_path, monkeypatch):
 
 def _source_tag(spec: Path, tmp_path: Path, **options) -> str:
     """The tag a plan's environment gets once its build context is staged."""
-    plan = aml.plan_submission(spec, options)
-    aml.stage_environment(plan, tmp_path / "ctx-for-tag")
-    return plan.environment.tags[aml.SOURCE_TAG]
+    plan = plan_submission(spec, options)
+    stage_environment(plan, tmp_path / "ctx-for-tag")
+    return plan.environment.tags[SOURCE_TAG]
 
 
 def test_existing_environment_is_reused_when_it_matches(tmp_path, monkeypatch):
     spec = _project(tmp_path)
     tag = _source_tag(spec, tmp_path)
-    client = aml.ml_client(_config(tmp_path), credential=FakeCredential())
+    client = ml_client(_config(tmp_path), credential=FakeCredential())
     calls = Intercepted(client, monkeypatch, compute_exists=True, env_version="3",
-                        env_tags={aml.SOURCE_TAG: tag})  # fmt: skip
-    aml.submit(aml.plan_submission(spec, {"environment": "simgym-cstr"}), client=client,
+                        env_tags={SOURCE_TAG: tag})  # fmt: skip
+    submit(plan_submission(spec, {"environment": "simgym-cstr"}), client=client,
                echo=lambda s: None)  # fmt: skip
     assert calls.kinds() == ["job", "job_kwargs"]  # no cluster, no environment created
     assert calls.get("job").environment == "azureml:simgym-cstr:3"
 
     calls = Intercepted(client, monkeypatch, compute_exists=True, env_version="3",
-                        env_tags={aml.SOURCE_TAG: tag})  # fmt: skip
-    plan = aml.plan_submission(spec, {"environment": "simgym-cstr", "rebuild_environment": True})
-    aml.submit(plan, client=client, echo=lambda s: None)
+                        env_tags={SOURCE_TAG: tag})  # fmt: skip
+    plan = plan_submission(spec, {"environment": "simgym-cstr", "rebuild_environment": True})
+    submit(plan, client=client, echo=lambda s: None)
     assert calls.kinds() == ["environment", "context_files", "job", "job_kwargs"]
     assert calls.get("environment").version == "4"
     assert calls.get("job").environment == "azureml:simgym-cstr:4"
@@ -368,91 +378,89 @@ def test_existing_environment_is_reused_when_it_matches(tmp_path, monkeypatch):
 
 def test_an_environment_made_from_something_else_is_not_reused(tmp_path, monkeypatch):
     spec = _project(tmp_path)
-    client = aml.ml_client(_config(tmp_path), credential=FakeCredential())
+    client = ml_client(_config(tmp_path), credential=FakeCredential())
     # The latest version was built from another image: --image asks for this one.
     calls = Intercepted(client, monkeypatch, compute_exists=True, env_version="3",
-                        env_tags={aml.SOURCE_TAG: "image:myacr.azurecr.io/sim:1"})  # fmt: skip
+                        env_tags={SOURCE_TAG: "image:myacr.azurecr.io/sim:1"})  # fmt: skip
     said: list[str] = []
-    plan = aml.plan_submission(spec, {"environment": "simgym-cstr",
+    plan = plan_submission(spec, {"environment": "simgym-cstr",
                                       "image": "myacr.azurecr.io/sim:2"})  # fmt: skip
-    aml.submit(plan, client=client, echo=said.append)
+    submit(plan, client=client, echo=said.append)
     env = calls.get("environment")
     assert env.version == "4" and env.image == "myacr.azurecr.io/sim:2"
-    assert env.tags[aml.SOURCE_TAG] == "image:myacr.azurecr.io/sim:2"
+    assert env.tags[SOURCE_TAG] == "image:myacr.azurecr.io/sim:2"
     assert calls.get("job").environment == "azureml:simgym-cstr:4"
     assert any("was made from image:myacr.azurecr.io/sim:1" in s for s in said), said
 
     # The same image again: reused.
     calls = Intercepted(client, monkeypatch, compute_exists=True, env_version="4",
-                        env_tags={aml.SOURCE_TAG: "image:myacr.azurecr.io/sim:2"})  # fmt: skip
-    plan = aml.plan_submission(spec, {"environment": "simgym-cstr",
+                        env_tags={SOURCE_TAG: "image:myacr.azurecr.io/sim:2"})  # fmt: skip
+    plan = plan_submission(spec, {"environment": "simgym-cstr",
                                       "image": "myacr.azurecr.io/sim:2"})  # fmt: skip
-    aml.submit(plan, client=client, echo=lambda s: None)
+    submit(plan, client=client, echo=lambda s: None)
     assert calls.kinds() == ["job", "job_kwargs"]
 
     # A changed build context (the sim's requirements): a new version, not the old image.
     old_tag = _source_tag(spec, tmp_path)
     (spec.parent / "requirements.txt").write_text("scipy>=1.12\n")
     calls = Intercepted(client, monkeypatch, compute_exists=True, env_version="5",
-                        env_tags={aml.SOURCE_TAG: old_tag})  # fmt: skip
-    plan = aml.plan_submission(spec, {"environment": "simgym-cstr",
+                        env_tags={SOURCE_TAG: old_tag})  # fmt: skip
+    plan = plan_submission(spec, {"environment": "simgym-cstr",
                                       "requirements": "requirements.txt"})  # fmt: skip
-    aml.submit(plan, client=client, echo=lambda s: None)
+    submit(plan, client=client, echo=lambda s: None)
     env = calls.get("environment")
-    assert env.version == "6" and env.tags[aml.SOURCE_TAG] != old_tag
+    assert env.version == "6" and env.tags[SOURCE_TAG] != old_tag
     # An environment simgym never tagged (made by hand) is not trusted either.
     calls = Intercepted(client, monkeypatch, compute_exists=True, env_version="1", env_tags={})
-    aml.submit(aml.plan_submission(spec, {"environment": "simgym-cstr"}), client=client,
+    submit(plan_submission(spec, {"environment": "simgym-cstr"}), client=client,
                echo=lambda s: None)  # fmt: skip
     assert calls.get("environment").version == "2"
 
 
 def test_an_existing_cluster_too_small_for_the_job_is_an_error(tmp_path, monkeypatch):
     spec = _project(tmp_path)
-    client = aml.ml_client(_config(tmp_path), credential=FakeCredential())
+    client = ml_client(_config(tmp_path), credential=FakeCredential())
     calls = Intercepted(client, monkeypatch, compute_exists=True, compute_max=2)
-    plan = aml.plan_submission(spec, {"nodes": 4, "image": "myacr.azurecr.io/sim:1"})
-    with pytest.raises(aml.AmlError, match=r"compute cpu-cluster scales to at most 2 node\(s\), "
+    plan = plan_submission(spec, {"nodes": 4, "image": "myacr.azurecr.io/sim:1"})
+    with pytest.raises(AmlError, match=r"compute cpu-cluster scales to at most 2 node\(s\), "
                        r"the job asks for 4: .*--nodes 2"):  # fmt: skip
-        aml.submit(plan, client=client, echo=lambda s: None)
+        submit(plan, client=client, echo=lambda s: None)
     assert calls.kinds() == []  # nothing registered, nothing submitted
     # Big enough: used as it is.
     calls = Intercepted(client, monkeypatch, compute_exists=True, compute_max=4)
-    aml.submit(plan, client=client, echo=lambda s: None)
+    submit(plan, client=client, echo=lambda s: None)
     assert "compute" not in calls.kinds() and "job" in calls.kinds()
     # A compute instance is not a cluster: an MPI job over nodes cannot run on it.
     calls = Intercepted(client, monkeypatch, compute_exists=True, compute_type="computeinstance")
-    with pytest.raises(aml.AmlError, match=r"is a computeinstance, not a compute cluster"):
-        aml.submit(plan, client=client, echo=lambda s: None)
+    with pytest.raises(AmlError, match=r"is a computeinstance, not a compute cluster"):
+        submit(plan, client=client, echo=lambda s: None)
 
 
 def test_a_job_that_does_not_validate_is_refused_before_anything_is_created(tmp_path, monkeypatch):
     spec = _project(tmp_path)
-    client = aml.ml_client(_config(tmp_path), credential=FakeCredential())
-    plan = aml.plan_submission(spec, {"image": "myacr.azurecr.io/sim:1"})
-    aml.validate_job(client, plan.job)  # the planned job passes
+    client = ml_client(_config(tmp_path), credential=FakeCredential())
+    plan = plan_submission(spec, {"image": "myacr.azurecr.io/sim:1"})
+    validate_job(client, plan.job)  # the planned job passes
     calls = Intercepted(client, monkeypatch)
     plan.job.code = str(tmp_path / "gone")  # e.g. the project folder moved since planning
-    with pytest.raises(
-        aml.AmlError, match=r"the job does not validate: code: Can't find directory"
-    ):
-        aml.submit(plan, client=client, echo=lambda s: None)
+    with pytest.raises(AmlError, match=r"the job does not validate: code: Can't find directory"):
+        submit(plan, client=client, echo=lambda s: None)
     assert calls.kinds() == []
-    plan = aml.plan_submission(spec, {"image": "myacr.azurecr.io/sim:1"})
+    plan = plan_submission(spec, {"image": "myacr.azurecr.io/sim:1"})
     plan.job.command = None
-    with pytest.raises(aml.AmlError, match=r"the job does not validate: command is required"):
-        aml.submit(plan, client=client, echo=lambda s: None)
+    with pytest.raises(AmlError, match=r"the job does not validate: command is required"):
+        submit(plan, client=client, echo=lambda s: None)
 
 
 def test_any_sdk_error_in_validation_is_one_aml_error(tmp_path):
     # marshmallow's ValidationError (not the SDK's ValidationException) from the job's
     # command node: still the job not validating, in one line.
     spec = _project(tmp_path)
-    client = aml.ml_client(_config(tmp_path), credential=FakeCredential())
-    plan = aml.plan_submission(spec, {"image": "myacr.azurecr.io/sim:1"})
+    client = ml_client(_config(tmp_path), credential=FakeCredential())
+    plan = plan_submission(spec, {"image": "myacr.azurecr.io/sim:1"})
     plan.job.distribution = "bogus"
-    with pytest.raises(aml.AmlError, match=r"^the job does not validate: ") as info:
-        aml.validate_job(client, plan.job)
+    with pytest.raises(AmlError, match=r"^the job does not validate: ") as info:
+        validate_job(client, plan.job)
     assert "\n" not in str(info.value) and "bogus" in str(info.value)
 
 
@@ -467,31 +475,31 @@ def test_a_failed_wheel_build_leaves_no_temp_folder(tmp_path, monkeypatch):
     temp.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(temp))
     # Not a checkout: the copy fails.
-    with pytest.raises(aml.AmlError, match="copying simgym's sources from"):
-        image._build_wheel(tmp_path / "empty")
+    with pytest.raises(AmlError, match="copying simgym's sources from"):
+        _build_wheel(tmp_path / "empty")
     assert _wheel_dirs(temp) == []
     # A checkout whose pyproject.toml pip cannot read: the build fails.
     broken = tmp_path / "broken"
     broken.mkdir()
-    for name in aml.SOURCE_ITEMS:
+    for name in SOURCE_ITEMS:
         item = REPO / name
         if item.is_dir():
             shutil.copytree(item, broken / name, ignore=shutil.ignore_patterns("__pycache__"))
         else:
             shutil.copy2(item, broken / name)
     (broken / "pyproject.toml").write_text("[project\nname = ")
-    with pytest.raises(aml.AmlError, match=r"building simgym's wheel from .* failed") as info:
-        image._build_wheel(broken)
+    with pytest.raises(AmlError, match=r"building simgym's wheel from .* failed") as info:
+        _build_wheel(broken)
     assert "\n" not in str(info.value)
     assert _wheel_dirs(temp) == []
     # A pip that does not finish in time is stopped, with a message that says so.
-    with pytest.raises(aml.AmlError, match=r"did not finish within 0 s"):
-        image._build_wheel(broken, timeout=0.01)
+    with pytest.raises(AmlError, match=r"did not finish within 0 s"):
+        _build_wheel(broken, timeout=0.01)
     assert _wheel_dirs(temp) == []
 
 
 def test_status_and_logs(tmp_path, monkeypatch):
-    client = aml.ml_client(_config(tmp_path), credential=FakeCredential())
+    client = ml_client(_config(tmp_path), credential=FakeCredential())
     from azure.ai.ml.entities import CommandJob
 
     job = CommandJob(command="simgym node t.yaml", experiment_name="cstr-impala",
@@ -499,7 +507,7 @@ def test_status_and_logs(tmp_path, monkeypatch):
     job.name = "calm_river_x1"
     monkeypatch.setattr(job, "_status", "Failed", raising=False)
     monkeypatch.setattr(client.jobs, "get", lambda name: job)
-    lines = aml.job_status("calm_river_x1", None, client=client)
+    lines = job_status("calm_river_x1", None, client=client)
     assert "status: Failed" in lines and "see why: simgym logs calm_river_x1" in lines
 
     def download(name, download_path, all):
@@ -513,7 +521,7 @@ def test_status_and_logs(tmp_path, monkeypatch):
             )
 
     monkeypatch.setattr(client.jobs, "download", download)
-    out = aml.job_logs("calm_river_x1", None, to=tmp_path / "dl", lines=5, client=client)
+    out = job_logs("calm_river_x1", None, to=tmp_path / "dl", lines=5, client=client)
     text = "\n".join(out)
     assert text.index("error.txt") < text.index("std_log_process_00")
     assert "rank 1 line 99" in text and "rank 1 line 94" not in text
@@ -528,7 +536,7 @@ def test_submit_works_from_a_plain_install_with_no_source_checkout(tmp_path):
     # The wheel a user installs, built from a copy of the sources (nothing written here).
     src = tmp_path / "src"
     src.mkdir()
-    for name in aml.SOURCE_ITEMS:
+    for name in SOURCE_ITEMS:
         item = REPO / name
         if item.is_dir():
             shutil.copytree(
@@ -556,7 +564,7 @@ def test_submit_works_from_a_plain_install_with_no_source_checkout(tmp_path):
     (site / "zz_simgym_test_deps.pth").write_text(f"{ours}\n")
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     where = subprocess.run(
-        [py, "-c", "import launcher, launcher.aml as a; print(launcher.__file__); print(a.source_checkout())"],
+        [py, "-c", "import launcher; from launcher.aml.image import source_checkout as s; print(launcher.__file__); print(s())"],
         capture_output=True, text=True, check=True, cwd=tmp_path, env=env,
     ).stdout.split("\n")  # fmt: skip
     assert where[0].startswith(str(site)) and where[1] == "None", where
@@ -569,9 +577,9 @@ def test_submit_works_from_a_plain_install_with_no_source_checkout(tmp_path):
     environment = load_environment(out / "environment.yml")
     context = Path(environment.build.path)
     assert context == out.resolve() / "environment-context"
-    assert (context / "Dockerfile").read_text() == (aml.DOCKER_DIR / "train.Dockerfile").read_text()
+    assert (context / "Dockerfile").read_text() == (DOCKER_DIR / "train.Dockerfile").read_text()
     for name in ("install.sh", "lock.py", "lock-train.txt", "constraints.txt", ".dockerignore"):
-        assert (context / name).read_bytes() == (aml.DOCKER_DIR / name).read_bytes(), name
+        assert (context / name).read_bytes() == (DOCKER_DIR / name).read_bytes(), name
     assert (context / "requirements.txt").read_text() == ""
     # simgym goes in as the installed simgym repacked: the same files as the wheel installed.
     (repacked,) = context.glob("simgym-*.whl")
@@ -615,7 +623,7 @@ def parse_dockerfile(path: Path) -> list[tuple[str, str]]:
 
 @pytest.mark.parametrize("kind", ["sim", "train", "train-gpu"])
 def test_dockerfiles_are_well_formed_and_pinned(kind, tmp_path):
-    context = aml.stage_build_context(tmp_path / kind, kind)
+    context = stage_build_context(tmp_path / kind, kind)
     steps = parse_dockerfile(context / "Dockerfile")
     for word, args in steps:
         assert word in INSTRUCTIONS and word.isupper(), f"{word} {args}"
@@ -665,7 +673,7 @@ def _lock_module():
     """docker/lock.py, imported from where the package ships it."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("simgym_docker_lock", aml.DOCKER_DIR / "lock.py")
+    spec = importlib.util.spec_from_file_location("simgym_docker_lock", DOCKER_DIR / "lock.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -674,7 +682,7 @@ def _lock_module():
 def _install(kind: str, tmp_path: Path, requirements: str = "") -> tuple[Path, float]:
     req = tmp_path / "req.txt"
     req.write_text(requirements)
-    context = aml.stage_build_context(tmp_path / "ctx", kind, req)
+    context = stage_build_context(tmp_path / "ctx", kind, req)
     started = time.monotonic()
     r = subprocess.run(
         ["sh", str(context / "install.sh"), kind, str(tmp_path / "venv")],
@@ -703,7 +711,7 @@ def _freeze(python: str) -> dict[str, str]:
 def _assert_lock_covers(venv: Path, kind: str, tmp_path: Path, own: set[str] = frozenset()) -> None:
     """Everything the install put in the venv is pinned by the kind's lock, at that version."""
     lock = _lock_module()
-    pins = lock.read_lock(aml.DOCKER_DIR / f"lock-{kind}.txt")
+    pins = lock.read_lock(DOCKER_DIR / f"lock-{kind}.txt")
     # What a fresh venv has before anything is installed (pip, and setuptools on 3.11).
     seed = tmp_path / "seed"
     subprocess.run([_base_python(), "-m", "venv", str(seed)], check=True)
@@ -764,11 +772,11 @@ def test_install_check_refuses_what_the_lock_does_not_pin(tmp_path):
         {"metadata": {"name": "NumPy", "version": "2.4.6"}},
         {"metadata": {"name": "simgym", "version": "0.1.0"}},
         {"metadata": {"name": "six", "version": "1.17.0"}}]}))  # fmt: skip
-    r = subprocess.run([sys.executable, str(aml.DOCKER_DIR / "lock.py"), "check", str(lock),
+    r = subprocess.run([sys.executable, str(DOCKER_DIR / "lock.py"), "check", str(lock),
                         str(report)], capture_output=True, text=True)  # fmt: skip
     assert r.returncode == 1 and "six==1.17.0 (not in the lock)" in r.stderr
     lock.write_text("numpy==2.4.6\nsix==1.16.0\n")
-    r = subprocess.run([sys.executable, str(aml.DOCKER_DIR / "lock.py"), "check", str(lock),
+    r = subprocess.run([sys.executable, str(DOCKER_DIR / "lock.py"), "check", str(lock),
                         str(report)], capture_output=True, text=True)  # fmt: skip
     assert r.returncode == 1 and "six==1.17.0 (the lock pins 1.16.0)" in r.stderr
 
@@ -786,8 +794,8 @@ def test_install_check_refuses_what_the_lock_does_not_pin(tmp_path):
 def test_image_requirements_resolve_within_their_lock(tmp_path, kind, torch_version):
     """A training image's exact install, resolved by pip (not installed: that is slow)."""
     lock = _lock_module()
-    wheel = aml.stage_simgym_wheel(tmp_path / "wheel")
-    pins = aml.DOCKER_DIR / f"lock-{kind}.txt"
+    wheel = stage_simgym_wheel(tmp_path / "wheel")
+    pins = DOCKER_DIR / f"lock-{kind}.txt"
     report = lock.resolve(kind, wheel, _base_python(), tmp_path, pins)
     assert lock.outside(lock.read_lock(pins), report) == []
     got = lock.installed(report)

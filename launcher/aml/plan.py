@@ -86,8 +86,6 @@ class AmlSettings(BaseModel):
 class Plan:
     """Everything a submission needs, built offline."""
 
-    spec: TrainSpec
-    spec_path: Path
     settings: AmlSettings
     code_dir: Path
     spec_rel: str  # the spec's path inside the code folder
@@ -97,7 +95,6 @@ class Plan:
     job: Any  # CommandJob
     image_kind: str  # train | train-gpu | image
     requirements: Path | None = None  # the sim's requirements, for the image
-    context_dir: Path | None = None  # the staged docker build context, once staged
     notes: list[str] = field(default_factory=list)
 
 
@@ -123,23 +120,28 @@ def plan_submission(spec_path: str | os.PathLike[str], options: Mapping[str, Any
     tags = {"simgym": __version__, "spec": spec_rel}
     kind, requirements = _image(spec, settings)
     return Plan(
-        spec=spec, spec_path=path.resolve(), settings=settings, code_dir=code_dir,
-        spec_rel=spec_rel, command=command, compute=_compute(settings),
+        settings=settings,
+        code_dir=code_dir,
+        spec_rel=spec_rel,
+        command=command,
+        compute=_compute(settings),
         environment=_environment(settings, kind, tags),
-        job=_job(settings, code_dir, command, experiment, tags), image_kind=kind,
-        requirements=requirements, notes=notes,
-    )  # fmt: skip
+        job=_job(settings, code_dir, command, experiment, tags),
+        image_kind=kind,
+        requirements=requirements,
+        notes=notes,
+    )
 
 
 def _settings(spec: TrainSpec, options: Mapping[str, Any]) -> AmlSettings:
-    """The spec's ``aml:`` section with the command-line options over it, validated."""
-    merged = {**(spec.aml or {}), **{k: v for k, v in options.items() if v is not None}}
+    """The spec's ``aml:`` section with the options that are not None over it, validated."""
+    given = {k: v for k, v in options.items() if v is not None}
     try:
-        return AmlSettings.model_validate(merged)
+        return AmlSettings.model_validate({**(spec.aml or {}), **given})
     except ValidationError as exc:
         err = exc.errors()[0]
         key = ".".join(str(x) for x in err["loc"])
-        in_cli = err["loc"] and str(err["loc"][0]) in options
+        in_cli = err["loc"] and str(err["loc"][0]) in given
         msg = "unknown key (check its spelling)" if err["type"] == "extra_forbidden" else err["msg"]
         msg = msg.removeprefix("Value error, ")
         if in_cli:
@@ -303,7 +305,6 @@ def stage_environment(plan: Plan, dest: Path) -> Path | None:
     plan.environment.build.path = str(context)
     plan.environment.build.dockerfile_path = "Dockerfile"
     plan.environment.tags[SOURCE_TAG] = "context:" + folder_digest(context)[:32]
-    plan.context_dir = context
     return context
 
 
