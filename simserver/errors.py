@@ -6,6 +6,8 @@ import logging
 
 import grpc
 
+from simgym.targets import LoadError as LoadError  # re-exported: the sim side's start-up error
+
 log = logging.getLogger("simserver.calls")
 
 
@@ -70,7 +72,3 @@ def log_failure(call: str, session_id: str, exc: SimServerError) -> None:
     """Log a failed session call: a sim that raised as a warning, a refused request as info."""
     level = logging.WARNING if exc.code == grpc.StatusCode.INTERNAL else logging.INFO
     log.log(level, "%s on session %s: %s", call, session_id[:8], exc.message)
-
-
-class LoadError(Exception):
-    """The simulator target cannot be imported, built or probed (a start-up error)."""

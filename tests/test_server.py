@@ -24,7 +24,7 @@ from gymclient.errors import (
     SimCallError,
     SimTimeout,
 )
-from gymclient.packed import PackedLane
+from gymclient.lane import PackedLane
 from simgym import status
 from simgym.v1 import simulator_pb2 as pb
 from simgym.v1 import simulator_pb2_grpc as pb_grpc
