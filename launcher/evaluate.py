@@ -60,6 +60,8 @@ from gymclient.connection import Connection, RemoteSession
 from gymclient.env import connect_options
 from gymclient.errors import SimgymError, SpecError
 from gymclient.spec import EnvSpec, Lesson, load_spec
+from launcher.sidecars import SidecarPool, SidecarStartError
+from launcher.sims import spec_launch, start_sims
 
 
 class EvaluationError(SimgymError):
@@ -135,7 +137,21 @@ def load_scenarios(path: str | os.PathLike[str], spec: EnvSpec | None = None) ->
     Raises:
         SpecError: Naming the file and the entry at fault.
     """
-    p = Path(path)
+    source = str(path)
+    data = _read_mapping(Path(path))
+    episodes: list[Episode] = []
+    for i, entry in enumerate(data["scenarios"]):
+        episodes += _episodes(entry, f"scenarios[{i}]", i, source, spec)
+    if not episodes:
+        raise SpecError(source, "scenarios", "no episodes")
+    parallel = data.get("parallel")
+    if parallel is not None and (not isinstance(parallel, int) or parallel < 1):
+        raise SpecError(source, "parallel", "expected a positive integer")
+    return Scenarios(episodes, _panels(data.get("plot") or [], source), parallel, source)
+
+
+def _read_mapping(p: Path) -> dict[str, Any]:
+    """The scenario file's top level: ``scenarios`` (a list), ``plot`` and ``parallel``."""
     source = str(p)
     if not p.is_file():
         raise SpecError(source, "", "no such file")
@@ -150,73 +166,81 @@ def load_scenarios(path: str | os.PathLike[str], spec: EnvSpec | None = None) ->
     unknown = set(data) - {"scenarios", "plot", "parallel"}
     if unknown:
         raise SpecError(source, sorted(unknown)[0], "unknown key (check its spelling)")
-    episodes: list[Episode] = []
-    allowed = {"name", "config", "grid", "lesson", "seeds", "seed", "count", "group"}
-    for i, entry in enumerate(data["scenarios"]):
-        where = f"scenarios[{i}]"
-        if not isinstance(entry, dict):
-            raise SpecError(source, where, "expected a mapping")
-        extra = set(entry) - allowed
-        if extra:
-            raise SpecError(
-                source, f"{where}.{sorted(extra)[0]}", "unknown key (check its spelling)"
+    return data
+
+
+_ENTRY_KEYS = {"name", "config", "grid", "lesson", "seeds", "seed", "count", "group"}
+
+
+def _episodes(
+    entry: Any, where: str, index: int, source: str, spec: EnvSpec | None
+) -> list[Episode]:
+    """The episodes of one scenario entry: a fixed ``config``, a ``grid``, or ``lesson`` draws."""
+    if not isinstance(entry, dict):
+        raise SpecError(source, where, "expected a mapping")
+    extra = set(entry) - _ENTRY_KEYS
+    if extra:
+        raise SpecError(source, f"{where}.{sorted(extra)[0]}", "unknown key (check its spelling)")
+    kinds = [k for k in ("config", "grid", "lesson") if k in entry]
+    if len(kinds) != 1:
+        raise SpecError(source, where, "give exactly one of config, grid, lesson")
+    seeds = _seeds(entry, where, source)
+    group = str(entry.get("group", ""))
+
+    def episodes(name: str, config: dict[str, Any]) -> list[Episode]:
+        return [Episode(name, config, s, _format(group, config, source, where)) for s in seeds]
+
+    if "config" in entry:
+        config = entry["config"] or {}
+        if not isinstance(config, dict):
+            raise SpecError(source, f"{where}.config", "expected a mapping")
+        return episodes(str(entry.get("name") or _default_name(config)), dict(config))
+    if "grid" in entry:
+        grid = entry["grid"]
+        if not isinstance(grid, dict) or not grid:
+            raise SpecError(source, f"{where}.grid", "expected a mapping of key → list")
+        out: list[Episode] = []
+        lists = [v if isinstance(v, list) else [v] for v in grid.values()]
+        for combo in itertools.product(*lists):
+            config = dict(zip(grid, combo, strict=True))
+            name = (
+                _format(str(entry["name"]), config, source, f"{where}.name")
+                if entry.get("name")
+                else _default_name(config)
             )
-        kinds = [k for k in ("config", "grid", "lesson") if k in entry]
-        if len(kinds) != 1:
-            raise SpecError(source, where, "give exactly one of config, grid, lesson")
-        seeds = _seeds(entry, where, source)
-        group = str(entry.get("group", ""))
-        if "config" in entry:
-            config = entry["config"] or {}
-            if not isinstance(config, dict):
-                raise SpecError(source, f"{where}.config", "expected a mapping")
-            name = str(entry.get("name") or _default_name(config))
-            episodes += [
-                Episode(name, dict(config), s, _format(group, config, source, where)) for s in seeds
-            ]
-        elif "grid" in entry:
-            grid = entry["grid"]
-            if not isinstance(grid, dict) or not grid:
-                raise SpecError(source, f"{where}.grid", "expected a mapping of key → list")
-            keys = list(grid)
-            lists = [v if isinstance(v, list) else [v] for v in grid.values()]
-            for combo in itertools.product(*lists):
-                config = dict(zip(keys, combo, strict=True))
-                name = (
-                    _format(str(entry["name"]), config, source, f"{where}.name")
-                    if entry.get("name")
-                    else _default_name(config)
-                )
-                episodes += [
-                    Episode(name, config, s, _format(group, config, source, where)) for s in seeds
-                ]
-        else:
-            lesson = entry["lesson"]
-            if lesson == "spec":
-                if spec is None or spec.is_reference:
-                    raise SpecError(
-                        source, f"{where}.lesson", "'spec' needs a declarative env spec's lessons"
-                    )
-                lessons = dict(spec.lessons)
-            elif isinstance(lesson, dict):
-                try:
-                    lessons = {
-                        k: Lesson.model_validate(v if isinstance(v, dict) else {"values": [v]})
-                        for k, v in lesson.items()
-                    }
-                except Exception as exc:
-                    raise SpecError(source, f"{where}.lesson", str(exc).splitlines()[0]) from None
-            else:
-                raise SpecError(source, f"{where}.lesson", "expected 'spec' or a lessons mapping")
-            rng = np.random.default_rng(seeds[0])
-            name = str(entry.get("name") or f"lesson-{i}")
-            for s in seeds:
-                config = sample_config(lessons, rng)
-                episodes.append(Episode(name, config, s, _format(group, config, source, where)))
-    if not episodes:
-        raise SpecError(source, "scenarios", "no episodes")
+            out += episodes(name, config)
+        return out
+    lessons = _lessons(entry["lesson"], f"{where}.lesson", source, spec)
+    rng = np.random.default_rng(seeds[0])
+    name = str(entry.get("name") or f"lesson-{index}")
+    out = []
+    for s in seeds:
+        config = sample_config(lessons, rng)
+        out.append(Episode(name, config, s, _format(group, config, source, where)))
+    return out
+
+
+def _lessons(lesson: Any, where: str, source: str, spec: EnvSpec | None) -> dict[str, Lesson]:
+    """A ``lesson:`` entry's lessons: the env spec's (``spec``) or a lessons mapping."""
+    if lesson == "spec":
+        if spec is None or spec.is_reference:
+            raise SpecError(source, where, "'spec' needs a declarative env spec's lessons")
+        return dict(spec.lessons)
+    if not isinstance(lesson, dict):
+        raise SpecError(source, where, "expected 'spec' or a lessons mapping")
+    try:
+        return {
+            k: Lesson.model_validate(v if isinstance(v, dict) else {"values": [v]})
+            for k, v in lesson.items()
+        }
+    except Exception as exc:
+        raise SpecError(source, where, str(exc).splitlines()[0]) from None
+
+
+def _panels(items: list[Any], source: str) -> list[Panel]:
+    """The ``plot:`` panels."""
     panels = []
-    for i, item in enumerate(data.get("plot") or []):
+    for i, item in enumerate(items):
         if not isinstance(item, dict) or not ({"states", "action"} & set(item)):
             raise SpecError(
                 source, f"plot[{i}]", "expected {states: [...], reference: name} or {action: name}"
@@ -229,10 +253,7 @@ def load_scenarios(path: str | os.PathLike[str], spec: EnvSpec | None = None) ->
                 item.get("action"),
             )
         )
-    parallel = data.get("parallel")
-    if parallel is not None and (not isinstance(parallel, int) or parallel < 1):
-        raise SpecError(source, "parallel", "expected a positive integer")
-    return Scenarios(episodes, panels, parallel, source)
+    return panels
 
 
 def _default_name(config: Mapping[str, Any]) -> str:
@@ -728,30 +749,67 @@ class EvaluationReport:
     controllers: list[str]
 
 
-def _start_servers(spec: EnvSpec, count: int, sessions: int, log_dir: Path) -> list[Any]:
-    from simserver.process import ServerProcess, ServerStartError
+def _load_spec(run_dir: Path | None, spec_path: Path | None) -> EnvSpec:
+    """The env spec: ``--spec``'s, else the run folder's."""
+    if spec_path is not None:
+        return load_spec(spec_path)
+    if run_dir is None:
+        raise EvaluationError("give a run folder, or --spec to evaluate baselines only")
+    from launcher.export import load_run_spec
 
-    assert spec.sim.target
-    workdir = spec.path(spec.sim.workdir) if spec.sim.workdir else Path(spec.base_dir)
-    servers = []
-    log_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        for i in range(count):
-            server = ServerProcess(
-                spec.sim.target,
-                kwargs=spec.sim.kwargs,
-                workdir=workdir,
-                transport="unix",
-                args=["--max-sessions", str(sessions * 2 + 4)],
-                log_file=log_dir / f"server-{i}.log",
-            )
-            servers.append(server)
-            server.start(timeout=120)
-    except ServerStartError as exc:
-        for s in servers:
-            s.cleanup()
-        raise EvaluationError(str(exc).splitlines()[0] + f" (log: {log_dir})") from None
-    return servers
+    return load_run_spec(run_dir)
+
+
+def _controllers(
+    spec: EnvSpec, run_dir: Path | None, checkpoint: Path | None, baselines: Sequence[str]
+) -> list[Controller]:
+    """The agent (when ``run_dir`` is given) and the baselines, with unique names."""
+    controllers: list[Controller] = []
+    if run_dir is not None:
+        from launcher.export import load_module, resolve_checkpoint
+
+        module_dir = resolve_checkpoint(run_dir, checkpoint)
+        try:
+            module = load_module(module_dir)
+        except Exception as exc:
+            raise EvaluationError(f"{module_dir}: cannot load the RLlib module: {exc}") from None
+        controllers.append(AgentController(module, len(declared_action_names(spec))))
+    controllers += [load_baseline(ref) for ref in baselines]
+    if not controllers:
+        raise EvaluationError("nothing to evaluate: give a run folder or --baseline")
+    names = [c.name for c in controllers]
+    for n in set(names):
+        if names.count(n) > 1:
+            dupes = [c for c in controllers if c.name == n]
+            for k, c in enumerate(dupes[1:], start=2):
+                c.name = f"{n}#{k}"
+    return controllers
+
+
+def _sim_names(spec: EnvSpec, address: str) -> tuple[list[str], list[str], list[str]]:
+    """State, action and log-state names, from one session (every session has the same)."""
+    with Connection(address, connect_options(spec)) as conn:
+        session = conn.open(declared_action_names(spec), client="simgym evaluate")
+        state_names, action_names = session.state_names, session.action_names
+        log_states = build_codec(spec, state_names, action_names).log_states
+        session.close()
+    return state_names, action_names, log_states
+
+
+def _check_panels(
+    panels: Sequence[Panel], state_names: list[str], action_names: list[str], source: str
+) -> None:
+    bad = [
+        n
+        for p in panels
+        for n in (*p.states, *([p.reference] if p.reference else []))
+        if n not in state_names
+    ] + [p.action for p in panels if p.action and p.action not in action_names]
+    if bad:
+        raise EvaluationError(
+            f"{source}: plot: the sim has no state or action {bad[0]!r} "
+            f"(states: {', '.join(state_names)}; actions: {', '.join(action_names)})"
+        )
 
 
 def evaluate(
@@ -773,81 +831,41 @@ def evaluate(
         SimgymError: Run folder, checkpoint, scenario file, baseline or sims at fault (one line).
     """
     started = time.monotonic()
-    if spec_path is not None:
-        spec = load_spec(spec_path)
-    elif run_dir is not None:
-        from launcher.export import load_run_spec
-
-        spec = load_run_spec(run_dir)
-    else:
-        raise EvaluationError("give a run folder, or --spec to evaluate baselines only")
+    spec = _load_spec(run_dir, spec_path)
     scen = load_scenarios(scenarios_path, spec)
     if plots and importlib.util.find_spec("matplotlib") is None:
         # Said before any episode runs, not after the work is done.
         raise EvaluationError(
             "plots need matplotlib: pip install 'simgym[train]' (or matplotlib), or pass --no-plots"
         )
-    controllers: list[Controller] = []
-    if run_dir is not None and agent:
-        from launcher.export import load_module, resolve_checkpoint
-
-        module_dir = resolve_checkpoint(run_dir, checkpoint)
-        try:
-            module = load_module(module_dir)
-        except Exception as exc:
-            raise EvaluationError(f"{module_dir}: cannot load the RLlib module: {exc}") from None
-        n_actions = len(declared_action_names(spec))
-        controllers.append(AgentController(module, n_actions))
-    for ref in baselines:
-        controllers.append(load_baseline(ref))
-    if not controllers:
-        raise EvaluationError("nothing to evaluate: give a run folder or --baseline")
-    names = [c.name for c in controllers]
-    for n in set(names):
-        if names.count(n) > 1:
-            dupes = [c for c in controllers if c.name == n]
-            for k, c in enumerate(dupes[1:], start=2):
-                c.name = f"{n}#{k}"
-
+    controllers = _controllers(spec, run_dir if agent else None, checkpoint, baselines)
     n_parallel = parallel or scen.parallel or 4
     if out is None:
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        out = (run_dir or Path(".")) / f"eval-{stamp}"
+        out = (run_dir or Path(".")) / f"eval-{time.strftime('%Y%m%d-%H%M%S')}"
     out.mkdir(parents=True, exist_ok=True)
-
-    started_servers: list[Any] = []
+    pool: SidecarPool | None = None
     try:
         if spec.sim.target:
             n_servers = servers or min(2, os.cpu_count() or 1)
-            per = math.ceil(n_parallel / n_servers)
-            started_servers = _start_servers(spec, n_servers, per, out / "sims")
-            addresses = [s.address for s in started_servers]
+            launch = spec_launch(
+                spec, servers=n_servers, sessions_per_server=math.ceil(n_parallel / n_servers)
+            )
+            try:
+                pool = start_sims(spec, launch, out / "sims")
+            except SidecarStartError as exc:
+                raise EvaluationError(str(exc).splitlines()[0]) from None  # it names the log
+            addresses = pool.addresses
         else:
             addresses = spec.sim.address_list()
             if not addresses:
                 raise EvaluationError(f"{spec.source}: sim: no target or address to evaluate on")
-        # Names and panels from one session (every session of a sim has the same names).
-        with Connection(addresses[0], connect_options(spec)) as conn:
-            session = conn.open(declared_action_names(spec), client="simgym evaluate")
-            state_names, action_names = session.state_names, session.action_names
-            log_states = build_codec(spec, state_names, action_names).log_states
-            session.close()
+        state_names, action_names, log_states = _sim_names(spec, addresses[0])
         panels = scen.panels or default_panels(spec, state_names, action_names)
-        bad = [
-            n
-            for p in panels
-            for n in (*p.states, *([p.reference] if p.reference else []))
-            if n not in state_names
-        ] + [p.action for p in panels if p.action and p.action not in action_names]
-        if bad:
-            raise EvaluationError(
-                f"{scen.source}: plot: the sim has no state or action {bad[0]!r} "
-                f"(states: {', '.join(state_names)}; actions: {', '.join(action_names)})"
-            )
+        _check_panels(panels, state_names, action_names, scen.source)
         results = run_all(spec, addresses, controllers, scen.episodes, n_parallel)
     finally:
-        for s in started_servers:
-            s.cleanup()
+        if pool is not None:
+            pool.stop()
 
     failed = [r for r in results if r.error and r.error.startswith("reset:")]
     if failed:
@@ -858,18 +876,11 @@ def evaluate(
         )
     summary = summarize(results, log_states, scen)
     write_outputs(out, results, summary, state_names, action_names, log_states)
-    written: list[Path] = []
-    if plots:
-        written = plot_scenarios(out, results, panels, state_names, action_names)
+    written = plot_scenarios(out, results, panels, state_names, action_names) if plots else []
     return EvaluationReport(
-        out,
-        summary,
-        log_states,
-        results,
-        written,
-        time.monotonic() - started,
+        out, summary, log_states, results, written, time.monotonic() - started,
         [c.name for c in controllers],
-    )
+    )  # fmt: skip
 
 
 __all__ = [
