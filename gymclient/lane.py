@@ -74,10 +74,7 @@ class PackedLane:
         sessions: Slot ``k`` drives ``sessions[k]``; all take the same number of actions.
     """
 
-    def __init__(
-        self, connection: Connection, sessions: Sequence[RemoteSession], **_gone: object
-    ) -> None:
-        # TRANSITION: `_gone` swallows the removed stream=/aio= until env/vector drop them.
+    def __init__(self, connection: Connection, sessions: Sequence[RemoteSession]) -> None:
         self.connection = connection
         self.sessions = list(sessions)
         self._ids = [s.id for s in self.sessions]

@@ -74,7 +74,7 @@ def _vector_stream(spec: object, address: str, **overrides: object) -> type:
     try:
         env.reset(seed=0)
         env.step(np.zeros((2, 1), np.float32))
-        return type(env._lanes[0]._stream)
+        return type(env._episodes.lanes[0]._stream)
     finally:
         env.close()
 
@@ -96,7 +96,7 @@ def test_unix_servers_offer_it_and_envs_use_it_with_the_same_results(toy):
     fast = SimVectorEnv(spec, 3, [server.address])
     slow = SimVectorEnv(spec, 3, [server.address], packed_socket=False)
     try:
-        assert fast._sessions[0].info.packed_socket
+        assert fast._episodes.sessions[0].info.packed_socket
         np.testing.assert_array_equal(fast.reset(seed=7)[0], slow.reset(seed=7)[0])
         rng = np.random.default_rng(0)
         for _ in range(45):  # crosses episode ends (horizon 20): resets ride the socket too
@@ -104,8 +104,8 @@ def test_unix_servers_offer_it_and_envs_use_it_with_the_same_results(toy):
             a, b = fast.step(actions), slow.step(actions)
             for x, y in zip(a[:4], b[:4], strict=True):
                 np.testing.assert_array_equal(x, y)
-        assert isinstance(fast._lanes[0]._stream, SocketPackedStream)
-        assert isinstance(slow._lanes[0]._stream, PackedStream)
+        assert isinstance(fast._episodes.lanes[0]._stream, SocketPackedStream)
+        assert isinstance(slow._episodes.lanes[0]._stream, PackedStream)
     finally:
         fast.close()
         slow.close()
@@ -113,7 +113,7 @@ def test_unix_servers_offer_it_and_envs_use_it_with_the_same_results(toy):
     try:
         env.reset(seed=1)
         assert env.step(np.array([0.5], np.float32))[0].shape == env.observation_space.shape
-        assert isinstance(env._lane._stream, SocketPackedStream)
+        assert isinstance(env._episodes.lanes[0]._stream, SocketPackedStream)
     finally:
         env.close()
 
@@ -148,7 +148,7 @@ def test_a_packed_socket_this_client_cannot_reach_falls_back_to_grpc(toy):
     try:
         env.reset(seed=0)
         env.step(np.zeros((2, 1), np.float32))
-        lane = env._lanes[0]
+        lane = env._episodes.lanes[0]
         assert isinstance(lane._stream, PackedStream) and not lane.connection.packed_socket
     finally:
         env.close()
