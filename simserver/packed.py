@@ -15,8 +15,9 @@ from google.protobuf import json_format
 
 from simgym.status import number_of
 from simgym.v1 import simulator_pb2 as pb
+from simserver.adapters import Outcome
 from simserver.errors import InvalidArgument, SimServerError, log_failure
-from simserver.sessions import Deadline, SessionManager
+from simserver.sessions import Deadline, Result, SessionManager
 
 
 def config_of(struct: Any) -> dict[str, Any]:
@@ -80,7 +81,8 @@ def run(sessions: SessionManager, request: pb.PackedRequest, deadline: Deadline)
     ids = list(request.session_ids)
     actions = list(request.actions)
     state_width = len(sessions.factory.states)  # every session of the server's sim
-    failed_row = [math.nan] * state_width
+    # A failed slot's row: NaN states (not listed as nonfinite), false flags, no reward.
+    failed = Result(Outcome([math.nan] * state_width, terminated=False, truncated=False), 0)
     states: list[float] = []
     terminated: list[bool] = []
     truncated: list[bool] = []
@@ -103,14 +105,7 @@ def run(sessions: SessionManager, request: pb.PackedRequest, deadline: Deadline)
         except SimServerError as exc:
             log_failure("reset" if k in resets else "step", ids[k], exc)
             errors.append(pb.PackedError(slot=k, code=number_of(exc.code), message=exc.message))
-            states += failed_row
-            terminated.append(False)
-            truncated.append(False)
-            steps.append(0)
-            sim_seconds.append(0.0)
-            if rewards is not None:
-                rewards.append(math.nan)
-            continue
+            result = failed
         out = result.outcome
         if out.nonfinite:
             base = k * state_width
