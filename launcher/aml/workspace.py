@@ -280,13 +280,13 @@ def submit(
     work = Path(tempfile.mkdtemp(prefix="simgym-aml-"))
     try:
         stage_environment(plan, work)
+        settings = plan.settings
         for note in plan.notes:
             echo(f"note: {note}")
         if client is None:
-            client = ml_client(Path(plan.settings.workspace_config), credential)
+            client = ml_client(Path(settings.workspace_config), credential)
         validate_job(client, plan.job)  # local checks: nothing is created when they fail
-        created = ensure_compute(client, plan.compute, echo, plan.settings.nodes)
-        settings = plan.settings
+        created = ensure_compute(client, plan.compute, echo, settings.nodes)
         env_ref = ensure_environment(client, plan.environment, settings.rebuild_environment, echo)
         plan.job.environment = env_ref
         echo(f"submitting {plan.spec_rel} from {plan.code_dir} to {settings.nodes} node(s)")
