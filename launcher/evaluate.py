@@ -646,6 +646,55 @@ def default_panels(spec: EnvSpec, state_names: list[str], action_names: list[str
     return [Panel((n,)) for n in observed] + [Panel(action=a) for a in action_names]
 
 
+def _draw_panel(
+    ax: Any,
+    panel: Panel,
+    results: Sequence[Result],
+    colours: Mapping[str, str],
+    index: Mapping[str, int],
+    a_index: Mapping[str, int],
+) -> None:
+    """One panel of a scenario's plot: each controller's states (or action), the reference once."""
+    refs_drawn = False
+    for r in results:
+        arr = np.asarray(r.states, dtype=float)
+        steps = np.arange(arr.shape[0])
+        if panel.action:
+            acts = np.asarray(r.actions, dtype=float)
+            if acts.size:
+                ax.step(
+                    np.arange(1, acts.shape[0] + 1),
+                    acts[:, a_index[panel.action]],
+                    where="pre",
+                    color=colours[r.controller],
+                    label=r.controller,
+                )
+            ax.set_ylabel(panel.action)
+            continue
+        for k, s in enumerate(panel.states):
+            if s in index:
+                ax.plot(
+                    steps,
+                    arr[:, index[s]],
+                    color=colours[r.controller],
+                    linestyle="-" if k == 0 else ":",
+                    alpha=1.0 if k == 0 else 0.5,
+                    label=r.controller if k == 0 else None,
+                )
+        if panel.reference and panel.reference in index and not refs_drawn:
+            ax.plot(
+                steps,
+                arr[:, index[panel.reference]],
+                color="black",
+                linestyle="--",
+                linewidth=1.2,
+                label=panel.reference,
+            )
+            refs_drawn = True
+        ax.set_ylabel(" / ".join(panel.states))
+    ax.grid(alpha=0.3)
+
+
 def plot_scenarios(
     out: Path,
     results: Sequence[Result],
@@ -683,44 +732,7 @@ def plot_scenarios(
             len(panels), 1, figsize=(9, 2.2 * len(panels) + 0.6), sharex=True, squeeze=False
         )
         for ax, panel in zip(axes[:, 0], panels, strict=True):
-            refs_drawn = False
-            for r in mine:
-                arr = np.asarray(r.states, dtype=float)
-                steps = np.arange(arr.shape[0])
-                if panel.action:
-                    acts = np.asarray(r.actions, dtype=float)
-                    if acts.size:
-                        ax.step(
-                            np.arange(1, acts.shape[0] + 1),
-                            acts[:, a_index[panel.action]],
-                            where="pre",
-                            color=colours[r.controller],
-                            label=r.controller,
-                        )
-                    ax.set_ylabel(panel.action)
-                    continue
-                for k, s in enumerate(panel.states):
-                    if s in index:
-                        ax.plot(
-                            steps,
-                            arr[:, index[s]],
-                            color=colours[r.controller],
-                            linestyle="-" if k == 0 else ":",
-                            alpha=1.0 if k == 0 else 0.5,
-                            label=r.controller if k == 0 else None,
-                        )
-                if panel.reference and panel.reference in index and not refs_drawn:
-                    ax.plot(
-                        steps,
-                        arr[:, index[panel.reference]],
-                        color="black",
-                        linestyle="--",
-                        linewidth=1.2,
-                        label=panel.reference,
-                    )
-                    refs_drawn = True
-                ax.set_ylabel(" / ".join(panel.states))
-            ax.grid(alpha=0.3)
+            _draw_panel(ax, panel, mine, colours, index, a_index)
         axes[0, 0].legend(loc="best", fontsize=8)
         axes[-1, 0].set_xlabel("step")
         fig.suptitle(f"{scenario} (seed {seed})")

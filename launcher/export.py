@@ -360,92 +360,40 @@ def _onnx_actions(model: Path, states: dict[str, np.ndarray]) -> np.ndarray:
 # ---------------------------------------------------------------- export
 
 
-def export_run(
-    run_dir: Path | None,
-    out: Path,
-    *,
-    checkpoint: Path | None = None,
-    spec: EnvSpec | None = None,
-    samples: int = 2000,
-    seed: int = 0,
-) -> ExportResult:
-    """Export a run's policy to ``out`` (``agent.onnx`` + ``manifest.json``), verified.
-
-    Raises:
-        ExportError: No checkpoint, a reference-style spec, or the graph disagrees with the
-            RLlib module by more than 1e-5.
-    """
+def _onnx_export(
+    graph: Any, example: tuple[Any, ...], path: Path, inputs: list[str], outputs: list[str]
+) -> None:
+    """Write ``graph`` as ONNX at ``path``, batch size free."""
     import torch
 
-    from simgym import PROTOCOL, __version__
-
-    if spec is None:
-        if run_dir is None:
-            raise ExportError("give a run folder (or a spec with --checkpoint)")
-        spec = load_run_spec(run_dir)
-    check_exportable(spec)
-    module_dir = resolve_checkpoint(run_dir, checkpoint)
-    try:
-        module = load_module(module_dir)
-    except Exception as exc:
-        raise ExportError(f"{module_dir}: cannot load the RLlib module: {exc}") from None
-    graph = build_graph_module(spec, module)
-    names = input_states(spec)
-    actions = list(spec.actions)
-
-    out.mkdir(parents=True, exist_ok=True)
-    model = out / MODEL
-    example = tuple(torch.zeros(2, dtype=torch.float64) for _ in names)
     with warnings.catch_warnings():
         # The TorchScript exporter (one self-contained file) is "legacy" but what we want.
         warnings.simplefilter("ignore")
         torch.onnx.export(
             graph,
             example,
-            str(model),
-            input_names=names,
-            output_names=actions,
-            dynamic_axes={n: {0: "batch"} for n in [*names, *actions]},
+            str(path),
+            input_names=inputs,
+            output_names=outputs,
+            dynamic_axes={n: {0: "batch"} for n in [*inputs, *outputs]},
             opset_version=OPSET,
             dynamo=False,
         )
 
-    core = out / CORE_MODEL
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            build_core_module(spec, module),
-            (torch.zeros(2, len(spec.observations), dtype=torch.float32),),
-            str(core),
-            input_names=["obs"],
-            output_names=["action"],
-            dynamic_axes={"obs": {0: "batch"}, "action": {0: "batch"}},
-            opset_version=OPSET,
-            dynamo=False,
-        )
 
-    rng = np.random.default_rng(seed)
-    states = sample_states(spec, samples, rng)
-    expected = reference_actions(spec, module, states)
-    # Compared in the agent's own units ([-1, 1]): a float32 network's rounding, not the
-    # action's physical scale, decides what "equal" means.
-    half = np.array([(r.max - r.min) / 2.0 for r in spec.actions.values()])
+def _manifest(
+    spec: EnvSpec,
+    run_dir: Path | None,
+    module_dir: Path,
+    names: list[str],
+    samples: int,
+    diff: float,
+    diff_physical: float,
+) -> dict[str, Any]:
+    """``manifest.json``: what the graphs take and give, where they came from, how verified."""
+    from simgym import PROTOCOL, __version__
 
-    def refuse(what: str, got: np.ndarray) -> tuple[float, float]:
-        diff_physical = float(np.max(np.abs(got - expected))) if expected.size else 0.0
-        diff = float(np.max(np.abs(got - expected) / half)) if expected.size else 0.0
-        if not diff <= TOLERANCE:
-            model.unlink(missing_ok=True)
-            core.unlink(missing_ok=True)
-            raise ExportError(
-                f"{what} differs from the RLlib module by {diff:.3g} (> {TOLERANCE}, in "
-                f"[-1, 1] action units) on {samples} random states; nothing was written"
-            )
-        return diff, diff_physical
-
-    diff, diff_physical = refuse("the ONNX graph", _onnx_actions(model, states))
-
-    manifest: dict[str, Any] = {
+    return {
         "format": FORMAT,
         "model": MODEL,
         "simgym_version": __version__,
@@ -480,8 +428,70 @@ def export_run(
             "max_abs_diff_physical": diff_physical,  # in the actions' own units
             "tolerance": TOLERANCE,
         },
+        "core_model": CORE_MODEL,
     }
-    manifest["core_model"] = CORE_MODEL
+
+
+def export_run(
+    run_dir: Path | None,
+    out: Path,
+    *,
+    checkpoint: Path | None = None,
+    spec: EnvSpec | None = None,
+    samples: int = 2000,
+    seed: int = 0,
+) -> ExportResult:
+    """Export a run's policy to ``out`` (``agent.onnx`` + ``manifest.json``), verified.
+
+    Raises:
+        ExportError: No checkpoint, a reference-style spec, or the graph disagrees with the
+            RLlib module by more than 1e-5.
+    """
+    import torch
+
+    if spec is None:
+        if run_dir is None:
+            raise ExportError("give a run folder (or a spec with --checkpoint)")
+        spec = load_run_spec(run_dir)
+    check_exportable(spec)
+    module_dir = resolve_checkpoint(run_dir, checkpoint)
+    try:
+        module = load_module(module_dir)
+    except Exception as exc:
+        raise ExportError(f"{module_dir}: cannot load the RLlib module: {exc}") from None
+    graph = build_graph_module(spec, module)
+    names = input_states(spec)
+    actions = list(spec.actions)
+
+    out.mkdir(parents=True, exist_ok=True)
+    model, core = out / MODEL, out / CORE_MODEL
+    example = tuple(torch.zeros(2, dtype=torch.float64) for _ in names)
+    _onnx_export(graph, example, model, names, actions)
+    obs = (torch.zeros(2, len(spec.observations), dtype=torch.float32),)
+    _onnx_export(build_core_module(spec, module), obs, core, ["obs"], ["action"])
+
+    rng = np.random.default_rng(seed)
+    states = sample_states(spec, samples, rng)
+    expected = reference_actions(spec, module, states)
+    # Compared in the agent's own units ([-1, 1]): a float32 network's rounding, not the
+    # action's physical scale, decides what "equal" means.
+    half = np.array([(r.max - r.min) / 2.0 for r in spec.actions.values()])
+
+    def refuse(what: str, got: np.ndarray) -> tuple[float, float]:
+        diff_physical = float(np.max(np.abs(got - expected))) if expected.size else 0.0
+        diff = float(np.max(np.abs(got - expected) / half)) if expected.size else 0.0
+        if not diff <= TOLERANCE:
+            model.unlink(missing_ok=True)
+            core.unlink(missing_ok=True)
+            raise ExportError(
+                f"{what} differs from the RLlib module by {diff:.3g} (> {TOLERANCE}, in "
+                f"[-1, 1] action units) on {samples} random states; nothing was written"
+            )
+        return diff, diff_physical
+
+    diff, diff_physical = refuse("the ONNX graph", _onnx_actions(model, states))
+
+    manifest = _manifest(spec, run_dir, module_dir, names, samples, diff, diff_physical)
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     # What users call: Agent.act (Python around policy.onnx, one state at a time).
     agent = Agent(out)
