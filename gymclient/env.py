@@ -116,7 +116,7 @@ class SimEnv(gym.Env[np.ndarray, np.ndarray]):
         # Lifetime counters (gymclient.episode.COUNTERS), read by the checker and metrics.
         self.totals: dict[str, float] = self._episodes.totals
         self.take_counters = self._episodes.take_counters
-        self.clip_totals: np.ndarray = self._episodes.clip_totals
+        self.clip_totals: np.ndarray = np.zeros(len(self.codec.obs_names), np.int64)
         self.last_sim_seconds: float = 0.0
 
     @property

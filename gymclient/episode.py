@@ -117,7 +117,6 @@ class Episodes:
         self.reopen = [False] * len(self.sessions)  # slots to reopen before their next reset
         self.totals: dict[str, float] = dict.fromkeys(COUNTERS, 0)
         self._taken = dict(self.totals)
-        self.clip_totals = np.zeros(len(self.codecs[0].obs_names), np.int64)
 
     def take_counters(self) -> dict[str, float]:
         """``totals`` gained since the last call (for per-sample training metrics)."""

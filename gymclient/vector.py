@@ -38,9 +38,11 @@ class SimVectorEnv(gym.vector.VectorEnv):
         **overrides: Connection overrides (``timeout``, ``token``, ``packed_socket``, ...).
 
     ``info`` follows Gymnasium's vector convention (a dict of arrays, each with a ``_key``
-    mask of the sub-envs that have it): ``states`` and ``clipped`` (per state and observation
-    name), ``config`` for sub-envs that were reset, and ``simgym_error``/``simgym_error_type``
-    and ``log_states_mean``/``log_states_final`` where ``gymclient.episode`` puts them.
+    mask of the sub-envs that have it), with what ``gymclient.episode`` puts in a ``SimEnv``'s
+    ``info``. ``states`` and ``clipped`` are object arrays of the very dicts ``SimEnv`` gives
+    (name → value), not nested dicts of arrays as ``_add_info`` would make them: one array
+    per state and per observation would cost Gymnasium's ``DictInfoToList`` (RLlib's path)
+    several times a sub-env's share of the step.
     ``reset`` raises when a sub-env cannot reset (the first one's error); its session is
     reopened by the next ``reset``, which resets every sub-env again.
     """
@@ -89,7 +91,6 @@ class SimVectorEnv(gym.vector.VectorEnv):
         # Lifetime counters (gymclient.episode.COUNTERS), read by the checker and metrics.
         self.totals = episodes.totals
         self.take_counters = episodes.take_counters
-        self.clip_totals = episodes.clip_totals
         # Per-episode accumulators: steps, clip counts, sums of the spec's log_states.
         self.log_states = episodes.log_states
         self._log_idx = np.array(episodes.log_idx, np.intp)
@@ -97,7 +98,8 @@ class SimVectorEnv(gym.vector.VectorEnv):
         self._ep_steps = np.zeros(num_envs, np.int64)
         self._clips = np.zeros((num_envs, len(codec.obs_names)), np.int64)
         self._obs_names = list(codec.obs_names)
-        self._masks = {k: f"_{k}" for k in [*self.state_names, *self._obs_names]}
+        # Each sub-env's `clipped` info, rebuilt only when its counts change (rarely).
+        self._clip_dicts = [dict.fromkeys(self._obs_names, 0) for _ in range(num_envs)]
         self._zero_actions = np.zeros((num_envs, len(first.action_names)))
 
     # ------------------------------------------------------------------ plumbing
@@ -110,8 +112,18 @@ class SimVectorEnv(gym.vector.VectorEnv):
             config = sample_config(self.codecs[i].lessons, rng)
         return config, int(rng.integers(2**31 - 1))
 
-    def _observe(self, values: np.ndarray, rows: list[int] | None) -> None:
-        """Observe the given rows of ``values`` (all rows when None); count their clips."""
+    def _start(self, rows: list[int]) -> None:
+        """Sub-envs ``rows`` start an episode (reset this round)."""
+        self._log_sum[rows] = 0.0
+        self._ep_steps[rows] = 0
+        self._clips[rows] = 0
+        self.totals["episodes"] += len(rows)
+
+    def _observe(self, values: np.ndarray, rows: list[int] | None, started: list[int]) -> None:
+        """Observe the given rows of ``values`` (all rows when None); count their clips.
+
+        ``started``: the sub-envs among them that were reset this round.
+        """
         if rows is not None:
             values = values[rows]
         if self._uniform:
@@ -126,26 +138,32 @@ class SimVectorEnv(gym.vector.VectorEnv):
         where = rows if rows is not None else slice(None)
         self._obs[where] = obs
         self._clips[where] += clipped
-        self.clip_totals += clipped.sum(axis=0)
+        changed = np.flatnonzero(clipped.any(axis=1))
+        changed_envs = (changed if rows is None else np.asarray(rows)[changed]).tolist()
+        for i in {*changed_envs, *started}:
+            self._clip_dicts[i] = dict(zip(self._obs_names, self._clips[i].tolist(), strict=True))
 
-    def _add_rounds_info(
+    def _add_round_info(
         self, infos: dict[str, Any], result: PackedResult, resets: Mapping[int, Reset]
-    ) -> None:
-        """``states`` and ``clipped`` of every sub-env that did not fail; resets' ``config``."""
-        episodes, masks = self._episodes, self._masks
+    ) -> list[dict[str, float]]:
+        """Add every sub-env's ``states`` and ``clipped`` (failed ones masked), resets' ``config``.
+
+        Returns:
+            The ``states`` dict of each sub-env (the reward functions read them too).
+        """
         ok = np.ones(self.num_envs, bool)
         ok[list(result.errors)] = False
-        states = dict(zip(self.state_names, result.states.T, strict=True))
-        clipped = dict(zip(self._obs_names, self._clips.T.copy(), strict=True))
-        for names in (states, clipped):
-            names.update({masks[k]: ok for k in list(names)})
-        infos.update(states=states, _states=ok, clipped=clipped, _clipped=ok)
+        names = self.state_names
+        states = [dict(zip(names, row, strict=True)) for row in result.states.tolist()]
+        clipped = _objects(self._clip_dicts)
+        infos.update(states=_objects(states), _states=ok, clipped=clipped, _clipped=ok)
         for i, (config, _seed) in resets.items():
             if i not in result.errors:
                 info = {"config": config}
                 if i in result.nonfinite:
-                    info.update(episodes.nonfinite(i, result.nonfinite[i], None))
+                    info.update(self._episodes.nonfinite(i, result.nonfinite[i], None))
                 self._add_info(infos, info, i)
+        return states
 
     # ------------------------------------------------------------------ gym API
 
@@ -172,14 +190,12 @@ class SimVectorEnv(gym.vector.VectorEnv):
         if result.errors:
             self._episodes.reset_failed(result.errors)
         self._autoreset[:] = False
-        self._log_sum[:] = 0.0
-        self._ep_steps[:] = 0
-        self._clips[:] = 0
-        self._observe(result.states, None)
-        self.totals["episodes"] += self.num_envs
+        everyone = list(range(self.num_envs))
+        self._start(everyone)
+        self._observe(result.states, None, everyone)
         self.totals["sim_seconds"] += sum(result.sim_seconds)
         infos: dict[str, Any] = {}
-        self._add_rounds_info(infos, result, resets)
+        self._add_round_info(infos, result, resets)
         return self._obs.copy(), infos
 
     def step(
@@ -207,20 +223,18 @@ class SimVectorEnv(gym.vector.VectorEnv):
             self._add_info(infos, episodes.failed(i, errors[i]), i)  # raises under on_error
             truncs[i] = True
         # Sub-envs reset this round start their episode; those stepped move on together.
-        started_ok = [i for i in finished if i not in errors]
-        self._autoreset[finished] = False
-        self._autoreset[list(errors)] = True
-        self._log_sum[started_ok] = 0.0
-        self._ep_steps[started_ok] = 0
-        self._clips[started_ok] = 0
-        totals["episodes"] += len(started_ok)
-        if len(errors) == n:
-            return self._obs.copy(), rewards, terms, truncs, infos
-        values = result.states
-        self._observe(values, [i for i in range(n) if i not in errors] if errors else None)
+        started_ok = [i for i in finished if i not in errors] if errors else finished
         stepped = np.ones(n, bool)
-        stepped[finished] = False
-        stepped[list(errors)] = False
+        if finished:
+            self._autoreset[finished] = stepped[finished] = False
+            self._start(started_ok)
+        if errors:
+            self._autoreset[list(errors)], stepped[list(errors)] = True, False
+            if len(errors) == n:
+                return self._obs.copy(), rewards, terms, truncs, infos
+        values = result.states
+        ok_rows = [i for i in range(n) if i not in errors] if errors else None
+        self._observe(values, ok_rows, started_ok)
         count = int(stepped.sum())
         totals["steps"] += count
         self._ep_steps[stepped] += 1
@@ -230,14 +244,13 @@ class SimVectorEnv(gym.vector.VectorEnv):
                 logged = stepped.copy()
                 logged[list(result.nonfinite)] = False
             self._log_sum[logged] += values[logged][:, self._log_idx]
-        self._add_rounds_info(infos, result, resets)
+        states = self._add_round_info(infos, result, resets)
         # Reward and episode end need the sim's flags and the spec's reward, per sub-env.
-        rows, names, ep_steps = values.tolist(), self.state_names, self._ep_steps.tolist()
-        sim_rewards = result.rewards
+        ep_steps, sim_rewards = self._ep_steps.tolist(), result.rewards
         for i in np.flatnonzero(stepped).tolist():
             r, term, trunc, extra = episodes.outcome(
                 i,
-                dict(zip(names, rows[i], strict=True)),
+                states[i],
                 result.terminated[i],
                 result.truncated[i],
                 sim_rewards[i] if sim_rewards is not None else None,
@@ -257,3 +270,10 @@ class SimVectorEnv(gym.vector.VectorEnv):
     def close_extras(self, **kwargs: Any) -> None:
         """Close every stream, session and channel."""
         self._episodes.close()
+
+
+def _objects(items: list[Any]) -> np.ndarray:
+    """A 1-D object array of ``items`` (numpy would read a list of dicts as a record)."""
+    array = np.empty(len(items), object)
+    array[:] = items
+    return array
