@@ -10,6 +10,8 @@ Reads the source with ``ast`` (nothing is imported, no server starts). The produ
   ``gymclient``, ``simserver``, ``launcher``; the sim side (``simserver``, ``simgym``)
   never loads ray, torch, mlflow or azure when imported, directly or through another
   product module's module-level imports (a sim container has none of them).
+- **README's layout table names every module** (its path inside its package, as
+  ``aml/plan``): the map stays as current as the code.
 - **Functions of at most 80 lines**, counted from the ``def`` line to the function's last
   line (methods and nested functions included). A longer one must say why it is one piece:
   its docstring contains the phrase ``One piece:`` followed by the reason, e.g.
@@ -270,6 +272,25 @@ def test_functions_are_short_or_say_why():
     )
 
 
+def unmapped_modules() -> list[str]:
+    """Product modules that README's "## Layout" section does not name (``__init__`` aside)."""
+    readme = (REPO / "README.md").read_text()
+    layout = readme.split("## Layout", 1)[-1].split("\n## ", 1)[0]
+    missing = []
+    for module, path in MODULES.items():
+        if path.name in ("__init__.py", "__main__.py"):
+            continue
+        name = "/".join(module.split(".")[1:])
+        if f"`{name}`" not in layout:
+            missing.append(module)
+    return missing
+
+
+def test_readme_maps_every_module():
+    missing = unmapped_modules()
+    assert not missing, "README's layout table lacks a line for: " + ", ".join(missing)
+
+
 if __name__ == "__main__":
     cycles, bad, long = import_cycles(), boundary_violations(), long_functions()
     print("## Import cycles")
@@ -282,3 +303,5 @@ if __name__ == "__main__":
     print("\n".join(f"- {line}" for line in bad) or "- none")
     print(f"\n## Functions over {MAX_FUNCTION_LINES} lines (path:function:lines)")
     print("\n".join(f"- {function}" for function in long) or "- none")
+    print("\n## Modules missing from README's layout table")
+    print("\n".join(f"- {module}" for module in unmapped_modules()) or "- none")
