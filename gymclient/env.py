@@ -157,7 +157,7 @@ class SimEnv(gym.Env[np.ndarray, np.ndarray]):
         obs, info = self._observe(transition)
         info["config"] = config
         if transition.nonfinite:
-            info.update(self._episodes.nonfinite(0, transition.nonfinite, None))
+            info.update(self._episodes.nonfinite({0: transition.nonfinite}, None)[0])
         return obs, info
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
@@ -168,32 +168,31 @@ class SimEnv(gym.Env[np.ndarray, np.ndarray]):
         try:
             transition = self._lane.run_single(values, None)
         except RemoteError as exc:
-            return self._last_obs, 0.0, False, True, self._episodes.failed(0, exc)
+            return self._last_obs, 0.0, False, True, self._episodes.failed({0: exc})[0]
         finally:
             totals["call_seconds"] += time.perf_counter() - started
         self._steps += 1
         totals["steps"] += 1
         obs, info = self._observe(transition)
-        states = transition.states
-        reward, terminated, truncated, extra = self._episodes.outcome(
+        if transition.nonfinite:  # the episode ends here (gymclient.episode)
+            info.update(self._episodes.nonfinite({0: transition.nonfinite}, [self._steps])[0])
+            return obs, 0.0, False, True, info
+        reward, terminated, truncated = self._episodes.outcome(
             0,
             info["states"],
             transition.terminated,
             transition.truncated,
             transition.reward,
-            transition.nonfinite,
             self._steps,
         )
         if self._log_idx:
+            states = transition.states
             sums = self._log_sums = [
                 s + states[i] for s, i in zip(self._log_sums, self._log_idx, strict=True)
             ]
-            if extra is None and (terminated or truncated):
-                extra = self._episodes.end_info(
-                    [s / self._steps for s in sums], [states[i] for i in self._log_idx]
-                )
-        if extra is not None:
-            info.update(extra)
+            if terminated or truncated:
+                means = [s / self._steps for s in sums]
+                info.update(self._episodes.end_info(means, [states[i] for i in self._log_idx]))
         return obs, reward, terminated, truncated, info
 
     def _observe(self, transition: Transition) -> tuple[np.ndarray, dict[str, Any]]:

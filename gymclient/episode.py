@@ -180,51 +180,72 @@ class Episodes:
     # ------------------------------------------------------------------ rules
 
     def reset_failed(self, errors: Mapping[int, RemoteError]) -> NoReturn:
-        """Failed resets: counted, their sessions reopened at the next reset; raises the first."""
-        for i in errors:
-            self.totals["sim_errors"] += 1
-            self.reopen[i] = True
+        """Failed resets of slots: counted, reopened at the next reset; the first one raises."""
+        self._count(errors)
         raise errors[min(errors)]
 
-    def failed(self, slot: int, err: RemoteError) -> dict[str, Any]:
-        """A failed step of ``slot``: raise it (``on_error: raise``) or the info of its end.
-
-        Raises:
-            RemoteError: ``err``, under ``on_error: raise``.
-        """
-        self.totals["sim_errors"] += 1
-        self.reopen[slot] = True
-        if self._raise_errors:
-            raise err
-        # Training must go on: the episode ends as truncated; the next reset opens a new
-        # session (the server may have been restarted by its supervisor).
-        log.warning("episode truncated: %s", err)
-        return {"simgym_error": str(err), "simgym_error_type": type(err).__name__}
-
-    def nonfinite(self, slot: int, bad: Sequence[int], step: int | None) -> dict[str, Any]:
-        """Non-finite states of ``slot`` at a reset (``step`` None) or a step: count, raise or log.
+    def failed(self, errors: Mapping[int, RemoteError]) -> dict[int, dict[str, Any]]:
+        """Failed steps of slots: counted, reopened at the next reset.
 
         Returns:
-            The ``info`` entries that say so.
+            Each slot's ``info`` of its truncated end (``on_error: truncate``).
 
         Raises:
-            NonFiniteStateError: Under ``on_nonfinite: raise``.
+            RemoteError: The first slot's error, under ``on_error: raise``.
         """
-        self.totals["nonfinite"] += 1
-        names = ", ".join(self.sessions[slot].state_names[i] for i in bad)
-        message = (
-            f"sim {self.sessions[slot].info.sim_name} at {self.addresses[slot]} returned "
-            f"non-finite states: {names} ({'at reset' if step is None else f'at step {step}'})"
-        )
-        if self._raise_nonfinite:
-            raise NonFiniteStateError(message)
-        # A step's NaN ends its episode; a reset's starts one whose observations show 0.
-        log.warning("%s; %s", message, "observed as 0" if step is None else "episode truncated")
-        where = " at reset" if step is None else ""
+        self._count(errors)
+        if self._raise_errors:
+            raise errors[min(errors)]
+        # Training must go on: the episodes end as truncated; the next reset opens a new
+        # session (the server may have been restarted by its supervisor).
+        for err in errors.values():
+            log.warning("episode truncated: %s", err)
         return {
-            "simgym_error": f"non-finite states{where}: {names}",
-            "simgym_error_type": NONFINITE,
+            i: {"simgym_error": str(err), "simgym_error_type": type(err).__name__}
+            for i, err in errors.items()
         }
+
+    def _count(self, errors: Mapping[int, RemoteError]) -> None:
+        self.totals["sim_errors"] += len(errors)
+        for i in errors:
+            self.reopen[i] = True
+
+    def nonfinite(
+        self, bad: Mapping[int, Sequence[int]], steps: Sequence[int] | None
+    ) -> dict[int, dict[str, Any]]:
+        """Non-finite states of slots at a reset (``steps`` None) or a step: count, raise or log.
+
+        Args:
+            bad: Slot → indices of its non-finite states.
+            steps: Each slot's step in its episode (indexed by slot); None at a reset.
+
+        Returns:
+            Each slot's ``info`` entries that say so.
+
+        Raises:
+            NonFiniteStateError: The first slot's, under ``on_nonfinite: raise``.
+        """
+        self.totals["nonfinite"] += len(bad)
+        messages, infos = {}, {}
+        for i, indices in bad.items():
+            names = ", ".join(self.sessions[i].state_names[j] for j in indices)
+            when = "at reset" if steps is None else f"at step {steps[i]}"
+            messages[i] = (
+                f"sim {self.sessions[i].info.sim_name} at {self.addresses[i]} returned "
+                f"non-finite states: {names} ({when})"
+            )
+            where = " at reset" if steps is None else ""
+            infos[i] = {
+                "simgym_error": f"non-finite states{where}: {names}",
+                "simgym_error_type": NONFINITE,
+            }
+        if self._raise_nonfinite:
+            raise NonFiniteStateError(messages[min(bad)])
+        # A step's NaN ends its episode; a reset's starts one whose observations show 0.
+        consequence = "observed as 0" if steps is None else "episode truncated"
+        for message in messages.values():
+            log.warning("%s; %s", message, consequence)
+        return infos
 
     def outcome(
         self,
@@ -233,18 +254,15 @@ class Episodes:
         terminated: bool,
         truncated: bool,
         sim_reward: float | None,
-        nonfinite: Sequence[int] | None,
         steps: int,
-    ) -> tuple[float, bool, bool, dict[str, Any] | None]:
-        """Reward, terminated, truncated and extra ``info`` of step ``steps`` of ``slot``."""
-        if nonfinite:
-            return 0.0, False, True, self.nonfinite(slot, nonfinite, steps)
+    ) -> tuple[float, bool, bool]:
+        """Reward, terminated and truncated of step ``steps`` of ``slot`` (finite states)."""
         reward, terminated, truncated = self.codecs[slot].reward(
             states, terminated, truncated, sim_reward
         )
         if self.max_steps is not None and steps >= self.max_steps and not terminated:
             truncated = True
-        return reward, terminated, truncated, None
+        return reward, terminated, truncated
 
     def end_info(self, means: Sequence[float], finals: Sequence[float]) -> dict[str, Any]:
         """The ``info`` of an episode's end: the mean and final value of each log state."""

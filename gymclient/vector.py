@@ -157,12 +157,11 @@ class SimVectorEnv(gym.vector.VectorEnv):
         states = [dict(zip(names, row, strict=True)) for row in result.states.tolist()]
         clipped = _objects(self._clip_dicts)
         infos.update(states=_objects(states), _states=ok, clipped=clipped, _clipped=ok)
-        for i, (config, _seed) in resets.items():
-            if i not in result.errors:
-                info = {"config": config}
-                if i in result.nonfinite:
-                    info.update(self._episodes.nonfinite(i, result.nonfinite[i], None))
-                self._add_info(infos, info, i)
+        started = [i for i in resets if i not in result.errors]
+        bad = {i: result.nonfinite[i] for i in started if i in result.nonfinite}
+        extra = self._episodes.nonfinite(bad, None) if bad else {}
+        for i in started:
+            self._add_info(infos, {"config": resets[i][0], **extra.get(i, {})}, i)
         return states
 
     # ------------------------------------------------------------------ gym API
@@ -219,9 +218,10 @@ class SimVectorEnv(gym.vector.VectorEnv):
         truncs = np.zeros(n, bool)
         infos: dict[str, Any] = {}
         errors = result.errors
-        for i in sorted(errors):
-            self._add_info(infos, episodes.failed(i, errors[i]), i)  # raises under on_error
-            truncs[i] = True
+        if errors:
+            for i, info in sorted(episodes.failed(errors).items()):  # raises under on_error
+                self._add_info(infos, info, i)
+                truncs[i] = True
         # Sub-envs reset this round start their episode; those stepped move on together.
         started_ok = [i for i in finished if i not in errors] if errors else finished
         stepped = np.ones(n, bool)
@@ -247,24 +247,29 @@ class SimVectorEnv(gym.vector.VectorEnv):
         states = self._add_round_info(infos, result, resets)
         # Reward and episode end need the sim's flags and the spec's reward, per sub-env.
         ep_steps, sim_rewards = self._ep_steps.tolist(), result.rewards
+        bad = {i: b for i, b in result.nonfinite.items() if stepped[i]}
+        ended = episodes.nonfinite(bad, ep_steps) if bad else {}
+        for i, info in ended.items():  # these episodes end here (gymclient.episode)
+            truncs[i] = self._autoreset[i] = True
+            self._add_info(infos, info, i)
         for i in np.flatnonzero(stepped).tolist():
-            r, term, trunc, extra = episodes.outcome(
+            if i in ended:
+                continue
+            r, term, trunc = episodes.outcome(
                 i,
                 states[i],
                 result.terminated[i],
                 result.truncated[i],
                 sim_rewards[i] if sim_rewards is not None else None,
-                result.nonfinite.get(i),
                 ep_steps[i],
             )
             rewards[i], terms[i], truncs[i] = r, term, trunc
             if term or trunc:
                 self._autoreset[i] = True
-                if extra is None and len(self._log_idx):
-                    mean = self._log_sum[i] / ep_steps[i]
-                    extra = episodes.end_info(mean.tolist(), values[i, self._log_idx].tolist())
-            if extra is not None:
-                self._add_info(infos, extra, i)
+                if len(self._log_idx):
+                    mean = (self._log_sum[i] / ep_steps[i]).tolist()
+                    end = episodes.end_info(mean, values[i, self._log_idx].tolist())
+                    self._add_info(infos, end, i)
         return self._obs.copy(), rewards, terms, truncs, infos
 
     def close_extras(self, **kwargs: Any) -> None:

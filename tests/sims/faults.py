@@ -61,3 +61,12 @@ class LogsClose(SlowReset):
 
     def close(self):
         print("close called", flush=True)
+
+
+class FailingReset(SlowReset):
+    """A ``SlowReset`` whose reset raises when ``config['fail']`` is set (else it sleeps ``delay``)."""
+
+    def reset(self, config, seed=None):
+        if config.get("fail"):
+            raise RuntimeError("reset failed on purpose")
+        return super().reset(config, seed)
