@@ -1,33 +1,24 @@
 """The episode rules of ``SimEnv`` and ``SimVectorEnv``: one rulebook for both envs.
 
-An env is a list of slots, each driving one session on a server: ``SimEnv`` has one slot,
-``SimVectorEnv`` one per sub-env; the sessions of one server share a ``PackedLane``.
-``Episodes`` opens the sessions and applies the rules; the envs keep only their own data
-layout (``SimEnv``: Python values, the fast path of one session; ``SimVectorEnv``: numpy
-arrays over all sub-envs).
-
-The rules, per slot:
+An env is a list of slots (``SimEnv`` one, ``SimVectorEnv`` one per sub-env), each driving
+a session; the sessions of one server share a ``PackedLane``. ``Episodes`` opens them and
+applies the rules; each env keeps its own data layout (``SimEnv``: Python values, the fast
+path of one session; ``SimVectorEnv``: numpy arrays over all sub-envs). The rules, per slot
+(docs/spec.md says them to users):
 
 * **A failed call** (the sim raised, the deadline passed, the server went away) counts in
-  ``totals["sim_errors"]``, and the slot's session is reopened before its next reset: a hung
-  call keeps the old session busy on the server, a restarted server has lost it. A failed
-  step raises its ``RemoteError`` under ``on_error: raise``; under ``truncate`` the episode
-  ends truncated with reward 0 and the last observation, its ``info`` holding only
-  ``simgym_error`` (the message) and ``simgym_error_type`` (the error's class name). A failed
-  reset raises, whatever ``on_error`` says (``SimVectorEnv.reset``: the error of the first
-  sub-env that failed; the next ``reset`` resets every sub-env again), except an autoreset
-  inside ``SimVectorEnv.step``, which is a failed step. A session that cannot be
-  reopened (its server is still down) makes that next reset raise, and is retried by the one
-  after.
-* **Non-finite states** (NaN/inf) count in ``totals["nonfinite"]`` and raise
-  ``NonFiniteStateError`` under ``on_nonfinite: raise``. Else a step's end its episode as
-  truncated with reward 0, and a reset's start one whose observations show 0 for them;
-  ``info["simgym_error"]`` names them (``simgym_error_type``: ``"nonfinite"``).
+  ``totals["sim_errors"]`` and the session is reopened before the slot's next reset (a hung
+  call keeps it busy, a restarted server has lost it; a server still down makes that reset
+  raise). A failed step raises under ``on_error: raise``, else ends the episode truncated
+  with reward 0, the last observation and an ``info`` of only ``simgym_error`` and
+  ``simgym_error_type`` (the error's class name). A failed reset always raises, the first
+  failing slot's error; a ``SimVectorEnv`` autoreset that fails is a failed step.
+* **Non-finite states** count in ``totals["nonfinite"]`` and raise ``NonFiniteStateError``
+  under ``on_nonfinite: raise``; else a step's end its episode truncated with reward 0, a
+  reset's start one that observes 0 for them, ``simgym_error_type`` ``"nonfinite"``.
 * **max_episode_steps** truncates an episode at that step unless it terminated.
-* **info** carries ``states`` (raw named values) and ``clipped`` (per-observation clip counts
-  of the episode) except after a failed call, ``config`` after a reset, and
-  ``log_states_mean``/``log_states_final`` (the spec's ``log_states``) when an episode ends
-  otherwise than by a failure or non-finite states.
+* **info** carries ``states`` and ``clipped`` (except after a failed call), ``config`` after
+  a reset, ``log_states_mean``/``log_states_final`` at an episode's end (not by a failure).
 """
 
 from __future__ import annotations
@@ -48,15 +39,7 @@ from gymclient.spec import EnvSpec
 log = logging.getLogger("gymclient")
 
 # Lifetime counters of an env (`totals`), read by the checker and the training metrics.
-COUNTERS = (
-    "steps",
-    "episodes",
-    "sim_errors",
-    "nonfinite",
-    "reopens",
-    "sim_seconds",
-    "call_seconds",
-)
+COUNTERS = "steps episodes sim_errors nonfinite reopens sim_seconds call_seconds".split()
 
 # `info["simgym_error_type"]` of an episode ended by non-finite states.
 NONFINITE = "nonfinite"
