@@ -155,8 +155,8 @@ class SimVectorEnv(gym.vector.VectorEnv):
         ok[list(result.errors)] = False
         names = self.state_names
         states = [dict(zip(names, row, strict=True)) for row in result.states.tolist()]
-        clipped = _objects(self._clip_dicts)
-        infos.update(states=_objects(states), _states=ok, clipped=clipped, _clipped=ok)
+        clipped = np.array(self._clip_dicts, object)
+        infos.update(states=np.array(states, object), _states=ok, clipped=clipped, _clipped=ok)
         started = [i for i in resets if i not in result.errors]
         bad = {i: result.nonfinite[i] for i in started if i in result.nonfinite}
         extra = self._episodes.nonfinite(bad, None) if bad else {}
@@ -275,10 +275,3 @@ class SimVectorEnv(gym.vector.VectorEnv):
     def close_extras(self, **kwargs: Any) -> None:
         """Close every stream, session and channel."""
         self._episodes.close()
-
-
-def _objects(items: list[Any]) -> np.ndarray:
-    """A 1-D object array of ``items`` (numpy would read a list of dicts as a record)."""
-    array = np.empty(len(items), object)
-    array[:] = items
-    return array

@@ -12,16 +12,11 @@ events (sims ready, sidecar restarts, checkpoints, resume, stop) go to ``train.l
 
 from __future__ import annotations
 
-import csv
-import json
 import logging
 import os
-import shutil
-import textwrap
 import time
-import traceback
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,49 +28,36 @@ from gymclient.connection import Connection
 from gymclient.env import connect_options
 from gymclient.errors import SimgymError, SpecError
 from gymclient.spec import EnvSpec
+from launcher.failure import (
+    SIM_ERROR_LOG,
+    SetupError,
+    TrainingError,
+    first_line,
+    message,
+    missing_extra,
+    sim_error_log_size,
+    write_error,
+)
 from launcher.placement import SLOT
-from launcher.sidecars import SidecarPool, log_error_line
+from launcher.runfolder import (
+    Counters,
+    RunLog,
+    RunState,
+    older_checkpoint_counters,
+    open_run,
+    save_checkpoint,
+)
+from launcher.sidecars import SidecarPool
 from launcher.sims import start_sims
 from launcher.trainspec import Launch, Stop, TrainSpec, load_train_spec
 from simserver.process import ServerStartError
 
 log = logging.getLogger("simgym.train")
 
-# Failed sim calls, appended by the env runners (launcher.rllib_setup); error.txt quotes
-# the last one.
-SIM_ERROR_LOG = "sim_errors.log"
 # Set on a log record whose message the caller also gets as the raised error: handlers
 # that show the user the error (the CLI's terminal view) skip it.
 RAISED = "simgym_raised"
 _SETUP_STAGES = ("starting the sim servers", "checking the sims (preflight)")
-
-
-class TrainingError(SimgymError):
-    """Training failed; ``error.txt`` in the run folder says why.
-
-    Attributes:
-        error_file: That ``error.txt``; None for a run that cannot even start (a
-            ``--resume`` folder without a run or a checkpoint).
-    """
-
-    def __init__(self, message: str, *, error_file: Path | None = None) -> None:
-        super().__init__(message)
-        self.error_file = error_file
-
-
-class SetupError(SimgymError):
-    """A setup problem found before training started (sims, preflight); one line.
-
-    The run folder already exists by then, so ``error.txt`` there explains it too.
-
-    Attributes:
-        cause: The original error (e.g. ``SpecMismatch``, ``AuthError``).
-        error_file: The run folder's ``error.txt``.
-    """
-
-    def __init__(self, message: str, *, cause: BaseException, error_file: Path) -> None:
-        super().__init__(message)
-        self.cause, self.error_file = cause, error_file
 
 
 @dataclass
@@ -91,90 +73,6 @@ class Progress:
     checkpoint: str | None = None
     restarts: int = 0
     events: list[str] = field(default_factory=list)  # sidecar events since the last one
-
-
-@dataclass
-class RunState:
-    """Persisted in ``run.json``: what ``--resume`` needs.
-
-    ``iteration``/``env_steps``/``episodes`` are the latest iteration's; each checkpoint
-    keeps its own in ``<checkpoint>/simgym.json`` (see ``Counters``), which is what a
-    resume continues from.
-    """
-
-    spec: str
-    mlflow_run_id: str = ""
-    iteration: int = 0
-    env_steps: int = 0
-    episodes: int = 0
-    checkpoints: list[str] = field(default_factory=list)
-    finished: bool = False
-    stop_reason: str = ""
-
-    def save(self, run_dir: Path) -> None:
-        """Write ``run.json`` atomically."""
-        tmp = run_dir / "run.json.tmp"
-        tmp.write_text(json.dumps(asdict(self), indent=2))
-        tmp.replace(run_dir / "run.json")
-
-    @classmethod
-    def load(cls, run_dir: Path) -> RunState:
-        """Read ``run.json``.
-
-        Raises:
-            TrainingError: No run there.
-        """
-        path = run_dir / "run.json"
-        if not path.exists():
-            raise TrainingError(f"--resume {run_dir}: not a simgym run folder (no run.json)")
-        return cls(**json.loads(path.read_text()))
-
-
-@dataclass
-class Counters:
-    """The counters at a checkpoint, saved beside its weights as ``simgym.json``.
-
-    ``run.json`` moves on every iteration, weights only every ``checkpoint.every``: a
-    resume must go back to the checkpoint's counters, not the last iteration's.
-    """
-
-    iteration: int
-    env_steps: int
-    episodes: int
-
-    FILE = "simgym.json"
-
-    def save(self, checkpoint: Path) -> None:
-        """Write into the checkpoint folder."""
-        (checkpoint / self.FILE).write_text(json.dumps(asdict(self)))
-
-    @classmethod
-    def load(cls, checkpoint: Path) -> Counters | None:
-        """The checkpoint's counters; None for a checkpoint written before they were kept."""
-        try:
-            data = json.loads((checkpoint / cls.FILE).read_text())
-        except (OSError, ValueError):
-            return None
-        return cls(int(data["iteration"]), int(data["env_steps"]), int(data["episodes"]))
-
-
-def new_run_dir(spec: TrainSpec) -> Path:
-    """``<output>/<experiment>-<timestamp>`` (never reuses a folder)."""
-    root = Path(spec.output)
-    root.mkdir(parents=True, exist_ok=True)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    for n in range(100):
-        run_dir = (
-            root / f"{spec.experiment}-{stamp}"
-            if n == 0
-            else root / f"{spec.experiment}-{stamp}-{n}"
-        )
-        try:
-            run_dir.mkdir()
-            return run_dir.resolve()
-        except FileExistsError:
-            continue
-    raise TrainingError(f"cannot create a run folder under {root}")
 
 
 def preflight(env_spec: EnvSpec, addresses: list[str], seed: int | None) -> None:
@@ -202,107 +100,6 @@ def preflight(env_spec: EnvSpec, addresses: list[str], seed: int | None) -> None
                     ) from None
             finally:
                 session.close()
-
-
-def _checkpoint(algo: Any, run_dir: Path, state: RunState, keep: int) -> str:
-    path = run_dir / "checkpoints" / f"iter_{state.iteration:06d}"
-    path.parent.mkdir(exist_ok=True)
-    algo.save_to_path(str(path.resolve()))  # RLlib needs an absolute path
-    Counters(state.iteration, state.env_steps, state.episodes).save(path)
-    state.checkpoints.append(str(path))
-    while len(state.checkpoints) > keep:
-        shutil.rmtree(state.checkpoints.pop(0), ignore_errors=True)
-    state.save(run_dir)
-    log.info(
-        "checkpoint %s (env steps %d, episodes %d)", path.name, state.env_steps, state.episodes
-    )
-    return str(path)
-
-
-def _message(exc: BaseException) -> str:
-    """The message's first line (a simgym error's message is one line; Ray's are not)."""
-    text = str(exc).strip()
-    return text.splitlines()[0].strip() if text else type(exc).__name__
-
-
-def _first_line(exc: BaseException) -> str:
-    """One line about ``exc``: a simgym error's message, else ``Type: first line``."""
-    if isinstance(exc, SimgymError):
-        return _message(exc)
-    return f"{type(exc).__name__}: {_message(exc)}" if str(exc).strip() else type(exc).__name__
-
-
-def _sim_error_log_size(run_dir: Path) -> int:
-    """Where this run's part of ``sim_errors.log`` starts (a resumed run appends to it)."""
-    try:
-        return (run_dir / SIM_ERROR_LOG).stat().st_size
-    except OSError:
-        return 0
-
-
-def _sim_error_lines(run_dir: Path, start: int = 0) -> list[str]:
-    """The failed sim calls the env runners wrote to ``sim_errors.log`` from byte ``start``."""
-    try:
-        with open(run_dir / SIM_ERROR_LOG, "rb") as f:
-            f.seek(start)
-            return f.read().decode(errors="replace").splitlines()
-    except OSError:
-        return []
-
-
-def _last_sim_error(lines: list[str]) -> str:
-    """The message of the last line of ``sim_errors.log`` ("<date> <time> <message>")."""
-    last = lines[-1] if lines else ""
-    return last.split(" ", 2)[2] if last.count(" ") >= 2 else last
-
-
-def _write_error(
-    run_dir: Path,
-    what: str,
-    exc: BaseException,
-    pool: SidecarPool | None,
-    sim_errors: int = 0,
-    sim_error_start: int = 0,
-) -> Path:
-    """``error.txt``: one paragraph first (which sim, which call, the sim's error), then details.
-
-    The paragraph comes from what simgym itself saw — the exception's first line, the
-    sidecar pool's events (a server that died or could not restart, with its log's error),
-    and the last failed sim call the env runners counted — so it reads as a diagnosis
-    even when the exception is a long Ray traceback.
-    """
-    headline = _first_line(exc)
-    sentences = [f"simgym train failed while {what}: {headline.rstrip('.')}."]
-    if pool is not None:
-        for event in pool.events:
-            if event.kind != "restarted" and event.detail not in headline:
-                sentences.append(f"{event.detail[:1].upper()}{event.detail[1:]}.")
-        if pool.total_restarts:
-            sentences.append(f"Sim server restarts in this run: {pool.total_restarts}.")
-    # This run's failed calls only: a resumed run's file still holds the previous run's.
-    sim_error_lines = _sim_error_lines(run_dir, sim_error_start)
-    last_call = _last_sim_error(sim_error_lines)
-    if last_call:
-        counted = f" ({sim_errors} sim call errors counted)" if sim_errors else ""
-        sentences.append(f"Last failed sim call{counted}: {last_call.rstrip('.')}.")
-    paragraph = textwrap.fill(
-        " ".join(sentences), width=100, break_long_words=False, break_on_hyphens=False
-    )
-    lines = [paragraph, ""]
-    if pool is not None:
-        for event in pool.events:
-            lines.append(f"sidecar {event.kind}: {event.detail}")
-        for i, server in enumerate(pool.servers):
-            tail = server.log_tail(10)
-            if "Traceback" in tail or log_error_line(tail):
-                lines += [f"--- last lines of sim server {i} log ({server.log_file}) ---", tail]
-    if sim_error_lines:
-        lines += [f"--- last failed sim calls ({run_dir / SIM_ERROR_LOG}) ---"]
-        lines += sim_error_lines[-10:]
-    lines += ["", "--- traceback ---", "".join(traceback.format_exception(exc))]
-    path = run_dir / "error.txt"
-    path.write_text("\n".join(lines))
-    return path
 
 
 def _init_ray(spec: TrainSpec, ray_address: str | None) -> None:
@@ -338,20 +135,6 @@ def _sync_weights(algo: Any) -> None:
         log.warning("could not push restored weights to env runners: %s", exc)
 
 
-# The `train` extra: a missing one is an install problem, not a training failure.
-_TRAIN_EXTRA = ("ray", "torch", "mlflow", "gymnasium")
-_INSTALL_HINT = "pip install 'simgym[train]'"
-
-
-def _missing_extra(exc: BaseException) -> str | None:
-    """The install hint when ``exc`` is a missing package of the ``train`` extra, else None."""
-    if isinstance(exc, ModuleNotFoundError) and exc.name:
-        top = exc.name.split(".")[0]
-        if top in _TRAIN_EXTRA:
-            return f"training needs the train extra ({top} is not installed): {_INSTALL_HINT}"
-    return None
-
-
 def _prepare_config(
     spec: TrainSpec, env_spec: EnvSpec, launch: Launch | None, slots: dict[str, float] | None
 ) -> tuple[Any, dict[str, Any]]:
@@ -371,20 +154,20 @@ def _prepare_config(
     except SpecError:
         raise
     except Exception as exc:
-        hint = _missing_extra(exc)
+        hint = missing_extra(exc)
         if hint:
             raise SimgymError(hint) from None
         if isinstance(exc, (ValueError, TypeError)):
             # RLlib's .training()/.env_runners() check some values as they are set.
-            raise SpecError(spec.source, "config", f"RLlib refuses it: {_message(exc)}") from None
+            raise SpecError(spec.source, "config", f"RLlib refuses it: {message(exc)}") from None
         raise SimgymError(
-            f"{spec.source}: building the RLlib config failed: {_first_line(exc)}"
+            f"{spec.source}: building the RLlib config failed: {first_line(exc)}"
         ) from None
     try:
         resolved = _resolved_spec(spec, env_spec, launch, config)
     except Exception as exc:
         raise SimgymError(
-            f"{spec.source}: cannot resolve the spec for spec.resolved.yaml: {_first_line(exc)}"
+            f"{spec.source}: cannot resolve the spec for spec.resolved.yaml: {first_line(exc)}"
         ) from None
     return config, resolved
 
@@ -431,33 +214,6 @@ def _params(spec: TrainSpec, resolved: dict[str, Any]) -> dict[str, Any]:
     return params
 
 
-class _RunLog:
-    """``train.log`` in the run folder: simgym's log records for the run's duration.
-
-    Sidecar restarts, checkpoints, resumes and the stop reason land here as they happen,
-    instead of only reaching whatever handler the process has (which in the terminal
-    would print into the live table).
-    """
-
-    def __init__(self, run_dir: Path) -> None:
-        self.logger = logging.getLogger("simgym")
-        self.handler = logging.FileHandler(run_dir / "train.log")
-        self.handler.setFormatter(
-            logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
-        )
-        self.handler.setLevel(logging.INFO)
-        self._level = self.logger.level
-        self.logger.addHandler(self.handler)
-        if self.logger.getEffectiveLevel() > logging.INFO:
-            self.logger.setLevel(logging.INFO)
-
-    def close(self) -> None:
-        """Detach from the logger."""
-        self.logger.removeHandler(self.handler)
-        self.logger.setLevel(self._level)
-        self.handler.close()
-
-
 # How long the env runners get to close their sessions before they are killed.
 _CLOSE_TIMEOUT = 10.0
 
@@ -486,41 +242,13 @@ def _kill_env_runners(
                 timeout_seconds=close_timeout,
             )
         except Exception as exc:  # a runner already dead: killed below all the same
-            log.warning("closing the env runners' sessions: %s", _first_line(exc))
+            log.warning("closing the env runners' sessions: %s", first_line(exc))
     manager = getattr(group, "_worker_manager", None)
     try:
         if manager is not None:
             manager.clear()  # ray.kill() of each remote env runner
     except Exception as exc:  # another RLlib: algo.stop() does it the slow way
         log.warning("killing the env runners: %s", exc)
-
-
-def _older_checkpoint_counters(
-    run_dir: Path, checkpoint: Path, state: RunState, restored_steps: int, restored_episodes: int
-) -> tuple[Counters, str]:
-    """The counters at a checkpoint without ``simgym.json``, and where they came from.
-
-    In order: ``metrics.csv``'s row for the checkpoint's iteration (what simgym logged
-    then, exact); RLlib's counters restored with the checkpoint; else ``run.json``'s, the
-    last iteration's — ahead of the checkpoint by at most one interval, so a resume stops
-    early rather than counting from 0 and training far past ``stop.env_steps``.
-    """
-    iteration = int(checkpoint.name.rsplit("_", 1)[-1])
-    try:
-        with (run_dir / "metrics.csv").open() as f:
-            for row in csv.DictReader(f):
-                if int(float(row["iteration"])) == iteration:
-                    steps, episodes = row["env_steps_total"], row["episodes_total"]
-                    return Counters(iteration, int(float(steps)), int(float(episodes))), (
-                        f"metrics.csv (iteration {iteration})"
-                    )
-    except (OSError, KeyError, TypeError, ValueError):  # no file, or an unusable row
-        pass
-    if restored_steps or restored_episodes:
-        return Counters(iteration, restored_steps, restored_episodes), "RLlib's checkpoint"
-    return Counters(iteration, state.env_steps, state.episodes), (
-        f"run.json (iteration {state.iteration}'s: up to one checkpoint interval ahead)"
-    )
 
 
 def _lifetime(algo: Any) -> tuple[int, int]:
@@ -572,8 +300,8 @@ class _Run:
         self.algo: Any = None
         self.tracker: Any = None
         self.sim_errors = 0
-        self.sim_error_start = _sim_error_log_size(run_dir)  # a resumed run appends to it
-        self.log = _RunLog(run_dir)
+        self.sim_error_start = sim_error_log_size(run_dir)  # a resumed run appends to it
+        self.log = RunLog(run_dir)
         # Offsets from RLlib's lifetime counters to ours: zero unless a checkpoint did not
         # bring RLlib's counters back (RLlib restores them with its metrics logger).
         self.offsets = (0, 0)
@@ -607,8 +335,8 @@ class _Run:
         _sync_weights(self.algo)
         restored_steps, restored_episodes = _lifetime(self.algo)
         saved = Counters.load(checkpoint)
-        if saved is None:  # written before simgym.json: see _older_checkpoint_counters
-            saved, source = _older_checkpoint_counters(
+        if saved is None:  # written before simgym.json: see older_checkpoint_counters
+            saved, source = older_checkpoint_counters(
                 self.dir, checkpoint, state, restored_steps, restored_episodes
             )
             log.warning("%s has no %s: counters from %s", checkpoint.name, Counters.FILE, source)
@@ -667,7 +395,7 @@ class _Run:
         self.tracker.log(state.iteration, metrics)
         saved: str | None = None
         if state.iteration % self.spec.checkpoint.every == 0:
-            saved = _checkpoint(self.algo, self.dir, state, self.spec.checkpoint.keep)
+            saved = save_checkpoint(self.algo, self.dir, state, self.spec.checkpoint.keep)
         state.save(self.dir)
         max_time = self.spec.stop.max_time
         time_left = max(0.0, max_time - elapsed) if max_time is not None else None
@@ -681,7 +409,7 @@ class _Run:
         state, spec = self.state, self.spec
         self.stage = "saving the final checkpoint"
         if not state.checkpoints or not state.checkpoints[-1].endswith(f"{state.iteration:06d}"):
-            _checkpoint(self.algo, self.dir, state, spec.checkpoint.keep)
+            save_checkpoint(self.algo, self.dir, state, spec.checkpoint.keep)
         state.finished, state.stop_reason = True, reason
         state.save(self.dir)
         log.info(
@@ -701,21 +429,21 @@ class _Run:
     def interrupted(self) -> None:
         """Ctrl-C: a checkpoint of where it got to."""
         if self.algo is not None and self.state.iteration:
-            _checkpoint(self.algo, self.dir, self.state, self.spec.checkpoint.keep)
+            save_checkpoint(self.algo, self.dir, self.state, self.spec.checkpoint.keep)
         log.warning("interrupted at iteration %d", self.state.iteration)
 
     def failure(self, exc: Exception) -> SimgymError:
         """Write ``error.txt``; the one-line error to raise for ``exc``."""
         stage = self.stage
-        path = _write_error(self.dir, stage, exc, self.pool, self.sim_errors, self.sim_error_start)
+        path = write_error(self.dir, stage, exc, self.pool, self.sim_errors, self.sim_error_start)
         # For train.log; the terminal gets it once, as the error raised (RAISED).
-        log.error("failed while %s: %s", stage, _first_line(exc), extra={RAISED: True})
+        log.error("failed while %s: %s", stage, first_line(exc), extra={RAISED: True})
         if stage in _SETUP_STAGES and isinstance(exc, (SimgymError, ServerStartError)):
             # Setup problems are the user's to fix: one line (error.txt has the rest).
-            return SetupError(f"{_message(exc)} (details: {path})", cause=exc, error_file=path)
+            return SetupError(f"{message(exc)} (details: {path})", cause=exc, error_file=path)
         if isinstance(exc, SimgymError):
-            return TrainingError(f"{_message(exc)} (details: {path})", error_file=path)
-        headline = _missing_extra(exc) or f"{stage} failed: {_first_line(exc)}"
+            return TrainingError(f"{message(exc)} (details: {path})", error_file=path)
+        headline = missing_extra(exc) or f"{stage} failed: {first_line(exc)}"
         return TrainingError(f"{headline} (details: {path})", error_file=path)
 
     def close(self) -> None:
@@ -732,23 +460,6 @@ class _Run:
         if self.pool is not None:
             self.pool.stop()
         self.log.close()
-
-
-def _open_run(
-    spec: TrainSpec, spec_path: str | os.PathLike[str], resume: Path | None
-) -> tuple[Path, RunState]:
-    """A new run folder and state, or the ``--resume`` folder's.
-
-    Raises:
-        TrainingError: The ``--resume`` folder has no run or no checkpoint.
-    """
-    if resume is None:
-        return new_run_dir(spec), RunState(spec=str(Path(spec_path).resolve()))
-    run_dir = resume.resolve()
-    state = RunState.load(run_dir)
-    if not state.checkpoints:
-        raise TrainingError(f"--resume {run_dir}: no checkpoint to resume from")
-    return run_dir, state
 
 
 def train(
@@ -785,7 +496,7 @@ def train(
     launch = None if node_sims is not None else spec.launch(env_spec)
     slots = None if node_sims is None else {SLOT: float(spec.resources.envs_per_runner)}
     config, resolved = _prepare_config(spec, env_spec, launch, slots)
-    run_dir, state = _open_run(spec, spec_path, resume)
+    run_dir, state = open_run(spec, spec_path, resume)
     (run_dir / "spec.resolved.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
     state.save(run_dir)
     run = _Run(spec, env_spec, run_dir, state)

@@ -223,21 +223,21 @@ def test_a_resumed_run_that_fails_does_not_quote_the_previous_runs_sim_errors(tm
 
 
 def test_older_checkpoint_counters_fall_back_to_run_json(tmp_path):
-    from launcher.train import _older_checkpoint_counters
+    from launcher.runfolder import older_checkpoint_counters
 
     state = RunState(spec="x", iteration=5, env_steps=5000, episodes=50)
     checkpoint = tmp_path / "checkpoints" / "iter_000004"
     # No metrics.csv and nothing restored by RLlib: run.json's, not zeros.
-    counters, source = _older_checkpoint_counters(tmp_path, checkpoint, state, 0, 0)
+    counters, source = older_checkpoint_counters(tmp_path, checkpoint, state, 0, 0)
     assert counters == Counters(4, 5000, 50) and source.startswith("run.json")
     # RLlib's restored counters when it has them.
-    counters, source = _older_checkpoint_counters(tmp_path, checkpoint, state, 4000, 40)
+    counters, source = older_checkpoint_counters(tmp_path, checkpoint, state, 4000, 40)
     assert counters == Counters(4, 4000, 40) and source == "RLlib's checkpoint"
     # metrics.csv's row for the checkpoint's iteration first.
     (tmp_path / "metrics.csv").write_text(
         "iteration,env_steps_total,episodes_total\n3,3000,30\n4,4100,41\n5,5000,50\n"
     )
-    counters, source = _older_checkpoint_counters(tmp_path, checkpoint, state, 4000, 40)
+    counters, source = older_checkpoint_counters(tmp_path, checkpoint, state, 4000, 40)
     assert counters == Counters(4, 4100, 41) and source == "metrics.csv (iteration 4)"
 
 
