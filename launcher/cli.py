@@ -69,8 +69,8 @@ def train(
     ] = None,
 ) -> None:
     """Train with RLlib: start the sims, train to a stop condition, log metrics, checkpoint."""
+    from launcher.failure import TrainingError
     from launcher.progress import ProgressView
-    from launcher.train import TrainingError
     from launcher.train import train as run_training
     from launcher.trainspec import parse_duration
 

@@ -40,10 +40,11 @@ from pathlib import Path
 from typing import Any
 
 from gymclient.errors import SimgymError
+from launcher.failure import TrainingError
 from launcher.placement import NODE_RANK_VAR, NODE_SIMS_VAR, PLACEMENT_VAR, SLOT
 from launcher.sidecars import SidecarPool
 from launcher.sims import start_sims
-from launcher.train import TrainingError, preflight, train
+from launcher.train import preflight, train
 from launcher.trainspec import TrainSpec, load_train_spec
 from simserver.process import ServerStartError
 

@@ -12,7 +12,8 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from launcher.train import RAISED, Progress, RunState
+from launcher.runfolder import RunState
+from launcher.train import RAISED, Progress
 
 
 def _fmt(value: float | None, spec: str = ".4g") -> str:

@@ -17,7 +17,9 @@ import yaml
 pytest.importorskip("ray.rllib", reason="training needs the train extra (installed by make)")
 
 from gymclient.errors import SimgymError, SpecError
-from launcher.train import Counters, RunState, SetupError, TrainingError, train
+from launcher.failure import SetupError, TrainingError
+from launcher.runfolder import Counters, RunState
+from launcher.train import train
 from launcher.trainspec import load_train_spec
 
 from .conftest import SIMS, private_ray
