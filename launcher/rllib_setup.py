@@ -11,6 +11,8 @@ import os
 import time
 from typing import Any
 
+from gymclient.episode import NONFINITE
+from gymclient.errors import SimTimeout
 from gymclient.spec import EnvSpec
 from launcher.placement import node_sim_addresses
 from launcher.trainspec import TrainSpec
@@ -119,9 +121,11 @@ def callbacks_class(log_states: list[str]) -> type:
             infos = episode.get_infos()
             last = infos[-1] if len(infos) else {}
             error = last.get("simgym_error") if isinstance(last, dict) else None
-            if error and not str(error).startswith("non-finite"):
-                # The bridge reports a hung sim as a deadline error (gymclient.errors).
-                timeout = "within the deadline" in str(error)
+            # The env names the type of what ended the episode: a failed call's error
+            # class (a hung sim is a SimTimeout), or NONFINITE for non-finite states.
+            kind = last.get("simgym_error_type") if isinstance(last, dict) else None
+            if error and kind != NONFINITE:
+                timeout = kind == SimTimeout.__name__
                 metrics_logger.log_value("sim_timeouts", int(timeout), reduce="sum")
                 config = getattr(getattr(env_runner, "config", None), "env_config", None) or {}
                 _record_sim_error(config.get("sim_error_log"), str(error))
