@@ -393,6 +393,7 @@ class Result:
     terminated: bool = False
     truncated: bool = False
     error: str = ""
+    reset_failed: bool = False  # the sim refused the episode's reset (``error`` says why)
     final: dict[str, float] = field(default_factory=dict)
     states: list[list[float]] = field(default_factory=list)  # after reset, then every step
     actions: list[list[float]] = field(default_factory=list)
@@ -427,7 +428,7 @@ def run_episode(
     try:
         transition = session.reset(episode.config, episode.seed)
     except SimgymError as exc:
-        result.error = f"reset: {exc}"
+        result.error, result.reset_failed = f"reset: {exc}", True
         return result
     step = controller.start()
     limit = worker.spec.max_episode_steps or max_steps
@@ -879,7 +880,7 @@ def evaluate(
         if pool is not None:
             pool.stop()
 
-    failed = [r for r in results if r.error and r.error.startswith("reset:")]
+    failed = [r for r in results if r.reset_failed]
     if failed:
         r = failed[0]
         raise EvaluationError(
