@@ -95,8 +95,7 @@ def preflight(env_spec: EnvSpec, addresses: list[str], seed: int | None) -> None
                 except SimgymError as exc:
                     raise SimgymError(
                         f"{env_spec.source}: lessons: the sim at {address} rejected the "
-                        "reset config "
-                        f"{config}: {exc}"
+                        f"reset config {config}: {exc}"
                     ) from None
             finally:
                 session.close()
@@ -129,9 +128,7 @@ def _sync_weights(algo: Any) -> None:
         algo.env_runner_group.sync_weights(
             from_worker_or_learner_group=algo.learner_group, inference_only=True
         )
-    except (
-        Exception
-    ) as exc:  # older/newer RLlib: not fatal, sampling catches up at the next broadcast
+    except Exception as exc:  # another RLlib: not fatal, the next broadcast catches up
         log.warning("could not push restored weights to env runners: %s", exc)
 
 
