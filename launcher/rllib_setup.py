@@ -1,21 +1,30 @@
-"""RLlib wiring: the env creator, env runner, callbacks and algorithm config for a training spec.
+"""RLlib wiring: the env creator, env runner, callbacks and algorithm config; the driver's Ray.
 
-Imported only when training (Ray and torch are the ``train`` extra).
+The driver's part: start Ray, push restored weights, read RLlib's lifetime counters, end
+the env runners.
+
+Ray and torch (the ``train`` extra) are imported only inside functions.
 """
 
 from __future__ import annotations
 
 import enum
+import logging
 import math
 import os
 import time
 from typing import Any
 
+import numpy as np
+
 from gymclient.episode import NONFINITE
 from gymclient.errors import SimTimeout
 from gymclient.spec import EnvSpec
+from launcher.failure import first_line
 from launcher.placement import node_sim_addresses
 from launcher.trainspec import TrainSpec
+
+log = logging.getLogger("simgym.train")
 
 ENV_NAME = "simgym"
 _WORKER_VAR = "SIMGYM_WORKER_INDEX"
@@ -301,3 +310,94 @@ def full_config(config: Any) -> dict[str, Any]:
         if plain is not _SKIP:
             out[key] = plain
     return out
+
+
+# ----------------------------------------------------------------------------- the driver
+
+
+def init_ray(spec: TrainSpec, ray_address: str | None) -> None:
+    """Start Ray for the spec's resources, or join ``ray_address`` (once per process)."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    # Worker logs stay in Ray's session folder: the terminal shows the progress table, and
+    # failures reach the user through error.txt and metrics.
+    kwargs: dict[str, Any] = {
+        "include_dashboard": False,
+        "logging_level": logging.ERROR,
+        "log_to_driver": False,
+    }
+    if ray_address:
+        kwargs["address"] = ray_address
+    else:
+        kwargs["num_cpus"] = spec.resources.cpus
+        if spec.resources.object_store_mb:
+            kwargs["object_store_memory"] = spec.resources.object_store_mb * 2**20
+    ray.init(**kwargs)
+
+
+def sync_weights(algo: Any) -> None:
+    """Push restored weights to the env runners before sampling (they start with fresh ones)."""
+    try:
+        algo.env_runner_group.sync_weights(
+            from_worker_or_learner_group=algo.learner_group, inference_only=True
+        )
+    except Exception as exc:  # another RLlib: not fatal, the next broadcast catches up
+        log.warning("could not push restored weights to env runners: %s", exc)
+
+
+# How long the env runners get to close their sessions before they are killed.
+_CLOSE_TIMEOUT = 10.0
+
+
+def kill_env_runners(algo: Any, *, close_envs: bool, close_timeout: float = _CLOSE_TIMEOUT) -> None:
+    """End the env runner actors at once (after a failure or Ctrl-C).
+
+    Against sims that are gone for good, an env runner sits in Ray's restart loop, and
+    ``algo.stop()`` asks every runner to stop without a timeout: it would wait a minute
+    for a runner that never comes up. Killed first, there is nothing left to wait for.
+
+    ``close_envs``: first let every healthy runner close its envs, for at most
+    ``close_timeout`` seconds. A killed runner's sessions stay open on the servers until
+    their lease expires (300 s by default), holding ``--max-sessions`` slots: against
+    servers the user runs, a rerun right after would get RESOURCE_EXHAUSTED. Sidecars are
+    stopped right after, their sessions with them, so they need no closing.
+    """
+    group = getattr(algo, "env_runner_group", None)
+    if close_envs and group is not None:
+        try:
+            group.foreach_env_runner(
+                lambda runner: runner.stop(),  # closes its envs (their sessions)
+                local_env_runner=False,
+                timeout_seconds=close_timeout,
+            )
+        except Exception as exc:  # a runner already dead: killed below all the same
+            log.warning("closing the env runners' sessions: %s", first_line(exc))
+    manager = getattr(group, "_worker_manager", None)
+    try:
+        if manager is not None:
+            manager.clear()  # ray.kill() of each remote env runner
+    except Exception as exc:  # another RLlib: algo.stop() does it the slow way
+        log.warning("killing the env runners: %s", exc)
+
+
+def lifetime_counters(algo: Any) -> tuple[int, int]:
+    """RLlib's own lifetime env-step and episode counters (restored with a checkpoint)."""
+    from ray.rllib.utils.metrics import (
+        ENV_RUNNER_RESULTS,
+        NUM_ENV_STEPS_SAMPLED_LIFETIME,
+        NUM_EPISODES_LIFETIME,
+    )
+
+    out = []
+    for key in (NUM_ENV_STEPS_SAMPLED_LIFETIME, NUM_EPISODES_LIFETIME):
+        try:
+            value = algo.metrics.peek((ENV_RUNNER_RESULTS, key))
+        except (KeyError, AttributeError):  # nothing sampled yet (or another RLlib)
+            value = 0
+        try:
+            out.append(int(value) if np.isfinite(value) else 0)
+        except (TypeError, ValueError):
+            out.append(0)
+    return out[0], out[1]

@@ -39,6 +39,16 @@ from launcher.failure import (
     write_error,
 )
 from launcher.placement import SLOT
+from launcher.rllib_setup import (
+    build_config,
+    effective_settings,
+    env_config,
+    full_config,
+    init_ray,
+    kill_env_runners,
+    lifetime_counters,
+    sync_weights,
+)
 from launcher.runfolder import (
     Counters,
     RunLog,
@@ -101,37 +111,6 @@ def preflight(env_spec: EnvSpec, addresses: list[str], seed: int | None) -> None
                 session.close()
 
 
-def _init_ray(spec: TrainSpec, ray_address: str | None) -> None:
-    import ray
-
-    if ray.is_initialized():
-        return
-    # Worker logs stay in Ray's session folder: the terminal shows the progress table, and
-    # failures reach the user through error.txt and metrics.
-    kwargs: dict[str, Any] = {
-        "include_dashboard": False,
-        "logging_level": logging.ERROR,
-        "log_to_driver": False,
-    }
-    if ray_address:
-        kwargs["address"] = ray_address
-    else:
-        kwargs["num_cpus"] = spec.resources.cpus
-        if spec.resources.object_store_mb:
-            kwargs["object_store_memory"] = spec.resources.object_store_mb * 2**20
-    ray.init(**kwargs)
-
-
-def _sync_weights(algo: Any) -> None:
-    """Push restored weights to the env runners before sampling (they start with fresh ones)."""
-    try:
-        algo.env_runner_group.sync_weights(
-            from_worker_or_learner_group=algo.learner_group, inference_only=True
-        )
-    except Exception as exc:  # another RLlib: not fatal, the next broadcast catches up
-        log.warning("could not push restored weights to env runners: %s", exc)
-
-
 def _prepare_config(
     spec: TrainSpec, env_spec: EnvSpec, launch: Launch | None, slots: dict[str, float] | None
 ) -> tuple[Any, dict[str, Any]]:
@@ -144,8 +123,6 @@ def _prepare_config(
         SpecError: Unknown ``config`` keys, or values RLlib's builder methods refuse.
         SimgymError: The ``train`` extra is missing, or the config cannot be resolved.
     """
-    from launcher.rllib_setup import build_config
-
     try:
         config = build_config(spec, env_spec, [], slots)
     except SpecError:
@@ -179,8 +156,6 @@ def _resolved_spec(
     the algorithm runs with (simgym's defaults such as IMPALA's lr 1e-4, then the user's
     ``config``); ``rllib`` every plain-valued setting of the RLlib config.
     """
-    from launcher.rllib_setup import effective_settings, full_config
-
     train_part = spec.model_dump(exclude={"base_dir", "source"})
     if launch is not None:
         train_part["sim"]["launch"] = launch.model_dump()
@@ -209,64 +184,6 @@ def _params(spec: TrainSpec, resolved: dict[str, Any]) -> dict[str, Any]:
     for key, value in resolved["algorithm_config"].items():
         params[f"config.{key}"] = value
     return params
-
-
-# How long the env runners get to close their sessions before they are killed.
-_CLOSE_TIMEOUT = 10.0
-
-
-def _kill_env_runners(
-    algo: Any, *, close_envs: bool, close_timeout: float = _CLOSE_TIMEOUT
-) -> None:
-    """End the env runner actors at once (after a failure or Ctrl-C).
-
-    Against sims that are gone for good, an env runner sits in Ray's restart loop, and
-    ``algo.stop()`` asks every runner to stop without a timeout: it would wait a minute
-    for a runner that never comes up. Killed first, there is nothing left to wait for.
-
-    ``close_envs``: first let every healthy runner close its envs, for at most
-    ``close_timeout`` seconds. A killed runner's sessions stay open on the servers until
-    their lease expires (300 s by default), holding ``--max-sessions`` slots: against
-    servers the user runs, a rerun right after would get RESOURCE_EXHAUSTED. Sidecars are
-    stopped right after, their sessions with them, so they need no closing.
-    """
-    group = getattr(algo, "env_runner_group", None)
-    if close_envs and group is not None:
-        try:
-            group.foreach_env_runner(
-                lambda runner: runner.stop(),  # closes its envs (their sessions)
-                local_env_runner=False,
-                timeout_seconds=close_timeout,
-            )
-        except Exception as exc:  # a runner already dead: killed below all the same
-            log.warning("closing the env runners' sessions: %s", first_line(exc))
-    manager = getattr(group, "_worker_manager", None)
-    try:
-        if manager is not None:
-            manager.clear()  # ray.kill() of each remote env runner
-    except Exception as exc:  # another RLlib: algo.stop() does it the slow way
-        log.warning("killing the env runners: %s", exc)
-
-
-def _lifetime(algo: Any) -> tuple[int, int]:
-    """RLlib's own lifetime env-step and episode counters (restored with a checkpoint)."""
-    from ray.rllib.utils.metrics import (
-        ENV_RUNNER_RESULTS,
-        NUM_ENV_STEPS_SAMPLED_LIFETIME,
-        NUM_EPISODES_LIFETIME,
-    )
-
-    out = []
-    for key in (NUM_ENV_STEPS_SAMPLED_LIFETIME, NUM_EPISODES_LIFETIME):
-        try:
-            value = algo.metrics.peek((ENV_RUNNER_RESULTS, key))
-        except (KeyError, AttributeError):  # nothing sampled yet (or another RLlib)
-            value = 0
-        try:
-            out.append(int(value) if np.isfinite(value) else 0)
-        except (TypeError, ValueError):
-            out.append(0)
-    return out[0], out[1]
 
 
 def _stop_reason(stop: Stop, progress: Progress) -> str:
@@ -317,20 +234,18 @@ class _Run:
 
     def build_algo(self, config: Any, addresses: list[str], ray_address: str | None) -> None:
         """Ray, and the algorithm stepping ``addresses``."""
-        from launcher.rllib_setup import env_config
-
         self.stage = "starting Ray and building the algorithm"
         error_log = str(self.dir / SIM_ERROR_LOG)
         config.environment(env_config=env_config(self.env_spec, addresses, error_log))
-        _init_ray(self.spec, ray_address)
+        init_ray(self.spec, ray_address)
         self.algo = config.build_algo()
 
     def restore(self) -> None:
         """Back to the last checkpoint: its weights, and its counters (later iterations repeat)."""
         state, checkpoint = self.state, Path(self.state.checkpoints[-1])
         self.algo.restore_from_path(str(checkpoint.resolve()))
-        _sync_weights(self.algo)
-        restored_steps, restored_episodes = _lifetime(self.algo)
+        sync_weights(self.algo)
+        restored_steps, restored_episodes = lifetime_counters(self.algo)
         saved = Counters.load(checkpoint)
         if saved is None:  # written before simgym.json: see older_checkpoint_counters
             saved, source = older_checkpoint_counters(
@@ -449,7 +364,7 @@ class _Run:
             self.tracker.close("FAILED")
         if self.algo is not None:
             if not self.state.finished:
-                _kill_env_runners(self.algo, close_envs=self.pool is None)
+                kill_env_runners(self.algo, close_envs=self.pool is None)
             try:
                 self.algo.stop()
             except Exception as exc:

@@ -158,8 +158,7 @@ def test_resume_continues_counters_and_weights(tmp_path):
         str(last / "learner_group" / "learner" / "rl_module" / "default_policy")
     ).get_state()
 
-    from launcher.rllib_setup import build_config
-    from launcher.train import _sync_weights
+    from launcher.rllib_setup import build_config, sync_weights
 
     spec_obj = load_train_spec(spec)
     env_spec = spec_obj.load_env_spec()
@@ -172,7 +171,7 @@ def test_resume_continues_counters_and_weights(tmp_path):
                 lambda r: r.module.get_state(), local_env_runner=False
             )[0]
             algo.restore_from_path(str(last.resolve()))
-            _sync_weights(algo)
+            sync_weights(algo)
             learner = algo.get_module().get_state()
             runner = algo.env_runner_group.foreach_env_runner(
                 lambda r: r.module.get_state(), local_env_runner=False
