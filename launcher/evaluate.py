@@ -62,6 +62,7 @@ from gymclient.errors import SimgymError, SpecError
 from gymclient.spec import EnvSpec, Lesson, load_spec
 from launcher.sidecars import SidecarPool, SidecarStartError
 from launcher.sims import spec_launch, start_sims
+from simgym.targets import LoadError, resolve_class
 
 
 class EvaluationError(SimgymError):
@@ -355,9 +356,6 @@ def load_baseline(ref: str) -> Controller:
     Raises:
         EvaluationError: The file, the name or the folder cannot be loaded.
     """
-    from simserver.errors import LoadError
-    from simserver.loader import resolve_class
-
     path = Path(ref)
     if path.is_dir():
         if not (path / "manifest.json").is_file():
