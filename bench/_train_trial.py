@@ -7,7 +7,7 @@ callbacks), then either
 
 * ``mode="local"``: swaps in the in-process env (``bench/_train_local.py``: the spec codec over
   ``examples/cstr/sim.py`` instances, no gRPC), or
-* ``mode="bridge"``: starts sidecar sim servers with ``launcher.sidecars.SidecarPool`` and
+* ``mode="bridge"``: starts sidecar sim servers with ``launcher.sims.start_sims`` and
   keeps simgym's ``SimVectorEnv`` env (over the sidecars' packed sockets; ``socket=0``: over
   the gRPC ``PackedStream``),
 
@@ -124,6 +124,7 @@ def run_trial(options: dict[str, Any]) -> dict[str, Any]:
 
     from launcher.rllib_setup import build_config
     from launcher.sidecars import SidecarPool
+    from launcher.sims import start_sims
 
     mode = options["mode"]
     spec = _spec(options)
@@ -137,13 +138,8 @@ def run_trial(options: dict[str, Any]) -> dict[str, Any]:
         if mode == "bridge":
             launch = spec.launch(env_spec)
             assert launch is not None
-            workdir = (
-                env_spec.path(env_spec.sim.workdir)
-                if env_spec.sim.workdir
-                else Path(env_spec.base_dir)
-            )
-            pool = SidecarPool(launch, workdir, Path(tmp.name) / "sims")
-            addresses = pool.start()
+            pool = start_sims(env_spec, launch, Path(tmp.name) / "sims")
+            addresses = pool.addresses
         # address="local": always a private Ray instance, never a cluster someone else
         # started on this machine with `ray start` (ray.init() would join that one).
         ray.init(

@@ -56,7 +56,7 @@ def train_recipe(spec: Path, max_time: float | None) -> dict[str, Any]:
 
     train_spec = load_train_spec(spec)
     started = time.monotonic()
-    # The same Ray start as `simgym train` (launcher.train._init_ray), but always a private
+    # The same Ray start as `simgym train` (launcher.rllib_setup.init_ray), but always a private
     # instance: a bare ray.init() joins a cluster someone else started with `ray start`.
     ray.init(
         address="local",

@@ -8,7 +8,7 @@ Both train the shipped recipe's RLlib config (examples/cstr/train.yaml via
   observation/action normalisation, reward, lessons) to ``examples/cstr/sim.py`` instances,
   no gRPC (bench/_train_local.py);
 * (b) ``bridge``: simgym's ``SimVectorEnv`` talking to sidecar sim servers
-  (``launcher.sidecars.SidecarPool``, unix sockets), one packed message per server and step,
+  (``launcher.sims.start_sims``, unix sockets), one packed message per server and step,
   over each sidecar's packed socket (``bridge:socket=0``: over the gRPC ``PackedStream``).
 
 Every trial runs in a fresh process (Ray started and stopped in it), trains ``--warmup`` seconds

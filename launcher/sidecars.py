@@ -145,9 +145,7 @@ class SidecarPool:
                 self.stop()
                 tail = self._log_since_start(i, 40)
                 line = log_error_line(tail)
-                # "simserver <target> exited with code 2:" -> "exited with code 2"
-                first = str(exc).splitlines()[0].rstrip(":")
-                status = first.split(f"{server.target} ", 1)[-1]
+                status = exc.status
                 reason = f": {line}" if line else ""
                 raise SidecarStartError(
                     f"sim server {i} ({self.launch.target}) failed to start{reason} "

@@ -25,7 +25,16 @@ TRANSPORTS = ("unix", "tcp")
 
 
 class ServerStartError(RuntimeError):
-    """The server process exited or stayed silent instead of serving."""
+    """The server process exited or stayed silent instead of serving.
+
+    Attributes:
+        status: How it ended, for callers that word their own message
+            (``exited with code 3``, ``did not start within 60 s``).
+    """
+
+    def __init__(self, message: str, *, status: str = "") -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class ServerProcess:
@@ -117,15 +126,16 @@ class ServerProcess:
                     self._port = int(self.address.rsplit(":", 1)[1])
                 return self.address
             if self.proc.poll() is not None:
+                status = f"exited with code {self.proc.returncode}"
                 raise ServerStartError(
-                    f"simserver {self.target} exited with code {self.proc.returncode}:\n"
-                    f"{self.log_tail()}"
+                    f"simserver {self.target} {status}:\n{self.log_tail()}", status=status
                 )
             time.sleep(delay)
             delay = min(delay * 1.5, 0.2)
         self.stop()
+        status = f"did not start within {timeout:.0f} s"
         raise ServerStartError(
-            f"simserver {self.target} did not start within {timeout:.0f} s:\n{self.log_tail()}"
+            f"simserver {self.target} {status}:\n{self.log_tail()}", status=status
         )
 
     def log_tail(self, lines: int = 15) -> str:
