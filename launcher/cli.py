@@ -4,25 +4,39 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
+from typer.core import TyperGroup
 
 from gymclient.errors import SimgymError
 
+
+def _fail(message: str, code: int = 2) -> NoReturn:
+    typer.echo(f"simgym: error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+class _Commands(TyperGroup):
+    """Every ``simgym`` command: a ``SimgymError`` it raises is one line on stderr, exit 2."""
+
+    def invoke(self, ctx: Any) -> Any:  # a click.Context (typer vendors click)
+        """Run the command, turning a ``SimgymError`` into its one-line message."""
+        try:
+            return super().invoke(ctx)
+        except SimgymError as exc:
+            _fail(str(exc))
+
+
 app = typer.Typer(
+    cls=_Commands,
     add_completion=False,
     pretty_exceptions_enable=False,
     no_args_is_help=True,
     help="simgym: train RL agents on simulators served over gRPC.",
 )
 console = Console()
-
-
-def _fail(message: str, code: int = 2) -> None:
-    typer.echo(f"simgym: error: {message}", err=True)
-    raise typer.Exit(code)
 
 
 @app.command()
@@ -43,14 +57,9 @@ def check(
     from gymclient.spec import load_spec
     from launcher.check import render, run_check
 
-    try:
-        loaded = load_spec(spec)
-        report = run_check(
-            loaded, address=address, episodes=episodes, seed=seed, transport=transport
-        )
-    except SimgymError as exc:
-        _fail(str(exc))
-        return
+    report = run_check(
+        load_spec(spec), address=address, episodes=episodes, seed=seed, transport=transport
+    )
     render(report, console)
     raise typer.Exit(0 if report.sound else 1)
 
@@ -78,7 +87,6 @@ def train(
         seconds = parse_duration(max_time) if max_time else None
     except ValueError as exc:
         _fail(f"--max-time: {exc}")
-        return
     # The view's live table starts with training (on_start), not before: a setup error
     # is then the only output.
     view = ProgressView(console)
@@ -95,7 +103,6 @@ def train(
     except SimgymError as exc:
         # 1: training failed (error.txt says why); 2: the spec or the setup is wrong.
         _fail(str(exc), 1 if isinstance(exc, TrainingError) and exc.error_file else 2)
-        return
     view.summary(run_dir, state)
 
 

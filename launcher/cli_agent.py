@@ -16,11 +16,6 @@ import typer
 from gymclient.errors import SimgymError
 
 
-def _fail(message: str, code: int = 2) -> None:
-    typer.echo(f"simgym: error: {message}", err=True)
-    raise typer.Exit(code)
-
-
 def _fmt(value: Any) -> str:
     if isinstance(value, float):
         if math.isnan(value):
@@ -112,22 +107,18 @@ def evaluate_cmd(
     from launcher.evaluate import evaluate
 
     if run is not None and not run.is_dir():
-        _fail(f"{run}: no such run folder")
-    try:
-        report = evaluate(
-            run,
-            scenarios,
-            checkpoint=checkpoint,
-            baselines=baseline or [],
-            spec_path=spec,
-            out=out,
-            parallel=parallel,
-            servers=servers,
-            plots=plots,
-        )
-    except SimgymError as exc:
-        _fail(str(exc))
-        return
+        raise SimgymError(f"{run}: no such run folder")
+    report = evaluate(
+        run,
+        scenarios,
+        checkpoint=checkpoint,
+        baselines=baseline or [],
+        spec_path=spec,
+        out=out,
+        parallel=parallel,
+        servers=servers,
+        plots=plots,
+    )
     _render(report)
 
 
@@ -143,20 +134,16 @@ def export_cmd(
 ) -> None:
     """The deterministic policy as ONNX (normalisation inside) + manifest, verified vs RLlib."""
     if not run.is_dir():
-        _fail(f"{run}: no such run folder")
+        raise SimgymError(f"{run}: no such run folder")
     try:
         from launcher.export import export_run
 
         result = export_run(run, out, checkpoint=checkpoint, samples=samples)
     except ModuleNotFoundError as exc:
-        _fail(
+        raise SimgymError(
             f"export needs the train and infer extras ({exc.name} is missing): "
             "pip install 'simgym[train,infer]'"
-        )
-        return
-    except SimgymError as exc:
-        _fail(str(exc))
-        return
+        ) from None
     m = result.manifest
     typer.echo(
         f"exported {', '.join(i['name'] for i in m['inputs'])} -> "
@@ -183,23 +170,16 @@ def predict_cmd(
         elif state.startswith("@"):
             text = Path(state[1:]).read_text()
     except OSError as exc:
-        _fail(f"--state {state}: cannot read: {exc.strerror or exc}")
-        return
+        raise SimgymError(f"--state {state}: cannot read: {exc.strerror or exc}") from None
     try:
         states = json.loads(text)
     except ValueError as exc:
-        _fail(f"--state: not valid JSON: {exc}")
-        return
+        raise SimgymError(f"--state: not valid JSON: {exc}") from None
     if not isinstance(states, dict):
-        _fail(
+        raise SimgymError(
             f"--state: expected a JSON object of state name → number, got {type(states).__name__}"
         )
-    try:
-        action = load_agent(agent).act(states)
-    except SimgymError as exc:
-        _fail(str(exc))
-        return
-    typer.echo(json.dumps(action))
+    typer.echo(json.dumps(load_agent(agent).act(states)))
 
 
 def register(app: typer.Typer) -> None:

@@ -14,11 +14,6 @@ import typer
 from gymclient.errors import SimgymError
 
 
-def _fail(message: str, code: int = 2) -> None:
-    typer.echo(f"simgym: error: {message}", err=True)
-    raise typer.Exit(code)
-
-
 def _duration(option: str, value: str | None) -> float | None:
     from launcher.trainspec import parse_duration
 
@@ -27,8 +22,7 @@ def _duration(option: str, value: str | None) -> float | None:
     try:
         return parse_duration(value)
     except ValueError as exc:
-        _fail(f"{option}: {exc}")
-        raise AssertionError from None  # unreachable: _fail exits
+        raise SimgymError(f"{option}: {exc}") from None
 
 
 def submit(
@@ -84,17 +78,13 @@ def submit(
         "max_run_time": max_run_time,
         "code": str(code) if code else None,
     }
-    try:
-        plan = plan_submission(spec, options)
-        if dry_run is not None:
-            for path in write_dry_run(plan, dry_run):
-                typer.echo(f"wrote {path}")
-            typer.echo(dry_run_hint(plan, dry_run))
-            return
-        result = submit_plan(plan, echo=typer.echo)
-    except SimgymError as exc:
-        _fail(str(exc))
+    plan = plan_submission(spec, options)
+    if dry_run is not None:
+        for path in write_dry_run(plan, dry_run):
+            typer.echo(f"wrote {path}")
+        typer.echo(dry_run_hint(plan, dry_run))
         return
+    result = submit_plan(plan, echo=typer.echo)
     typer.echo(f"job: {result.name}")
     typer.echo(f"studio: {result.studio_url}")
     typer.echo(f"follow it with: simgym status {result.name}   /   simgym logs {result.name}")
@@ -121,19 +111,15 @@ def node(
     seconds = _duration("--max-time", max_time)
     timeout = _duration("--join-timeout", join_timeout)
     assert timeout is not None
-    try:
-        code = run_node(
-            spec,
-            output=output,
-            experiment=experiment,
-            max_time=seconds,
-            ray_port=ray_port,
-            join_timeout=timeout,
-            cpus=cpus,
-        )
-    except SimgymError as exc:
-        _fail(str(exc))
-        return
+    code = run_node(
+        spec,
+        output=output,
+        experiment=experiment,
+        max_time=seconds,
+        ray_port=ray_port,
+        join_timeout=timeout,
+        cpus=cpus,
+    )
     raise typer.Exit(code)
 
 
@@ -146,11 +132,8 @@ def status(
     """A job's status, experiment, compute and Studio URL."""
     from launcher.aml.workspace import job_status
 
-    try:
-        for line in job_status(job, workspace_config):
-            typer.echo(line)
-    except SimgymError as exc:
-        _fail(str(exc))
+    for line in job_status(job, workspace_config):
+        typer.echo(line)
 
 
 def logs(
@@ -166,11 +149,8 @@ def logs(
     """Download a job's logs and outputs; show error.txt and each node's last lines."""
     from launcher.aml.workspace import job_logs
 
-    try:
-        for line in job_logs(job, workspace_config, to, lines):
-            typer.echo(line)
-    except SimgymError as exc:
-        _fail(str(exc))
+    for line in job_logs(job, workspace_config, to, lines):
+        typer.echo(line)
 
 
 def docker_context(
@@ -184,12 +164,8 @@ def docker_context(
     from launcher.aml.image import stage_build_context
 
     if requirements is not None and not requirements.is_file():
-        _fail(f"--requirements {requirements}: no such file")
-    try:
-        path = stage_build_context(out, kind, requirements)
-    except SimgymError as exc:
-        _fail(str(exc))
-        return
+        raise SimgymError(f"--requirements {requirements}: no such file")
+    path = stage_build_context(out, kind, requirements)
     typer.echo(f"build context for the {kind} image: {path}  (docker build {path})")
 
 
