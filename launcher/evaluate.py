@@ -3,37 +3,8 @@
 Every controller runs every episode of a scenario file through real sim servers (started
 from the env spec, like training's sidecars) — the same bridge, the same observation and
 reward code as training — and is scored on the episode's return, length, terminations and
-the final value of each ``log_states`` entry (e.g. ``kpi_rms_conc_error``).
-
-* Scenario file (YAML)::
-
-    scenarios:
-      - name: ramp-clean                       # a fixed reset config and its sim seeds
-        config: {Cref_signal: 1, noise_percentage: 0}
-        seeds: [0, 1, 2]                       # or `seed: 0` + `count: 3`
-      - grid: {Cref_signal: [1, 2, 3, 4, 5], noise_percentage: [0, 5]}   # one per combination
-        seeds: [0, 1, 2]
-        group: "noise {noise_percentage}%"     # optional: also summarise by group
-      - name: lessons                          # configs drawn like in training
-        lesson: spec                           #   (the spec's lessons, or a lessons mapping)
-        count: 20
-        seed: 0
-    plot:                                      # optional: panels of the trajectory plots
-      - {states: [Cr_no_noise, Cr], reference: Cref}
-      - {states: [Tc]}
-      - {action: Tc_adjust}
-    parallel: 8                                # sim sessions in use at once
-
-  The episode's seed is the sim's seed (its noise), so the file alone reproduces a run.
-
-* Controllers: the agent (an RLlib checkpoint; deterministic: the Gaussian's mean), and
-  baselines: ``file.py:Name`` — a class (one instance per episode, so integrators start
-  at zero) or a function, called as ``controller(states) -> {action: value}`` with the
-  sim's raw states — or an exported agent folder (``simgym export``).
-
-* Output folder: ``episodes.csv`` (one row per controller and episode), ``summary.csv``
-  (per scenario, per group and overall), ``trajectories.csv`` (every step) and
-  ``plots/<scenario>.png`` (the first seed of each scenario, all controllers overlaid).
+the final value of each ``log_states`` entry. The scenario file, the controllers and the
+output folder are described in docs/evaluation.md.
 """
 
 from __future__ import annotations
@@ -55,7 +26,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from gymclient.codec import Codec, build_codec, declared_action_names, load_attr, sample_config
+from gymclient.codec import Codec, build_codec, declared_action_names, sample_config
 from gymclient.connection import Connection, RemoteSession
 from gymclient.env import connect_options
 from gymclient.errors import SimgymError, SpecError
@@ -401,7 +372,7 @@ class Result:
 class _Worker:
     """A session per thread, bound to one server; reused across episodes."""
 
-    def __init__(self, spec: EnvSpec, address: str, controllers: Sequence[Controller]) -> None:
+    def __init__(self, spec: EnvSpec, address: str) -> None:
         self.conn = Connection(address, connect_options(spec))
         self.session: RemoteSession = self.conn.open(
             declared_action_names(spec), client=f"simgym evaluate pid {os.getpid()}"
@@ -489,7 +460,7 @@ def run_all(
         w = getattr(local, "worker", None)
         if w is None:
             address = addresses[next(counter) % len(addresses)]
-            w = _Worker(spec, address, controllers)
+            w = _Worker(spec, address)
             for c in controllers:
                 with lock:
                     if not hasattr(c, "codec"):
@@ -521,27 +492,18 @@ def _mean(values: Sequence[float]) -> float:
     return sum(vals) / len(vals) if vals else math.nan
 
 
-def _is_scenario(name: str) -> Callable[[Result], bool]:
-    return lambda r: r.episode.scenario == name
-
-
-def _is_group(name: str) -> Callable[[Result], bool]:
-    return lambda r: r.episode.group == name
-
-
 def summarize(results: Sequence[Result], log_states: Sequence[str], scen: Scenarios) -> list[dict]:
     """Rows per (scenario, controller), per (group, controller) and overall per controller."""
     controllers = list(dict.fromkeys(r.controller for r in results))
-    levels: list[tuple[str, str, Callable[[Result], bool]]] = []
-    for s in scen.names:
-        levels.append(("scenario", s, _is_scenario(s)))
-    for g in scen.groups:
-        levels.append(("group", g, _is_group(g)))
-    levels.append(("overall", "all", lambda r: True))
+    levels = [("scenario", s) for s in scen.names] + [("group", g) for g in scen.groups]
     rows = []
-    for level, name, keep in levels:
+    for level, name in [*levels, ("overall", "all")]:
         for c in controllers:
-            rs = [r for r in results if r.controller == c and keep(r)]
+            rs = [
+                r
+                for r in results
+                if r.controller == c and (level == "overall" or getattr(r.episode, level) == name)
+            ]
             if not rs:
                 continue
             row: dict[str, Any] = {
@@ -903,7 +865,6 @@ __all__ = [
     "EvaluationReport",
     "Scenarios",
     "evaluate",
-    "load_attr",
     "load_baseline",
     "load_scenarios",
     "run_all",
