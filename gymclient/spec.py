@@ -1,21 +1,9 @@
 """The env spec: which states the agent sees, which actions it sets, reward, lessons.
 
-Two styles load into the same ``EnvSpec``:
+Two styles load into the same ``EnvSpec`` (both described in docs/spec.md):
 
-* declarative YAML (see ``examples/cstr/spec.yaml``)::
-
-    sim:
-      target: sim.py:CSTR           # simgym starts it; or `address: host:port`
-    observations:                   # state name → declared range → [-1, 1]
-      Cr: {min: 0, max: 10}
-    actions:                        # action name → range that [-1, 1] maps to
-      Tc_adjust: {min: -10, max: 10}
-    reward: reward.py:reward        # a callable, or a state name
-    log_states: [kpi_rms_conc_error]
-    lessons:                        # scenario config drawn at every reset
-      noise_percentage: {min: 0, max: 20}
-      Cref_signal: {values: [1, 2, 3, 4, 5]}
-
+* declarative YAML (``sim``, ``observations``, ``actions``, ``reward``, ``log_states``,
+  ``lessons``; see ``examples/cstr/spec.yaml``);
 * reference style: a folder with ``sim/simulator_model.py``,
   ``training_setup/rl_sim_spec.py`` and ``training_setup/rl_lesson.yml``, used
   unedited (or a YAML with ``rl_sim_spec:`` and ``lessons_file:`` keys).

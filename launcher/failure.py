@@ -16,8 +16,6 @@ from launcher.sidecars import SidecarPool, log_error_line
 
 # Failed sim calls, appended by the env runners (launcher.rllib_setup); error.txt quotes
 # the last one.
-# Failed sim calls, appended by the env runners (launcher.rllib_setup); error.txt quotes
-# the last one.
 SIM_ERROR_LOG = "sim_errors.log"
 
 
@@ -137,8 +135,6 @@ def write_error(
 
 # The `train` extra: a missing one is an install problem, not a training failure.
 _TRAIN_EXTRA = ("ray", "torch", "mlflow", "gymnasium")
-
-
 _INSTALL_HINT = "pip install 'simgym[train]'"
 
 

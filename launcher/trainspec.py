@@ -1,20 +1,8 @@
 """The training spec: one YAML file from env spec to stop conditions, validated at load time.
 
-```yaml
-env: spec.yaml                  # the env spec (or a reference-style folder), relative to this file
-sim:                            # where the sims run (default: launch the env spec's target)
-  launch: {target: sim.py:CSTR, servers: 2, sessions_per_server: 8}
-  # address: host:port / addresses: [...] — servers the user runs elsewhere
-algorithm: IMPALA               # IMPALA (default), PPO or APPO
-config: {lr: 0.0001}            # any other RLlib training keys, passed through
-resources: {env_runners: 1, envs_per_runner: 8, cpus: 2}
-stop: {max_time: 10m, env_steps: 500000, episode_reward_mean: 80}
-checkpoint: {every: 5, keep: 3}
-seed: 0
-output: runs                    # run folders go here
-experiment: cstr-impala         # MLflow experiment
-tracking_uri: null              # default sqlite:///<run>/mlflow.db, or $MLFLOW_TRACKING_URI
-```
+Its keys (``env``, ``sim``, ``algorithm``, ``config``, ``resources``, ``stop``, ``checkpoint``,
+``seed``, ``output``, ``experiment``, ``tracking_uri``) are described, with an example, in
+docs/training.md; its ``aml`` section in docs/azure.md.
 """
 
 from __future__ import annotations
