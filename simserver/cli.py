@@ -7,7 +7,7 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 import yaml
@@ -46,7 +46,7 @@ def _parse_kwargs(pairs: list[str], kwargs_file: Path | None) -> dict[str, Any]:
     return kwargs
 
 
-def _fail(message: str) -> None:
+def _fail(message: str) -> NoReturn:
     typer.echo(f"simserver: error: {message}", err=True)
     raise typer.Exit(2)
 
@@ -171,7 +171,6 @@ def serve(
         addresses = server.start()
     except (ConfigError, LoadError, OSError) as exc:
         _fail(str(exc))
-        return
     announce(addresses)
     if address_file is not None:
         write_address_file(str(address_file), addresses[0])

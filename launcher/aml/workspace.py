@@ -21,6 +21,7 @@ from typing import Any
 
 from launcher.aml.errors import AmlError, require_sdk
 from launcher.aml.plan import SOURCE_TAG, Plan, stage_environment
+from launcher.failure import message
 
 Echo = Callable[[str], None]
 
@@ -123,9 +124,9 @@ def _calling_azure(what: str) -> Iterator[None]:
     try:
         yield
     except ClientAuthenticationError as exc:
-        raise AmlError(f"{what}: Azure refused the credentials: {_one_line(exc)}") from None
+        raise AmlError(f"{what}: Azure refused the credentials: {message(exc)}") from None
     except HttpResponseError as exc:
-        raise AmlError(f"{what}: {_one_line(exc)}") from None
+        raise AmlError(f"{what}: {message(exc)}") from None
     except Exception as exc:
         raise AmlError(f"{what}: cannot reach Azure ({type(exc).__name__}: {exc})") from None
 
@@ -139,12 +140,6 @@ def _existing(get: Callable[[], Any], what: str) -> Any:
             return get()
         except ResourceNotFoundError:
             return None
-
-
-def _one_line(exc: BaseException) -> str:
-    """The first line of an SDK error (``Type`` when it has no message)."""
-    text = str(exc).strip()
-    return text.splitlines()[0].strip() if text else type(exc).__name__
 
 
 def ensure_compute(client: Any, compute: Any, echo: Echo, nodes: int | None = None) -> bool:
@@ -245,7 +240,7 @@ def validate_job(client: Any, job: Any) -> None:
         for result in [client.jobs.validate(j) for j in checks]:
             errors.update(getattr(result, "error_messages", None) or {})
     except Exception as exc:
-        raise AmlError(f"the job does not validate: {_one_line(exc)}") from None
+        raise AmlError(f"the job does not validate: {message(exc)}") from None
     if errors:
         detail = "; ".join(
             f"{key.removeprefix('component.')}: {str(msg).split(';')[0].strip()}"
