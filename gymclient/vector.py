@@ -87,7 +87,6 @@ class SimVectorEnv(gym.vector.VectorEnv):
         self._rngs = [np.random.default_rng() for _ in range(num_envs)]
         self._autoreset = np.zeros(num_envs, dtype=bool)
         self._obs = np.zeros((num_envs, *self.single_observation_space.shape), np.float32)
-        self.on_error = self.spec_.on_error
         # Lifetime counters (gymclient.episode.COUNTERS), read by the checker and metrics.
         self.totals = episodes.totals
         self.take_counters = episodes.take_counters
