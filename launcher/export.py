@@ -510,18 +510,6 @@ def export_run(
     return ExportResult(out=out, model=model, manifest=manifest, max_abs_diff=diff)
 
 
-def module_action_fn(module: Any, n_actions: int) -> Any:
-    """``obs batch (float32, N × obs) -> mean action batch`` with the RLlib module (torch)."""
-    import torch
-
-    def act(obs: np.ndarray) -> np.ndarray:
-        with torch.no_grad():
-            out = module.forward_inference({"obs": torch.from_numpy(np.asarray(obs, np.float32))})
-        return out["action_dist_inputs"][..., :n_actions].numpy()
-
-    return act
-
-
 __all__ = [
     "ExportError",
     "ExportResult",
@@ -530,7 +518,6 @@ __all__ = [
     "input_states",
     "load_module",
     "load_run_spec",
-    "module_action_fn",
     "resolve_checkpoint",
     "spec_hash",
 ]

@@ -336,11 +336,6 @@ class SessionManager:
             log.info("session %s: its running call returned; sim closed", session.id[:8])
             self._dispose(session)
 
-    @property
-    def open_count(self) -> int:
-        """Number of open sessions."""
-        return len(self._sessions)
-
     # ------------------------------------------------------------------ calls
 
     def _enter(self, session: Session, call: str, deadline: Deadline) -> None:
