@@ -95,7 +95,6 @@ class SidecarPool:
     ) -> None:
         self.launch = launch
         self.workdir = workdir
-        self.log_dir = log_dir
         log_dir.mkdir(parents=True, exist_ok=True)
         # Headroom over the planned sessions: a reconnecting client opens a new session
         # before the server reaps the old one.

@@ -86,7 +86,6 @@ class Tracker:
     ) -> None:
         from mlflow.tracking import MlflowClient
 
-        self.run_dir = run_dir
         self.csv_path = run_dir / "metrics.csv"
         local = f"sqlite:///{run_dir.resolve()}/mlflow.db"
         env_uri = os.environ.get("MLFLOW_TRACKING_URI")
