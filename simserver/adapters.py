@@ -353,8 +353,9 @@ def class_factory(
         try:
             return cls(**kwargs)
         except Exception as exc:
+            args = ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
             raise LoadError(
-                f"{cls.__qualname__}({_kw(kwargs)}) raised {type(exc).__name__}: {exc}"
+                f"{cls.__qualname__}({args}) raised {type(exc).__name__}: {exc}"
             ) from exc
 
     probe = build()
@@ -402,10 +403,6 @@ def class_factory(
         seedable=_accepts(probe.reset, "seed"),
         create=create,
     )
-
-
-def _kw(kwargs: Mapping[str, Any]) -> str:
-    return ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
 
 
 # --------------------------------------------------------------------------- gymnasium

@@ -7,7 +7,7 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
 import typer
 import yaml
@@ -44,11 +44,6 @@ def _parse_kwargs(pairs: list[str], kwargs_file: Path | None) -> dict[str, Any]:
         # YAML scalars: 3 → int, 0.5 → float, true → bool, [1, 2] → list, else a string.
         kwargs[key] = yaml.safe_load(value) if value else ""
     return kwargs
-
-
-def _fail(message: str) -> NoReturn:
-    typer.echo(f"simserver: error: {message}", err=True)
-    raise typer.Exit(2)
 
 
 @app.command(help="Serve a simulator over gRPC (simgym.v1), printing the bound address on stdout.")
@@ -170,7 +165,8 @@ def serve(
         server = SimServer(factory, options)
         addresses = server.start()
     except (ConfigError, LoadError, OSError) as exc:
-        _fail(str(exc))
+        typer.echo(f"simserver: error: {exc}", err=True)
+        raise typer.Exit(2) from None
     announce(addresses)
     if address_file is not None:
         write_address_file(str(address_file), addresses[0])
