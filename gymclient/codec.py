@@ -174,16 +174,12 @@ class DeclarativeCodec:
     ) -> tuple[np.ndarray, list[int]]:
         obs: list[float] = []
         clipped: list[int] = []
-        derived = self._derived
-        if derived:
-            raw = [values[i] for i, _, _ in self._obs_map]
-            for j, fn in derived:
-                try:
-                    raw[j] = fn(values)
-                except (ArithmeticError, ValueError):  # e.g. log of a negative: not a number
-                    raw[j] = math.nan
-        else:
-            raw = [values[i] for i, _, _ in self._obs_map]
+        raw = [values[i] for i, _, _ in self._obs_map]
+        for j, fn in self._derived:
+            try:
+                raw[j] = fn(values)
+            except (ArithmeticError, ValueError):  # e.g. log of a negative: not a number
+                raw[j] = math.nan
         for j, (x, (_, lo, scale)) in enumerate(zip(raw, self._obs_map, strict=True)):
             y = (x - lo) * scale - 1.0
             if y > 1.0:
