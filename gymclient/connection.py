@@ -256,25 +256,19 @@ class RemoteSession:
         """The server's session id."""
         return self.info.session_id
 
-    def reset_request(self, config: Mapping[str, Any], seed: int | None) -> pb.ResetRequest:
-        """Build the next reset request (advances the sequence number)."""
-        self.seq += 1
-        request = pb.ResetRequest(session_id=self.id, config=to_struct(config), seq=self.seq)
-        if seed is not None:
-            request.seed = int(seed)
-        return request
-
     def step_request(self, action: Sequence[float]) -> pb.StepRequest:
         """Build the next step request (advances the sequence number)."""
         self.seq += 1
         return pb.StepRequest(session_id=self.id, action=action, seq=self.seq)
 
     def reset(self, config: Mapping[str, Any], seed: int | None = None) -> pb.Transition:
-        """Start an episode."""
+        """Start an episode (advances the sequence number)."""
+        self.seq += 1
+        request = pb.ResetRequest(session_id=self.id, config=to_struct(config), seq=self.seq)
+        if seed is not None:
+            request.seed = int(seed)
         conn = self.connection
-        return conn._call(
-            "Reset", self.reset_request(config, seed), conn.options.reset_timeout
-        ).transition
+        return conn._call("Reset", request, conn.options.reset_timeout).transition
 
     def step(self, action: Sequence[float]) -> pb.Transition:
         """Advance one step."""
