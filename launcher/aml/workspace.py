@@ -33,7 +33,6 @@ class Submitted:
     name: str
     studio_url: str
     environment: str
-    compute_created: bool
 
 
 def read_workspace_config(path: Path) -> dict[str, str]:
@@ -142,8 +141,8 @@ def _existing(get: Callable[[], Any], what: str) -> Any:
             return None
 
 
-def ensure_compute(client: Any, compute: Any, echo: Echo, nodes: int | None = None) -> bool:
-    """Create the cluster if it does not exist; returns whether it was created.
+def ensure_compute(client: Any, compute: Any, echo: Echo, nodes: int | None = None) -> None:
+    """Create the cluster if it does not exist.
 
     Raises:
         AmlError: An existing compute cannot give the job ``nodes`` nodes (the job would
@@ -152,11 +151,10 @@ def ensure_compute(client: Any, compute: Any, echo: Echo, nodes: int | None = No
     existing = _existing(lambda: client.compute.get(compute.name), f"compute {compute.name}")
     if existing is not None:
         _check_existing_compute(existing, compute, echo, nodes)
-        return False
+        return
     echo(f"creating compute cluster {compute.name} ({compute.size}, 0..{compute.max_instances})")
     with _calling_azure(f"creating compute {compute.name}"):
         client.compute.begin_create_or_update(compute).result()
-    return True
 
 
 def _check_existing_compute(existing: Any, compute: Any, echo: Echo, nodes: int | None) -> None:
@@ -281,13 +279,13 @@ def submit(
         if client is None:
             client = ml_client(Path(settings.workspace_config), credential)
         validate_job(client, plan.job)  # local checks: nothing is created when they fail
-        created = ensure_compute(client, plan.compute, echo, settings.nodes)
+        ensure_compute(client, plan.compute, echo, settings.nodes)
         env_ref = ensure_environment(client, plan.environment, settings.rebuild_environment, echo)
         plan.job.environment = env_ref
         echo(f"submitting {plan.spec_rel} from {plan.code_dir} to {settings.nodes} node(s)")
         with _calling_azure("submitting the job"):
             job = client.jobs.create_or_update(plan.job, experiment_name=plan.job.experiment_name)
-        return Submitted(job.name, studio_url(job, client), env_ref, created)
+        return Submitted(job.name, studio_url(job, client), env_ref)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
