@@ -67,8 +67,9 @@ class SimEnv(gym.Env[np.ndarray, np.ndarray]):
     Args:
         config: A dict (or RLlib ``EnvContext``) with ``spec`` (path or ``EnvSpec``),
             and optionally ``address``/``addresses`` (override the spec's),
-            ``timeout``, ``reset_timeout``, ``token``, ``client``, ``packed_socket``.
-            Keyword arguments are merged in.
+            ``timeout``, ``reset_timeout``, ``token``, ``client``, ``packed_socket``,
+            ``info_states`` (default True; False leaves ``states`` and ``clipped`` out of
+            every ``info``, see ``gymclient.episode``). Keyword arguments are merged in.
 
     Observations and actions are float32 Boxes in [-1, 1]. Episodes follow the rules of
     ``gymclient.episode`` (failures, non-finite states, ``max_episode_steps``, reopening a
@@ -118,6 +119,7 @@ class SimEnv(gym.Env[np.ndarray, np.ndarray]):
         self.take_counters = self._episodes.take_counters
         self.clip_totals: np.ndarray = np.zeros(len(self.codec.obs_names), np.int64)
         self.last_sim_seconds: float = 0.0
+        self._info_states = bool(cfg.get("info_states", True))
 
     @property
     def session(self) -> RemoteSession:
@@ -154,7 +156,7 @@ class SimEnv(gym.Env[np.ndarray, np.ndarray]):
         self._episode_clips = [0] * len(self._episode_clips)
         self._log_sums = [0.0] * len(self._log_idx)
         self.totals["episodes"] += 1
-        obs, info = self._observe(transition)
+        obs, _states, info = self._observe(transition)
         info["config"] = config
         if transition.nonfinite:
             info.update(self._episodes.nonfinite({0: transition.nonfinite}, None)[0])
@@ -173,29 +175,32 @@ class SimEnv(gym.Env[np.ndarray, np.ndarray]):
             totals["call_seconds"] += time.perf_counter() - started
         self._steps += 1
         totals["steps"] += 1
-        obs, info = self._observe(transition)
+        obs, states, info = self._observe(transition)
         if transition.nonfinite:  # the episode ends here (gymclient.episode)
             info.update(self._episodes.nonfinite({0: transition.nonfinite}, [self._steps])[0])
             return obs, 0.0, False, True, info
         reward, terminated, truncated = self._episodes.outcome(
             0,
-            info["states"],
+            states,
             transition.terminated,
             transition.truncated,
             transition.reward,
             self._steps,
         )
         if self._log_idx:
-            states = transition.states
+            values = transition.states
             sums = self._log_sums = [
-                s + states[i] for s, i in zip(self._log_sums, self._log_idx, strict=True)
+                s + values[i] for s, i in zip(self._log_sums, self._log_idx, strict=True)
             ]
             if terminated or truncated:
                 means = [s / self._steps for s in sums]
-                info.update(self._episodes.end_info(means, [states[i] for i in self._log_idx]))
+                info.update(self._episodes.end_info(means, [values[i] for i in self._log_idx]))
         return obs, reward, terminated, truncated, info
 
-    def _observe(self, transition: Transition) -> tuple[np.ndarray, dict[str, Any]]:
+    def _observe(
+        self, transition: Transition
+    ) -> tuple[np.ndarray, dict[str, float], dict[str, Any]]:
+        """The observation, the named states and the ``info`` of a step's or reset's states."""
         values = transition.states
         states = dict(zip(self._state_names, values, strict=True))
         obs, clipped = self.codec.observe(states, values)
@@ -203,14 +208,18 @@ class SimEnv(gym.Env[np.ndarray, np.ndarray]):
             self._episode_clips[j] += 1
             self.clip_totals[j] += 1
         self._last_obs = obs
-        info: dict[str, Any] = {
-            "states": states,
-            "clipped": dict(zip(self._obs_names, self._episode_clips, strict=True)),
-        }
+        info: dict[str, Any] = (
+            {
+                "states": states,
+                "clipped": dict(zip(self._obs_names, self._episode_clips, strict=True)),
+            }
+            if self._info_states
+            else {}
+        )
         # Timing stays out of `info`: Gymnasium's determinism check compares infos.
         self.last_sim_seconds = transition.sim_seconds
         self.totals["sim_seconds"] += transition.sim_seconds
-        return obs, info
+        return obs, states, info
 
     def close(self) -> None:
         """Close the stream, the session and the channel."""

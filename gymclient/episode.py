@@ -17,8 +17,9 @@ path of one session; ``SimVectorEnv``: numpy arrays over all sub-envs). The rule
   under ``on_nonfinite: raise``; else a step's end its episode truncated with reward 0, a
   reset's start one that observes 0 for them, ``simgym_error_type`` ``"nonfinite"``.
 * **max_episode_steps** truncates an episode at that step unless it terminated.
-* **info** carries ``states`` and ``clipped`` (except after a failed call), ``config`` after
-  a reset, ``log_states_mean``/``log_states_final`` at an episode's end (not by a failure).
+* **info** carries ``states`` and ``clipped`` (except after a failed call, or when the env
+  was made with ``info_states`` False), ``config`` after a reset,
+  ``log_states_mean``/``log_states_final`` at an episode's end (not by a failure).
 """
 
 from __future__ import annotations

@@ -35,6 +35,8 @@ class SimVectorEnv(gym.vector.VectorEnv):
         addresses: Servers to spread sessions over (default: the spec's).
         worker_index: RLlib env-runner index, for the address mapping.
         num_workers: RLlib env-runner count, for the address mapping.
+        info_states: Put ``states`` and ``clipped`` in every ``info`` (False leaves them
+            out, see ``gymclient.episode``).
         **overrides: Connection overrides (``timeout``, ``token``, ``packed_socket``, ...).
 
     ``info`` follows Gymnasium's vector convention (a dict of arrays, each with a ``_key``
@@ -57,10 +59,12 @@ class SimVectorEnv(gym.vector.VectorEnv):
         *,
         worker_index: int = 0,
         num_workers: int = 0,
+        info_states: bool = True,
         **overrides: Any,
     ) -> None:
         self.spec_ = spec if isinstance(spec, EnvSpec) else load_spec(spec)
         self.num_envs = num_envs
+        self._info_states = info_states
         addrs = list(addresses or self.spec_.sim.address_list())
         self._episodes = Episodes(
             self.spec_,
@@ -150,12 +154,13 @@ class SimVectorEnv(gym.vector.VectorEnv):
         Returns:
             The ``states`` dict of each sub-env (the reward functions read them too).
         """
-        ok = np.ones(self.num_envs, bool)
-        ok[list(result.errors)] = False
         names = self.state_names
         states = [dict(zip(names, row, strict=True)) for row in result.states.tolist()]
-        clipped = np.array(self._clip_dicts, object)
-        infos.update(states=np.array(states, object), _states=ok, clipped=clipped, _clipped=ok)
+        if self._info_states:
+            ok = np.ones(self.num_envs, bool)
+            ok[list(result.errors)] = False
+            clipped = np.array(self._clip_dicts, object)
+            infos.update(states=np.array(states, object), _states=ok, clipped=clipped, _clipped=ok)
         started = [i for i in resets if i not in result.errors]
         bad = {i: result.nonfinite[i] for i in started if i in result.nonfinite}
         extra = self._episodes.nonfinite(bad, None) if bad else {}

@@ -56,6 +56,9 @@ def make_env(ctx: Any) -> Any:
     num_envs = cfg.pop("num_envs", None)
     # Under `simgym node`, every env runner steps the sims of the node it runs on.
     cfg["addresses"] = node_sim_addresses(worker) or cfg.get("addresses")
+    # RLlib keeps every step's info in its episodes, and a dict of states per step and
+    # sub-env costs training throughput (more live objects for the garbage collector; see
+    # docs/performance.md, issue 13): training reads only the episode-end entries.
     if num_envs is not None:
         return SimVectorEnv(
             cfg["spec"],
@@ -63,8 +66,9 @@ def make_env(ctx: Any) -> Any:
             cfg.get("addresses"),
             worker_index=worker,
             num_workers=workers,
+            info_states=False,
         )
-    return SimEnv({**cfg, "worker_index": worker, "num_workers": workers})
+    return SimEnv({**cfg, "worker_index": worker, "num_workers": workers, "info_states": False})
 
 
 def env_runner_class() -> type:

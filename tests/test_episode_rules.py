@@ -311,3 +311,22 @@ def test_max_episode_steps_and_what_info_carries(kind, toy):
         assert env.totals() == {**NONE, "steps": 3, "episodes": 1}
     finally:
         env.close()
+
+
+def test_info_states_off_leaves_states_and_clipped_out(kind, toy):
+    """info_states=False (what training asks for): same rewards and ends, no per-step dicts."""
+    on = Slots(kind, toy, {}, max_episode_steps=2)
+    off = Slots(kind, toy, {"info_states": False}, max_episode_steps=2)
+    try:
+        on.reset({"x0": 0.0})
+        for _obs, info in off.reset({"x0": 0.0}):
+            assert set(info) == {"config"}
+        for k in (1, 2):
+            for full, lean in zip(on.step(0.5), off.step(0.5), strict=True):
+                assert lean[1:4] == pytest.approx(full[1:4])  # reward, terminated, truncated
+                assert lean[3] == (k == 2)
+                ends = {"log_states_mean", "log_states_final"} if k == 2 else set()
+                assert set(lean[4]) == ends and set(full[4]) == {"states", "clipped", *ends}
+    finally:
+        on.close()
+        off.close()
