@@ -81,8 +81,6 @@ def run(sessions: SessionManager, request: pb.PackedRequest, deadline: Deadline)
     ids = list(request.session_ids)
     actions = list(request.actions)
     state_width = len(sessions.factory.states)  # every session of the server's sim
-    # A failed slot's row: NaN states (not listed as nonfinite), false flags, no reward.
-    failed = Result(Outcome([math.nan] * state_width, terminated=False, truncated=False), 0)
     states: list[float] = []
     terminated: list[bool] = []
     truncated: list[bool] = []
@@ -105,7 +103,9 @@ def run(sessions: SessionManager, request: pb.PackedRequest, deadline: Deadline)
         except SimServerError as exc:
             log_failure("reset" if k in resets else "step", ids[k], exc)
             errors.append(pb.PackedError(slot=k, code=number_of(exc.code), message=exc.message))
-            result = failed
+            # A failed slot's row: NaN states (not listed as nonfinite), false flags, no reward.
+            # Built here, not per request: most requests have no failed slot.
+            result = Result(Outcome([math.nan] * state_width, terminated=False, truncated=False), 0)
         out = result.outcome
         if out.nonfinite:
             base = k * state_width
