@@ -10,6 +10,26 @@ from simgym.targets import LoadError as LoadError  # re-exported: the sim side's
 
 log = logging.getLogger("simserver.calls")
 
+# Client-supplied text quoted in an error status is cut to this many characters: a status
+# travels in the reply's metadata, and a client refuses metadata over its limit (8 KiB by
+# default), so echoing a huge input would turn the right code into RESOURCE_EXHAUSTED.
+CLIP = 120
+
+
+def clip(text: object, limit: int = CLIP) -> str:
+    """``text`` (or its ``str``) cut to ``limit`` characters, saying how long it was.
+
+    For quoting client input (a protocol string, a token, unknown keys) in an error message
+    without echoing all of it.
+
+    Returns:
+        The text itself when short enough, else a prefix and "… (N chars)".
+    """
+    s = text if isinstance(text, str) else str(text)
+    if len(s) <= limit:
+        return s
+    return f"{s[:limit]}… ({len(s):,} chars)"
+
 
 class SimServerError(Exception):
     """Base class: a failure of one request, reported to the client with ``code``."""
