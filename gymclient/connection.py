@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -25,7 +26,13 @@ import grpc
 from google.protobuf import struct_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from gymclient.errors import RemoteError, ServerUnavailable, SimTimeout, from_status
+from gymclient.errors import (
+    RemoteError,
+    ServerUnavailable,
+    SimgymError,
+    SimTimeout,
+    from_status,
+)
 from simgym import PROTOCOL, __version__
 from simgym.v1 import simulator_pb2 as pb
 from simgym.v1 import simulator_pb2_grpc as pb_grpc
@@ -67,13 +74,48 @@ class ConnectOptions:
 
 
 def normalize_address(address: str) -> str:
-    """Accept ``host:port``, ``unix:/path``, ``unix:///path`` or a socket path."""
+    """Accept ``host:port``, ``unix:/path``, ``unix:///path`` or a socket path.
+
+    Raises:
+        SimgymError: A TCP address whose port is not a number in 1-65535 (gRPC would
+            wrap 70000 to another port, and wait for ``abc`` until the connect timeout).
+    """
     address = address.strip()
-    if address.startswith(("unix:", "unix-abstract:", "dns:", "ipv4:", "ipv6:")):
+    if address.startswith(("unix:", "unix-abstract:")):
         return address
     if address.startswith(("/", "./", "../")) or address.endswith(".sock"):
         return f"unix:{Path(address).resolve()}"
+    check_port(address)
     return address
+
+
+def check_port(address: str) -> None:
+    """Refuse a TCP address whose port is not a number in 1-65535.
+
+    ``host:port``, ``[v6]:port`` and the ``dns:``/``ipv4:``/``ipv6:`` forms are checked; unix
+    sockets and an address without a port pass.
+
+    Raises:
+        SimgymError: Naming the address and its port.
+    """
+    address = address.strip()
+    if address.startswith(("unix:", "unix-abstract:", "/", "./", "../")) or address.endswith(
+        ".sock"
+    ):
+        return
+    rest = re.sub(r"^(dns:(//[^/]*/)?|ipv4:|ipv6:)", "", address)
+    if rest.startswith("["):  # [::1]:50051
+        port = rest.partition("]")[2].removeprefix(":") if "]:" in rest else None
+    elif rest.count(":") == 1:  # host:port (more colons: a bare IPv6 address, no port)
+        port = rest.rpartition(":")[2]
+    else:
+        port = None
+    if port is None:
+        return
+    if not port.isdigit() or not 1 <= int(port) <= 65535:
+        shown = address if len(address) <= 80 else address[:80] + "..."
+        what = f"{port[:20]!r} is not a number in" if not port.isdigit() else f"{port} is outside"
+        raise SimgymError(f"sim address {shown!r}: port {what} 1-65535")
 
 
 class Connection:

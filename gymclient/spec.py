@@ -24,7 +24,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from gymclient.errors import SpecError
+from gymclient.errors import SimgymError, SpecError
 
 
 class _Model(BaseModel):
@@ -108,6 +108,20 @@ class SimSection(_Model):
     reset_timeout: float = Field(30.0, gt=0)
     connect_timeout: float = Field(30.0, gt=0)
     packed_socket: bool = True
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, value: str | None) -> str | None:
+        if value is not None:
+            check_address(value)
+        return value
+
+    @field_validator("addresses")
+    @classmethod
+    def _addresses(cls, value: list[str] | None) -> list[str] | None:
+        for address in value or ():
+            check_address(address)
+        return value
 
     @model_validator(mode="after")
     def _where(self) -> SimSection:
@@ -280,6 +294,35 @@ def _fields_at(loc: tuple[Any, ...]) -> list[str]:
     return []
 
 
+def check_address(address: str) -> None:
+    """``check_port`` for validators: its message as a ``ValueError`` (pydantic adds the key)."""
+    from gymclient.connection import check_port
+
+    try:
+        check_port(address)
+    except SimgymError as exc:
+        raise ValueError(str(exc)) from None
+
+
+def read_text(path: Path, source: str | None = None) -> str:
+    """A spec file's text, or one line naming the file (not UTF-8, unreadable).
+
+    Raises:
+        SpecError: The file cannot be read or is not UTF-8 text.
+    """
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise SpecError(
+            source or str(path),
+            "",
+            f"not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}); "
+            "save it as UTF-8",
+        ) from None
+    except OSError as exc:
+        raise SpecError(source or str(path), "", f"cannot read it: {exc.strerror or exc}") from None
+
+
 def reference_folder_spec(folder: Path) -> EnvSpec:
     """Build a spec for an unedited reference-style folder.
 
@@ -316,7 +359,7 @@ def load_spec(path: str | os.PathLike[str]) -> EnvSpec:
     if not p.is_file():
         raise SpecError(str(p), "", "no such file")
     try:
-        data = yaml.safe_load(p.read_text())
+        data = yaml.safe_load(read_text(p))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark is not None else ""
@@ -355,8 +398,8 @@ def load_lessons(path: Path, source: str | None = None) -> dict[str, Lesson]:
     """
     src = source or str(path)
     try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
+        data = yaml.safe_load(read_text(path, src)) or {}
+    except yaml.YAMLError as exc:
         raise SpecError(src, "", f"cannot read lessons: {exc}") from None
     if not isinstance(data, Mapping):
         raise SpecError(src, "", "expected a mapping of config name → {min, max} or {values}")

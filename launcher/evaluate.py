@@ -30,7 +30,7 @@ from gymclient.codec import Codec, build_codec, declared_action_names, sample_co
 from gymclient.connection import Connection, RemoteSession
 from gymclient.env import connect_options
 from gymclient.errors import SimgymError, SpecError
-from gymclient.spec import EnvSpec, Lesson, load_spec
+from gymclient.spec import EnvSpec, Lesson, load_spec, read_text
 from launcher.sidecars import SidecarPool, SidecarStartError
 from launcher.sims import spec_launch, start_sims
 from simgym.targets import LoadError, resolve_class
@@ -128,7 +128,7 @@ def _read_mapping(p: Path) -> dict[str, Any]:
     if not p.is_file():
         raise SpecError(source, "", "no such file")
     try:
-        data = yaml.safe_load(p.read_text())
+        data = yaml.safe_load(read_text(p))
     except yaml.YAMLError as exc:
         raise SpecError(source, "", f"not valid YAML: {exc}") from None
     if isinstance(data, list):

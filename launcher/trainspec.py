@@ -16,7 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from gymclient.errors import SpecError
-from gymclient.spec import EnvSpec, load_spec
+from gymclient.spec import EnvSpec, check_address, load_spec, read_text
 
 
 class _Model(BaseModel):
@@ -63,6 +63,20 @@ class SimPlacement(_Model):
     token_env: str | None = None
     tls: bool | None = None
     tls_ca: str | None = None
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, value: str | None) -> str | None:
+        if value is not None:
+            check_address(value)
+        return value
+
+    @field_validator("addresses")
+    @classmethod
+    def _addresses(cls, value: list[str] | None) -> list[str] | None:
+        for address in value or ():
+            check_address(address)
+        return value
 
     @model_validator(mode="after")
     def _one(self) -> SimPlacement:
@@ -179,7 +193,7 @@ def load_train_spec(path: str | os.PathLike[str]) -> TrainSpec:
     if not p.is_file():
         raise SpecError(str(p), "", "no such file")
     try:
-        data = yaml.safe_load(p.read_text())
+        data = yaml.safe_load(read_text(p))
     except yaml.YAMLError as exc:
         raise SpecError(str(p), "", f"not valid YAML: {exc}") from None
     if not isinstance(data, dict):

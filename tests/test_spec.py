@@ -204,3 +204,63 @@ def test_compiled_observer_matches_the_codec_on_the_cstr_spec():
     assert bad([math.e**0.5]) == [0.0]  # (0.5 - 0) * 2 - 1
     assert compile_observer([(None, 0, 0.0, 1.0)], {"x": 0})([float("nan")]) == [0.0]
     assert compile_observer([(None, 0, 0.0, 1.0)], {"x": 0})([7.0]) == [1.0]
+
+
+@pytest.mark.parametrize(
+    "address", ["localhost:70000", "127.0.0.1:65536", "h:0", "h:abc", "[::1]:99999",
+                "dns:///h:70000"]
+)  # fmt: skip
+def test_a_port_outside_1_to_65535_is_refused_naming_the_address(tmp_path, address):
+    # gRPC would wrap 70000 to another port (4464) and dial that.
+    from gymclient.connection import Connection
+    from gymclient.errors import SimgymError
+    from launcher.trainspec import load_train_spec
+
+    with pytest.raises(SimgymError, match=r"outside|not a number") as info:
+        Connection(address)
+    assert address in str(info.value) and "1-65535" in str(info.value)
+    spec = _write(tmp_path, GOOD.replace("{target: toy.py:Toy}", f"{{address: '{address}'}}"))
+    with pytest.raises(SpecError, match=r"sim\.address: sim address") as info:
+        load_spec(spec)
+    assert address in str(info.value)
+    train = tmp_path / "train.yaml"
+    train.write_text(f"env: spec.yaml\nsim: {{addresses: ['h:1', '{address}']}}\n")
+    with pytest.raises(SpecError, match=r"sim\.addresses") as info:
+        load_train_spec(train)
+    assert address in str(info.value)
+
+
+def test_good_addresses_pass(tmp_path):
+    from gymclient.connection import check_port
+
+    for address in ("h:50051", "[::1]:1", "10.0.0.5:65535", "unix:/x.sock", "dns:h", "h"):
+        check_port(address)
+
+
+def test_a_spec_that_is_not_utf8_is_one_line_naming_the_file(tmp_path):
+    import subprocess
+    import sys
+
+    from launcher.trainspec import load_train_spec
+
+    env = tmp_path / "spec.yaml"
+    env.write_bytes(b"sim: {target: toy\xff.py:Toy}\n")
+    train = tmp_path / "train.yaml"
+    train.write_bytes(b"env: spec.yaml\nexperiment: caf\xe9\n")  # latin-1
+    lessons = tmp_path / "rl_lesson.yml"
+    lessons.write_bytes(b"noise: {min: 0, max: \xff}\n")
+    for path, load in ((env, load_spec), (train, load_train_spec), (lessons, load_lessons)):
+        with pytest.raises(SpecError, match="not UTF-8 text") as info:
+            load(path)
+        assert str(info.value).startswith(str(path))
+    for command, path, byte in (("check", env, 0xFF), ("train", train, 0xE9)):
+        proc = subprocess.run(
+            [sys.executable, "-c", "from launcher.cli import main; main()", command, str(path)],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert proc.returncode == 2, proc.stderr
+        offset = path.read_bytes().index(bytes([byte]))
+        assert proc.stderr.strip().splitlines() == [
+            f"simgym: error: {path}: not UTF-8 text (byte 0x{byte:02x} at offset {offset}); "
+            "save it as UTF-8"
+        ], proc.stderr
