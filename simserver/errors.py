@@ -83,7 +83,9 @@ class SimCallFailed(SimServerError):
     code = grpc.StatusCode.INTERNAL
 
     def __init__(self, call: str, exc: BaseException) -> None:
-        super().__init__(f"sim {call} raised {type(exc).__name__}: {exc}")
+        # The sim's message may quote its input (a config from the client): cut it, longer
+        # than client text since it is the one clue to a sim's bug.
+        super().__init__(f"sim {call} raised {type(exc).__name__}: {clip(exc, 1000)}")
         self.call = call
         self.exc = exc
 

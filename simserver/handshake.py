@@ -13,7 +13,7 @@ from typing import Any
 import grpc
 
 from simgym import PROTOCOL
-from simserver.errors import FailedPrecondition, Unauthenticated
+from simserver.errors import FailedPrecondition, Unauthenticated, clip
 
 WRONG_TOKEN = "missing or wrong token"
 _UNAUTHENTICATED_OK = ("/grpc.health.v1.Health/",)
@@ -43,7 +43,7 @@ def check_protocol(spoken: str) -> None:
     """
     if spoken and spoken != PROTOCOL:
         raise FailedPrecondition(
-            f"protocol mismatch: client speaks {spoken}, this server speaks {PROTOCOL}; "
+            f"protocol mismatch: client speaks {clip(spoken)}, this server speaks {PROTOCOL}; "
             "upgrade the older side"
         )
 

@@ -18,7 +18,7 @@ from simgym.v1 import simulator_pb2 as pb
 from simgym.v1 import simulator_pb2_grpc as pb_grpc
 from simserver import packed
 from simserver.adapters import Variable
-from simserver.errors import SimServerError, log_failure
+from simserver.errors import SimServerError, clip, log_failure
 from simserver.handshake import check_protocol
 from simserver.sessions import Deadline, Result, SessionManager
 
@@ -85,7 +85,10 @@ class SimulatorServicer(pb_grpc.SimulatorServicer):
         try:
             check_protocol(request.protocol)
             session = self.sessions.open(
-                request.action_names, request.lease_seconds, request.client or context.peer()
+                # The client's name goes to the log: a short one.
+                request.action_names,
+                request.lease_seconds,
+                clip(request.client or context.peer(), 80),
             )
         except SimServerError as exc:
             _abort(context, exc)
