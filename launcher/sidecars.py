@@ -4,7 +4,9 @@ Each server listens on a unix socket in its own private folder (or a loopback
 TCP port chosen by the OS), so several trainings on one machine never collide.
 A server that dies is restarted on the same address after a back-off (doubling
 per restart of that server) until its restart budget is used up; clients see
-their episode end as truncated and reconnect at the next reset.
+their episode end as truncated and reconnect at the next reset. A server that
+still runs but stops answering its health checks (a sim wedged it, or it says
+NOT_SERVING) is killed and restarted the same way, against the same budget.
 """
 
 from __future__ import annotations
@@ -16,6 +18,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from launcher.trainspec import Launch
 from simserver.process import ServerProcess, ServerStartError
@@ -113,6 +118,9 @@ class SidecarPool:
             for i in range(launch.servers)
         ]
         self.restarts = [0] * launch.servers
+        # Health checks failed in a row, per server, and each server's health channel.
+        self._unhealthy = [0] * launch.servers
+        self._channels: list[grpc.Channel | None] = [None] * launch.servers
         self._log_start = [0] * launch.servers
         self.events: list[SidecarEvent] = []
         self._stop = threading.Event()
@@ -160,11 +168,66 @@ class SidecarPool:
         return self.addresses
 
     def _supervise(self) -> None:
+        every = self.launch.health_every
+        next_probe = time.monotonic() + every
         while not self._stop.wait(0.5):
-            for i, server in enumerate(self.servers):
-                if server.alive or self._stop.is_set():
-                    continue
-                self._restart(i, server)
+            try:
+                for i, server in enumerate(self.servers):
+                    if server.alive or self._stop.is_set():
+                        continue
+                    self._restart(i, server, self._died(i, server))
+                if every and time.monotonic() >= next_probe and not self._stop.is_set():
+                    self._probe()
+                    next_probe = time.monotonic() + every
+            except Exception:  # the supervisor must outlive any one server's trouble
+                log.exception("sidecar supervisor")
+
+    def _probe(self) -> None:
+        """One health check of every running server, concurrently; restart the wedged ones.
+
+        A server that fails ``health_failures`` checks in a row (no answer within
+        ``health_timeout``, or NOT_SERVING) is killed, its sims with it, and restarted.
+        """
+        launch = self.launch
+        pending: list[tuple[int, Any]] = []
+        for i, server in enumerate(self.servers):
+            if not server.alive or not server.address:
+                continue
+            channel = self._channels[i]
+            if channel is None:
+                channel = self._channels[i] = grpc.insecure_channel(server.address)
+            stub = health_pb2_grpc.HealthStub(channel)
+            check = stub.Check.future(
+                health_pb2.HealthCheckRequest(), timeout=launch.health_timeout
+            )
+            pending.append((i, check))
+        for i, check in pending:
+            try:
+                status = check.result().status
+                problem = (
+                    ""
+                    if status == health_pb2.HealthCheckResponse.SERVING
+                    else (health_pb2.HealthCheckResponse.ServingStatus.Name(status))
+                )
+            except grpc.RpcError as exc:
+                problem = exc.code().name if exc.code() else "no answer"
+            self._unhealthy[i] = self._unhealthy[i] + 1 if problem else 0
+            if self._unhealthy[i] >= launch.health_failures and not self._stop.is_set():
+                server = self.servers[i]
+                why = self._wedged(i, server, problem)
+                server.kill()
+                self._restart(i, server, why)
+
+    def _wedged(self, i: int, server: ServerProcess, problem: str) -> str:
+        """``sim server 0 (toy.py:Toy at unix:...) stopped answering health checks (...)``."""
+        launch = self.launch
+        line = log_error_line(self._log_since_start(i))
+        reason = f"; its log's last error: {line}" if line else ""
+        where = f"{launch.target} at {server.address}"
+        return (
+            f"sim server {i} ({where}) stopped answering health checks ({self._unhealthy[i]} "
+            f"in a row, {launch.health_timeout:g} s deadline: {problem}); killed{reason}"
+        )
 
     def _died(self, i: int, server: ServerProcess) -> str:
         """``sim server 0 (toy.py:Toy at unix:...) exited (code -9)[: <its log's error>]``."""
@@ -181,6 +244,11 @@ class SidecarPool:
             self._log_start[i] = self.servers[i].log_file.stat().st_size
         except OSError:
             self._log_start[i] = 0
+        # A fresh health channel per life: an old one may sit in its reconnect back-off.
+        channel, self._channels[i] = self._channels[i], None
+        if channel is not None:
+            channel.close()
+        self._unhealthy[i] = 0
         self.servers[i].start(timeout=timeout)
 
     def _log_since_start(self, i: int, limit: int = 20) -> str:
@@ -193,22 +261,21 @@ class SidecarPool:
         return "\n".join(text.splitlines()[-limit:])
 
     def _event(self, i: int, kind: str, detail: str) -> None:
-        # Logged (the run's train.log) and kept: the trainer reports new events as they
-        # come and counts restarts as the sim_restarts metric.
-        (log.error if kind != "restarted" else log.warning)("sidecar %s: %s", kind, detail)
+        # Logged (the run's train.log, with the log's tail) and kept: the trainer reports
+        # new events as they come and counts restarts as the sim_restarts metric.
+        tail = self._log_since_start(i, 10)
+        (log.error if kind != "restarted" else log.warning)(
+            "sidecar %s: %s%s", kind, detail, f"\n  last lines of its log:\n{tail}" if tail else ""
+        )
         self.events.append(SidecarEvent(i, kind, detail))
 
-    def _restart(self, i: int, server: ServerProcess) -> None:
+    def _restart(self, i: int, server: ServerProcess, died: str) -> None:
+        """Restart server ``i`` after its back-off; ``died`` says what happened to it."""
         if self.restarts[i] >= self.launch.max_restarts:
             if not any(e.server == i and e.kind == "gave_up" for e in self.events):
                 budget = self.launch.max_restarts
-                self._event(
-                    i,
-                    "gave_up",
-                    f"{self._died(i, server)}; its restart budget ({budget}) is used up",
-                )
+                self._event(i, "gave_up", f"{died}; its restart budget ({budget}) is used up")
             return
-        died = self._died(i, server)
         delay = self.launch.restart_backoff * (2 ** self.restarts[i])
         if self._stop.wait(delay):
             return
@@ -235,6 +302,9 @@ class SidecarPool:
             self._thread.join(5)
         for server in self.servers:
             server.cleanup()
+        for channel in self._channels:
+            if channel is not None:
+                channel.close()
 
     def __enter__(self) -> SidecarPool:
         self.start()

@@ -51,6 +51,12 @@ class Launch(_Model):
     transport: Literal["unix", "tcp"] = "unix"
     max_restarts: int = Field(5, ge=0)  # per server, over the run
     restart_backoff: float = Field(1.0, ge=0)  # seconds, doubled per restart of the same server
+    # Health checks (grpc.health.v1): every `health_every` seconds (0: none), each with a
+    # `health_timeout` deadline; a server that fails `health_failures` in a row (no answer,
+    # or NOT_SERVING) is killed and restarted like one that exited.
+    health_every: float = Field(2.0, ge=0, allow_inf_nan=False)
+    health_timeout: float = Field(2.0, gt=0, allow_inf_nan=False)
+    health_failures: int = Field(3, ge=1)
 
 
 class SimPlacement(_Model):

@@ -156,12 +156,45 @@ class ServerProcess:
         """The process id, once started."""
         return self.proc.pid if self.proc else None
 
+    @property
+    def returncode(self) -> int | None:
+        """The exit code once the process has ended (negative: killed by that signal)."""
+        return self.proc.poll() if self.proc else None
+
     def kill(self) -> None:
-        """SIGKILL (for fault-injection tests)."""
+        """SIGKILL the server and its process group (the sims it runs in child processes).
+
+        Works on a server that is wedged or stopped (SIGSTOP), where SIGTERM would wait.
+        """
         if self.alive:
             assert self.proc is not None
-            self.proc.kill()
+            try:
+                # The server leads its own group (start_new_session): nothing else is in it.
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except OSError:
+                self.proc.kill()
             self.proc.wait(10)
+
+    def rss_bytes(self) -> int | None:
+        """Resident memory of the server and every process it started, in bytes.
+
+        Summed over the process tree from ``/proc`` (``VmRSS``), so sims isolated in child
+        processes count; None when the server is not running or ``/proc`` is not there.
+        """
+        if not self.alive or self.proc is None:
+            return None
+        total, seen = 0, False
+        for pid in _process_tree(self.proc.pid):
+            try:
+                with open(f"/proc/{pid}/status", "rb") as f:
+                    for line in f:
+                        if line.startswith(b"VmRSS:"):
+                            total += int(line.split()[1]) * 1024  # kB
+                            seen = True
+                            break
+            except (OSError, ValueError, IndexError):
+                continue  # ended meanwhile
+        return total if seen else None
 
     def stop(self, grace: float = 10.0) -> int | None:
         """SIGTERM, wait ``grace`` s, then SIGKILL; returns the exit code."""
@@ -187,3 +220,22 @@ class ServerProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.cleanup()
+
+
+def _process_tree(root: int) -> list[int]:
+    """``root`` and its descendants, from ``/proc/<pid>/task/<tid>/children``."""
+    out, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        out.append(pid)
+        try:
+            tasks = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for tid in tasks:
+            try:
+                with open(f"/proc/{pid}/task/{tid}/children") as f:
+                    todo += [int(child) for child in f.read().split()]
+            except (OSError, ValueError):
+                continue
+    return out
