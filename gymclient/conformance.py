@@ -274,10 +274,32 @@ def gymnasium_check(env: SimEnv) -> Check:
     return Check("gymnasium check_env", True, "; ".join(relevant)[:200] if relevant else "passed")
 
 
+#: Asked before each episode (its index) and once after the last (index == episodes):
+#: "" to go on, or why the check cannot go on (e.g. "the server exited with code 3").
+Watch = Callable[[int], str]
+
+
+def _stopped(watch: Watch | None, ep: int, report: Report) -> bool:
+    """Ask the watcher; a reason to stop becomes a failed "server stays up" check."""
+    reason = watch(ep) if watch is not None else ""
+    if reason:
+        report.checks.append(Check("server stays up", False, reason))
+    return bool(reason)
+
+
 def run_episodes(
-    env: SimEnv, report: Report, episodes: int, seed: int, max_steps: int = 100_000
+    env: SimEnv,
+    report: Report,
+    episodes: int,
+    seed: int,
+    max_steps: int = 100_000,
+    watch: Watch | None = None,
 ) -> None:
-    """Run seeded episodes with random actions, filling the report's statistics."""
+    """Run seeded episodes with random actions, filling the report's statistics.
+
+    ``watch`` (see ``Watch``) lets the caller stop the episodes once the server is gone,
+    rather than let each remaining reset wait out its connect timeout.
+    """
     spec = env.spec_
     # Declarative specs: raw state values against declared ranges. Reference specs have
     # no ranges, so their (already normalised) observations are tracked against [-1, 1].
@@ -299,6 +321,8 @@ def run_episodes(
     reward_failed = False
     started = time.perf_counter()
     for ep in range(episodes):
+        if _stopped(watch, ep, report):
+            break
         try:
             obs, info = env.reset(seed=seed + ep)
         except SimgymError as exc:
@@ -339,6 +363,8 @@ def run_episodes(
         report.steps += length
         report.lengths.append(length)
         report.returns.append(total)
+    else:
+        _stopped(watch, episodes, report)
     report.seconds += time.perf_counter() - started
     report.sim_seconds += env.totals["sim_seconds"] - sim_before
     report.nonfinite += int(env.totals["nonfinite"] - nonfinite_before)
@@ -362,9 +388,18 @@ def _track(
 
 
 def check_integration(
-    spec: EnvSpec | str, address: str, *, episodes: int = 10, seed: int = 0, clip_warn: float = 0.05
+    spec: EnvSpec | str,
+    address: str,
+    *,
+    episodes: int = 10,
+    seed: int = 0,
+    clip_warn: float = 0.05,
+    watch: Watch | None = None,
 ) -> Report:
-    """Run every check against a running server and return the report."""
+    """Run every check against a running server and return the report.
+
+    ``watch``: see ``run_episodes``.
+    """
     spec = spec if isinstance(spec, EnvSpec) else load_spec(spec)
     report = Report(address=address)
     checks, info = protocol_checks(spec, address)
@@ -381,7 +416,7 @@ def check_integration(
         report.checks.append(gymnasium_check(env))
         # Count failures instead of stopping at the first one: the report shows them all.
         env.spec_ = env.spec_.model_copy(update={"on_error": "truncate"})
-        run_episodes(env, report, episodes, seed)
+        run_episodes(env, report, episodes, seed, watch=watch)
     finally:
         env.close()
     if report.steps:
