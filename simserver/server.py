@@ -20,10 +20,13 @@ from simgym.framing import SUFFIX as PACKED_SUFFIX
 from simgym.v1 import simulator_pb2 as pb
 from simgym.v1 import simulator_pb2_grpc as pb_grpc
 from simserver.adapters import SimFactory
+from simserver.errors import flush_logs
 from simserver.handshake import TokenAuth
+from simserver.isolation import DEFAULT_ISOLATION, ISOLATION_MODES, isolate
 from simserver.packedsocket import PackedSocketServer
 from simserver.servicer import SimulatorServicer
 from simserver.sessions import SessionManager
+from simserver.streams import StreamGuard
 
 log = logging.getLogger("simserver")
 
@@ -60,7 +63,15 @@ class ServerOptions:
     lease_seconds: float = 300.0
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     workers: int | None = None
+    # Request streams served at once (default: max_sessions); see simserver.streams.
+    max_streams: int | None = None
     hung_grace: float = 30.0
+    # Where sims run: "thread" (in the server's threads) or "process" (a worker process each,
+    # killed when hung, dead or over max_sim_rss_mib: simserver.isolation).
+    isolate: str = DEFAULT_ISOLATION
+    max_sim_rss_mib: float | None = None
+    # Slots one packed request may carry (default: 4 x max_sessions, at least 1024).
+    max_slots: int | None = None
     # Beside a unix socket without TLS, also serve PackedStream's messages on PATH.packed
     # (simserver.packedsocket): a tenth of a gRPC stream's cost per message.
     packed_socket: bool = True
@@ -92,6 +103,15 @@ class ServerOptions:
             raise ConfigError("--lease must be positive")
         if self.workers is not None and self.workers < self.max_sessions + 1:
             raise ConfigError("--workers must be at least --max-sessions + 1")
+        if self.isolate not in ISOLATION_MODES:
+            raise ConfigError(f"--isolate {self.isolate}: give one of {', '.join(ISOLATION_MODES)}")
+        if self.max_sim_rss_mib is not None:
+            if self.isolate != "process":
+                raise ConfigError("--max-sim-rss needs --isolate process (a sim's own process)")
+            if not (0 < self.max_sim_rss_mib < float("inf")):
+                raise ConfigError(f"--max-sim-rss {self.max_sim_rss_mib}: give a positive MiB")
+        if self.max_slots is not None and self.max_slots < 1:
+            raise ConfigError(f"--max-slots {self.max_slots}: give at least 1")
         if self.hung_grace < 0:
             raise ConfigError("--hung-grace must not be negative")
 
@@ -105,6 +125,8 @@ class SimServer:
         # A sync gRPC server holds one thread per active stream: size the pool for
         # one stream per session plus unary traffic, so streams cannot starve calls.
         workers = options.workers or options.max_sessions + 8
+        if options.isolate == "process":
+            factory = isolate(factory, options.max_sim_rss_mib)
         self.sessions = SessionManager(
             factory,
             max_sessions=options.max_sessions,
@@ -114,6 +136,7 @@ class SimServer:
             # one kept for Open/Close/health, or a freed slot would admit a session whose
             # calls wait for a thread.
             max_hung=max(0, workers - options.max_sessions - 1),
+            max_slots=options.max_slots or max(1024, 4 * options.max_sessions),
         )
         msg_opts = [
             ("grpc.max_send_message_length", options.max_message_bytes),
@@ -126,7 +149,17 @@ class SimServer:
             # Never let two servers share a port silently.
             ("grpc.so_reuseport", 0),
         ]
-        interceptors = [TokenAuth(options.token)] if options.token else []
+        # Streams never take the last threads of the pool, and end when idle past the lease
+        # (their sessions have expired by then).
+        self.streams = StreamGuard(
+            max_streams=min(options.max_streams or options.max_sessions, workers - 1),
+            idle_timeout=options.lease_seconds,
+        )
+        # The token first: a client without it never takes a stream slot.
+        interceptors: list[grpc.ServerInterceptor] = (
+            [TokenAuth(options.token)] if options.token else []
+        )
+        interceptors.append(self.streams)
         self._server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="simserver"),
             interceptors=interceptors,
@@ -140,6 +173,7 @@ class SimServer:
         pb_grpc.add_SimulatorServicer_to_server(self.servicer, self._server)
         self.health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
+        self.sessions.on_serving = self._set_serving
         reflection.enable_server_reflection(
             (
                 SERVICE_NAME,
@@ -150,6 +184,15 @@ class SimServer:
         )
         self.addresses: list[str] = []
         self._stopped = threading.Event()
+
+    def _set_serving(self, serving: bool) -> None:
+        """Health says whether sessions can take work (not while hung calls hold all spares)."""
+        if self._stopped.is_set():
+            return
+        Status = health_pb2.HealthCheckResponse
+        status = Status.SERVING if serving else Status.NOT_SERVING
+        self.health.set("", status)
+        self.health.set(SERVICE_NAME, status)
 
     def _credentials(self) -> grpc.ServerCredentials | None:
         o = self.options
@@ -209,6 +252,7 @@ class SimServer:
                 )
             self._warn_exposure(port)
         self._server.start()
+        self.streams.start()
         if unix_path is not None and o.packed_socket and creds is None:
             # Once every bind succeeded (nothing to undo on a failed start). A client that
             # opens a session before this sees packed_socket false and uses gRPC.
@@ -280,6 +324,7 @@ class SimServer:
         self._server.stop(grace).wait(grace + 1)
         if self.packed is not None:
             self.packed.stop()
+        self.streams.stop()
         self.sessions.close_all()
         if self.options.unix:
             Path(self.options.unix).unlink(missing_ok=True)
@@ -291,6 +336,7 @@ class SimServer:
             stats.hung,
             stats.sim_errors,
         )
+        flush_logs()
 
     def wait(self) -> None:
         """Block until ``stop()`` is called."""

@@ -6,9 +6,13 @@ the abuse and checks that the server answers, with a short status, within a boun
 
 from __future__ import annotations
 
+import queue
+import time
+
 import grpc
 import pytest
 from google.protobuf import struct_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from simgym.v1 import simulator_pb2 as pb
 from simgym.v1 import simulator_pb2_grpc as pb_grpc
@@ -54,3 +58,67 @@ def test_fifty_thousand_unknown_config_keys_get_a_short_invalid_argument(start_s
         error = _status_of(lambda: stub.Reset(request, timeout=60))
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, error
     assert len(error.details()) < SHORT and "unknown config key" in error.details()
+
+
+# --------------------------------------------------------------------------- idle gRPC streams
+
+
+def _silent_stream(stub: pb_grpc.SimulatorStub, hold: queue.Queue, first=None):
+    """A PackedStream call whose client sends ``first`` (if any), then nothing until released."""
+
+    def requests():
+        if first is not None:
+            yield first
+        while (item := hold.get()) is not None:
+            yield item
+
+    return stub.PackedStream(requests())
+
+
+def _wait_done(calls, count: int, within: float) -> list:
+    deadline = time.monotonic() + within
+    while sum(c.done() for c in calls) < count:
+        assert time.monotonic() < deadline, f"only {sum(c.done() for c in calls)} streams ended"
+        time.sleep(0.05)
+    return [c for c in calls if c.done()]
+
+
+def test_idle_streams_are_capped_and_health_and_open_still_answer(start_server):
+    # 4 sessions: a pool of 12 threads, which 16 silent streams used to take entirely.
+    server = start_server("toy.py:Toy", args=["--max-sessions", "4"])
+    channel, stub = _stub(server.address)
+    hold: queue.Queue = queue.Queue()
+    with channel:
+        calls = [_silent_stream(stub, hold) for _ in range(16)]
+        try:
+            health = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(), timeout=10
+            )
+            assert health.status == health_pb2.HealthCheckResponse.SERVING
+            assert stub.Open(pb.OpenRequest(action_names=["u"]), timeout=10).session_id
+            refused = _wait_done(calls, 12, within=30)
+            for call in refused:
+                assert call.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, call.details()
+                assert "--max-streams" in call.details()
+            # The admitted ones, silent since they opened, are ended soon after.
+            _wait_done(calls, 16, within=60)
+            ended = [c for c in calls if c.code() == grpc.StatusCode.CANCELLED]
+            assert len(ended) == 4 and all("no first message" in c.details() for c in ended)
+        finally:
+            for _ in calls:
+                hold.put(None)
+
+
+def test_a_stream_idle_past_the_lease_is_ended_with_a_reason(start_server):
+    server = start_server("toy.py:Toy", args=["--lease", "1"])
+    channel, stub = _stub(server.address)
+    hold: queue.Queue = queue.Queue()
+    with channel:
+        call = _silent_stream(stub, hold, first=pb.PackedRequest())
+        try:
+            assert next(call) == pb.PackedReply(state_width=2)  # served, then idle
+            _wait_done([call], 1, within=60)
+            assert call.code() == grpc.StatusCode.CANCELLED
+            assert "no message for 1 s" in call.details()
+        finally:
+            hold.put(None)
