@@ -5,9 +5,12 @@ packed socket, one on loopback TCP). Against each, for T seconds, client process
 (``tests/sims/soak_load.py``) run at once: well-behaved SimEnv and SimVectorEnv clients on the
 packed socket and on gRPC's PackedStream; clients whose sims hang for good, raise, kill their
 process or leak memory; slowloris clients (HELLO then part of a frame then silence on the
-packed socket, PackedStream calls that never send); connections opened and dropped; sessions
-opened and never closed; clients that vanish mid-call. A probe process asks each server's
-health every 0.25 s with a 1 s deadline.
+packed socket, PackedStream calls that never send, each reopened as soon as the server ends
+it, holding about half of the server's connection and stream caps); connections opened and
+dropped; sessions opened and never closed; clients that vanish mid-call. A probe process asks
+each server's health every 0.25 s with a 1 s deadline. The client processes run at a lower
+priority (nice 10) than the servers and the probe: a late answer must be the server's doing, not
+the 2-core machine's scheduling of 24 client processes.
 
 What must hold (the issue's acceptance criteria): no server exits; health always answers,
 SERVING, within its 1 s deadline (the one wall-clock bound, named by the issue); every client

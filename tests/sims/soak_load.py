@@ -188,7 +188,7 @@ def _hello(address: str) -> tuple[socket.socket | None, int]:
     return sock, 0
 
 
-def slowloris_packed(address: str, stop: threading.Event, tally: Tally, count: int = 24) -> None:
+def slowloris_packed(address: str, stop: threading.Event, tally: Tally, count: int = 16) -> None:
     """Hold ``count`` packed-socket connections: HELLO, a frame's first bytes, then silence.
 
     Each announces a frame of the server's full message size. A connection the server ends
@@ -225,7 +225,7 @@ def slowloris_packed(address: str, stop: threading.Event, tally: Tally, count: i
         sock.close()
 
 
-def slowloris_grpc(address: str, stop: threading.Event, tally: Tally, count: int = 48) -> None:
+def slowloris_grpc(address: str, stop: threading.Event, tally: Tally, count: int = 20) -> None:
     """Hold ``count`` PackedStream calls that never send a message; reopen those that end."""
     channel = grpc.insecure_channel(address)
     stub = pb_grpc.SimulatorStub(channel)
@@ -387,6 +387,9 @@ def main() -> None:
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
     if args.mode == "load":
+        # Below the servers and the probe: the soak measures the server's answers, not how
+        # this machine schedules its clients.
+        os.nice(10)
         result = run_load(args.addresses[0], args.roles.split(","), args.seconds)
     else:
         result = run_probe(args.addresses)
