@@ -1,21 +1,127 @@
-"""``simgym check``: start or reach a spec's sim server, run the conformance kit, show a report."""
+"""``simgym check``: start or reach a spec's sim server, run the conformance kit, show a report.
+
+A server the check starts is watched between episodes: one that exited ends the episodes
+there (a failed ``server stays up`` check quoting its exit code and log), and one whose
+memory grows episode after episode is a failed ``server memory stays bounded`` check.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import math
 import shutil
+import subprocess
 import tempfile
 from pathlib import Path
 
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from rich.console import Console
 from rich.table import Table
 
-from gymclient.conformance import Report, check_integration
+from gymclient.conformance import Check, Report, check_integration
 from gymclient.errors import SimgymError
 from gymclient.spec import EnvSpec
-from launcher.sidecars import SidecarStartError
+from launcher.sidecars import QUIET_RECORD, SidecarPool, SidecarStartError, log_error_line
 from launcher.sims import spec_launch, start_sims
 from simserver.process import TRANSPORTS
+
+# A leak: the server's memory (its process tree's RSS) grew at every episode after the
+# first (which may warm caches up), by more than both of these in all. A sim that keeps
+# memory per step or episode runs out of it in a long training; a cache that fills once
+# grows by less, or stops growing.
+LEAK_MIB = 32.0
+LEAK_SHARE = 0.25
+_MIB = 2**20
+
+
+class ServerWatch:
+    """Asked by the conformance kit before each episode: is the check's server still up?
+
+    It samples the server's memory each time, for ``leak()``.
+    """
+
+    def __init__(self, pool: SidecarPool) -> None:
+        self.pool, self.server = pool, pool.servers[0]
+        self.rss: list[tuple[int, int]] = []  # (episode about to start, bytes)
+        self._channel: grpc.Channel | None = None
+
+    def __call__(self, episode: int) -> str:
+        """Empty while the server runs; else what happened to it, with its log's last lines."""
+        if self.server.alive and not self._answers():
+            # An exiting server stops answering a moment before its process ends.
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                if self.server.proc is not None:
+                    self.server.proc.wait(5)
+        if self.server.alive:
+            rss = self.server.rss_bytes()
+            if rss is not None:
+                self.rss.append((episode, rss))
+            return ""
+        return self.ended(episode)
+
+    def _answers(self) -> bool:
+        """True when the server answers a health check within 2 s."""
+        if self._channel is None:
+            self._channel = grpc.insecure_channel(self.server.address or "")
+        try:
+            health_pb2_grpc.HealthStub(self._channel).Check(
+                health_pb2.HealthCheckRequest(), timeout=2.0
+            )
+        except grpc.RpcError:
+            return False
+        return True
+
+    def close(self) -> None:
+        """Close the health channel."""
+        if self._channel is not None:
+            self._channel.close()
+
+    def ended(self, episode: int | None = None) -> str:
+        """``the server exited with code 3 during episode 2: <its error>``, then its log."""
+        wedged = [e for e in self.pool.events if "stopped answering" in e.detail]
+        how = (
+            "the server stopped answering health checks and was killed"
+            if wedged
+            else f"the server exited with code {self.server.returncode}"
+        )
+        when = (
+            ""
+            if episode is None
+            else (f" during episode {episode - 1}" if episode else " before the episodes")
+        )
+        # The log's last lines, without the server's own INFO records (sessions opened,
+        # calls refused on purpose by the protocol checks): what the sim said as it died.
+        tail = [
+            line
+            for line in self.server.log_tail(40).splitlines()
+            if line.strip() and not QUIET_RECORD.match(line)
+        ][-8:]
+        line = log_error_line("\n".join(tail))
+        said = f": {line}" if line else ""
+        rest = [t for t in tail if t.strip() != line]
+        return f"{how}{when}{said}" + ("; its log ends:\n" + "\n".join(rest) if rest else "")
+
+    def leak(self) -> Check | None:
+        """A failed check when the memory grew at every episode after the first, by a lot."""
+        samples = [(ep, rss) for ep, rss in self.rss if ep >= 1]
+        if len(samples) < 3:
+            return None
+        first, last = samples[0][1], samples[-1][1]
+        growing = all(b >= a - _MIB for (_, a), (_, b) in itertools.pairwise(samples))
+        grown = last - first
+        if not (growing and grown > LEAK_MIB * _MIB and grown > LEAK_SHARE * first):
+            return None
+        episodes = samples[-1][0] - samples[0][0]
+        return Check(
+            "server memory stays bounded",
+            False,
+            f"the server's memory (with its child processes) grew at every episode, from "
+            f"{first / _MIB:.0f} to {last / _MIB:.0f} MiB over {episodes} episodes "
+            f"({grown / _MIB / episodes:.1f} MiB per episode): the sim keeps memory it "
+            "no longer needs, and a long training would run out of it",
+        )
 
 
 def run_check(
@@ -46,10 +152,30 @@ def run_check(
         except SidecarStartError as exc:
             error, keep_log = _start_failure(launch.target or "", exc)
             raise error from None
+        watch = ServerWatch(pool)
         try:
-            return check_integration(spec, pool.addresses[0], episodes=episodes, seed=seed)
+            report = check_integration(
+                spec, pool.addresses[0], episodes=episodes, seed=seed, watch=watch
+            )
+        except SimgymError as exc:
+            if watch.server.alive:
+                raise
+            # It died before the episodes (handshake, protocol or Gymnasium checks).
+            keep_log = True
+            raise SimgymError(
+                f"simserver {launch.target}: {watch.ended().splitlines()[0]} while it was "
+                f"checked ({exc}); server log kept at {watch.server.log_file}"
+            ) from None
         finally:
+            watch.close()
             pool.stop()
+        leak = watch.leak()
+        if leak is not None:
+            report.checks.append(leak)
+        if not watch.server.alive:
+            # Episodes cut short by the server's end did not end by themselves: no warning.
+            report.checks = [c for c in report.checks if c.name != "episodes end"]
+        return report
     finally:
         if not keep_log:
             shutil.rmtree(log_dir, ignore_errors=True)

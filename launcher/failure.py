@@ -91,13 +91,15 @@ def write_error(
     pool: SidecarPool | None,
     sim_errors: int = 0,
     sim_error_start: int = 0,
+    checkpoint: str | None = None,
 ) -> Path:
     """``error.txt``: one paragraph first (which sim, which call, the sim's error), then details.
 
     The paragraph comes from what simgym itself saw — the exception's first line, the
     sidecar pool's events (a server that died or could not restart, with its log's error),
     and the last failed sim call the env runners counted — so it reads as a diagnosis
-    even when the exception is a long Ray traceback.
+    even when the exception is a long Ray traceback. ``checkpoint``: the final checkpoint
+    a run that could not go on saved, named last.
     """
     headline = first_line(exc)
     sentences = [f"simgym train failed while {what}: {headline.rstrip('.')}."]
@@ -113,6 +115,8 @@ def write_error(
     if last_call:
         counted = f" ({sim_errors} sim call errors counted)" if sim_errors else ""
         sentences.append(f"Last failed sim call{counted}: {last_call.rstrip('.')}.")
+    if checkpoint:
+        sentences.append(f"Final checkpoint: {checkpoint} (--resume {run_dir} continues from it).")
     paragraph = textwrap.fill(
         " ".join(sentences), width=100, break_long_words=False, break_on_hyphens=False
     )

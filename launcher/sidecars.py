@@ -38,7 +38,7 @@ _ERROR_WORDS = re.compile(
 )
 _EXCEPTION_NAME = re.compile(r"\w(Error|Exception)\b")  # ZeroDivisionError, MyException
 # simserver's records at INFO and below ("<date> <time> INFO simserver.x: ..."): never errors.
-_QUIET_RECORD = re.compile(r"^\S+ \S+ (DEBUG|INFO) \S+: ")
+QUIET_RECORD = re.compile(r"^\S+ \S+ (DEBUG|INFO) \S+: ")
 
 
 def log_error_line(text: str) -> str:
@@ -50,7 +50,7 @@ def log_error_line(text: str) -> str:
     """
     for line in reversed(text.splitlines()):
         line = line.strip()
-        if not line or _QUIET_RECORD.match(line):
+        if not line or QUIET_RECORD.match(line):
             continue
         if _ERROR_WORDS.search(line) or _EXCEPTION_NAME.search(line):
             return line.removeprefix("simserver: error: ")

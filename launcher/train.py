@@ -8,6 +8,9 @@ sims (addresses, token, spec/sim mismatch, lesson keys) by ``preflight``.
 Whatever fails once the run folder exists leaves an ``error.txt`` there whose first
 paragraph says what failed (which sim, which call, the sim's own error); the run's
 events (sims ready, sidecar restarts, checkpoints, resume, stop) go to ``train.log``.
+A run that cannot go on (sims down for good, iterations that collect nothing, a sim
+failing on most steps: ``launcher.watchdog``) also leaves a final checkpoint, and
+``stop.max_time`` ends an iteration mid-way.
 """
 
 from __future__ import annotations
@@ -60,6 +63,7 @@ from launcher.runfolder import (
 from launcher.sidecars import SidecarPool
 from launcher.sims import start_sims
 from launcher.trainspec import Launch, Stop, TrainSpec, load_train_spec
+from launcher.watchdog import FaultRules, RunFault, Watchdog
 from simserver.process import ServerStartError
 
 log = logging.getLogger("simgym.train")
@@ -186,11 +190,19 @@ def _params(spec: TrainSpec, resolved: dict[str, Any]) -> dict[str, Any]:
     return params
 
 
+def _max_time_reached(stop: Stop) -> str:
+    assert stop.max_time is not None
+    return f"max_time {stop.max_time:.0f} s reached"
+
+
 def _stop_reason(stop: Stop, progress: Progress) -> str:
-    """Which stop condition the latest iteration reached ("" for none yet)."""
+    """Which stop condition the latest iteration reached ("" for none yet).
+
+    ``progress.elapsed`` is the invocation's wall time, set-up included.
+    """
     reward = progress.metrics.get("episode_reward_mean")
     if stop.max_time is not None and progress.elapsed >= stop.max_time:
-        return f"max_time {stop.max_time:.0f} s reached"
+        return _max_time_reached(stop)
     if stop.env_steps is not None and progress.env_steps >= stop.env_steps:
         return f"env_steps {stop.env_steps} reached"
     if stop.iterations is not None and progress.iteration >= stop.iterations:
@@ -216,6 +228,8 @@ class _Run:
         self.sim_errors = 0
         self.sim_error_start = sim_error_log_size(run_dir)  # a resumed run appends to it
         self.log = RunLog(run_dir)
+        self.rules = FaultRules(spec.stop.max_empty_iterations, spec.stop.max_sim_error_rate)
+        self.cut_short = False  # an iteration was ended mid-way (its env runners still run)
         # Offsets from RLlib's lifetime counters to ours: zero unless a checkpoint did not
         # bring RLlib's counters back (RLlib restores them with its metrics logger).
         self.offsets = (0, 0)
@@ -277,12 +291,46 @@ class _Run:
             self.tracker.log_params(_params(self.spec, resolved))
         state.save(self.dir)
 
-    def iterate(self, started: float, start_steps: int, seen_events: int) -> Progress:
-        """One ``algo.train()``: counters, metrics, sidecar health, a checkpoint when due."""
+    def due(self, invoked: float) -> str:
+        """Why the run must stop now, mid-iteration if need be ("" to go on).
+
+        Asked by the watchdog's thread: sims down for good, or the time budget used up.
+        """
+        if self.pool is not None and self.pool.failed():
+            return "sims down"
+        max_time = self.spec.stop.max_time
+        if max_time is not None and time.monotonic() - invoked >= max_time:
+            return _max_time_reached(self.spec.stop)
+        return ""
+
+    def check_sims(self) -> None:
+        """Raise when a sidecar is down for good.
+
+        Raises:
+            RunFault: Naming the server, how it died and its log's error.
+        """
+        if self.pool is not None and self.pool.failed():
+            raise RunFault(self.pool.failed()[0].detail)
+
+    def iterate(
+        self, clock: tuple[float, float], start_steps: int, seen_events: int, watchdog: Watchdog
+    ) -> Progress | None:
+        """One ``algo.train()``: counters, metrics, sidecar health, a checkpoint when due.
+
+        ``clock``: when the invocation and the loop started. None when the watchdog ended
+        the iteration (or it was due before it began); ``watchdog.reason`` says why.
+
+        Raises:
+            RunFault: Sims down for good, or a fault rule broken.
+        """
         from launcher.tracking import extract
 
         state, pool = self.state, self.pool
-        result = self.algo.train()
+        steps_before = state.env_steps
+        result = watchdog.iteration(self.algo.train)
+        if result is None:
+            self.cut_short = True
+            return None
         state.iteration += 1
         metrics = extract(result, self.env_spec.log_states)
         # RLlib's lifetime counters, continued across resumes (see the offsets).
@@ -294,17 +342,19 @@ class _Run:
             state.episodes = max(state.episodes, episodes)
         metrics["env_steps_total"], metrics["episodes_total"] = state.env_steps, state.episodes
         self.sim_errors += int(metrics.get("sim_errors", 0))
-        elapsed = time.monotonic() - started
+        now = time.monotonic()
+        elapsed, training = now - clock[0], now - clock[1]
         metrics["env_steps_per_s"] = result.get(
             "num_env_steps_sampled_lifetime_throughput", 0.0
-        ) or ((state.env_steps - start_steps) / elapsed if elapsed > 0 else 0.0)
+        ) or ((state.env_steps - start_steps) / training if training > 0 else 0.0)
         events: list[str] = []
         if pool is not None:
             metrics["sim_restarts"] = pool.total_restarts
             events = [e.detail for e in pool.events[seen_events:]]
-            if pool.failed():
-                raise TrainingError(pool.failed()[0].detail)
         self.tracker.log(state.iteration, metrics)
+        state.save(self.dir)
+        self.check_sims()
+        self.rules.observe(state.env_steps - steps_before, int(metrics.get("sim_errors", 0)))
         saved: str | None = None
         if state.iteration % self.spec.checkpoint.every == 0:
             saved = save_checkpoint(self.algo, self.dir, state, self.spec.checkpoint.keep)
@@ -338,6 +388,19 @@ class _Run:
         self.tracker.close("FINISHED")
         self.tracker = None
 
+    def final_checkpoint(self) -> str | None:
+        """The last completed iteration's checkpoint, saved now if it has none; best effort."""
+        state = self.state
+        if self.algo is None or not state.iteration:
+            return None
+        if state.checkpoints and state.checkpoints[-1].endswith(f"{state.iteration:06d}"):
+            return state.checkpoints[-1]
+        try:
+            return save_checkpoint(self.algo, self.dir, state, self.spec.checkpoint.keep)
+        except Exception as exc:
+            log.warning("could not save a final checkpoint: %s", first_line(exc))
+            return None
+
     def interrupted(self) -> None:
         """Ctrl-C: a checkpoint of where it got to."""
         if self.algo is not None and self.state.iteration:
@@ -347,7 +410,11 @@ class _Run:
     def failure(self, exc: Exception) -> SimgymError:
         """Write ``error.txt``; the one-line error to raise for ``exc``."""
         stage = self.stage
-        path = write_error(self.dir, stage, exc, self.pool, self.sim_errors, self.sim_error_start)
+        # A run that cannot go on still keeps what it learnt: --resume continues from it.
+        checkpoint = self.final_checkpoint() if isinstance(exc, RunFault) else None
+        path = write_error(
+            self.dir, stage, exc, self.pool, self.sim_errors, self.sim_error_start, checkpoint
+        )
         # For train.log; the terminal gets it once, as the error raised (RAISED).
         log.error("failed while %s: %s", stage, first_line(exc), extra={RAISED: True})
         if stage in _SETUP_STAGES and isinstance(exc, (SimgymError, ServerStartError)):
@@ -363,7 +430,9 @@ class _Run:
         if self.tracker is not None:
             self.tracker.close("FAILED")
         if self.algo is not None:
-            if not self.state.finished:
+            # Env runners of an iteration ended mid-way may still wait on their sims:
+            # algo.stop() would wait for them.
+            if not self.state.finished or self.cut_short:
                 kill_env_runners(self.algo, close_envs=self.pool is None)
             try:
                 self.algo.stop()
@@ -387,7 +456,9 @@ def train(
 ) -> tuple[Path, RunState]:
     """Run a training spec to a stop condition; returns the run folder and its final state.
 
-    ``node_sims``: the sims are per-node sidecars started by ``simgym node`` (these are the
+    ``max_time`` (like ``stop.max_time``) is the wall time of this call, set-up included;
+    reached mid-iteration, it ends the iteration there. ``node_sims``: the sims are per-node
+    sidecars started by ``simgym node`` (these are the
     driver's node's, for the preflight); each env runner takes its own node's addresses from
     its environment and needs ``sim_slot`` resources. ``overrides``: top-level spec keys
     replaced (e.g. ``output``, ``experiment``).
@@ -399,6 +470,7 @@ def train(
         SimgymError: Other setup problems before the run folder exists.
         TrainingError: Training failed; ``error.txt`` in the run folder explains.
     """
+    invoked = time.monotonic()
     # 1. Prepare: the spec and the RLlib config first, so a wrong key in `config` costs a
     # second, before any sim, run folder or Ray exists; the sims' addresses come later.
     spec = load_train_spec(spec_path).model_copy(update=overrides or {})
@@ -422,16 +494,24 @@ def train(
         if resume is not None:
             run.restore()
         run.open_tracker(resume is not None, resolved)
-        # 3. The loop, to the first stop rule reached.
+        # 3. The loop, to the first stop rule reached; the watchdog ends an iteration that
+        # outlives the time budget or the sims.
         run.stage = "training"
-        started, start_steps, reason = time.monotonic(), state.env_steps, ""
+        clock, start_steps, reason = (invoked, time.monotonic()), state.env_steps, ""
         seen_events = len(run.pool.events) if run.pool is not None else 0
-        while not reason:
-            progress = run.iterate(started, start_steps, seen_events)
-            seen_events += len(progress.events)
-            reason = _stop_reason(spec.stop, progress)
-            if on_progress:
-                on_progress(progress)
+        with Watchdog(lambda: run.due(invoked)) as watchdog:
+            while not reason:
+                progress = run.iterate(clock, start_steps, seen_events, watchdog)
+                if progress is None:
+                    reason = watchdog.reason or run.due(invoked)
+                    break
+                seen_events += len(progress.events)
+                reason = _stop_reason(spec.stop, progress)
+                if on_progress:
+                    on_progress(progress)
+        run.check_sims()
+        if run.cut_short:
+            reason += f" (iteration {state.iteration + 1} cut short)"
         # 4. Wrap up: final checkpoint, curve, summary.
         run.wrap_up(reason)
         return run_dir, state

@@ -104,15 +104,24 @@ class Resources(_Model):
 class Stop(_Model):
     """Stop conditions; training stops at the first one reached."""
 
-    max_time: float | None = None  # seconds (accepts "10m", "2h")
+    max_time: float | None = None  # seconds (accepts "10m", "2h"): the invocation's wall time
     env_steps: int | None = Field(None, ge=1)
     iterations: int | None = Field(None, ge=1)
     episode_reward_mean: float | None = None
+    # Failures rather than stops (launcher.watchdog): iterations in a row that sample no env
+    # step, and failed sim calls per env step over the last 1000 steps (null: no budget).
+    max_empty_iterations: int = Field(10, ge=1)
+    max_sim_error_rate: float | None = Field(0.5, gt=0, le=1)
 
     @field_validator("max_time", mode="before")
     @classmethod
     def _duration(cls, value: Any) -> Any:
-        return None if value is None else parse_duration(value)
+        if value is None:
+            return None
+        seconds = parse_duration(value)
+        if not seconds > 0 or seconds == float("inf"):
+            raise ValueError(f"{value!r} is not a positive, finite duration")
+        return seconds
 
     @model_validator(mode="after")
     def _some(self) -> Stop:

@@ -618,3 +618,108 @@ def test_a_sidecar_stopped_by_sigterm_is_not_reported_with_an_error(tmp_path):
     assert "stopped (" in log  # the shutdown line the old hint took for an error
     assert event.kind == "restarted" and "exited (code" in event.detail
     assert "its log's last error" not in event.detail, event.detail
+
+
+def test_max_time_is_the_invocations_wall_time_and_cuts_an_iteration(tmp_path):
+    # Iterations of at least 10 minutes: only a stop mid-iteration ends this run near its
+    # 30 s. Set-up (the algorithm, the sims) counts towards those 30 s.
+    spec = _spec(tmp_path, stop={"iterations": None, "max_time": 3600},
+                 config={"train_batch_size_per_learner": 400, "minibatch_size": 100,
+                         "num_epochs": 1, "min_time_s_per_iteration": 600})  # fmt: skip
+    started = time.monotonic()
+    run_dir, state = train(spec, max_time=30)
+    elapsed = time.monotonic() - started
+    assert state.finished and state.stop_reason.startswith("max_time 30 s reached"), state
+    # The iteration under way was cut (unless set-up alone outlived the limit on a busy
+    # machine: then the loop stops before its first iteration).
+    assert "cut short" in state.stop_reason or state.iteration == 0, state.stop_reason
+    # A final checkpoint, then stopping the sims and Ray: a few seconds on a quiet machine,
+    # up to a minute on a loaded 2-core one; without the cut, the first iteration alone
+    # would take 10 minutes.
+    assert elapsed < 30 + 60, elapsed
+    assert state.checkpoints and Path(state.checkpoints[-1]).is_dir()
+    assert "stopped: max_time 30 s reached" in (run_dir / "train.log").read_text()
+
+
+@pytest.mark.slow
+def test_sims_down_for_good_end_the_run_at_once_with_a_final_checkpoint(tmp_path):
+    # The server dies after every 1000 steps it serves, one restart allowed: a few
+    # iterations complete, then the budget runs out mid-iteration. Default timeouts: the
+    # run must not wait for them (it took 69 s after the give-up, with no checkpoint).
+    spec = _spec(
+        tmp_path,
+        env_updates={"sim": {"target": f"{SIMS / 'bad.py'}:DiesAfter", "kwargs": {"steps": 1000}}},
+        sim={"launch": {"servers": 1, "max_restarts": 1, "restart_backoff": 0.2}},
+        stop={"iterations": 100},
+    )  # fmt: skip
+    with pytest.raises(TrainingError) as info:
+        train(spec)
+    message = str(info.value)
+    assert "\n" not in message and "restart budget (1) is used up" in message, message
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    first = _first_paragraph(run_dir / "error.txt")
+    assert "out of licences after 1000 steps" in first
+    state = RunState.load(run_dir)
+    assert state.iteration >= 1 and not state.finished
+    final = Path(state.checkpoints[-1])
+    assert final.name == f"iter_{state.iteration:06d}" and (final / Counters.FILE).exists()
+    assert f"Final checkpoint: {final}" in first
+    # Promptly: the give-up and the failure are logged seconds apart, not a sample or
+    # connect timeout (30-60 s) later. Generous for a loaded machine.
+    log_lines = (run_dir / "train.log").read_text().splitlines()
+    gave_up = next(line for line in log_lines if "sidecar gave_up" in line)
+    failed = next(line for line in log_lines if "failed while training" in line)
+    assert _seconds(failed) - _seconds(gave_up) < 20, (gave_up, failed)
+
+
+def _seconds(log_line: str) -> float:
+    """The time of a train.log line ("2026-01-01 10:00:00,123 ...") in seconds of the day."""
+    clock = log_line.split()[1].replace(",", ".")
+    h, m, s = clock.split(":")
+    return int(h) * 3600 + int(m) * 60 + float(s)
+
+
+@pytest.mark.slow
+def test_iterations_that_collect_nothing_end_the_run(tmp_path, start_server):
+    # A server the user runs, gone after iteration 2 (nobody restarts it): every sub-env
+    # then waits for a connection, and IMPALA's 1 s iterations sample nothing.
+    server = start_server("toy.py:Toy")
+    spec = _spec(
+        tmp_path,
+        env_updates={"sim": {"connect_timeout": 2.0, "reset_timeout": 2.0, "timeout": 1.0}},
+        sim={"launch": None, "address": server.address},
+        algorithm="IMPALA",
+        config={"train_batch_size_per_learner": 200, "min_time_s_per_iteration": 1},
+        stop={"iterations": 200, "max_empty_iterations": 3},
+    )  # fmt: skip
+
+    def kill_at_2(progress):
+        if progress.iteration == 2:
+            server.kill()
+
+    with pytest.raises(TrainingError) as info:
+        train(spec, on_progress=kill_at_2)
+    message = str(info.value)
+    assert "3 iterations in a row collected no env steps" in message, message
+    assert "hung or unreachable" in message and "\n" not in message
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    state = RunState.load(run_dir)
+    assert state.checkpoints and Path(state.checkpoints[-1]).name == f"iter_{state.iteration:06d}"
+    assert "Final checkpoint" in _first_paragraph(run_dir / "error.txt")
+
+
+def test_a_sim_that_fails_on_most_steps_uses_up_the_error_budget(tmp_path):
+    spec = _spec(
+        tmp_path,
+        env_updates={"sim": {"target": f"{SIMS / 'bad.py'}:FailsMostly", "kwargs": {"p_fail": 0.9}}},
+        stop={"iterations": 100},  # the default budget: 0.5
+    )  # fmt: skip
+    with pytest.raises(TrainingError) as info:
+        train(spec)
+    message = str(info.value)
+    assert "the sims failed on" in message and "stop.max_sim_error_rate 0.5" in message, message
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    first = _first_paragraph(run_dir / "error.txt")
+    assert "solver diverged" in first and "Final checkpoint" in first
+    rows = _metrics(run_dir)
+    assert sum(float(r["sim_errors"]) for r in rows) > 0.5 * float(rows[-1]["env_steps_total"])

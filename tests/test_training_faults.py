@@ -52,3 +52,57 @@ def _zombie(pid: int) -> bool:
             return f.read().split(")")[-1].split()[0] == "Z"
     except OSError:
         return True
+
+
+def test_fault_rules_count_empty_iterations_and_the_sim_error_rate():
+    import pytest
+
+    from launcher.watchdog import ERROR_RATE_WINDOW, FaultRules, RunFault
+
+    rules = FaultRules(max_empty=3, max_error_rate=0.5)
+    for steps in (0, 0, 400, 0, 0):  # a sampling iteration resets the count
+        rules.observe(steps, 0)
+    with pytest.raises(RunFault, match="3 iterations in a row collected no env steps"):
+        rules.observe(0, 0)
+    # The error rate is judged over the last ERROR_RATE_WINDOW steps, not before.
+    rules = FaultRules(max_empty=3, max_error_rate=0.5)
+    rules.observe(ERROR_RATE_WINDOW // 2, ERROR_RATE_WINDOW // 2)  # 100 %, but too few steps
+    rules.observe(ERROR_RATE_WINDOW // 2, 0)  # 50 % of the window: not more than the budget
+    with pytest.raises(RunFault, match=r"failed on 90% of the last 1000 env steps"):
+        rules.observe(ERROR_RATE_WINDOW, int(0.9 * ERROR_RATE_WINDOW))
+    # Old failures leave the window.
+    rules = FaultRules(max_empty=3, max_error_rate=0.5)
+    rules.observe(ERROR_RATE_WINDOW // 2, ERROR_RATE_WINDOW // 2)
+    for _ in range(3):
+        rules.observe(ERROR_RATE_WINDOW // 2, 0)
+    rules = FaultRules(max_empty=3, max_error_rate=None)  # no budget: never
+    rules.observe(ERROR_RATE_WINDOW, ERROR_RATE_WINDOW)
+
+
+def test_the_watchdog_ends_a_call_in_the_main_thread_and_leaves_ctrl_c_alone():
+    import pytest
+
+    from launcher.watchdog import Watchdog
+
+    due = {"reason": ""}
+    with Watchdog(lambda: due["reason"], poll=0.05) as watchdog:
+        assert watchdog.iteration(lambda: 42) == 42
+        threading_timer(0.3, lambda: due.update(reason="max_time 1 s reached"))
+        # A wait that would outlive any test ends at once: as RLlib's ray.get would.
+        assert watchdog.iteration(lambda: time.sleep(600)) is None
+        assert watchdog.reason == "max_time 1 s reached"
+    with Watchdog(lambda: "", poll=0.05) as watchdog:
+
+        def ctrl_c() -> None:
+            raise KeyboardInterrupt
+
+        with pytest.raises(KeyboardInterrupt):
+            watchdog.iteration(ctrl_c)
+
+
+def threading_timer(delay: float, fn) -> None:
+    import threading
+
+    timer = threading.Timer(delay, fn)
+    timer.daemon = True
+    timer.start()
