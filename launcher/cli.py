@@ -87,6 +87,8 @@ def train(
         seconds = parse_duration(max_time) if max_time else None
     except ValueError as exc:
         _fail(f"--max-time: {exc}")
+    if seconds is not None and not seconds > 0:
+        _fail(f"--max-time: {max_time!r} is no time at all (examples: 90, 90s, 10m, 2h)")
     # The view's live table starts with training (on_start), not before: a setup error
     # is then the only output.
     view = ProgressView(console)

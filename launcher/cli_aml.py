@@ -99,7 +99,9 @@ def node(
     max_time: Annotated[
         str | None, typer.Option(help="Override stop.max_time (e.g. 90s, 10m, 2h).")
     ] = None,
-    ray_port: Annotated[int, typer.Option(help="Port of the Ray head (GCS).")] = 6379,
+    ray_port: Annotated[
+        int, typer.Option(min=1, max=65535, help="Port of the Ray head (GCS).")
+    ] = 6379,
     join_timeout: Annotated[
         str, typer.Option(help="How long the head waits for every node to join.")
     ] = "10m",
