@@ -113,7 +113,9 @@ class Watchdog:
         if self._thread is not None:
             self._thread.join(5)
         if self._main:
-            signal.signal(signal.SIGUSR1, self._previous)
+            # None: a handler installed outside Python, which cannot be put back; the default.
+            previous = signal.SIG_DFL if self._previous is None else self._previous
+            signal.signal(signal.SIGUSR1, previous)
 
     def _watch(self) -> None:
         while not self._done.wait(self.poll):
