@@ -7,11 +7,12 @@ path of one session; ``SimVectorEnv``: numpy arrays over all sub-envs). The rule
 (docs/spec.md says them to users):
 
 * **A failed call** (the sim raised, the deadline passed, the server went away) counts in
-  ``totals["sim_errors"]`` and the session is reopened before the slot's next reset (a hung
-  call keeps it busy, a restarted server has lost it; a server still down makes that reset
-  raise). A failed step raises under ``on_error: raise``, else ends the episode truncated
-  with reward 0, the last observation and an ``info`` of only ``simgym_error`` and
-  ``simgym_error_type`` (the error's class name). A failed reset always raises, the first
+  ``totals["sim_errors"]`` (once per failure: a server's round that fails whole counts one)
+  and the session is reopened before the slot's next reset (a hung call keeps it busy, a
+  restarted server has lost it; a server still down makes that reset raise). A failed step
+  raises under ``on_error: raise``, else ends the episode truncated with reward 0, the last
+  observation and an ``info`` of only ``simgym_error`` and ``simgym_error_type`` (the
+  error's class name). A failed reset always raises, the first
   failing slot's error; a ``SimVectorEnv`` autoreset that fails is a failed step.
 * **Non-finite states** count in ``totals["nonfinite"]`` and raise ``NonFiniteStateError``
   under ``on_nonfinite: raise``; else a step's end its episode truncated with reward 0, a
@@ -73,19 +74,23 @@ class Episodes:
         self._actions = declared_action_names(spec)
         self.conns: dict[str, Connection] = {}
         self.sessions: list[RemoteSession] = []
-        for address, client in zip(self.addresses, self._clients, strict=True):
-            if address not in self.conns:
-                self.conns[address] = Connection(address, options)
-            self.sessions.append(self.conns[address].open(self._actions, client=client))
-        self.codecs: list[Codec] = [
-            build_codec(spec, s.state_names, s.action_names) for s in self.sessions
-        ]
+        self.lanes: list[PackedLane] = []
+        try:
+            for address, client in zip(self.addresses, self._clients, strict=True):
+                if address not in self.conns:
+                    self.conns[address] = Connection(address, options)
+                self.sessions.append(self.conns[address].open(self._actions, client=client))
+            self.codecs: list[Codec] = [
+                build_codec(spec, s.state_names, s.action_names) for s in self.sessions
+            ]
+        except BaseException:
+            self.close()  # the sessions opened so far: nobody else will close them
+            raise
         first = self.sessions[0]
         self.state_names: list[str] = first.state_names
         self.log_states = [n for n in self.codecs[0].log_states if n in self.state_names]
         self.log_idx = [self.state_names.index(n) for n in self.log_states]
         # One lane per server; slot i is slot k of lane j, with (j, k) = self._place[i].
-        self.lanes: list[PackedLane] = []
         self.lane_slots: list[np.ndarray] = []
         self._place: list[tuple[int, int]] = [(0, 0)] * len(self.sessions)
         for address, conn in self.conns.items():
@@ -190,7 +195,9 @@ class Episodes:
         }
 
     def _count(self, errors: Mapping[int, RemoteError]) -> None:
-        self.totals["sim_errors"] += len(errors)
+        # One failure is one error however many slots it cut: a round that failed whole (its
+        # server did not answer) gives every slot of its lane the same error.
+        self.totals["sim_errors"] += len({id(err) for err in errors.values()})
         for i in errors:
             self.reopen[i] = True
 

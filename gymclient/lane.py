@@ -25,6 +25,11 @@ from simgym.v1 import simulator_pb2 as pb
 # A reset slot: (scenario config, seed).
 Reset = tuple[Mapping[str, Any], int | None]
 
+# How much longer than a request's slot timeout the lane waits for its reply: a server that
+# stops a late slot's sim (simserver --isolate process) answers just after the slot timeout
+# with that slot failed alone; only a server that does not answer at all fails the round.
+SLOT_MARGIN = 1.0
+
 
 @dataclass(slots=True)
 class PackedResult:
@@ -140,7 +145,9 @@ class PackedLane:
         timeout = options.reset_timeout if resets else options.timeout
         if self._stream is None or not self._stream.alive:
             self._stream = open_stream(self.connection)
-        self._stream.send(self._request(actions, resets), timeout)
+        request = self._request(actions, resets)
+        request.slot_timeout_seconds = timeout
+        self._stream.send(request, timeout + SLOT_MARGIN + 0.1 * timeout)
 
     def receive(self) -> PackedResult:
         """End the round started by ``send`` (see ``run``)."""

@@ -278,4 +278,8 @@ class SimVectorEnv(gym.vector.VectorEnv):
 
     def close_extras(self, **kwargs: Any) -> None:
         """Close every stream, session and channel."""
-        self._episodes.close()
+        # A constructor that failed (a server down, a spec mismatch) has no episodes: the
+        # garbage collector's close must not fail on top of the error already raised.
+        episodes = getattr(self, "_episodes", None)
+        if episodes is not None:
+            episodes.close()

@@ -78,6 +78,25 @@ class SimInstance(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class SimRecipe:
+    """How to build the sim again in another process (``simserver.isolation``): all picklable.
+
+    Attributes:
+        target: The target string the server was started with (``simserver.loader``).
+        kwargs: Constructor (or ``gymnasium.make``) keyword arguments.
+        workdir: The folder the server loaded the target from (its imports are relative to it).
+        states: State names in wire order (so a worker never probes).
+        module: The module that defines the sim, imported ahead by the worker pool ("" if none).
+    """
+
+    target: str
+    kwargs: dict[str, Any]
+    workdir: str
+    states: tuple[str, ...]
+    module: str = ""
+
+
 @dataclass
 class SimFactory:
     """Describes a simulator and builds instances of it.
@@ -90,6 +109,8 @@ class SimFactory:
         config: Config keys the sim declares; empty means "any key".
         seedable: Whether reset forwards a seed to the simulator.
         create: Builds one instance; ``action_names`` are the session's.
+        recipe: How to build it in a worker process (set by ``simserver.loader``).
+        isolated: Whether ``create`` builds ``simserver.isolation.WorkerSim`` instances.
     """
 
     sim_name: str
@@ -98,6 +119,8 @@ class SimFactory:
     config: list[Variable]
     seedable: bool
     create: Callable[[list[str]], SimInstance]
+    recipe: SimRecipe | None = None
+    isolated: bool = False
 
 
 def _finite_check(values: list[float]) -> list[int]:

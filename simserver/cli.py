@@ -13,6 +13,7 @@ import typer
 import yaml
 
 from simserver.errors import LoadError
+from simserver.isolation import DEFAULT_ISOLATION
 from simserver.server import (
     DEFAULT_MAX_MESSAGE_BYTES,
     ConfigError,
@@ -89,6 +90,27 @@ def serve(
         float,
         typer.Option(help="Seconds past its client's deadline before a sim call is taken as hung."),
     ] = 30.0,
+    isolate: Annotated[
+        str,
+        typer.Option(
+            help="Where sims run: 'thread' (in the server process) or 'process' (one worker "
+            "process per session, killed when its call hangs past its deadline, when it dies "
+            "or grows past --max-sim-rss; its session's next reset starts a fresh one)."
+        ),
+    ] = DEFAULT_ISOLATION,
+    max_sim_rss: Annotated[
+        float | None,
+        typer.Option(
+            help="MiB of resident memory a sim's worker may use (needs --isolate process); "
+            "past it, the call fails and the next reset starts a fresh worker."
+        ),
+    ] = None,
+    max_slots: Annotated[
+        int | None,
+        typer.Option(
+            help="Slots one packed request may carry (default: 4 x --max-sessions, at least 1024)."
+        ),
+    ] = None,
     packed_socket: Annotated[
         bool,
         typer.Option(
@@ -154,6 +176,9 @@ def serve(
             lease_seconds=lease,
             workers=workers,
             hung_grace=hung_grace,
+            isolate=isolate,
+            max_sim_rss_mib=max_sim_rss,
+            max_slots=max_slots,
             max_message_bytes=int(max_message_mb * 2**20),
             packed_socket=packed_socket,
         )

@@ -13,11 +13,21 @@ class with ``reset``/``step`` as a reference-style or plain simulator.
 
 from __future__ import annotations
 
+import dataclasses
+import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from simgym.targets import LoadError, resolve_class
-from simserver.adapters import SimFactory, class_factory, gym_factory
+from simserver.adapters import (
+    ClassSim,
+    GymSim,
+    SimFactory,
+    SimInstance,
+    SimRecipe,
+    class_factory,
+    gym_factory,
+)
 
 _GYM_PREFIXES = ("gymnasium:", "gym:")
 
@@ -39,7 +49,17 @@ def load_factory(
     Raises:
         LoadError: With a message that says what to fix.
     """
-    kwargs = dict(kwargs or {})
+    factory, module = _load(target, dict(kwargs or {}), action_names)
+    recipe = SimRecipe(
+        target, dict(kwargs or {}), os.getcwd(), tuple(v.name for v in factory.states), module
+    )
+    return dataclasses.replace(factory, recipe=recipe)
+
+
+def _load(
+    target: str, kwargs: dict[str, Any], action_names: Sequence[str]
+) -> tuple[SimFactory, str]:
+    """The factory of ``load_factory`` and the module that defines the sim ("" for an env id)."""
     for prefix in _GYM_PREFIXES:
         if target.startswith(prefix):
             env_id = target[len(prefix) :]
@@ -52,7 +72,7 @@ def load_factory(
                 gymnasium.spec(env_id)
             except Exception as exc:
                 raise LoadError(f"unknown Gymnasium env id {env_id!r}: {exc}") from exc
-            return gym_factory(make, env_id)
+            return gym_factory(make, env_id), ""
     obj = resolve_class(target)
     if not isinstance(obj, type):
         raise LoadError(f"{target} is a {type(obj).__name__}, not a class")
@@ -63,5 +83,28 @@ def load_factory(
     except ImportError:  # pragma: no cover - gymnasium is a base dependency
         is_env = False
     if is_env:
-        return gym_factory(lambda: obj(**kwargs), obj.__name__)
-    return class_factory(obj, kwargs, action_names=action_names)
+        return gym_factory(lambda: obj(**kwargs), obj.__name__), obj.__module__
+    return class_factory(obj, kwargs, action_names=action_names), obj.__module__
+
+
+def build_instance(recipe: SimRecipe, action_names: list[str]) -> SimInstance:
+    """Build one instance from a recipe, as the factory's ``create`` would, without probing.
+
+    Runs in a sim worker process (``simserver.isolation``), from the recipe's folder.
+
+    Raises:
+        LoadError: The target cannot be imported.
+        Exception: Whatever the sim's constructor raises.
+    """
+    os.chdir(recipe.workdir)
+    for prefix in _GYM_PREFIXES:
+        if recipe.target.startswith(prefix):
+            import gymnasium
+
+            return GymSim(gymnasium.make(recipe.target[len(prefix) :], **recipe.kwargs))
+    cls = resolve_class(recipe.target)
+    import gymnasium
+
+    if issubclass(cls, gymnasium.Env):
+        return GymSim(cls(**recipe.kwargs))
+    return ClassSim(cls(**recipe.kwargs), list(recipe.states), action_names)

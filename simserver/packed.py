@@ -4,6 +4,10 @@ The gRPC servicer's ``PackedStream`` and the packed socket hand each request her
 translate what comes back: a ``PackedReply`` (per-slot failures inside it), or a
 ``SimServerError`` for a malformed request, which ends the stream or the connection.
 No gRPC here, so tests and benchmarks can call it directly.
+
+With isolated sims (``simserver.isolation``) every slot's call is sent before any reply is
+awaited, so the K sims of a request step in parallel, each within the request's slot
+timeout; in-thread sims run one after the other, as their calls cannot be stopped anyway.
 """
 
 from __future__ import annotations
@@ -11,38 +15,61 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from google.protobuf import json_format
-
 from simgym.status import number_of
 from simgym.v1 import simulator_pb2 as pb
 from simserver.adapters import Outcome
-from simserver.errors import InvalidArgument, SimServerError, log_failure
-from simserver.sessions import Deadline, Result, SessionManager
+from simserver.errors import InvalidArgument, ResourceExhausted, SimServerError, log_failure
+from simserver.sessions import Call, Deadline, Result, SessionManager
 
 
 def config_of(struct: Any) -> dict[str, Any]:
-    """A reset's ``Struct`` config as the dict a sim takes."""
-    config = json_format.MessageToDict(struct) if struct.fields else {}
-    # JSON numbers arrive as floats; give integral values back their int type, since
-    # sims commonly compare config values such as a signal id with ints.
-    return {k: _intify(v) for k, v in config.items()}
+    """A reset's ``Struct`` config as the dict a sim takes.
+
+    Never raises: a NaN or infinite number stays a float (``json_format`` would raise on
+    it, outside any status), and the session manager refuses it naming its key.
+    """
+    return {k: _value(v) for k, v in struct.fields.items()} if struct.fields else {}
 
 
-def _intify(value: Any) -> Any:
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, list):
-        return [_intify(v) for v in value]
-    return value
+def _value(value: Any, intify: bool = True) -> Any:
+    kind = value.WhichOneof("kind")
+    if kind == "number_value":
+        number = value.number_value
+        # JSON numbers arrive as floats; give integral values back their int type, since
+        # sims commonly compare config values such as a signal id with ints (top-level
+        # values and lists of them, as ever; numbers inside nested mappings stay floats).
+        return int(number) if intify and number.is_integer() else number
+    if kind == "string_value":
+        return value.string_value
+    if kind == "bool_value":
+        return value.bool_value
+    if kind == "struct_value":
+        return {k: _value(v, False) for k, v in value.struct_value.fields.items()}
+    if kind == "list_value":
+        return [_value(v, intify) for v in value.list_value.values]
+    return None
 
 
-def _slots(request: pb.PackedRequest) -> tuple[int, list[int], dict[int, pb.PackedReset]]:
+def _slots(
+    request: pb.PackedRequest, max_slots: int
+) -> tuple[int, list[int], dict[int, pb.PackedReset]]:
     """Check a request's arrays against its K sessions: (actions per slot, seqs, resets).
 
     Raises:
+        ResourceExhausted: More than ``max_slots`` slots (checked before anything else).
         InvalidArgument: The arrays do not fit the sessions (the whole request fails).
     """
     count = len(request.session_ids)
+    if count > max_slots:
+        raise ResourceExhausted(
+            f"the request has {count} slots; this server takes at most {max_slots} per "
+            "request (simserver --max-slots): send fewer sessions per request"
+        )
+    timeout = request.slot_timeout_seconds
+    if not (timeout >= 0 and math.isfinite(timeout)):
+        raise InvalidArgument(
+            f"slot_timeout_seconds is {timeout}: give a positive number of seconds, or 0 for none"
+        )
     seqs = list(request.seqs) or [0] * count
     if len(seqs) != count:
         raise InvalidArgument(
@@ -77,8 +104,13 @@ def run(sessions: SessionManager, request: pb.PackedRequest, deadline: Deadline)
     Raises:
         InvalidArgument: The request's arrays do not fit its sessions (nothing is run).
     """
-    width, seqs, resets = _slots(request)
+    width, seqs, resets = _slots(request, sessions.max_slots)
     ids = list(request.session_ids)
+    done = (
+        _run_isolated(sessions, request, deadline, width, seqs, resets)
+        if sessions.isolated
+        else None
+    )
     actions = list(request.actions)
     state_width = len(sessions.factory.states)  # every session of the server's sim
     states: list[float] = []
@@ -92,7 +124,11 @@ def run(sessions: SessionManager, request: pb.PackedRequest, deadline: Deadline)
     step = sessions.step
     for k in range(len(ids)):
         try:
-            if k in resets:
+            if done is not None:
+                result = done[k]
+                if isinstance(result, SimServerError):
+                    raise result
+            elif k in resets:
                 r = resets[k]
                 seed = r.seed if r.HasField("seed") else None
                 result = sessions.reset(ids[k], config_of(r.config), seed, seqs[k], deadline)
@@ -132,3 +168,59 @@ def run(sessions: SessionManager, request: pb.PackedRequest, deadline: Deadline)
         nonfinite=nonfinite,
         errors=errors,
     )
+
+
+def _run_isolated(
+    sessions: SessionManager,
+    request: pb.PackedRequest,
+    deadline: Deadline,
+    width: int,
+    seqs: list[int],
+    resets: dict[int, pb.PackedReset],
+) -> list[Result | SimServerError]:
+    """Every slot's outcome (or failure), its call sent before any reply is awaited.
+
+    A session named by several slots runs them in order: the calls in flight are awaited
+    before its next one is sent.
+    """
+    ids = request.session_ids
+    actions = list(request.actions)
+    slot_timeout = request.slot_timeout_seconds or None
+    done: list[Result | SimServerError] = []
+    pending: list[tuple[int, Call]] = []
+    busy: set[str] = set()
+
+    def await_pending() -> None:
+        for k, call in pending:
+            try:
+                done[k] = sessions.finish(call)
+            except SimServerError as exc:
+                done[k] = exc
+        pending.clear()
+        busy.clear()
+
+    for k, session_id in enumerate(ids):
+        done.append(_NOT_RUN)
+        if session_id in busy:
+            await_pending()
+        try:
+            if k in resets:
+                r = resets[k]
+                seed = r.seed if r.HasField("seed") else None
+                config = config_of(r.config)
+                call = sessions.start_reset(
+                    session_id, config, seed, seqs[k], deadline, slot_timeout
+                )
+            else:
+                row = actions[k * width : (k + 1) * width]
+                call = sessions.start_step(session_id, row, seqs[k], deadline, slot_timeout)
+        except SimServerError as exc:
+            done[k] = exc
+            continue
+        pending.append((k, call))
+        busy.add(session_id)
+    await_pending()
+    return done
+
+
+_NOT_RUN = SimServerError("slot not run")

@@ -23,6 +23,8 @@ from simserver.errors import (
     SessionBusy,
     SessionNotFound,
     SimCallFailed,
+    SimServerError,
+    clip,
 )
 
 log = logging.getLogger("simserver.sessions")
@@ -39,6 +41,16 @@ class Result:
 
     outcome: Outcome
     step: int
+
+
+@dataclass(slots=True)
+class Call:
+    """A sim call started by ``SessionManager.start_step``/``start_reset``, awaiting ``finish``."""
+
+    session: Session
+    call: str  # "step()" or "reset()"
+    seq: int
+    ready: Result | None  # a retry's stored reply: no sim call was made
 
 
 @dataclass
@@ -117,6 +129,17 @@ class SessionManager:
         no_deadline_limit: Seconds a call without a deadline may run while its RPC is
             live before it is taken as hung.
         max_hung: Hung sessions let go of at once (the server's spare threads).
+        max_slots: Slots one packed request may carry (``simserver.packed``).
+
+    With an isolated factory (``simserver.isolation``, each sim in a worker process) a call
+    past its limit has its worker killed by the thread that awaits it, so it never holds a
+    thread for good: the reaper leaves such calls alone, and closing a session whose call
+    runs kills that call's worker at once.
+
+    Attributes:
+        on_serving: Called with False when every spare thread is held by a hung call (the
+            server can take no new session: it says NOT_SERVING on health), with True once
+            one is back.
     """
 
     def __init__(
@@ -129,6 +152,7 @@ class SessionManager:
         hung_grace: float = 30.0,
         no_deadline_limit: float = 3600.0,
         max_hung: int = 8,
+        max_slots: int = 1024,
     ) -> None:
         self.factory = factory
         self.max_sessions = max_sessions
@@ -139,6 +163,10 @@ class SessionManager:
         self.hung_grace = hung_grace
         self.no_deadline_limit = no_deadline_limit
         self.max_hung = max_hung
+        self.max_slots = max_slots
+        self.isolated = factory.isolated
+        self.on_serving: Callable[[bool], None] | None = None
+        self.wedged = False  # every spare thread is held by a hung call
         # Hung sessions let go of whose call has not returned yet (each holds a thread).
         self._hung_running = 0
         self.stats = Stats()
@@ -166,7 +194,21 @@ class SessionManager:
     def open(self, action_names: Sequence[str], lease: float, client: str) -> Session:
         """Create a session; the sim is built outside the global lock (it may be slow)."""
         actions = self._resolve_actions(list(action_names))
+        # NaN would compare false with every bound and make a session that never expires;
+        # a negative lease means nothing. +inf asks for "as long as allowed": capped below,
+        # like any lease over the server's maximum.
+        if math.isnan(lease) or lease < 0:
+            raise InvalidArgument(
+                f"lease_seconds is {lease}: give a positive number of seconds, or 0 for the "
+                "server's default"
+            )
         with self._lock:
+            if self.wedged:
+                raise ResourceExhausted(
+                    f"all {self.max_hung} spare server threads are held by hung sim calls: "
+                    "no new session until one returns (restart the server, or run it with "
+                    "--isolate process so that hung sims can be killed)"
+                )
             if len(self._sessions) + self._reserved >= self.max_sessions:
                 raise ResourceExhausted(
                     f"session limit reached ({self.max_sessions} open); close sessions or "
@@ -178,7 +220,7 @@ class SessionManager:
                 sim = self.factory.create(actions)
             except Exception as exc:
                 raise SimCallFailed("constructor", exc) from exc
-            granted = self.lease_seconds if lease <= 0 else min(lease, self.max_lease_seconds)
+            granted = self.lease_seconds if lease == 0 else min(lease, self.max_lease_seconds)
             session = Session(uuid.uuid4().hex, sim, actions, granted, client)
             with self._lock:
                 self._sessions[session.id] = session
@@ -199,7 +241,8 @@ class SessionManager:
                     # Same names, another order: the reply tells the client the wire order.
                     return declared
                 raise InvalidArgument(
-                    f"client actions {requested} do not match the sim's actions {declared}"
+                    f"client actions {clip(requested)} do not match the sim's actions "
+                    f"{clip(declared)}"
                 )
             return declared
         if not requested:
@@ -208,7 +251,7 @@ class SessionManager:
                 "(gymclient does this from the spec) or start simserver with --actions"
             )
         if len(set(requested)) != len(requested):
-            raise InvalidArgument(f"duplicate action names in {requested}")
+            raise InvalidArgument(f"duplicate action names in {clip(requested)}")
         return requested
 
     def get(self, session_id: str) -> Session:
@@ -228,23 +271,45 @@ class SessionManager:
         A call still running in it (e.g. the reset its client gave up on and then closed
         the session after) keeps the sim until it returns: closing a sim from a second
         thread while its own code runs is not safe, so the returning call disposes of it.
+        A call still running in a thread (not isolated) holds a server thread that no
+        session owns any more: it counts against ``max_hung`` as a hung call the reaper let
+        go of does, and when no spare thread is left the session keeps its slot until the
+        call returns. An isolated call's worker is killed instead.
         """
         with self._lock:
-            session = self._sessions.pop(session_id, None)
-            if session is None:
+            session = self._sessions.get(session_id)
+            if session is None or session.abandoned:
                 return
             self.stats.closed += 1
             session.abandoned = True
+            kept = False
+            if not session.lock.locked() or self.isolated or session.counted_hung:
+                del self._sessions[session_id]
+            elif self._hung_running < self.max_hung:
+                del self._sessions[session_id]
+                session.counted_hung = True
+                self._hung_running += 1
+            else:
+                kept = True  # `_leave` takes it out of the table when its call returns
         if session.lock.acquire(blocking=False):
+            if kept:
+                with self._lock:
+                    self._sessions.pop(session_id, None)
             self._dispose(session)  # keeps the lock: nothing enters a closed session
-        else:
-            log.info(
-                "session %s closed while sim %s runs; its sim is closed when the call returns",
-                session.id[:8],
-                session.busy_call or "call",
-            )
-            # No race with the call's return: `abandoned` was set before the lock was tried,
-            # and `_leave` checks it after releasing the lock, so one of the two disposes.
+            return
+        # No race with the call's return: `abandoned` was set before the lock was tried,
+        # and `_leave` checks it after releasing the lock, so one of the two disposes.
+        if self.isolated:
+            session.sim.kill("was still running when its session was closed")  # type: ignore[attr-defined]
+        log.info(
+            "session %s closed while sim %s runs; its sim is closed when the call returns%s",
+            session.id[:8],
+            session.busy_call or "call",
+            " (it keeps its --max-sessions slot: all spare threads are held by hung calls)"
+            if kept
+            else "",
+        )
+        self._refresh_wedged(kept)
 
     def close_all(self) -> None:
         """Close every session (server shutdown)."""
@@ -265,37 +330,33 @@ class SessionManager:
     def reap(self) -> int:
         """Close sessions idle past their lease, and let go of hung ones.
 
+        Whether a call is hung may ask its RPC whether it is live (a foreign callback that
+        may take a while): that is asked outside the table's lock, which every call's end
+        takes.
+
         Returns:
             How many sessions left the table (expired or hung).
         """
         now = time.monotonic()
         expired: list[Session] = []
-        hung: list[Session] = []
+        running: list[Session] = []
+        closed_kept = 0
         with self._lock:
             for sid, session in list(self._sessions.items()):
                 if session.lock.locked():
+                    if session.abandoned:  # closed while its call runs, kept (see close)
+                        closed_kept += 1
+                    # An isolated call past its limit is killed by the thread awaiting it.
                     # `_enter` sets hung_at and call_alive before busy_call: a set
                     # busy_call has current ones.
-                    if not (session.busy_call and self._is_hung(session, now)):
-                        continue
-                    if self._hung_running < self.max_hung:
-                        hung.append(self._sessions.pop(sid))
-                        session.counted_hung = True
-                        self._hung_running += 1
-                    elif not session.hung_kept:
-                        session.hung_kept = True  # said once per session
-                        log.warning(
-                            "session %s: sim %s is hung, but all %d spare threads are held "
-                            "by hung calls: it keeps its --max-sessions slot until one "
-                            "returns (a freed slot would admit a session with no thread)",
-                            session.id[:8],
-                            session.busy_call,
-                            self.max_hung,
-                        )
+                    elif session.busy_call and not self.isolated:
+                        running.append(session)
                 elif now - session.last_used > session.lease:
                     expired.append(self._sessions.pop(sid))
             self.stats.expired += len(expired)
-            self.stats.hung += len(hung)
+        suspects = [(x, x.busy_since) for x in running if self._is_hung(x, now)]
+        hung, kept = self._let_go(suspects)
+        self._refresh_wedged(kept + closed_kept > 0)
         for session in expired:
             log.info("session %s expired after %.0f s idle", session.id[:8], session.lease)
             self._dispose(session)
@@ -315,6 +376,44 @@ class SessionManager:
             self._dispose_abandoned(session)
         return len(expired) + len(hung)
 
+    def _let_go(self, suspects: list[tuple[Session, float]]) -> tuple[list[Session], int]:
+        """Take hung calls' sessions out of the table while spare threads last.
+
+        Args:
+            suspects: Sessions found hung, with the start of the call found hung.
+
+        Returns:
+            The sessions let go of, and how many hung ones had to stay.
+        """
+        hung: list[Session] = []
+        kept = 0
+        with self._lock:
+            for session, since in suspects:
+                if (
+                    self._sessions.get(session.id) is not session
+                    or not session.lock.locked()
+                    or session.busy_since != since
+                ):
+                    continue  # returned (or closed) since it was found hung
+                if self._hung_running < self.max_hung:
+                    hung.append(self._sessions.pop(session.id))
+                    session.counted_hung = True
+                    self._hung_running += 1
+                    continue
+                kept += 1
+                if not session.hung_kept:
+                    session.hung_kept = True  # said once per session
+                    log.warning(
+                        "session %s: sim %s is hung, but all %d spare threads are held "
+                        "by hung calls: it keeps its --max-sessions slot until one "
+                        "returns (a freed slot would admit a session with no thread)",
+                        session.id[:8],
+                        session.busy_call,
+                        self.max_hung,
+                    )
+            self.stats.hung += len(hung)
+        return hung, kept
+
     def _is_hung(self, session: Session, now: float) -> bool:
         """Has nobody waited for this session's running call for ``hung_grace`` s?"""
         if now > session.hung_at:
@@ -333,12 +432,36 @@ class SessionManager:
         the session's lock disposes of it, and keeps the lock so nothing enters it again.
         """
         if session.lock.acquire(blocking=False):
+            with self._lock:  # a closed session kept for want of spare threads leaves now
+                if self._sessions.get(session.id) is session:
+                    del self._sessions[session.id]
             log.info("session %s: its running call returned; sim closed", session.id[:8])
             self._dispose(session)
 
+    def _refresh_wedged(self, kept: bool = False) -> None:
+        """Say whether every spare thread is held by a hung call (``kept``: one waits)."""
+        with self._lock:
+            wedged = self._hung_running >= self.max_hung and (self._hung_running > 0 or kept)
+            if wedged == self.wedged:
+                return
+            self.wedged = wedged
+        if wedged:
+            log.error(
+                "all %d spare server threads are held by hung sim calls: NOT_SERVING, and "
+                "no new session until one returns (--isolate process lets the server kill "
+                "hung sims)",
+                self.max_hung,
+            )
+        else:
+            log.warning("a hung sim call returned: SERVING again")
+        if self.on_serving is not None:
+            self.on_serving(not wedged)
+
     # ------------------------------------------------------------------ calls
 
-    def _enter(self, session: Session, call: str, deadline: Deadline) -> None:
+    def _enter(
+        self, session: Session, call: str, deadline: Deadline, slot_timeout: float | None = None
+    ) -> None:
         if not session.lock.acquire(blocking=False):
             running = time.monotonic() - session.busy_since
             raise SessionBusy(
@@ -355,15 +478,35 @@ class SessionManager:
             session.hung_at, session.call_alive = now + self.no_deadline_limit, alive
         session.dead_since = 0.0
         session.busy_call = call
+        if self.isolated:
+            self._arm(session, now, remaining is not None, slot_timeout)
+
+    def _arm(
+        self, session: Session, now: float, has_deadline: bool, slot_timeout: float | None
+    ) -> None:
+        """Tell an isolated sim when its call is to be killed, and what that will mean."""
+        if has_deadline:
+            why = f"ran past its client's deadline by over {self.hung_grace:g} s"
+        else:
+            why = f"ran over {self.no_deadline_limit:g} s (the limit of a call without deadline)"
+        kill_at = session.hung_at
+        if slot_timeout is not None and now + slot_timeout < kill_at:
+            kill_at = now + slot_timeout
+            why = f"did not return within the request's slot timeout of {slot_timeout:g} s"
+        session.sim.arm(kill_at, why, session.call_alive, self.hung_grace)  # type: ignore[attr-defined]
 
     def _leave(self, session: Session) -> None:
         session.busy_call = ""
         session.last_used = time.monotonic()
-        if session.counted_hung:  # its thread is back in the pool
-            with self._lock:
+        # Under the table's lock: `close` and the reaper count a running call as hung under
+        # it, so a call that returns is either counted (and gives its thread back) or not.
+        with self._lock:
+            counted, session.counted_hung = session.counted_hung, False
+            if counted:  # its thread is back in the pool
                 self._hung_running -= 1
-            session.counted_hung = False
-        session.lock.release()
+            session.lock.release()
+        if counted:
+            self._refresh_wedged()
         if session.abandoned:  # the session left the table while the call ran
             self._dispose_abandoned(session)
 
@@ -384,13 +527,7 @@ class SessionManager:
             seq: The request's sequence number (a retry of the last one gets its reply).
             deadline: The client's deadline, for telling a slow call from a hung one.
         """
-        session = self.get(session_id)
-        if self._config_keys:
-            unknown = sorted(set(config) - self._config_keys)
-            if unknown:
-                raise InvalidArgument(
-                    f"unknown config key(s) {unknown}; the sim accepts {sorted(self._config_keys)}"
-                )
+        session = self._reset_session(session_id, config)
         self._enter(session, "reset()", deadline)
         try:
             if seq and seq == session.seq and session.last_result is not None:
@@ -409,17 +546,33 @@ class SessionManager:
         finally:
             self._leave(session)
 
-    def step(
-        self, session_id: str, action: Sequence[float], seq: int, deadline: Deadline = NO_DEADLINE
-    ) -> Result:
-        """Advance a session by one step (``deadline``: see ``reset``)."""
+    def _reset_session(self, session_id: str, config: dict[str, Any]) -> Session:
+        """The session of a reset, once its config is known to be acceptable."""
+        session = self.get(session_id)
+        if self._config_keys:
+            unknown = sorted(set(config) - self._config_keys)
+            if unknown:
+                raise InvalidArgument(
+                    f"unknown config key(s) {clip(unknown)}; the sim accepts "
+                    f"{clip(sorted(self._config_keys))}"
+                )
+        bad = _nonfinite_key(config)
+        if bad:
+            raise InvalidArgument(f"config {clip(bad, 80)} is not finite; config values must be")
+        return session
+
+    def _step_session(
+        self, session_id: str, action: Sequence[float]
+    ) -> tuple[Session, list[float]]:
+        """The session of a step and its action as a list, once the action is acceptable."""
         session = self._sessions.get(session_id) or self.get(session_id)
         # A protobuf repeated field costs on every len/iteration/index: copy it once.
         action = list(action)
         names = session.action_names
         if len(action) != len(names):
             raise InvalidArgument(
-                f"action has {len(action)} value(s); this session expects {len(names)}: {names}"
+                f"action has {len(action)} value(s); this session expects {len(names)}: "
+                f"{clip(names)}"
             )
         # One sum proves all values finite; only a non-finite sum (or an overflow of finite
         # values) needs the per-name scan that says which value is bad.
@@ -427,6 +580,13 @@ class SessionManager:
             for name, value in zip(names, action, strict=True):
                 if not math.isfinite(value):
                     raise InvalidArgument(f"action {name!r} is {value}; actions must be finite")
+        return session, action
+
+    def step(
+        self, session_id: str, action: Sequence[float], seq: int, deadline: Deadline = NO_DEADLINE
+    ) -> Result:
+        """Advance a session by one step (``deadline``: see ``reset``)."""
+        session, action = self._step_session(session_id, action)
         self._enter(session, "step()", deadline)
         try:
             if seq and seq == session.seq and session.last_result is not None:
@@ -472,3 +632,103 @@ class SessionManager:
             return session.sim.termination()
         finally:
             self._leave(session)
+
+    # ------------------------------------------------------------------ calls in two halves
+
+    def start_step(
+        self,
+        session_id: str,
+        action: Sequence[float],
+        seq: int,
+        deadline: Deadline = NO_DEADLINE,
+        slot_timeout: float | None = None,
+    ) -> Call:
+        """Send a step to an isolated sim without awaiting it; ``finish`` awaits it.
+
+        So a packed request starts every slot's call before it awaits any, and its sims step
+        in parallel. ``slot_timeout``: the call is killed past it (see ``simserver.isolation``).
+        """
+        session, action = self._step_session(session_id, action)
+        self._enter(session, "step()", deadline, slot_timeout)
+        try:
+            if seq and seq == session.seq and session.last_result is not None:
+                return Call(session, "step()", seq, session.last_result)
+            if not session.running:
+                raise FailedPrecondition(
+                    "no episode is running in this session: call Reset first "
+                    "(after a terminated/truncated step or a sim error, reset again)"
+                )
+            session.sim.submit("step", action)  # type: ignore[attr-defined]
+        except BaseException:
+            self._leave(session)
+            raise
+        return Call(session, "step()", seq, None)
+
+    def start_reset(
+        self,
+        session_id: str,
+        config: dict[str, Any],
+        seed: int | None,
+        seq: int,
+        deadline: Deadline = NO_DEADLINE,
+        slot_timeout: float | None = None,
+    ) -> Call:
+        """``start_step`` for a reset (see ``reset``)."""
+        session = self._reset_session(session_id, config)
+        self._enter(session, "reset()", deadline, slot_timeout)
+        try:
+            if seq and seq == session.seq and session.last_result is not None:
+                return Call(session, "reset()", seq, session.last_result)
+            session.running = False
+            session.sim.submit("reset", (config, seed))  # type: ignore[attr-defined]
+        except BaseException:
+            self._leave(session)
+            raise
+        return Call(session, "reset()", seq, None)
+
+    def finish(self, call: Call) -> Result:
+        """Await a call started by ``start_step``/``start_reset``: what ``step``/``reset`` return.
+
+        Raises:
+            SimServerError: As ``step``/``reset``; a sim that failed ends its episode.
+        """
+        session = call.session
+        try:
+            if call.ready is not None:
+                return call.ready
+            try:
+                outcome = Outcome(*session.sim.collect(call.call))  # type: ignore[attr-defined]
+            except InvalidArgument:
+                raise
+            except SimServerError:
+                session.running = False
+                self.stats.sim_errors += 1
+                raise
+            if call.call == "reset()":
+                session.steps = 0
+            else:
+                session.steps += 1
+                self.stats.steps += 1
+            session.running = not (outcome.terminated or outcome.truncated)
+            result = Result(outcome, session.steps)
+            session.seq, session.last_result = call.seq, result
+            return result
+        finally:
+            self._leave(session)
+
+
+def _nonfinite_key(value: Any, path: str = "") -> str:
+    """The path of the first NaN or infinite number in a config ("" if none)."""
+    if isinstance(value, float):
+        return "" if math.isfinite(value) else (path or "value")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            bad = _nonfinite_key(item, f"{path}.{key}" if path else str(key))
+            if bad:
+                return bad
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            bad = _nonfinite_key(item, f"{path}[{i}]")
+            if bad:
+                return bad
+    return ""

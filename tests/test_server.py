@@ -391,24 +391,30 @@ def test_slow_call_within_its_deadline_is_not_hung(start_server, stream):
 
 
 def test_hung_sessions_let_go_of_are_capped_by_spare_threads(start_server):
-    # Each hung call keeps a server thread: with 3 threads for 1 session, one hung session
-    # may be let go of (one thread stays for Open/Close); a second stays counted, and
-    # Open gets RESOURCE_EXHAUSTED instead of waiting for a thread that never comes.
+    # Each hung call keeps a server thread: with 4 threads for 2 sessions, one hung session
+    # may be let go of (one thread stays for Open/Close/health); a second stays counted,
+    # health says NOT_SERVING, and Open gets RESOURCE_EXHAUSTED instead of waiting for a
+    # thread that never comes.
     server = start_server(
         "toy.py:Hanging",
         kwargs={"hang": 3600.0},
-        args=["--lease", "0.5", "--max-sessions", "1", "--workers", "3", "--hung-grace", "0.5"],
+        args=["--lease", "0.5", "--max-sessions", "2", "--workers", "4", "--hung-grace", "0.5"],
     )
     with Connection(server.address, ConnectOptions(timeout=0.5)) as conn:
-        for _ in range(2):
-            s = _open_when_free(conn)
-            s.reset({})  # type: ignore[attr-defined]
-            s.step([0.0])  # type: ignore[attr-defined]
+        sessions = [conn.open(), conn.open()]
+        for s in sessions:
+            s.reset({})
+            s.step([0.0])
             with pytest.raises(SimTimeout):
-                s.step([0.0])  # type: ignore[attr-defined]
+                s.step([0.0])
         assert _log_has(server, "spare threads are held by hung calls")
-        with pytest.raises(ServerBusy, match="session limit"):
+        with pytest.raises(ServerBusy, match="held by hung sim calls"):
             conn.open()
+    with grpc.insecure_channel(server.address) as channel:
+        reply = health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(service="simgym.v1.Simulator"), timeout=5
+        )
+    assert reply.status == health_pb2.HealthCheckResponse.NOT_SERVING
     server.kill()
 
 

@@ -142,16 +142,18 @@ class CloseReply(_message.Message):
     def __init__(self) -> None: ...
 
 class PackedRequest(_message.Message):
-    __slots__ = ("session_ids", "actions", "seqs", "resets")
+    __slots__ = ("session_ids", "actions", "seqs", "resets", "slot_timeout_seconds")
     SESSION_IDS_FIELD_NUMBER: _ClassVar[int]
     ACTIONS_FIELD_NUMBER: _ClassVar[int]
     SEQS_FIELD_NUMBER: _ClassVar[int]
     RESETS_FIELD_NUMBER: _ClassVar[int]
+    SLOT_TIMEOUT_SECONDS_FIELD_NUMBER: _ClassVar[int]
     session_ids: _containers.RepeatedScalarFieldContainer[str]
     actions: _containers.RepeatedScalarFieldContainer[float]
     seqs: _containers.RepeatedScalarFieldContainer[int]
     resets: _containers.RepeatedCompositeFieldContainer[PackedReset]
-    def __init__(self, session_ids: _Optional[_Iterable[str]] = ..., actions: _Optional[_Iterable[float]] = ..., seqs: _Optional[_Iterable[int]] = ..., resets: _Optional[_Iterable[_Union[PackedReset, _Mapping]]] = ...) -> None: ...
+    slot_timeout_seconds: float
+    def __init__(self, session_ids: _Optional[_Iterable[str]] = ..., actions: _Optional[_Iterable[float]] = ..., seqs: _Optional[_Iterable[int]] = ..., resets: _Optional[_Iterable[_Union[PackedReset, _Mapping]]] = ..., slot_timeout_seconds: _Optional[float] = ...) -> None: ...
 
 class PackedReset(_message.Message):
     __slots__ = ("slot", "config", "seed")

@@ -1,6 +1,7 @@
 """Sims that are slow or wrong where ``toy.py``'s are not: in reset, the constructor, at reset."""
 
 import math
+import os
 import time
 
 
@@ -70,3 +71,27 @@ class FailingReset(SlowReset):
         if config.get("fail"):
             raise RuntimeError("reset failed on purpose")
         return super().reset(config, seed)
+
+
+class Faulty(SlowReset):
+    """A ``SlowReset`` whose steps misbehave as its reset config says (all optional).
+
+    ``step_delay``: seconds each step sleeps; ``hang_at``: the step that sleeps an hour;
+    ``exit_at``: the step that ends the process with ``os._exit(3)``; ``leak_mb``: MiB each
+    step allocates and keeps.
+    """
+
+    def reset(self, config, seed=None):
+        self.cfg, self.kept = dict(config), []
+        return super().reset(config, seed)
+
+    def step(self, action):
+        cfg, step = self.cfg, self.t + 1
+        time.sleep(float(cfg.get("step_delay", 0.0)))
+        if step == cfg.get("hang_at"):
+            time.sleep(3600)
+        if step == cfg.get("exit_at"):
+            os._exit(3)
+        if cfg.get("leak_mb"):
+            self.kept.append(b"\x01" * int(cfg["leak_mb"] * 2**20))  # touched: resident
+        return super().step(action)
