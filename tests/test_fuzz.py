@@ -44,7 +44,7 @@ BAD_CODES = {
     grpc.StatusCode.DEADLINE_EXCEEDED,
     grpc.StatusCode.UNAVAILABLE,
 }
-SIZES = {"quick": 25, "long": int(os.environ.get("SIMGYM_FUZZ_EXAMPLES", "1000"))}
+SIZES = {"quick": 150, "long": int(os.environ.get("SIMGYM_FUZZ_EXAMPLES", "1000"))}
 DEPTH = ["quick", pytest.param("long", marks=pytest.mark.slow)]
 UNARY = {
     "Open": (pb.OpenRequest, pb.OpenReply),
@@ -139,6 +139,7 @@ def fuzzed() -> Iterator[Fuzzed]:
         yield fz
     finally:
         fz.channel.close()
+        server.kill()  # nothing left to see in a graceful stop; it would cost its grace
         server.cleanup()
 
 
