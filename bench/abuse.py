@@ -34,6 +34,7 @@ import json
 import math
 import os
 import re
+import shutil
 import socket
 import struct
 import subprocess
@@ -1048,6 +1049,16 @@ def fault_cases(isolation: list[str]) -> list[Case]:
         )
         for name, cfg in SOAK_PROFILES
     ]
+    out += [
+        Case(
+            "faults",
+            f"simgym check: {name}",
+            f"exit 1 naming {needle}",
+            _check(sim, lessons, needle),
+            fault=True,
+        )
+        for name, sim, lessons, needle in CHECK_TABLE
+    ]
     out.append(
         Case(
             "faults",
@@ -1058,6 +1069,52 @@ def fault_cases(isolation: list[str]) -> list[Case]:
         )
     )
     return out
+
+
+# fmt: off
+CHECK_TABLE: list[tuple[str, str, str, str]] = [
+    # (case, the spec's sim target and kwargs, its lessons, what the verdict must name)
+    ("a sim that kills its server at step 3", "toy.py:Crashing\n  kwargs: {crash_at: 3}", "", "code 3"),
+    ("a sim that leaks 1 MiB per step", "soak_sim.py:Soak", "  leak_kb: 1024\n", "memory"),
+]
+# fmt: on
+
+
+def _check(
+    sim: str, lessons: str, needle: str, bound: float = 120.0
+) -> Callable[[Ctx], tuple[str, str]]:
+    """``simgym check`` on a faulty sim: not SOUND (exit 1) within ``bound`` s, naming the fault."""
+
+    def run(ctx: Ctx) -> tuple[str, str]:
+        for name in ("toy.py", "soak_sim.py", "reward.py"):
+            (FILES / name).write_text((SIMS / name).read_text())
+        text = (SIMS / "toy_spec.yaml").read_text()
+        text = text.replace("toy.py:Toy\n  kwargs: {gain: 2.0}", sim)
+        text = text.replace("lessons:\n", "lessons:\n" + lessons)
+        spec = FILES / f"check-{sim.split(':')[0]}.yaml"
+        spec.write_text(text)
+        started = time.monotonic()
+        try:
+            proc = subprocess.run(
+                [*SIMGYM, "check", str(spec), "--episodes", "6"],
+                capture_output=True,
+                text=True,
+                timeout=bound,
+                cwd=FILES,
+            )
+        except subprocess.TimeoutExpired:
+            raise Unclean("hang", "-", f"still running after {bound:g} s") from None
+        took = time.monotonic() - started
+        out = proc.stdout + proc.stderr
+        got = f"exit {proc.returncode}"
+        if "Traceback" in out:
+            raise Unclean("traceback", got, f"{took:.0f} s")
+        if proc.returncode != 1 or needle not in out:
+            last = [line for line in out.splitlines() if line.strip()][-1:]
+            raise Unclean("wrong code", got, f"{took:.0f} s; {needle!r} not said; last line {last}")
+        return got, f"{took:.0f} s, names {needle!r}"
+
+    return run
 
 
 def _many_hangs(isolation: list[str]) -> Callable[[Ctx], tuple[str, str]]:
@@ -1333,6 +1390,7 @@ def main() -> None:
             outcomes.append(outcome)
     finally:
         ctx.close()
+        shutil.rmtree(FILES, ignore_errors=True)
     totals = print_table(outcomes)
     if args.json:
         Path(args.json).write_text(
