@@ -458,9 +458,9 @@ def train(
 
     ``max_time`` (like ``stop.max_time``) is the wall time of this call, set-up included;
     reached mid-iteration, it ends the iteration there. ``node_sims``: the sims are per-node
-    sidecars started by ``simgym node`` (these are the
-    driver's node's, for the preflight); each env runner takes its own node's addresses from
-    its environment and needs ``sim_slot`` resources. ``overrides``: top-level spec keys
+    sidecars started by ``simgym node`` (these are the driver's node's, for the preflight);
+    each env runner takes its own node's addresses from its environment and needs
+    ``sim_slot`` resources. ``overrides``: top-level spec keys
     replaced (e.g. ``output``, ``experiment``).
 
     Raises:
