@@ -105,6 +105,10 @@ class SidecarPool:
         # before the server reaps the old one.
         max_sessions = launch.sessions_per_server * 2 + 4
         args = ["--max-sessions", str(max_sessions), "--lease", str(lease_seconds)]
+        if launch.isolate is not None:
+            args += ["--isolate", launch.isolate]
+        if launch.max_sim_rss is not None:
+            args += ["--max-sim-rss", f"{launch.max_sim_rss:g}"]
         assert launch.target is not None
         self.servers = [
             ServerProcess(

@@ -57,6 +57,16 @@ class Launch(_Model):
     health_every: float = Field(2.0, ge=0, allow_inf_nan=False)
     health_timeout: float = Field(2.0, gt=0, allow_inf_nan=False)
     health_failures: int = Field(3, ge=1)
+    # Where the servers run their sims (simserver --isolate; None: simserver's default) and
+    # the MiB a sim's worker process may use (--max-sim-rss, with isolate: process).
+    isolate: Literal["thread", "process"] | None = None
+    max_sim_rss: float | None = Field(None, gt=0, allow_inf_nan=False)
+
+    @model_validator(mode="after")
+    def _rss_needs_processes(self) -> Launch:
+        if self.max_sim_rss is not None and self.isolate != "process":
+            raise ValueError("max_sim_rss needs isolate: process (a worker process to bound)")
+        return self
 
 
 class SimPlacement(_Model):

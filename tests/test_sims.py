@@ -53,3 +53,21 @@ def test_a_spec_without_a_target_is_one_line():
     spec = spec.model_copy(update={"sim": spec.sim.model_copy(update={"target": None})})
     with pytest.raises(SimgymError, match="sim: give `target`"):
         spec_launch(spec)
+
+
+def test_sidecars_can_isolate_their_sims_in_worker_processes(tmp_path):
+    spec = _spec(tmp_path, workdir=str(SIMS))
+    launch = spec_launch(spec, isolate="process", max_sim_rss=512)
+    pool = start_sims(spec, launch, tmp_path / "logs")
+    try:
+        args = pool.servers[0].args
+        assert args[args.index("--isolate") + 1] == "process"
+        assert args[args.index("--max-sim-rss") + 1] == "512"
+        with Connection(pool.addresses[0]) as conn:
+            session = conn.open(["u"])
+            session.reset({})
+            assert session.step([0.5]).states
+    finally:
+        pool.stop()
+    with pytest.raises(ValueError, match="max_sim_rss needs isolate: process"):
+        spec_launch(spec, max_sim_rss=512)
