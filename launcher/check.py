@@ -80,9 +80,9 @@ class ServerWatch:
 
     def ended(self, episode: int | None = None) -> str:
         """``the server exited with code 3 during episode 2: <its error>``, then its log."""
-        wedged = [e for e in self.pool.events if "stopped answering" in e.detail]
+        wedged = [e for e in self.pool.events if "health checks" in e.detail]
         how = (
-            "the server stopped answering health checks and was killed"
+            "the server failed its health checks and was killed"
             if wedged
             else f"the server exited with code {self.server.returncode}"
         )

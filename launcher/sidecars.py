@@ -208,10 +208,9 @@ class SidecarPool:
         for i, check in pending:
             try:
                 status = check.result().status
+                serving = status == health_pb2.HealthCheckResponse.SERVING
                 problem = (
-                    ""
-                    if status == health_pb2.HealthCheckResponse.SERVING
-                    else (health_pb2.HealthCheckResponse.ServingStatus.Name(status))
+                    "" if serving else health_pb2.HealthCheckResponse.ServingStatus.Name(status)
                 )
             except grpc.RpcError as exc:
                 problem = exc.code().name if exc.code() else "no answer"
@@ -223,15 +222,22 @@ class SidecarPool:
                 self._restart(i, server, why)
 
     def _wedged(self, i: int, server: ServerProcess, problem: str) -> str:
-        """``sim server 0 (toy.py:Toy at unix:...) stopped answering health checks (...)``."""
+        """``sim server 0 (toy.py:Toy at unix:...) stopped answering health checks (...); killed``.
+
+        Or ``said NOT_SERVING to 3 health checks in a row``: up, but unable to serve.
+        """
         launch = self.launch
         line = log_error_line(self._log_since_start(i))
         reason = f"; its log's last error: {line}" if line else ""
         where = f"{launch.target} at {server.address}"
-        return (
-            f"sim server {i} ({where}) stopped answering health checks ({self._unhealthy[i]} "
-            f"in a row, {launch.health_timeout:g} s deadline: {problem}); killed{reason}"
+        n = self._unhealthy[i]
+        how = (
+            f"said NOT_SERVING to {n} health checks in a row"
+            if problem == "NOT_SERVING"
+            else f"stopped answering health checks ({n} in a row, {launch.health_timeout:g} s "
+            f"deadline: {problem})"
         )
+        return f"sim server {i} ({where}) {how}; killed{reason}"
 
     def _died(self, i: int, server: ServerProcess) -> str:
         """``sim server 0 (toy.py:Toy at unix:...) exited (code -9)[: <its log's error>]``."""
@@ -264,10 +270,11 @@ class SidecarPool:
             return ""
         return "\n".join(text.splitlines()[-limit:])
 
-    def _event(self, i: int, kind: str, detail: str) -> None:
-        # Logged (the run's train.log, with the log's tail) and kept: the trainer reports
-        # new events as they come and counts restarts as the sim_restarts metric.
-        tail = self._log_since_start(i, 10)
+    def _event(self, i: int, kind: str, detail: str, tail: str | None = None) -> None:
+        # Logged (the run's train.log, with the tail of the log of the life that ended) and
+        # kept: the trainer reports new events as they come and counts restarts as the
+        # sim_restarts metric.
+        tail = self._log_since_start(i, 10) if tail is None else tail
         (log.error if kind != "restarted" else log.warning)(
             "sidecar %s: %s%s", kind, detail, f"\n  last lines of its log:\n{tail}" if tail else ""
         )
@@ -280,6 +287,7 @@ class SidecarPool:
                 budget = self.launch.max_restarts
                 self._event(i, "gave_up", f"{died}; its restart budget ({budget}) is used up")
             return
+        tail = self._log_since_start(i, 10)  # this life's, before the next one appends
         delay = self.launch.restart_backoff * (2 ** self.restarts[i])
         if self._stop.wait(delay):
             return
@@ -293,7 +301,7 @@ class SidecarPool:
                 self._event(i, "restart_failed", f"{died}; restart {n} failed: {line}")
                 return
         budget = self.launch.max_restarts
-        self._event(i, "restarted", f"{died}; restarted (restart {n} of {budget})")
+        self._event(i, "restarted", f"{died}; restarted (restart {n} of {budget})", tail)
 
     def failed(self) -> list[SidecarEvent]:
         """Servers that are down for good."""
