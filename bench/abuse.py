@@ -22,7 +22,8 @@ A fault case counts as survived when the server is alive afterwards, answers hea
     .venv/bin/python bench/abuse.py --only rpc packed  # some categories
     .venv/bin/python bench/abuse.py --json out.json    # also write every outcome as JSON
 
-Servers get ``--isolate process`` and ``--max-sim-rss`` when ``simserver`` has them.
+Servers get ``--isolate process`` and ``--max-sim-rss 200`` when ``simserver`` has them
+(``--isolate thread``: the default in-process sims, to see what isolation buys).
 """
 
 # ruff: noqa: E501  (the catalog's tables keep one case per line)
@@ -117,10 +118,11 @@ def simserver_help() -> str:
     return proc.stdout
 
 
-def isolation_args(help_text: str) -> list[str]:
-    args = []
-    if "--isolate" in help_text:
-        args += ["--isolate", "process"]
+def isolation_args(help_text: str, mode: str = "auto") -> list[str]:
+    """The servers' isolation options: ``process`` (with --max-sim-rss) where simserver has it."""
+    if mode == "thread" or "--isolate" not in help_text:
+        return ["--isolate", "thread"] if mode == "thread" and "--isolate" in help_text else []
+    args = ["--isolate", "process"]
     if "--max-sim-rss" in help_text:
         args += ["--max-sim-rss", "200"]
     return args
@@ -1373,9 +1375,15 @@ def main() -> None:
         "--only", nargs="*", help="categories: rpc packed frames auth cli slowloris faults"
     )
     parser.add_argument("--json", help="write the outcomes and totals here")
+    parser.add_argument(
+        "--isolate",
+        choices=["auto", "thread", "process"],
+        default="auto",
+        help="where the servers run their sims (auto: process, when simserver has it)",
+    )
     args = parser.parse_args()
     help_text = simserver_help()
-    isolation = isolation_args(help_text)
+    isolation = isolation_args(help_text, args.isolate)
     ctx = Ctx(isolation)
     SERVERS.update({k: (t, tr, [*extra, *isolation]) for k, (t, tr, extra) in SERVERS.items()})
     outcomes: list[Outcome] = []
