@@ -723,3 +723,24 @@ def test_a_sim_that_fails_on_most_steps_uses_up_the_error_budget(tmp_path):
     assert "solver diverged" in first and "Final checkpoint" in first
     rows = _metrics(run_dir)
     assert sum(float(r["sim_errors"]) for r in rows) > 0.5 * float(rows[-1]["env_steps_total"])
+
+
+@pytest.mark.slow
+def test_a_sim_that_hangs_on_some_steps_costs_its_timeouts_not_the_run(tmp_path):
+    # 1 % of steps hang for a minute against a 1 s deadline: ~4 hung calls per iteration,
+    # 40 in the run (the run froze after ~31 once, with iterations that sampled nothing).
+    # Hung calls hold server threads until the server says NOT_SERVING or stops answering;
+    # its supervisor restarts it. max_time is only a backstop: the run must reach its
+    # iterations.
+    spec = _spec(
+        tmp_path,
+        env_updates={"sim": {"target": f"{SIMS / 'toy.py'}:Flaky", "timeout": 1.0,
+                             "kwargs": {"p_hang": 0.01, "hang": 60.0}}},
+        stop={"iterations": 10, "max_time": 400},
+    )  # fmt: skip
+    run_dir, state = train(spec)
+    assert state.finished and state.stop_reason == "iterations 10 reached", state.stop_reason
+    rows = _metrics(run_dir)
+    assert sum(float(r.get("sim_timeouts") or 0) for r in rows) >= 10, rows
+    # Still sampling after the first hangs wedged the servers (and they were restarted).
+    assert float(rows[-1]["env_steps_total"]) > float(rows[2]["env_steps_total"]), rows
