@@ -20,6 +20,9 @@ timed but only steps are counted. Clients run in this process, each server in it
 * ``simgym``: a real ``simserver`` hosting CSTR: ``RemoteSession.step`` (unix socket and TCP
   127.0.0.1), ``SimEnv.step`` (Gymnasium level: normalisation, reward), ``PackedLane`` and
   ``SimVectorEnv.step`` over K sessions, over gRPC's ``PackedStream`` or the packed socket;
+* ``isolation``: ``PackedLane`` on the packed socket, K=1 and K=64, against two ``simserver``s
+  that differ only in ``--isolate thread`` / ``--isolate process`` (each sim in a worker
+  process of its own): what a sim the server can kill costs per step;
 * ``dm-env-rpc``: DeepMind's dm-env-rpc (the peer anchor): its ``DmEnvAdaptor`` (dm_env API)
   over its own bidi-stream protocol, against a minimal dm_env_rpc server for CSTR written in
   the pattern of dm_env_rpc's example server (bench/_bridge_dmenv.py).
@@ -608,6 +611,15 @@ CASES: list[tuple[str, str, str, str, int, str | None, Callable[[str], Any]]] = 
     ("sg-vec64-sock", "simgym", "SimVectorEnv.step, K=64, packed socket", "unix", 25600,
      "sg-batch", lambda a: SimgymVector(a, 64, socket=True)),
     ("dm", "peer", "dm-env-rpc DmEnvAdaptor.step", "unix", 3000, "dm", DmEnvRpc),
+    # What sims in worker processes cost (simserver --isolate): the same lanes, both modes.
+    ("iso-thread1", "isolation", "packed socket, K=1, --isolate thread", "unix", 10000,
+     "sg-thread", lambda a: SimgymLane(a, 1, socket=True)),
+    ("iso-process1", "isolation", "packed socket, K=1, --isolate process", "unix", 10000,
+     "sg-process", lambda a: SimgymLane(a, 1, socket=True)),
+    ("iso-thread64", "isolation", "packed socket, K=64, --isolate thread", "unix", 25600,
+     "sg-thread", lambda a: SimgymLane(a, 64, socket=True)),
+    ("iso-process64", "isolation", "packed socket, K=64, --isolate process", "unix", 25600,
+     "sg-process", lambda a: SimgymLane(a, 64, socket=True)),
 ]  # fmt: skip
 
 
@@ -615,7 +627,8 @@ RUN_ORDER = [
     "inproc", "raw", "bare-unix", "pb-unix", "sg-unix", "sg-lane1", "dm", "sg-env", "pb-lane1",
     "bare-stream", "bare-tcp", "sg-tcp", "bare-k8", "sg-vec8", "bare-k64", "sg-pstream64",
     "pb-pstream64", "sg-vec64", "bare-stream-k64", "sg-sock1", "sg-env-sock", "sg-sock64",
-    "sg-vec16", "sg-vec16-sock", "sg-vec64-sock",
+    "sg-vec16", "sg-vec16-sock", "sg-vec64-sock", "iso-thread1", "iso-process1",
+    "iso-thread64", "iso-process64",
 ]  # fmt: skip
 
 
@@ -669,6 +682,9 @@ def make_server(name: str, args: argparse.Namespace) -> Any:
         return ServerProcess(
             TARGET, workdir=REPO, transport="unix", args=[*log, "--max-sessions", "512"]
         )
+    if name in ("sg-thread", "sg-process"):  # --isolate named, whatever the default
+        isolate = ["--isolate", name.removeprefix("sg-"), "--max-sessions", "128"]
+        return ServerProcess(TARGET, workdir=REPO, transport="unix", args=[*log, *isolate])
     raise KeyError(name)
 
 
@@ -809,6 +825,8 @@ def report(cases: list[Case], args: argparse.Namespace, info: dict[str, str]) ->
         (None, "trivial pb PackedStream K=1 / bare grpcio stream", "pb-lane1", "bare-stream", False),  # noqa: E501
         (None, "simgym PackedStream K=64 / trivial pb PackedStream K=64", "sg-pstream64", "pb-pstream64", False),  # noqa: E501
         (None, "trivial pb PackedStream K=64 / bare grpcio stream K=64", "pb-pstream64", "bare-stream-k64", False),  # noqa: E501
+        (None, "--isolate process / thread, packed socket K=1, µs", "iso-process1", "iso-thread1", False),  # noqa: E501
+        (None, "--isolate process / thread, packed socket K=64, µs", "iso-process64", "iso-thread64", False),  # noqa: E501
     ]  # fmt: skip
     for target_key, label, num, den, inverse in specs:
         values = paired(by_key, num, den, inverse)

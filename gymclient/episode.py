@@ -7,9 +7,10 @@ path of one session; ``SimVectorEnv``: numpy arrays over all sub-envs). The rule
 (docs/spec.md says them to users):
 
 * **A failed call** (the sim raised, the deadline passed, the server went away) counts in
-  ``totals["sim_errors"]`` (once per failure: a server's round that fails whole counts one)
-  and the session is reopened before the slot's next reset (a hung call keeps it busy, a
-  restarted server has lost it; a server still down makes that reset raise). A failed step
+  ``totals["sim_errors"]`` (once per slot it failed: a server that stops a late sim fails
+  that slot alone, one that does not answer fails every slot of its round) and the session
+  is reopened before the slot's next reset (a hung call keeps it busy, a restarted server has
+  lost it; a server still down makes that reset raise). A failed step
   raises under ``on_error: raise``, else ends the episode truncated with reward 0, the last
   observation and an ``info`` of only ``simgym_error`` and ``simgym_error_type`` (the
   error's class name). A failed reset always raises, the first
@@ -195,9 +196,7 @@ class Episodes:
         }
 
     def _count(self, errors: Mapping[int, RemoteError]) -> None:
-        # One failure is one error however many slots it cut: a round that failed whole (its
-        # server did not answer) gives every slot of its lane the same error.
-        self.totals["sim_errors"] += len({id(err) for err in errors.values()})
+        self.totals["sim_errors"] += len(errors)
         for i in errors:
             self.reopen[i] = True
 

@@ -147,7 +147,7 @@ class PackedLane:
             self._stream = open_stream(self.connection)
         request = self._request(actions, resets)
         request.slot_timeout_seconds = timeout
-        self._stream.send(request, timeout + SLOT_MARGIN + 0.1 * timeout)
+        self._stream.send(request, timeout, SLOT_MARGIN + 0.1 * timeout)
 
     def receive(self) -> PackedResult:
         """End the round started by ``send`` (see ``run``)."""

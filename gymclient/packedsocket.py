@@ -62,6 +62,7 @@ class SocketPackedStream:
         self.connection = connection
         self.timeout = timeout
         self._budget = timeout
+        self._late = f"no reply within {timeout:g} s"  # what a late reply's error says
         self.alive = False
         self._max = connection.options.max_message_bytes
         path = packed_socket_path(connection)
@@ -79,6 +80,7 @@ class SocketPackedStream:
         self.alive = True
         hello = pb.PackedSocketHello(protocol=PROTOCOL, token=connection.options.token or "")
         self._budget = reset_timeout or timeout
+        self._late = f"no reply within {self._budget:g} s"
         try:
             sock.sendall(frame(pb.PACKED_SOCKET_KIND_HELLO, hello.SerializeToString()))
         except OSError:
@@ -101,9 +103,15 @@ class SocketPackedStream:
 
     # ------------------------------------------------------------------ the Stream interface
 
-    def send(self, request: pb.PackedRequest, timeout: float | None = None) -> None:
-        """Send one request; its reply is due within ``timeout`` (default: the stream's)."""
-        self._budget = self.timeout if timeout is None else timeout
+    def send(
+        self, request: pb.PackedRequest, timeout: float | None = None, margin: float = 0.0
+    ) -> None:
+        """Send one request; its reply is due within ``timeout`` (+ ``margin``: see ``Stream``)."""
+        due = self.timeout if timeout is None else timeout
+        self._budget = due + margin
+        self._late = f"no reply within {due:g} s" + (
+            f" and a {margin:.3g} s margin" if margin else ""
+        )
         self._write(pb.PACKED_SOCKET_KIND_REQUEST, request.SerializeToString())
 
     def receive(self) -> pb.PackedReply:
@@ -167,9 +175,7 @@ class SocketPackedStream:
             got = self._reader.read(time.monotonic() + self._budget)
         except TimeoutError:
             self.close()
-            raise self._error(
-                grpc.StatusCode.DEADLINE_EXCEEDED, f"no reply within {self._budget:g} s"
-            ) from None
+            raise self._error(grpc.StatusCode.DEADLINE_EXCEEDED, self._late) from None
         except FrameError as exc:
             self.close()
             # A truncated frame is a server that died mid-reply; a bad length is its fault.

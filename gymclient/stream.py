@@ -38,8 +38,14 @@ class Stream(Protocol):
 
     alive: bool
 
-    def send(self, request: pb.PackedRequest, timeout: float | None = None) -> None:
-        """Send one request; its reply is due within ``timeout`` (default: the stream's)."""
+    def send(
+        self, request: pb.PackedRequest, timeout: float | None = None, margin: float = 0.0
+    ) -> None:
+        """Send one request; its reply is due within ``timeout`` (default: the stream's).
+
+        ``margin``: seconds more the reply may take (a server that stops late sims answers
+        just after the request's slot timeout), said in a late reply's error.
+        """
 
     def receive(self) -> pb.PackedReply:
         """The reply to the request sent last."""
@@ -83,7 +89,8 @@ class PackedStream:
         self.timeout = timeout
         # The watchdog's idle sleep: no allowance a request gets is shorter than this.
         self._idle = min(timeout, reset_timeout) if reset_timeout is not None else timeout
-        self._budget = timeout  # the allowance of the reply awaited, for the error message
+        self._budget = timeout  # the allowance of the reply awaited
+        self._late = _late(timeout)  # what a late reply's error says
         self.alive = True
         self._requests: queue.SimpleQueue[pb.PackedRequest | None] = queue.SimpleQueue()
         # No deadline on the call itself: it lives as long as the env; messages have theirs.
@@ -99,9 +106,12 @@ class PackedStream:
         )
         self._watchdog.start()
 
-    def send(self, request: pb.PackedRequest, timeout: float | None = None) -> None:
-        """Send one request; its reply is due within ``timeout`` (default: the stream's)."""
-        budget = self.timeout if timeout is None else timeout
+    def send(
+        self, request: pb.PackedRequest, timeout: float | None = None, margin: float = 0.0
+    ) -> None:
+        """Send one request; its reply is due within ``timeout`` (+ ``margin``, see ``Stream``)."""
+        budget = (self.timeout if timeout is None else timeout) + margin
+        self._late = _late(budget - margin, margin)
         if budget < self._idle:  # keep the watchdog's idle sleep no longer than any deadline
             self._idle = budget
         self._budget = budget
@@ -120,10 +130,7 @@ class PackedStream:
         except grpc.RpcError as exc:
             self.close()
             if self._expired:
-                code, details = (
-                    grpc.StatusCode.DEADLINE_EXCEEDED,
-                    f"no reply within {self._budget:g} s",
-                )
+                code, details = grpc.StatusCode.DEADLINE_EXCEEDED, self._late
             else:
                 code, details = exc.code(), exc.details() or ""
             raise from_status(
@@ -162,3 +169,9 @@ class PackedStream:
         # The end marker releases gRPC's request-consuming thread, cancel the call itself.
         self._requests.put(None)
         self._call.cancel()
+
+
+def _late(timeout: float, margin: float = 0.0) -> str:
+    """The details of a reply later than ``timeout`` plus ``margin`` seconds."""
+    extra = f" and a {margin:.3g} s margin" if margin else ""
+    return f"no reply within {timeout:g} s{extra}"

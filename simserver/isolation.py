@@ -24,9 +24,12 @@ from __future__ import annotations
 import atexit
 import contextlib
 import ctypes
+import functools
 import math
 import multiprocessing
 import os
+import pickle
+import select
 import signal
 import sys
 import time
@@ -53,6 +56,11 @@ START_TIMEOUT = 300.0
 # The longest a waiting call sleeps between checks of its stream's liveness.
 _CHECK_PERIOD = 0.5
 _PAGE = os.sysconf("SC_PAGE_SIZE")
+
+# Calls and replies are plain tuples of numbers, strings and lists: pickled directly, without
+# the pickler multiprocessing builds per message for objects that may carry fds.
+_dumps = functools.partial(pickle.dumps, protocol=pickle.HIGHEST_PROTOCOL)
+_loads = pickle.loads
 
 
 # Every worker's process, so that an interpreter that exits normally (a test, a benchmark)
@@ -146,6 +154,9 @@ class WorkerSim:
         self._context = context
         self._max_rss = max_rss_bytes
         self._conn: Connection | None = None
+        # One poll object per worker: Connection.poll builds a selector on every call,
+        # which would cost more than the rest of a step's round trip.
+        self._poller = select.poll()
         self._proc: Any = None
         self._statm = -1
         self._starting = False
@@ -208,6 +219,8 @@ class WorkerSim:
         _LIVE.add(proc)
         child.close()
         self._conn, self._proc = parent, proc
+        self._poller = select.poll()
+        self._poller.register(parent.fileno(), select.POLLIN)
         self._starting = True
         self._recycle = self._killed = ""
         with contextlib.suppress(OSError):
@@ -274,7 +287,7 @@ class WorkerSim:
                 f"{op}()", f"the sim's worker process is gone: reset to start a fresh one ({op}())"
             )
         try:
-            self._conn.send((op, arg))
+            self._conn.send_bytes(_dumps((op, arg)))
         except OSError:
             pass  # a dead worker: collect says how it died
 
@@ -306,14 +319,14 @@ class WorkerSim:
         while True:
             now = time.monotonic()
             wait = min(self._kill_at - now, _CHECK_PERIOD if self._alive else math.inf)
-            if conn.poll(max(0.0, min(wait, 3600.0))):
+            if self._poller.poll(max(0, int(min(wait, 3600.0) * 1000) + 1)):
                 break
             why = self._give_up(time.monotonic())
             if why:
                 self.kill(why)
                 raise self._ended(call)
         try:
-            return conn.recv()
+            return _loads(conn.recv_bytes())
         except (EOFError, OSError):
             raise self._ended(call) from None
 
@@ -380,12 +393,12 @@ def _serve(conn: Connection, recipe: SimRecipe, action_names: list[str]) -> None
     try:
         sim = build_instance(recipe, action_names)
     except BaseException as exc:
-        conn.send(_reply_of(SimCallFailed("constructor", exc)))
+        conn.send_bytes(_dumps(_reply_of(SimCallFailed("constructor", exc))))
         return
-    conn.send(("ok", None))
+    conn.send_bytes(_dumps(("ok", None)))
     while True:
         try:
-            op, arg = conn.recv()
+            op, arg = _loads(conn.recv_bytes())
         except (EOFError, OSError):
             return
         try:
@@ -399,14 +412,14 @@ def _serve(conn: Connection, recipe: SimRecipe, action_names: list[str]) -> None
                 result = sim.termination()
             else:
                 sim.close()
-                conn.send(("ok", None))
+                conn.send_bytes(_dumps(("ok", None)))
                 return
         except SimServerError as exc:
-            conn.send(_reply_of(exc))
+            conn.send_bytes(_dumps(_reply_of(exc)))
         except Exception as exc:
-            conn.send(_reply_of(SimCallFailed(f"{op}()", exc)))
+            conn.send_bytes(_dumps(_reply_of(SimCallFailed(f"{op}()", exc))))
         else:
-            conn.send(("ok", result))
+            conn.send_bytes(_dumps(("ok", result)))
 
 
 def _fields(o: Outcome) -> tuple[Any, ...]:

@@ -318,6 +318,10 @@ class SessionManager:
             sessions = list(self._sessions.values())
             self._sessions.clear()
         for session in sessions:
+            if self.isolated and session.lock.locked():
+                # Its worker is ended from here; the thread awaiting it cleans up.
+                session.sim.kill("was still running at server shutdown")  # type: ignore[attr-defined]
+                continue
             self._dispose(session)
 
     def _dispose(self, session: Session) -> None:
