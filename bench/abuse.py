@@ -865,6 +865,7 @@ def cli_cases(help_text: str) -> list[Case]:
         ("simserver a sim whose constructor fails", ["toy.py:BadCtor", "--port", "0"], 2, "license"),
         ("simserver an unknown Gymnasium id", ["gymnasium:NoSuchEnv-v9", "--port", "0"], 2, "NoSuchEnv"),
         ("simserver a non-UTF-8 sim file", ["{tmp}/bad.py:X", "--port", "0"], 2, ""),
+        ("simserver --isolate fork", ["toy.py:Toy", "--port", "0", "--isolate", "fork"], 2, "--isolate"),
         ("simserver a port in use", ["toy.py:Toy", "--port", "{port}"], 2, "cannot listen"),
         ("simserver --log-level nonsense", ["toy.py:Toy", "--port", "0", "--log-level", "LOUD"], 2, "--log-level"),
     ]
@@ -974,7 +975,7 @@ def fault_case(
                 )
             env = None
             done = 0
-            ends = time.monotonic() + 120
+            ends = time.monotonic() + 60
             while done < steps and time.monotonic() < ends:
                 try:
                     if env is None:
