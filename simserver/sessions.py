@@ -218,6 +218,8 @@ class SessionManager:
         try:
             try:
                 sim = self.factory.create(actions)
+            except SimCallFailed:  # an isolated sim's, already naming its constructor
+                raise
             except Exception as exc:
                 raise SimCallFailed("constructor", exc) from exc
             granted = self.lease_seconds if lease == 0 else min(lease, self.max_lease_seconds)

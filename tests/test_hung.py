@@ -20,7 +20,7 @@ SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 # 1 session and 3 threads: one spare thread may be held by a hung call, one stays for
 # Open, Close and health. No hung call is let go of by the reaper (the grace is long).
-TIGHT = ["--max-sessions", "1", "--workers", "3", "--hung-grace", "600"]
+TIGHT = ["--isolate", "thread", "--max-sessions", "1", "--workers", "3", "--hung-grace", "600"]
 
 
 def _health(address: str) -> int:

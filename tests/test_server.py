@@ -354,7 +354,10 @@ def test_hung_session_is_let_go_of(start_server):
     server = start_server(
         "toy.py:Hanging",
         kwargs={"hang": 3600.0},
-        args=["--lease", "0.5", "--max-sessions", "1", "--hung-grace", "0.5"],
+        args=[
+            *["--isolate", "thread", "--lease", "0.5"],
+            *["--max-sessions", "1", "--hung-grace", "0.5"],
+        ],
     )
     with Connection(server.address, ConnectOptions(timeout=0.5)) as conn:
         s = conn.open()
@@ -398,7 +401,10 @@ def test_hung_sessions_let_go_of_are_capped_by_spare_threads(start_server):
     server = start_server(
         "toy.py:Hanging",
         kwargs={"hang": 3600.0},
-        args=["--lease", "0.5", "--max-sessions", "2", "--workers", "4", "--hung-grace", "0.5"],
+        args=[
+            *["--isolate", "thread", "--lease", "0.5", "--max-sessions", "2"],
+            *["--workers", "4", "--hung-grace", "0.5"],
+        ],
     )
     with Connection(server.address, ConnectOptions(timeout=0.5)) as conn:
         sessions = [conn.open(), conn.open()]
@@ -421,7 +427,7 @@ def test_hung_sessions_let_go_of_are_capped_by_spare_threads(start_server):
 def test_close_during_a_call_closes_the_sim_after_it(start_server):
     # gymclient closes a session after its reset timed out: the sim must not be closed
     # from a second thread while that reset still runs in it.
-    server = start_server("faults.py:LogsClose")
+    server = start_server("faults.py:LogsClose", args=["--isolate", "thread"])
     with Connection(server.address, ConnectOptions(reset_timeout=1.0)) as conn:
         s = conn.open()
         with pytest.raises(SimTimeout):
