@@ -439,8 +439,11 @@ class SessionManager:
         """
         if session.lock.acquire(blocking=False):
             with self._lock:  # a closed session kept for want of spare threads leaves now
-                if self._sessions.get(session.id) is session:
+                kept = self._sessions.get(session.id) is session
+                if kept:
                     del self._sessions[session.id]
+            if kept and self.wedged:
+                self._refresh_wedged()  # the reaper's next round says if others are kept
             log.info("session %s: its running call returned; sim closed", session.id[:8])
             self._dispose(session)
 
