@@ -16,7 +16,9 @@ What must hold (the issue's acceptance criteria): no server exits; health always
 SERVING, within its 1 s deadline (the one wall-clock bound, named by the issue); every client
 still steps in the last quarter of the run and the well-behaved ones see no error; once the
 clients are gone and the leases have run out, no session is left; the server process's RSS
-stays within 200 MiB of its start, and so does the server with its children after the drain.
+stays within 200 MiB of its start, and so does the server with its children after the drain;
+the server ends packed-socket connections stuck in the middle of a frame and streams that never
+send (the slowloris clients see them closed).
 
 Servers get ``--isolate process`` and ``--max-sim-rss`` when ``simserver`` has them (sims that
 hang or kill their process can only be survived in a process the server can kill). The short
@@ -236,6 +238,8 @@ def soak(start_server: Any, tmp_path: Path, seconds: float) -> dict[str, Any]:
             "exit_code": None if server.alive else server.proc.returncode,
             "health_probes": h["probes"],
             "health_worst_s": round(h["worst"], 3),
+            "health_p50_s": h.get("p50"),
+            "health_p99_s": h.get("p99"),
             "health_failures": h["failures"][:20],
             "sessions_left": left,
             "rss_start_mib": round(sampler.start_own / MIB, 1),
@@ -275,6 +279,22 @@ def _problems(t: str, server: Any, r: dict[str, Any], drain_why: str, own_growth
             out.append(f"{t}: well-behaved {role} saw errors {tally['errors']}")
         if "still running 60 s after the end" in tally["notes"]:
             out.append(f"{t}: {role}'s client was stuck in a call 60 s after the end")
+    # Holding a connection or a stream without sending must not hold it for good (the server's
+    # frame and first-message timeouts are seconds; the soak lasts longer).
+    roles = r["roles"]
+    if t == "unix" and not roles.get("slowloris-packed", {}).get("notes", {}).get(
+        "closed_by_server"
+    ):
+        out.append(
+            f"{t}: no packed-socket connection holding half a frame was closed by the server "
+            "(finding 4: no frame read timeout)"
+        )
+    ended = [k for k in roles.get("slowloris-grpc", {}).get("notes", {}) if k.startswith("ended")]
+    if not ended:
+        out.append(
+            f"{t}: no PackedStream that never sent was ended by the server (finding 3: idle "
+            "streams hold their threads)"
+        )
     if r["sessions_left"] != 0:
         out.append(
             f"{t}: {r['sessions_left']} session(s) left once clients were gone and leases over "

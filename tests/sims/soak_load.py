@@ -357,6 +357,7 @@ def run_probe(addresses: list[str], period: float = 0.25, deadline: float = 1.0)
     channels = {a: grpc.insecure_channel(a) for a in addresses}
     stubs = {a: health_pb2_grpc.HealthStub(c) for a, c in channels.items()}
     out: dict[str, Any] = {a: {"probes": 0, "worst": 0.0, "failures": []} for a in addresses}
+    took_all: dict[str, list[float]] = {a: [] for a in addresses}
     began = time.monotonic()
     while not closed.wait(period):
         for address, stub in stubs.items():
@@ -370,10 +371,16 @@ def run_probe(addresses: list[str], period: float = 0.25, deadline: float = 1.0)
             rec = out[address]
             rec["probes"] += 1
             rec["worst"] = max(rec["worst"], took)
+            took_all[address].append(took)
             if status != "SERVING" or took > deadline:
                 rec["failures"].append([round(started - began, 2), status, round(took, 3)])
     for channel in channels.values():
         channel.close()
+    for address, took in took_all.items():
+        took.sort()
+        if took:
+            out[address]["p50"] = round(took[len(took) // 2], 3)
+            out[address]["p99"] = round(took[min(len(took) - 1, len(took) * 99 // 100)], 3)
     return out
 
 
