@@ -332,7 +332,10 @@ def test_soak_short(start_server, tmp_path):
     _check(soak(start_server, tmp_path, seconds=20.0))
 
 
+LONG_SECONDS = float(os.environ.get("SIMGYM_SOAK_SECONDS", "300"))
+
+
 @pytest.mark.slow
+@pytest.mark.timeout(LONG_SECONDS + 600)
 def test_soak_long(start_server, tmp_path):
-    seconds = float(os.environ.get("SIMGYM_SOAK_SECONDS", "300"))
-    _check(soak(start_server, tmp_path, seconds=seconds))
+    _check(soak(start_server, tmp_path, seconds=LONG_SECONDS))
