@@ -287,6 +287,22 @@ def _stopped(watch: Watch | None, ep: int, report: Report) -> bool:
     return bool(reason)
 
 
+def _observation_stats(env: SimEnv) -> dict[str, ObservationStats]:
+    """Empty statistics per observation, with the range each is checked against."""
+    spec = env.spec_
+    # Declarative specs: raw state values against declared ranges. Reference specs have
+    # no ranges, so their (already normalised) observations are tracked against [-1, 1].
+    return {
+        name: ObservationStats(
+            name,
+            (spec.observations[name].min, spec.observations[name].max)
+            if name in spec.observations
+            else (-1.0, 1.0),
+        )
+        for name in env.codec.obs_names
+    }
+
+
 def run_episodes(
     env: SimEnv,
     report: Report,
@@ -300,19 +316,8 @@ def run_episodes(
     ``watch`` (see ``Watch``) lets the caller stop the episodes once the server is gone,
     rather than let each remaining reset wait out its connect timeout.
     """
-    spec = env.spec_
-    # Declarative specs: raw state values against declared ranges. Reference specs have
-    # no ranges, so their (already normalised) observations are tracked against [-1, 1].
-    obs_stats = {
-        name: ObservationStats(
-            name,
-            (spec.observations[name].min, spec.observations[name].max)
-            if name in spec.observations
-            else (-1.0, 1.0),
-        )
-        for name in env.codec.obs_names
-    }
-    raw = not spec.is_reference
+    obs_stats = _observation_stats(env)
+    raw = not env.spec_.is_reference
     clips_before = env.clip_totals.copy()
     sim_before = env.totals["sim_seconds"]
     # The env counts every reset and step with NaN/inf states, resets included.
