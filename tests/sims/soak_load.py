@@ -88,17 +88,25 @@ def _spec(profile: str) -> Any:
     return load_spec(SIMS / "toy_spec.yaml").model_copy(update=rules)
 
 
+def _label(kind: str, message: str) -> str:
+    """An error's type, and for a sim call's INTERNAL whether the sim raised or its worker died."""
+    if kind == "SimCallError":
+        return kind + (" (worker died)" if "exited with code" in message else " (sim raised)")
+    return kind
+
+
 def _count_info_errors(info: dict[str, Any], tally: Tally) -> None:
     kinds = info.get("simgym_error_type")
     if kinds is None:
         return
     if isinstance(kinds, str):
-        tally.errors[kinds] += 1
+        tally.errors[_label(kinds, str(info.get("simgym_error", "")))] += 1
         return
+    messages = info.get("simgym_error", [""] * len(kinds))
     mask = info.get("_simgym_error_type", np.ones(len(kinds), bool))
-    for kind, present in zip(kinds, mask, strict=False):
+    for kind, message, present in zip(kinds, messages, mask, strict=False):
         if present:
-            tally.errors[str(kind)] += 1
+            tally.errors[_label(str(kind), str(message))] += 1
 
 
 def _env_role(
