@@ -9,9 +9,13 @@ nothing that HTTP/2 adds is needed, so beside its gRPC socket ``PATH`` it also l
 framing, the HELLO and the status codes are specified in ``proto/simgym/v1/simulator.proto``
 (``PackedSocketKind``).
 
-One thread per connection, as gRPC's sync server holds one per stream; connections are
-bounded, frames are bounded by the server's message size, and a sim that hangs holds only its
-connection's thread (the session manager's hung check sees the client leave).
+One thread per connection, as gRPC's sync server holds one per stream, and each bounded:
+connections are capped; a connection may idle between frames (a client's lane between two
+steps) until the session lease, but a frame it has begun must arrive whole within
+``FRAME_TIMEOUT``, and a reply must be taken as fast; frames are capped by the server's
+message size, and the memory read for one follows the bytes that came, not the length it
+announced. A sim that hangs holds only its connection's thread (the session manager's hung
+check sees the client leave).
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ from simgym.framing import FrameError, FrameReader, frame
 from simgym.status import number_of
 from simgym.v1 import simulator_pb2 as pb
 from simserver import packed
-from simserver.errors import SimServerError
+from simserver.errors import SimServerError, log_throttled
 from simserver.handshake import check_protocol, check_token
 from simserver.sessions import SessionManager
 
@@ -45,6 +49,10 @@ REPLY = pb.PACKED_SOCKET_KIND_REPLY
 STATUS = pb.PACKED_SOCKET_KIND_STATUS
 # How long a new connection may take to send its HELLO (a stuck peer must not hold a thread).
 HELLO_TIMEOUT = 10.0
+# How long a begun frame may take to arrive whole, and a reply to be taken: a lock-step
+# client sends a request in one go and reads its reply at once, so only a stuck or hostile
+# peer takes longer.
+FRAME_TIMEOUT = 10.0
 M = TypeVar("M", pb.PackedSocketHello, pb.PackedRequest)
 
 
@@ -77,6 +85,8 @@ class PackedSocketServer:
         max_message_bytes: Largest frame either way.
         max_connections: Connections served at once; more are refused (RESOURCE_EXHAUSTED).
         mode: File mode of the socket (the gRPC socket's, so both admit the same users).
+        idle_timeout: Seconds a connection may wait between frames (the session lease:
+            its sessions have expired by then).
     """
 
     def __init__(
@@ -88,6 +98,7 @@ class PackedSocketServer:
         max_message_bytes: int,
         max_connections: int,
         mode: int | None = None,
+        idle_timeout: float = 300.0,
     ) -> None:
         self.sessions = sessions
         self.path = path
@@ -95,6 +106,7 @@ class PackedSocketServer:
         self.max_message_bytes = max_message_bytes
         self.max_connections = max_connections
         self.mode = mode
+        self.idle_timeout = idle_timeout
         self._listener: socket.socket | None = None
         self._conns: set[socket.socket] = set()
         self._lock = threading.Lock()
@@ -152,8 +164,12 @@ class PackedSocketServer:
                 if not full:
                     self._conns.add(conn)
             if full:
-                log.warning(
-                    "packed socket: connection refused, %d already open", self.max_connections
+                log_throttled(
+                    log,
+                    logging.WARNING,
+                    "refused",
+                    "packed socket: connection refused, %d already open",
+                    self.max_connections,
                 )
                 with contextlib.suppress(OSError):
                     conn.sendall(
@@ -173,8 +189,15 @@ class PackedSocketServer:
         try:
             self._converse(conn)
         except (FrameError, SimServerError) as exc:  # a gRPC stream would end with its status
-            log.info("packed socket: %s; connection closed", exc.message)
+            log_throttled(
+                log,
+                logging.INFO,
+                ("closed", exc.code),
+                "packed socket: %s; connection closed",
+                exc.message,
+            )
             with contextlib.suppress(OSError):
+                conn.settimeout(FRAME_TIMEOUT)
                 conn.sendall(status_frame(exc.code, exc.message))
         except OSError as exc:  # the client went away mid-frame or mid-reply
             log.debug("packed socket: connection lost: %s", exc)
@@ -190,7 +213,6 @@ class PackedSocketServer:
             raise FrameError(
                 grpc.StatusCode.DEADLINE_EXCEEDED, f"no HELLO within {HELLO_TIMEOUT:g} s"
             ) from None
-        conn.settimeout(None)
         if first is None:
             return False
         kind, payload = first
@@ -201,6 +223,7 @@ class PackedSocketServer:
         hello = _parse(pb.PackedSocketHello, payload, "HELLO")
         check_token(self.token, hello.token)
         check_protocol(hello.protocol)
+        conn.settimeout(FRAME_TIMEOUT)
         conn.sendall(frame(STATUS, pb.PackedSocketStatus(code=0).SerializeToString()))
         return True
 
@@ -215,7 +238,7 @@ class PackedSocketServer:
         # check asks whether the client is still there.
         deadline = (None, functools.partial(_peer_alive, conn))
         while True:
-            got = reader.read()
+            got = self._next_frame(reader)
             if got is None:
                 return
             kind, payload = got
@@ -230,7 +253,23 @@ class PackedSocketServer:
                     grpc.StatusCode.RESOURCE_EXHAUSTED,
                     f"reply of {len(body) + 1} bytes exceeds the limit of {limit}",
                 )
+            conn.settimeout(FRAME_TIMEOUT)  # a peer that stops reading frees the thread
             conn.sendall(frame(REPLY, body))
+
+    def _next_frame(self, reader: FrameReader) -> tuple[int, bytes] | None:
+        """The next request's frame: an idle peer may wait the lease, a begun frame not."""
+        try:
+            return reader.read(time.monotonic() + self.idle_timeout, frame_timeout=FRAME_TIMEOUT)
+        except TimeoutError:
+            if reader.partial:
+                raise FrameError(
+                    grpc.StatusCode.DEADLINE_EXCEEDED,
+                    f"a frame began but did not arrive whole within {FRAME_TIMEOUT:g} s",
+                ) from None
+            raise FrameError(
+                grpc.StatusCode.CANCELLED,
+                f"no request for {self.idle_timeout:g} s (the session lease): connection closed",
+            ) from None
 
 
 def _parse(cls: type[M], payload: bytes, what: str) -> M:

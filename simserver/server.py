@@ -287,6 +287,7 @@ class SimServer:
             max_message_bytes=self.options.max_message_bytes,
             max_connections=self.options.max_sessions,
             mode=stat.S_IMODE(grpc_path.stat().st_mode) if grpc_path.exists() else None,
+            idle_timeout=self.options.lease_seconds,
         )
         try:
             packed.start()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import struct
+import threading
 import time
 from pathlib import Path
 
@@ -322,3 +323,85 @@ def test_the_conformance_kit_checks_an_offered_packed_socket(toy):
     _path(server.address).unlink()  # offered, but not reachable from here: a warning
     check = {c.name: c for c in protocol_checks(spec, server.address)[0]}[check.name]
     assert not check.ok and check.warning and "not reachable" in check.detail
+
+
+# --------------------------------------------------------------------------- bounds (issue 14)
+
+
+def _hello_then(address: str, data: bytes) -> socket.socket:
+    sock = _raw(address, pb.PackedSocketHello(protocol=PROTOCOL))
+    sock.sendall(data)
+    return sock
+
+
+def test_a_frame_begun_and_left_unfinished_is_closed(toy):
+    # Slowloris: a header, part of a body, silence. Idle between frames a client may wait
+    # (its lane between steps), but a begun frame must complete.
+    _spec, server = toy
+    request = _frame(pb.PACKED_SOCKET_KIND_REQUEST, pb.PackedRequest().SerializeToString() * 20)
+    sock = _hello_then(server.address, LENGTH.pack(1000) + bytes((pb.PACKED_SOCKET_KIND_REQUEST,)))
+    sock.settimeout(60)  # a bounded wait: the server's frame timeout is far shorter
+    status = _status(sock)
+    assert status.code == grpc.StatusCode.DEADLINE_EXCEEDED.value[0], status
+    assert "did not arrive whole" in status.message
+    assert _closed(sock)
+    sock.close()
+    sock = _hello_then(server.address, request)  # the server serves on
+    assert _read_frame(sock)[0] == pb.PACKED_SOCKET_KIND_REPLY
+    sock.close()
+
+
+def test_a_connection_idle_past_the_lease_is_closed_with_a_reason(start_server):
+    server = start_server("toy.py:Toy", args=["--lease", "1"])
+    sock = _raw(server.address, pb.PackedSocketHello(protocol=PROTOCOL))
+    sock.settimeout(60)
+    status = _status(sock)
+    assert status.code == grpc.StatusCode.CANCELLED.value[0], status
+    assert "no request for 1 s" in status.message
+    sock.close()
+
+
+def _rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+def test_announced_frames_cost_memory_only_as_their_bytes_arrive(toy):
+    # 64 connections (the default cap) each announce a 16 MiB frame (the default limit) and
+    # send one byte of it: the server used to allocate every announced frame up front.
+    _spec, server = toy
+    assert server.pid is not None
+    before = _rss_mib(server.pid)
+    announce = LENGTH.pack(16 * 2**20) + bytes((pb.PACKED_SOCKET_KIND_REQUEST,))
+    socks = [_hello_then(server.address, announce) for _ in range(64)]
+    try:
+        peak = before
+        deadline = time.monotonic() + 5  # long enough for every connection to read its byte
+        while time.monotonic() < deadline:
+            peak = max(peak, _rss_mib(server.pid))
+            time.sleep(0.1)
+        # Generous: 64 reads of 16 MiB would be 1 GiB.
+        assert peak - before < 200, f"RSS grew {peak - before:.0f} MiB"
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+def test_the_frame_reader_grows_with_the_bytes_not_the_announced_length():
+    from simgym.framing import FrameReader
+
+    size = 64 * 2**20
+    a, b = socket.socketpair()
+    with a, b:
+        reader = FrameReader(a, size)
+        b.sendall(LENGTH.pack(size) + b"x" * 100_000)  # fits in the socket's buffer
+        with pytest.raises(TimeoutError):
+            reader.read(time.monotonic() + 1.0)
+        assert reader.partial and len(reader._buf) < 2**20  # not the 64 MiB announced
+        rest = threading.Thread(target=b.sendall, args=(b"y" * (size - 100_000),))
+        rest.start()
+        kind, payload = reader.read(time.monotonic() + 60)
+        rest.join()
+        assert kind == ord("x") and len(payload) == size - 1 and payload[-1:] == b"y"
