@@ -7,6 +7,7 @@ the abuse and checks that the server answers, with a short status, within a boun
 from __future__ import annotations
 
 import queue
+import re
 import time
 
 import grpc
@@ -122,3 +123,28 @@ def test_a_stream_idle_past_the_lease_is_ended_with_a_reason(start_server):
             assert "no message for 1 s" in call.details()
         finally:
             hold.put(None)
+
+
+# --------------------------------------------------------------------------- log volume
+
+
+def test_a_flood_of_failing_slots_makes_a_line_and_a_count_not_a_line_each(start_server):
+    # 100k slots for unknown sessions, in requests of 1,000 (under any slot cap).
+    server = start_server("toy.py:Toy")
+    channel, stub = _stub(server.address)
+    ids = [f"ghost{i:05d}" for i in range(1000)]
+    requests = [pb.PackedRequest(session_ids=ids, actions=[0.0] * 1000) for _ in range(100)]
+    with channel:
+        replies = list(stub.PackedStream(iter(requests), timeout=300))
+    assert len(replies) == 100 and all(len(r.errors) == 1000 for r in replies)
+    # The held-back lines are summed up once the window closes.
+    deadline = time.monotonic() + 60
+    while "more like it" not in server.log_file.read_text():
+        assert time.monotonic() < deadline, server.log_tail(20)
+        time.sleep(0.2)
+    lines = [ln for ln in server.log_file.read_text().splitlines() if "unknown session" in ln]
+    # A line and a summary per 10 s window: all in one, or a few on a slow machine.
+    assert len(lines) <= 10, lines[:10]
+    held = [re.search(r"and ([\d,]+) more like it", ln) for ln in lines]
+    counted = sum(int(m.group(1).replace(",", "")) if m else 1 for m in held)
+    assert counted == 100_000, lines
