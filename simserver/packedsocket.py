@@ -24,6 +24,7 @@ import contextlib
 import functools
 import logging
 import os
+import select
 import socket
 import threading
 import time
@@ -66,12 +67,18 @@ def _peer_alive(sock: socket.socket) -> bool:
     """False once the client has closed its end (what a gRPC stream's ``is_active`` tells).
 
     Lock-step: while its request runs, a live client sends nothing, so readable means closed.
+    Polled first, without waiting: the socket carries a timeout, and a Python socket with
+    one waits up to it for data even with MSG_DONTWAIT.
     """
     try:
+        poller = select.poll()
+        poller.register(sock.fileno(), select.POLLIN)
+        if not poller.poll(0):
+            return True
         return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) != b""
     except BlockingIOError:
         return True
-    except OSError:
+    except (OSError, ValueError):  # ValueError: the socket is closed (fileno -1)
         return False
 
 
