@@ -16,14 +16,61 @@ from simserver.errors import LoadError
 from simserver.isolation import DEFAULT_ISOLATION
 from simserver.server import (
     DEFAULT_MAX_MESSAGE_BYTES,
+    MESSAGE_MIB_RANGE,
     ConfigError,
     ServerOptions,
     SimServer,
+    check_range,
     write_address_file,
 )
 from simserver.stdio import redirect_sim_output
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+def _check_cli_only(
+    log_level: str, parent_pid: int | None, max_message_mb: float, paths: dict[str, Path | None]
+) -> None:
+    """The options ``ServerOptions`` does not hold, checked before anything is written.
+
+    Raises:
+        ConfigError: Naming the option.
+    """
+    if log_level.upper() not in LOG_LEVELS:
+        raise ConfigError(f"--log-level {log_level}: give one of {', '.join(LOG_LEVELS)}")
+    if parent_pid is not None and parent_pid < 1:  # 0 and -1 name process groups
+        raise ConfigError(f"--parent-pid {parent_pid}: give a process id (1 or more)")
+    check_range("--max-message-mb", max_message_mb, *MESSAGE_MIB_RANGE)
+    for flag, path in paths.items():
+        if path is None:
+            continue
+        if flag == "--chdir":
+            if not path.is_dir():
+                raise ConfigError(f"--chdir {path}: no such folder")
+        elif not path.resolve().parent.is_dir():
+            raise ConfigError(f"{flag} {path}: the folder {path.parent} does not exist")
+
+
+def _read_token_file(path: Path) -> str:
+    try:
+        token = path.read_text().strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise ConfigError(f"--token-file {path}: {reason}") from None
+    if not token:
+        raise ConfigError(f"--token-file {path}: the file is empty")
+    return token
+
+
+def _write_address(server: SimServer, path: Path, address: str) -> None:
+    """Write the address file; a server whose launcher cannot learn its address stops."""
+    try:
+        write_address_file(str(path), address)
+    except OSError as exc:
+        server.stop(grace=0)
+        typer.echo(f"simserver: error: --address-file {path}: {exc.strerror}", err=True)
+        raise typer.Exit(2) from None
 
 
 def _parse_kwargs(pairs: list[str], kwargs_file: Path | None) -> dict[str, Any]:
@@ -85,6 +132,13 @@ def serve(
     workers: Annotated[
         int | None,
         typer.Option(help="Server threads (default: --max-sessions + 8)."),
+    ] = None,
+    max_streams: Annotated[
+        int | None,
+        typer.Option(
+            help="gRPC request streams served at once (default: --max-sessions, fewer than "
+            "--workers); more get RESOURCE_EXHAUSTED. A stream idle past --lease is ended."
+        ),
     ] = None,
     hung_grace: Annotated[
         float,
@@ -149,18 +203,20 @@ def serve(
     One piece: typer reads each command-line option from a parameter of this signature; the
     body only turns them into ``ServerOptions``, starts the server and hands over to ``_run``.
     """
-    logging.basicConfig(
-        level=getattr(logging, log_level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        filename=str(log_file) if log_file else None,
-    )
-    # Before the sim is imported, built and probed: anything it prints then (at import, in
-    # its constructor, in the probing reset) must land in the log, never on stdout before
-    # the address a launcher reads as the first line.
-    announce = redirect_sim_output(log_file)
     try:
+        paths = {"--log-file": log_file, "--address-file": address_file, "--chdir": chdir}
+        _check_cli_only(log_level, parent_pid, max_message_mb, paths)
+        logging.basicConfig(
+            level=getattr(logging, log_level.upper()),
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+            filename=str(log_file) if log_file else None,
+        )
+        # Before the sim is imported, built and probed: anything it prints then (at import,
+        # in its constructor, in the probing reset) must land in the log, never on stdout
+        # before the address a launcher reads as the first line.
+        announce = redirect_sim_output(log_file)
         if token_file is not None:
-            token = token_file.read_text().strip()
+            token = _read_token_file(token_file)
         if chdir is not None:
             os.chdir(chdir)
         kwargs = _parse_kwargs(kwarg or [], kwargs_file)
@@ -168,13 +224,14 @@ def serve(
             host=host,
             port=port if port is not None else (None if unix else 0),
             unix=unix,
-            token=token or None,
+            token=token,  # an empty or blank one is refused, not taken as none
             insecure=insecure,
             tls_cert=str(tls_cert) if tls_cert else None,
             tls_key=str(tls_key) if tls_key else None,
             max_sessions=max_sessions,
             lease_seconds=lease,
             workers=workers,
+            max_streams=max_streams,
             hung_grace=hung_grace,
             isolate=isolate,
             max_sim_rss_mib=max_sim_rss,
@@ -194,7 +251,7 @@ def serve(
         raise typer.Exit(2) from None
     announce(addresses)
     if address_file is not None:
-        write_address_file(str(address_file), addresses[0])
+        _write_address(server, address_file, addresses[0])
     _run(server, parent_pid)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import math
 import os
 import socket
 import stat
@@ -32,6 +33,13 @@ log = logging.getLogger("simserver")
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Simulator"].full_name
 DEFAULT_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+# Ranges of the numeric options: a value outside (NaN, inf, 0, negative) would switch a
+# protection off or make the server unusable, so it is refused at start.
+MESSAGE_MIB_RANGE = (1, 1024)
+MAX_SESSIONS_RANGE = (1, 10_000)
+MAX_WORKERS = 100_000
+LEASE_RANGE = (0.1, 7 * 86_400.0)
+HUNG_GRACE_RANGE = (0.0, 86_400.0)
 
 
 class ConfigError(ValueError):
@@ -87,6 +95,8 @@ class ServerOptions:
         if self.port is not None and not 0 <= self.port <= 65535:
             # gRPC would silently take the port modulo 65536 and listen somewhere else.
             raise ConfigError(f"--port {self.port}: a TCP port is 0 (any free one) to 65535")
+        if self.token is not None:
+            check_token_text(self.token, "--token")
         if self.port is not None and not is_loopback(self.host):
             if not self.token and not self.insecure:
                 raise ConfigError(
@@ -97,12 +107,7 @@ class ServerOptions:
             raise ConfigError("--tls-cert and --tls-key go together")
         if self.tls_cert and self.tls_key:
             load_tls_pair(self.tls_cert, self.tls_key)
-        if self.max_sessions < 1:
-            raise ConfigError("--max-sessions must be at least 1")
-        if self.lease_seconds <= 0:
-            raise ConfigError("--lease must be positive")
-        if self.workers is not None and self.workers < self.max_sessions + 1:
-            raise ConfigError("--workers must be at least --max-sessions + 1")
+        self._check_numbers()
         if self.isolate not in ISOLATION_MODES:
             raise ConfigError(f"--isolate {self.isolate}: give one of {', '.join(ISOLATION_MODES)}")
         if self.max_sim_rss_mib is not None:
@@ -112,8 +117,56 @@ class ServerOptions:
                 raise ConfigError(f"--max-sim-rss {self.max_sim_rss_mib}: give a positive MiB")
         if self.max_slots is not None and self.max_slots < 1:
             raise ConfigError(f"--max-slots {self.max_slots}: give at least 1")
-        if self.hung_grace < 0:
-            raise ConfigError("--hung-grace must not be negative")
+
+    @property
+    def pool_workers(self) -> int:
+        """Threads of the gRPC server's pool (``workers``, default ``max_sessions`` + 8)."""
+        return self.workers or self.max_sessions + 8
+
+    def _check_numbers(self) -> None:
+        """Every numeric option finite and in its range, the error naming the flag."""
+        check_range("--max-sessions", self.max_sessions, *MAX_SESSIONS_RANGE, whole=True)
+        check_range("--lease", self.lease_seconds, *LEASE_RANGE)
+        check_range("--hung-grace", self.hung_grace, *HUNG_GRACE_RANGE)
+        size = self.max_message_bytes
+        mib = size / 2**20 if isinstance(size, int | float) else size
+        check_range("--max-message-mb", mib, *MESSAGE_MIB_RANGE)
+        if self.workers is not None:
+            check_range("--workers", self.workers, self.max_sessions + 1, MAX_WORKERS, whole=True)
+        if self.max_streams is not None:
+            # Streams never hold every thread: unary calls (health, Open) keep at least one.
+            check_range("--max-streams", self.max_streams, 1, self.pool_workers - 1, whole=True)
+
+
+def check_range(flag: str, value: object, low: float, high: float, *, whole: bool = False) -> None:
+    """Refuse ``value`` unless it is a finite number (a whole one if ``whole``) in [low, high].
+
+    Raises:
+        ConfigError: Naming the flag, the value and the range.
+    """
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    ok = number and math.isfinite(value) and low <= value <= high  # type: ignore[arg-type]
+    if ok and whole and not float(value).is_integer():  # type: ignore[arg-type]
+        ok = False
+    if not ok:
+        kind = "a whole number" if whole else "a number"
+        raise ConfigError(f"{flag} {value}: give {kind} from {low:g} to {high:g}")
+
+
+def check_token_text(token: str, flag: str) -> None:
+    """Refuse a token that protects nothing or that no gRPC client can send.
+
+    Raises:
+        ConfigError: An empty or whitespace-only token, or one with characters outside
+            printable ASCII (metadata values) or spaces at its ends (trimmed in transit).
+    """
+    if not token.strip():
+        raise ConfigError(f"{flag}: the token is empty or only whitespace; give a real secret")
+    if token != token.strip() or not all(" " <= c <= "~" for c in token):
+        raise ConfigError(
+            f"{flag}: use printable ASCII without spaces at either end (it travels in "
+            "gRPC metadata)"
+        )
 
 
 class SimServer:
@@ -124,7 +177,7 @@ class SimServer:
         self.options = options
         # A sync gRPC server holds one thread per active stream: size the pool for
         # one stream per session plus unary traffic, so streams cannot starve calls.
-        workers = options.workers or options.max_sessions + 8
+        workers = options.pool_workers
         if options.isolate == "process":
             factory = isolate(factory, options.max_sim_rss_mib)
         self.sessions = SessionManager(
@@ -221,6 +274,8 @@ class SimServer:
         unix_path: Path | None = None
         if o.unix is not None:
             path = Path(o.unix).resolve()
+            if not path.parent.is_dir():
+                raise ConfigError(f"--unix {o.unix}: the folder {path.parent} does not exist")
             if path.exists():
                 if path.is_socket():
                     # A stale socket from a dead server: a live one would still be
@@ -235,6 +290,8 @@ class SimServer:
             unix_path = path
         if o.port is not None:
             host = f"[{o.host}]" if ":" in o.host and not o.host.startswith("[") else o.host
+            if o.port:
+                _check_port_free(o.host, o.port)
             port = self._bind(f"{host}:{o.port}", creds)
             if port == 0:
                 raise ConfigError(f"cannot listen on {host}:{o.port} (in use?)")
@@ -395,6 +452,32 @@ def _connectable(host: str) -> str:
     if ip.is_unspecified:
         return "127.0.0.1" if ip.version == 4 else "[::1]"
     return f"[{bare}]" if ip.version == 6 else bare
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """Refuse a TCP port another socket listens on, in one line.
+
+    gRPC would refuse it too, but after logging its own error line on stderr.
+
+    Raises:
+        ConfigError: No address of ``host`` can take ``port``.
+    """
+    try:
+        infos = socket.getaddrinfo(
+            host.strip("[]"), port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+    except socket.gaierror as exc:
+        raise ConfigError(f"--host {host}: {exc.strerror}") from None
+    reason = ""
+    for family, kind, proto, _name, address in infos:
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gRPC binds
+            try:
+                probe.bind(address)
+                return  # gRPC binds what it can of the host's addresses: one is enough
+            except OSError as exc:
+                reason = exc.strerror or str(exc)
+    raise ConfigError(f"cannot listen on {host}:{port}: {reason.lower()}")
 
 
 def _socket_alive(path: Path) -> bool:
