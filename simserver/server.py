@@ -144,10 +144,10 @@ def check_range(flag: str, value: object, low: float, high: float, *, whole: boo
     Raises:
         ConfigError: Naming the flag, the value and the range.
     """
-    number = isinstance(value, int | float) and not isinstance(value, bool)
-    ok = number and math.isfinite(value) and low <= value <= high  # type: ignore[arg-type]
-    if ok and whole and not float(value).is_integer():  # type: ignore[arg-type]
-        ok = False
+    ok = False
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        ok = math.isfinite(value) and low <= value <= high
+        ok = ok and (not whole or float(value).is_integer())
     if not ok:
         kind = "a whole number" if whole else "a number"
         raise ConfigError(f"{flag} {value}: give {kind} from {low:g} to {high:g}")
