@@ -204,3 +204,36 @@ def log_failure(call: str, session_id: str, exc: SimServerError) -> None:
     sim_exc = type(exc.exc).__name__ if isinstance(exc, SimCallFailed) else ""
     kind = (call, exc.code, sim_exc)
     log_throttled(log, level, kind, "%s on session %s: %s", call, session_id[:8], exc.message)
+
+
+class _UnparsableMessages(logging.Filter):
+    """gRPC's traceback for a message it cannot parse, as one rate-limited line of ours.
+
+    gRPC logs every request whose bytes do not parse (random bytes, a config nested past
+    protobuf's recursion limit) with a full traceback before answering INTERNAL: one client
+    could fill the log with them, and no simgym code ran to say more.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if not message.startswith("Exception deserializing"):
+            return True
+        reason = f"{type(record.exc_info[1]).__name__}" if record.exc_info else "?"
+        log_throttled(
+            log,
+            logging.WARNING,
+            "unparsable message",
+            "a client sent a message that does not parse as simgym.v1 (%s); it got INTERNAL",
+            reason,
+        )
+        return False
+
+
+_UNPARSABLE = _UnparsableMessages()
+
+
+def quiet_grpc_parse_errors() -> None:
+    """Turn gRPC's parse-failure tracebacks into rate-limited lines (idempotent)."""
+    logger = logging.getLogger("grpc._common")
+    if _UNPARSABLE not in logger.filters:
+        logger.addFilter(_UNPARSABLE)

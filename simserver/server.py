@@ -21,7 +21,7 @@ from simgym.framing import SUFFIX as PACKED_SUFFIX
 from simgym.v1 import simulator_pb2 as pb
 from simgym.v1 import simulator_pb2_grpc as pb_grpc
 from simserver.adapters import SimFactory
-from simserver.errors import flush_logs
+from simserver.errors import flush_logs, quiet_grpc_parse_errors
 from simserver.handshake import TokenAuth
 from simserver.isolation import DEFAULT_ISOLATION, ISOLATION_MODES, isolate
 from simserver.packedsocket import PackedSocketServer
@@ -175,6 +175,7 @@ class SimServer:
     def __init__(self, factory: SimFactory, options: ServerOptions) -> None:
         options.validate()
         self.options = options
+        quiet_grpc_parse_errors()
         # A sync gRPC server holds one thread per active stream: size the pool for
         # one stream per session plus unary traffic, so streams cannot starve calls.
         workers = options.pool_workers

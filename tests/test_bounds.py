@@ -148,3 +148,16 @@ def test_a_flood_of_failing_slots_makes_a_line_and_a_count_not_a_line_each(start
     held = [re.search(r"and ([\d,]+) more like it", ln) for ln in lines]
     counted = sum(int(m.group(1).replace(",", "")) if m else 1 for m in held)
     assert counted == 100_000, lines
+
+
+def test_unparsable_messages_log_a_line_not_a_traceback_each(start_server):
+    server = start_server("toy.py:Toy")
+    with grpc.insecure_channel(server.address) as channel:
+        step = channel.unary_unary("/simgym.v1.Simulator/Step")  # raw bytes, no serializer
+        for _ in range(50):
+            error = _status_of(lambda: step(b"\xff\xff\xff\xff", timeout=10))
+            assert error.code() == grpc.StatusCode.INTERNAL
+    log = server.log_file.read_text()
+    assert "Traceback" not in log, log[-3000:]
+    lines = [ln for ln in log.splitlines() if "does not parse as simgym.v1" in ln]
+    assert len(lines) == 1, lines
