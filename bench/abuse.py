@@ -1005,6 +1005,7 @@ def fault_case(
                     env = None
                     if not srv.alive:
                         break
+                    time.sleep(0.1)  # a refused Open is not retried in a tight loop
             if env is not None:
                 with contextlib.suppress(Exception):
                     env.close()
