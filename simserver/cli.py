@@ -78,6 +78,10 @@ def _parse_kwargs(pairs: list[str], kwargs_file: Path | None) -> dict[str, Any]:
     if kwargs_file is not None:
         try:
             loaded = yaml.safe_load(kwargs_file.read_text()) or {}
+        except UnicodeDecodeError as exc:
+            raise ConfigError(
+                f"--kwargs-file {kwargs_file}: not UTF-8 text (byte {exc.start}); save it as UTF-8"
+            ) from exc
         except (OSError, yaml.YAMLError) as exc:
             raise ConfigError(f"--kwargs-file {kwargs_file}: {exc}") from exc
         if not isinstance(loaded, dict):

@@ -21,7 +21,7 @@ from simgym.framing import SUFFIX as PACKED_SUFFIX
 from simgym.v1 import simulator_pb2 as pb
 from simgym.v1 import simulator_pb2_grpc as pb_grpc
 from simserver.adapters import SimFactory
-from simserver.errors import flush_logs, quiet_grpc_parse_errors
+from simserver.errors import clip, flush_logs, quiet_grpc_parse_errors
 from simserver.handshake import TokenAuth
 from simserver.isolation import DEFAULT_ISOLATION, ISOLATION_MODES, isolate
 from simserver.packedsocket import PackedSocketServer
@@ -33,6 +33,8 @@ log = logging.getLogger("simserver")
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Simulator"].full_name
 DEFAULT_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+# Longest unix socket path (sockaddr_un.sun_path is 108 bytes with its NUL).
+UNIX_PATH_MAX = 107
 # Ranges of the numeric options: a value outside (NaN, inf, 0, negative) would switch a
 # protection off or make the server unusable, so it is refused at start.
 MESSAGE_MIB_RANGE = (1, 1024)
@@ -277,6 +279,12 @@ class SimServer:
             path = Path(o.unix).resolve()
             if not path.parent.is_dir():
                 raise ConfigError(f"--unix {o.unix}: the folder {path.parent} does not exist")
+            if len(os.fsencode(path)) > UNIX_PATH_MAX:
+                # Checked here, not left to the bind: gRPC would log its own line first.
+                raise ConfigError(
+                    f"--unix {clip(str(path))}: {len(os.fsencode(path))} bytes; a unix socket "
+                    f"path has at most {UNIX_PATH_MAX} (the kernel's limit): use a shorter one"
+                )
             if path.exists():
                 if path.is_socket():
                     # A stale socket from a dead server: a live one would still be

@@ -98,3 +98,17 @@ def test_a_port_in_use_is_exactly_one_line():
         port = taken.getsockname()[1]
         line = _one_line(_simserver("toy.py:Toy", "--port", str(port)))
     assert f"cannot listen on 127.0.0.1:{port}: address already in use" in line
+
+
+def test_a_unix_path_past_the_kernels_limit_is_one_line(tmp_path):
+    # gRPC's bind logged its own line before ours for a path the kernel cannot take.
+    path = tmp_path / ("s" * 120)
+    line = _one_line(_simserver("toy.py:Toy", "--unix", str(path)))
+    assert "--unix" in line and "at most 107" in line
+
+
+def test_a_kwargs_file_that_is_not_utf8_is_one_line(tmp_path):
+    bad = tmp_path / "kwargs.yaml"
+    bad.write_bytes(b"gain: \xff\xfe\n")
+    line = _one_line(_simserver("toy.py:Toy", "--kwargs-file", str(bad)))
+    assert "--kwargs-file" in line and "not UTF-8" in line
