@@ -926,7 +926,10 @@ FAULT_TABLE: list[tuple[str, str, dict[str, Any]]] = [
     ("a sim that returns NaN", "toy.py:NaNSim", {}),
     ("a sim that prints 2 kB per step", "toy.py:Chatty", {}),
     ("a sim that kills its process at step 3", "toy.py:Crashing", {"crash_at": 3}),
-    ("a flaky sim (raise, NaN, hang 5 s)", "toy.py:Flaky", {"p_raise": 0.1, "p_nan": 0.1, "p_hang": 0.05, "hang": 5.0}),
+    # Flaky seeds its draws from its instance number in its process; isolated, every worker
+    # holds instance 1, so every fresh session replays the same draws. seed 0 hangs at the
+    # first step (a sim that always hangs, not a flaky one); seed 3 steps 3 times, then raises.
+    ("a flaky sim (raise, NaN, hang 5 s)", "toy.py:Flaky", {"p_raise": 0.1, "p_nan": 0.1, "p_hang": 0.05, "hang": 5.0, "seed": 3}),
     ("a sim whose constructor takes 3 s", "faults.py:SlowCtor", {"delay": 3.0}),
     ("a sim NaN at reset", "faults.py:NaNAtReset", {}),
 ]
