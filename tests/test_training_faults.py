@@ -6,7 +6,10 @@ import os
 import signal
 import time
 
-from gymclient.connection import Connection
+import pytest
+
+from gymclient.connection import Connection, ConnectOptions
+from gymclient.errors import ServerBusy, SimTimeout
 from launcher.sidecars import SidecarPool
 from launcher.trainspec import Launch
 
@@ -46,6 +49,42 @@ def test_a_sidecar_that_stops_answering_is_killed_and_restarted(tmp_path):
         pool.stop()
 
 
+def test_a_sidecar_that_says_not_serving_is_restarted(tmp_path):
+    # Up and answering, but unable to serve: hung calls (their sessions closed by their
+    # clients) hold every spare thread, so health says NOT_SERVING. The supervisor restarts
+    # such a server as it does a silent one (the fresh one has all its threads back).
+    launch = Launch(
+        target=f"{SIMS / 'faults.py'}:SlowReset",
+        servers=1,
+        sessions_per_server=1,
+        restart_backoff=0.1,
+    )
+    pool = SidecarPool(launch, SIMS, tmp_path / "sims")
+    pool.start()
+    try:
+        old_pid = pool.servers[0].pid
+        options = ConnectOptions(timeout=0.5, reset_timeout=0.5)
+        with Connection(pool.addresses[0], options) as conn:
+            for _ in range(32):  # the pool's spare threads, and a few more
+                try:
+                    session = conn.open()
+                except ServerBusy:  # every spare thread is held: NOT_SERVING from now on
+                    break
+                with pytest.raises(SimTimeout):
+                    session.reset({"delay": 3600.0})
+                session.close()
+            else:
+                raise AssertionError("hung calls never held every spare thread")
+        _wait_for(lambda: any(e.kind == "restarted" for e in pool.events), 90, "restart")
+        (event,) = pool.events
+        assert "said NOT_SERVING" in event.detail, event
+        assert pool.restarts == [1] and pool.servers[0].pid != old_pid
+        with Connection(pool.addresses[0]) as conn:
+            conn.open(["u"]).reset({})
+    finally:
+        pool.stop()
+
+
 def _zombie(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as f:
@@ -55,7 +94,6 @@ def _zombie(pid: int) -> bool:
 
 
 def test_fault_rules_count_empty_iterations_and_the_sim_error_rate():
-    import pytest
 
     from launcher.watchdog import ERROR_RATE_WINDOW, FaultRules, RunFault
 
@@ -80,7 +118,6 @@ def test_fault_rules_count_empty_iterations_and_the_sim_error_rate():
 
 
 def test_the_watchdog_ends_a_call_in_the_main_thread_and_leaves_ctrl_c_alone():
-    import pytest
 
     from launcher.watchdog import Watchdog
 
