@@ -19,10 +19,18 @@ import types
 import typing
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from gymclient.errors import SimgymError, SpecError
 
@@ -91,14 +99,23 @@ def _lesson(value: Any) -> Any:
     return value
 
 
+def _checked_address(address: str) -> str:
+    check_address(address)
+    return address
+
+
+#: A sim server's address, its port checked (env and training specs alike).
+Address = Annotated[str, AfterValidator(_checked_address)]
+
+
 class SimSection(_Model):
     """Where the sim runs: a ``target`` simgym starts, or ``address``(es) already serving."""
 
     target: str | None = None
     kwargs: dict[str, Any] = Field(default_factory=dict)
     workdir: str | None = None
-    address: str | None = None
-    addresses: list[str] | None = None
+    address: Address | None = None
+    addresses: list[Address] | None = None
     token: str | None = None
     token_env: str | None = None
     tls: bool = False
@@ -108,20 +125,6 @@ class SimSection(_Model):
     reset_timeout: float = Field(30.0, gt=0)
     connect_timeout: float = Field(30.0, gt=0)
     packed_socket: bool = True
-
-    @field_validator("address")
-    @classmethod
-    def _address(cls, value: str | None) -> str | None:
-        if value is not None:
-            check_address(value)
-        return value
-
-    @field_validator("addresses")
-    @classmethod
-    def _addresses(cls, value: list[str] | None) -> list[str] | None:
-        for address in value or ():
-            check_address(address)
-        return value
 
     @model_validator(mode="after")
     def _where(self) -> SimSection:

@@ -16,7 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from gymclient.errors import SpecError
-from gymclient.spec import EnvSpec, check_address, load_spec, read_text
+from gymclient.spec import Address, EnvSpec, load_spec, read_text
 
 
 class _Model(BaseModel):
@@ -73,26 +73,12 @@ class SimPlacement(_Model):
     """Where the sims are: ``launch`` sidecars, or running servers at ``address(es)``."""
 
     launch: Launch | None = None
-    address: str | None = None
-    addresses: list[str] | None = None
+    address: Address | None = None
+    addresses: list[Address] | None = None
     token: str | None = None
     token_env: str | None = None
     tls: bool | None = None
     tls_ca: str | None = None
-
-    @field_validator("address")
-    @classmethod
-    def _address(cls, value: str | None) -> str | None:
-        if value is not None:
-            check_address(value)
-        return value
-
-    @field_validator("addresses")
-    @classmethod
-    def _addresses(cls, value: list[str] | None) -> list[str] | None:
-        for address in value or ():
-            check_address(address)
-        return value
 
     @model_validator(mode="after")
     def _one(self) -> SimPlacement:
