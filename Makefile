@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.simgym-installed
 TORCH_INDEX ?=
 PIP_TORCH := $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX),)
 
-.PHONY: demo test test-all lint proto bench clean ci-setup
+.PHONY: demo test test-slow test-all lint proto bench clean ci-setup
 
 $(STAMP): pyproject.toml examples/cstr/native/_cstr_native.c examples/cstr/native/setup.py examples/cstr/native/pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "simgym needs Python >= 3.11 (found " + sys.version.split()[0] + "); set PYTHON=python3.11")'
@@ -37,9 +37,12 @@ ci-setup:
 test: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow" -q
 
-## test-all: including long tests.
-test-all: $(STAMP)
-	$(BIN)/python -m pytest -q
+## test-slow: only the long tests (real training runs, multi-node, long soak, image locks).
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -m slow -q
+
+## test-all: every test: the default suite, then the long ones (what .ci/run runs).
+test-all: test test-slow
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -64,6 +64,9 @@ def test_reference_folder_served_with_the_documented_command(tmp_path):
         assert proc.wait(15) == 0
 
 
+# ~50 s on 2 cores: `make test-slow` (run by CI after the default suite); `make demo` runs
+# the same recipe longer.
+@pytest.mark.slow
 @pytest.mark.skipif(
     importlib.util.find_spec("ray") is None, reason="needs the train extra (pip install .[train])"
 )

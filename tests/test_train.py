@@ -620,6 +620,7 @@ def test_a_sidecar_stopped_by_sigterm_is_not_reported_with_an_error(tmp_path):
     assert "its log's last error" not in event.detail, event.detail
 
 
+@pytest.mark.slow  # ~31 s: a 30 s run by design
 def test_max_time_is_the_invocations_wall_time_and_cuts_an_iteration(tmp_path):
     # Iterations of at least 10 minutes: only a stop mid-iteration ends this run near its
     # 30 s. Set-up (the algorithm, the sims) counts towards those 30 s.
