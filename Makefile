@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml examples/cstr/native/_cstr_native.c examples/cstr/nativ
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "simgym needs Python >= 3.11 (found " + sys.version.split()[0] + "); set PYTHON=python3.11")'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet $(PIP_TORCH) -e ".[dev,train,infer,aml]"
+	$(BIN)/python -m pip install --quiet $(PIP_TORCH) -e ".[dev,train,infer,aml,bonsai]"
 # The CSTR sample's optional C accelerator: without a C compiler the sample runs pure Python.
 	$(BIN)/python -m pip install --quiet ./examples/cstr/native || echo "WARNING: examples/cstr/native (the CSTR accelerator) did not build: the CSTR sample runs its pure-Python path (same results, slower)"
 	@touch $(STAMP)
