@@ -13,8 +13,10 @@ Everything is validated once, at load time; errors name the file and the key.
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
+import shlex
 import types
 import typing
 from collections.abc import Mapping
@@ -108,10 +110,112 @@ def _checked_address(address: str) -> str:
 Address = Annotated[str, AfterValidator(_checked_address)]
 
 
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def split_listen(listen: str) -> tuple[str, int]:
+    """``host:port`` (``[v6]:port``) → (host, port); port 0 lets the OS pick.
+
+    Raises:
+        ValueError: Not ``host:port`` with a port in 0-65535.
+    """
+    host, sep, port = listen.strip().rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise ValueError(f"{listen!r} is not host:port (e.g. 0.0.0.0:5000; port 0: any free one)")
+    return host, int(port)
+
+
+def _env_text(value: Any) -> Any:
+    """A scalar as an environment variable's text (``true``, ``3``); anything else as is."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(value) if isinstance(value, (int, float)) else value
+
+
+class BonsaiSims(_Model):
+    """Bonsai SDK sims: ``copies`` of ``command`` simgym starts and serves a Bonsai endpoint to.
+
+    Each copy runs with the spec's folder as its working folder and ``SIM_API_HOST``,
+    ``SIM_WORKSPACE`` and ``SIM_ACCESS_KEY`` set; the launcher supervises and restarts it
+    (``max_restarts`` per copy, ``restart_backoff`` doubled per restart of that copy).
+    ``listen`` is where the endpoint listens; sims started elsewhere join there with the
+    access key (``token``, or the variable ``token_env``; without either simgym makes one per
+    run, which only its own copies know). ``copies: 0``: every sim joins from elsewhere.
+    """
+
+    command: str
+    copies: int | None = Field(None, ge=0, le=4096)  # None: the sessions the run needs
+    env: dict[str, str] = Field(default_factory=dict)
+    max_restarts: int = Field(5, ge=0)
+    restart_backoff: float = Field(1.0, ge=0, allow_inf_nan=False)
+    listen: str = "127.0.0.1:0"
+    token: str | None = None
+    token_env: str | None = None
+
+    @field_validator("command")
+    @classmethod
+    def _command(cls, value: str) -> str:
+        try:
+            words = shlex.split(value)
+        except ValueError as exc:
+            raise ValueError(f"{value!r} cannot be split into words: {exc}") from None
+        if not words:
+            raise ValueError("give the command that starts one sim, e.g. 'python main.py'")
+        return value
+
+    @field_validator("env", mode="before")
+    @classmethod
+    def _env(cls, value: Any) -> Any:
+        # YAML reads `SEED: 3` as a number: an environment variable is its text.
+        if isinstance(value, Mapping):
+            return {k: _env_text(v) for k, v in value.items()}
+        return value
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str) -> str:
+        split_listen(value)
+        return value
+
+    @model_validator(mode="after")
+    def _reachable(self) -> BonsaiSims:
+        host, port = split_listen(self.listen)
+        keyed = bool(self.token or self.token_env)
+        if not _is_loopback(host) and not keyed:
+            raise ValueError(
+                f"listen {self.listen} is off loopback: give token or token_env (the sims' "
+                "SIM_ACCESS_KEY), so that only sims with the key can join"
+            )
+        if self.copies == 0 and (port == 0 or not keyed):
+            raise ValueError(
+                "copies: 0 (every sim joins from elsewhere) needs listen with a fixed port and "
+                "token or token_env: the address and key those sims are given"
+            )
+        return self
+
+    def words(self) -> list[str]:
+        """``command`` split as a shell would split it (no shell runs it)."""
+        return shlex.split(self.command)
+
+    def resolved_token(self) -> str | None:
+        """The access key from ``token`` or the variable ``token_env`` (None: make one)."""
+        if self.token_env:
+            return os.environ.get(self.token_env) or self.token
+        return self.token
+
+
 class SimSection(_Model):
-    """Where the sim runs: a ``target`` simgym starts, or ``address``(es) already serving."""
+    """Where the sim runs: a ``target`` or ``bonsai`` sims simgym starts, or ``address``(es)."""
 
     target: str | None = None
+    bonsai: BonsaiSims | None = None
     kwargs: dict[str, Any] = Field(default_factory=dict)
     workdir: str | None = None
     address: Address | None = None
@@ -128,10 +232,10 @@ class SimSection(_Model):
 
     @model_validator(mode="after")
     def _where(self) -> SimSection:
-        given = [k for k in ("target", "address", "addresses") if getattr(self, k)]
+        given = [k for k in ("target", "bonsai", "address", "addresses") if getattr(self, k)]
         if len(given) > 1:
             raise ValueError(
-                f"give only one of target, address, addresses (got {', '.join(given)})"
+                f"give only one of target, bonsai, address, addresses (got {', '.join(given)})"
             )
         return self
 
@@ -391,6 +495,19 @@ def _check_files(spec: EnvSpec) -> None:
             target = Path(file_part) if Path(file_part).is_absolute() else base / file_part
             if not target.is_file():
                 raise SpecError(spec.source, key, f"file not found: {target}")
+    if spec.sim.bonsai is not None:
+        check_script(spec.sim.bonsai, spec.workdir, spec.source, "sim.bonsai.command")
+
+
+def check_script(bonsai: BonsaiSims, workdir: Path, source: str, key: str) -> None:
+    """The script of ``python main.py`` must exist where the copies will run.
+
+    Raises:
+        SpecError: It does not.
+    """
+    scripts = [w for w in bonsai.words()[1:] if w.endswith(".py") and not w.startswith("-")]
+    if scripts and not (workdir / scripts[0]).is_file():
+        raise SpecError(source, key, f"file not found: {workdir / scripts[0]}")
 
 
 def load_lessons(path: Path, source: str | None = None) -> dict[str, Lesson]:

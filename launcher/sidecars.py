@@ -7,6 +7,10 @@ per restart of that server) until its restart budget is used up; clients see
 their episode end as truncated and reconnect at the next reset. A server that
 still runs but stops answering its health checks (a sim wedged it, or it says
 NOT_SERVING) is killed and restarted the same way, against the same budget.
+
+A pool supervises any child processes with ``ServerProcess``'s handles (``Member``): the
+sim servers a ``Launch`` plans, or a Bonsai endpoint and the sim copies that connect to it
+(``launcher.bonsai_sims``).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import logging
 import re
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -85,32 +90,38 @@ class SidecarEvent:
     time: float = field(default_factory=time.time)
 
 
-class SidecarPool:
-    """Starts and supervises ``launch.servers`` simserver processes.
+@dataclass(frozen=True)
+class Member:
+    """One process of a pool, and how the pool's messages name it.
 
-    Args:
-        launch: What to start and the restart policy.
-        workdir: Folder the servers run from (the env spec's folder).
-        log_dir: One log file per server goes here.
-        lease_seconds: Idle lease of sessions (frees sessions of vanished workers).
+    Attributes:
+        process: The child process (a ``ServerProcess`` or one with its handles).
+        name: ``sim server 0``, ``bonsai sim 3``.
+        what: What it runs: ``toy.py:Toy``, ``python main.py``.
+        serves: A gRPC sim server: its address is one of the pool's, and it is health-checked.
     """
 
-    def __init__(
-        self, launch: Launch, workdir: Path, log_dir: Path, *, lease_seconds: float = 120.0
-    ) -> None:
-        self.launch = launch
-        self.workdir = workdir
-        log_dir.mkdir(parents=True, exist_ok=True)
-        # Headroom over the planned sessions: a reconnecting client opens a new session
-        # before the server reaps the old one.
-        max_sessions = launch.sessions_per_server * 2 + 4
-        args = ["--max-sessions", str(max_sessions), "--lease", str(lease_seconds)]
-        if launch.isolate is not None:
-            args += ["--isolate", launch.isolate]
-        if launch.max_sim_rss is not None:
-            args += ["--max-sim-rss", f"{launch.max_sim_rss:g}"]
-        assert launch.target is not None
-        self.servers = [
+    process: ServerProcess
+    name: str
+    what: str
+    serves: bool = True
+
+
+def launch_members(
+    launch: Launch, workdir: Path, log_dir: Path, lease_seconds: float = 120.0
+) -> list[Member]:
+    """The ``launch.servers`` simserver processes a ``Launch`` plans, one log each."""
+    # Headroom over the planned sessions: a reconnecting client opens a new session
+    # before the server reaps the old one.
+    max_sessions = launch.sessions_per_server * 2 + 4
+    args = ["--max-sessions", str(max_sessions), "--lease", str(lease_seconds)]
+    if launch.isolate is not None:
+        args += ["--isolate", launch.isolate]
+    if launch.max_sim_rss is not None:
+        args += ["--max-sim-rss", f"{launch.max_sim_rss:g}"]
+    assert launch.target is not None
+    return [
+        Member(
             ServerProcess(
                 launch.target,
                 kwargs=launch.kwargs or {},
@@ -118,14 +129,55 @@ class SidecarPool:
                 transport=launch.transport,
                 args=args,
                 log_file=log_dir / f"server-{i}.log",
-            )
-            for i in range(launch.servers)
-        ]
-        self.restarts = [0] * launch.servers
+            ),
+            f"sim server {i}",
+            launch.target,
+        )
+        for i in range(launch.servers)
+    ]
+
+
+class SidecarPool:
+    """Starts and supervises ``launch.servers`` simserver processes (or the given ``members``).
+
+    Args:
+        launch: What to start and the restart policy (``max_restarts`` per member,
+            ``restart_backoff``, ``health_*``).
+        workdir: Folder the servers run from (the env spec's folder).
+        log_dir: One log file per server goes here.
+        lease_seconds: Idle lease of sessions (frees sessions of vanished workers).
+        members: The processes to supervise instead of ``launch``'s servers.
+        ready: Called once every member has started, before supervision begins, with the
+            start timeout: waits for what the members need of each other (raises
+            ``SidecarStartError``).
+    """
+
+    def __init__(
+        self,
+        launch: Launch,
+        workdir: Path,
+        log_dir: Path,
+        *,
+        lease_seconds: float = 120.0,
+        members: Sequence[Member] | None = None,
+        ready: Callable[[float], None] | None = None,
+    ) -> None:
+        self.launch = launch
+        self.workdir = workdir
+        log_dir.mkdir(parents=True, exist_ok=True)
+        if members is None:
+            members = launch_members(launch, workdir, log_dir, lease_seconds)
+        self.members = list(members)
+        self.servers = [m.process for m in self.members]
+        self._ready = ready
+        n = len(self.members)
+        self.restarts = [0] * n
         # Health checks failed in a row, per server, and each server's health channel.
-        self._unhealthy = [0] * launch.servers
-        self._channels: list[grpc.Channel | None] = [None] * launch.servers
-        self._log_start = [0] * launch.servers
+        self._unhealthy = [0] * n
+        self._channels: list[grpc.Channel | None] = [None] * n
+        self._log_start = [0] * n
+        # Members that are down and wait out their back-off: when, why, their log's tail.
+        self._pending: dict[int, tuple[float, str, str]] = {}
         self.events: list[SidecarEvent] = []
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -133,8 +185,8 @@ class SidecarPool:
 
     @property
     def addresses(self) -> list[str]:
-        """Every server's address, in server order."""
-        return [s.address or "" for s in self.servers]
+        """Every sim server's address, in server order."""
+        return [m.process.address or "" for m in self.members if m.serves]
 
     @property
     def total_restarts(self) -> int:
@@ -149,7 +201,7 @@ class SidecarPool:
                 quotes the server log's error line (e.g. the exception the sim's constructor
                 raised); the log's tail follows.
         """
-        for i, server in enumerate(self.servers):
+        for i, member in enumerate(self.members):
             try:
                 self._start(i, timeout)
             except ServerStartError as exc:
@@ -159,16 +211,22 @@ class SidecarPool:
                 status = exc.status
                 reason = f": {line}" if line else ""
                 raise SidecarStartError(
-                    f"sim server {i} ({self.launch.target}) failed to start{reason} "
-                    f"({status}; log: {server.log_file})\n{tail}",
+                    f"{member.name} ({member.what}) failed to start{reason} "
+                    f"({status}; log: {member.process.log_file})\n{tail}",
                     server=i,
-                    log_file=server.log_file,
+                    log_file=member.process.log_file,
                     error_line=line,
                     status=status,
                 ) from None
+        if self._ready is not None:
+            try:
+                self._ready(timeout)
+            except ServerStartError:
+                self.stop()
+                raise
         self._thread = threading.Thread(target=self._supervise, name="simgym-sidecars", daemon=True)
         self._thread.start()
-        log.info("started %d sim server(s): %s", len(self.servers), ", ".join(self.addresses))
+        log.info("started %d sim server(s): %s", len(self.addresses), ", ".join(self.addresses))
         return self.addresses
 
     def _supervise(self) -> None:
@@ -177,9 +235,12 @@ class SidecarPool:
         while not self._stop.wait(0.5):
             try:
                 for i, server in enumerate(self.servers):
-                    if server.alive or self._stop.is_set():
-                        continue
-                    self._restart(i, server, self._died(i, server))
+                    if self._stop.is_set():
+                        break
+                    if i not in self._pending and not server.alive:
+                        self._schedule(i, self._died(i))
+                    if i in self._pending:
+                        self._restart_when_due(i)
                 if every and time.monotonic() >= next_probe and not self._stop.is_set():
                     self._probe()
                     next_probe = time.monotonic() + every
@@ -195,7 +256,7 @@ class SidecarPool:
         launch = self.launch
         pending: list[tuple[int, Any]] = []
         for i, server in enumerate(self.servers):
-            if not server.alive or not server.address:
+            if not self.members[i].serves or not server.alive or not server.address:
                 continue
             channel = self._channels[i]
             if channel is None:
@@ -216,12 +277,17 @@ class SidecarPool:
                 problem = exc.code().name if exc.code() else "no answer"
             self._unhealthy[i] = self._unhealthy[i] + 1 if problem else 0
             if self._unhealthy[i] >= launch.health_failures and not self._stop.is_set():
-                server = self.servers[i]
-                why = self._wedged(i, server, problem)
-                server.kill()
-                self._restart(i, server, why)
+                why = self._wedged(i, problem)
+                self.servers[i].kill()
+                self._schedule(i, why)
 
-    def _wedged(self, i: int, server: ServerProcess, problem: str) -> str:
+    def _where(self, i: int) -> str:
+        """``sim server 0 (toy.py:Toy at unix:...)``; ``bonsai sim 2 (python main.py)``."""
+        member = self.members[i]
+        at = f" at {member.process.address}" if member.process.address else ""
+        return f"{member.name} ({member.what}{at})"
+
+    def _wedged(self, i: int, problem: str) -> str:
         """``sim server 0 (toy.py:Toy at unix:...) stopped answering health checks (...); killed``.
 
         Or ``said NOT_SERVING to 3 health checks in a row``: up, but unable to serve.
@@ -229,7 +295,6 @@ class SidecarPool:
         launch = self.launch
         line = log_error_line(self._log_since_start(i))
         reason = f"; its log's last error: {line}" if line else ""
-        where = f"{launch.target} at {server.address}"
         n = self._unhealthy[i]
         how = (
             f"said NOT_SERVING to {n} health checks in a row"
@@ -237,15 +302,15 @@ class SidecarPool:
             else f"stopped answering health checks ({n} in a row, {launch.health_timeout:g} s "
             f"deadline: {problem})"
         )
-        return f"sim server {i} ({where}) {how}; killed{reason}"
+        return f"{self._where(i)} {how}; killed{reason}"
 
-    def _died(self, i: int, server: ServerProcess) -> str:
+    def _died(self, i: int) -> str:
         """``sim server 0 (toy.py:Toy at unix:...) exited (code -9)[: <its log's error>]``."""
+        server = self.servers[i]
         code = server.proc.returncode if server.proc else None
         line = log_error_line(self._log_since_start(i))
         reason = f"; its log's last error: {line}" if line else ""
-        where = f"{self.launch.target} at {server.address}"
-        return f"sim server {i} ({where}) exited (code {code}){reason}"
+        return f"{self._where(i)} exited (code {code}){reason}"
 
     def _start(self, i: int, timeout: float) -> None:
         # Restarts append to the same log: remember where this life's part begins, so an
@@ -280,8 +345,12 @@ class SidecarPool:
         )
         self.events.append(SidecarEvent(i, kind, detail))
 
-    def _restart(self, i: int, server: ServerProcess, died: str) -> None:
-        """Restart server ``i`` after its back-off; ``died`` says what happened to it."""
+    def _schedule(self, i: int, died: str) -> None:
+        """Member ``i`` is down (``died`` says how): restart it after its back-off, or give up.
+
+        The back-off is waited out by the supervisor's loop, not here: the other members
+        stay supervised meanwhile (many sim copies may go down at once).
+        """
         if self.restarts[i] >= self.launch.max_restarts:
             if not any(e.server == i and e.kind == "gave_up" for e in self.events):
                 budget = self.launch.max_restarts
@@ -289,8 +358,14 @@ class SidecarPool:
             return
         tail = self._log_since_start(i, 10)  # this life's, before the next one appends
         delay = self.launch.restart_backoff * (2 ** self.restarts[i])
-        if self._stop.wait(delay):
+        self._pending[i] = (time.monotonic() + delay, died, tail)
+
+    def _restart_when_due(self, i: int) -> None:
+        """Restart member ``i`` once its back-off is over."""
+        due, died, tail = self._pending[i]
+        if time.monotonic() < due:
             return
+        del self._pending[i]
         with self._lock:
             self.restarts[i] += 1
             n = self.restarts[i]

@@ -31,6 +31,7 @@ from gymclient.connection import Connection
 from gymclient.env import connect_options
 from gymclient.errors import SimgymError, SpecError
 from gymclient.spec import EnvSpec
+from launcher.bonsai_sims import NODE_TOKEN_VAR, BonsaiPlan, with_token
 from launcher.failure import (
     SIM_ERROR_LOG,
     SetupError,
@@ -61,8 +62,8 @@ from launcher.runfolder import (
     save_checkpoint,
 )
 from launcher.sidecars import SidecarPool
-from launcher.sims import start_sims
-from launcher.trainspec import Launch, Stop, TrainSpec, load_train_spec
+from launcher.sims import SimPlan, start_sims, train_plan
+from launcher.trainspec import Stop, TrainSpec, load_train_spec
 from launcher.watchdog import FaultRules, RunFault, Watchdog
 from simserver.process import ServerStartError
 
@@ -116,7 +117,7 @@ def preflight(env_spec: EnvSpec, addresses: list[str], seed: int | None) -> None
 
 
 def _prepare_config(
-    spec: TrainSpec, env_spec: EnvSpec, launch: Launch | None, slots: dict[str, float] | None
+    spec: TrainSpec, env_spec: EnvSpec, launch: SimPlan | None, slots: dict[str, float] | None
 ) -> tuple[Any, dict[str, Any]]:
     """The RLlib config (no sim addresses yet) and ``spec.resolved.yaml``'s content.
 
@@ -151,17 +152,21 @@ def _prepare_config(
 
 
 def _resolved_spec(
-    spec: TrainSpec, env_spec: EnvSpec, launch: Launch | None, config: Any
+    spec: TrainSpec, env_spec: EnvSpec, launch: SimPlan | None, config: Any
 ) -> dict[str, Any]:
     """``spec.resolved.yaml``: the training spec as run, with nothing left to defaults.
 
     ``train.sim.launch`` is the sidecar plan actually started (target and kwargs taken from
-    the env spec when the training spec leaves them out); ``algorithm_config`` the settings
+    the env spec when the training spec leaves them out), or ``train.sim.bonsai`` the Bonsai
+    sims (their copies counted, no token); ``algorithm_config`` the settings
     the algorithm runs with (simgym's defaults such as IMPALA's lr 1e-4, then the user's
     ``config``); ``rllib`` every plain-valued setting of the RLlib config.
     """
     train_part = spec.model_dump(exclude={"base_dir", "source"})
-    if launch is not None:
+    if isinstance(launch, BonsaiPlan):
+        sims = launch.sims.model_dump(exclude={"token"})
+        train_part["sim"]["bonsai"] = {**sims, "copies": launch.copies}
+    elif launch is not None:
         train_part["sim"]["launch"] = launch.model_dump()
     return {
         "train": train_part,
@@ -179,15 +184,30 @@ def _params(spec: TrainSpec, resolved: dict[str, Any]) -> dict[str, Any]:
         "seed": spec.seed,
         **spec.resources.model_dump(),
     }
-    launch = resolved["train"]["sim"].get("launch")
-    for key, value in (launch or {}).items():
-        params[f"launch.{key}"] = value
+    for section in ("launch", "bonsai"):
+        for key, value in (resolved["train"]["sim"].get(section) or {}).items():
+            params[f"{section}.{key}"] = value
     for key in ("address", "addresses"):
         if resolved["train"]["sim"].get(key):
             params[f"sim.{key}"] = resolved["train"]["sim"][key]
     for key, value in resolved["algorithm_config"].items():
         params[f"config.{key}"] = value
     return params
+
+
+def _sim_plan(
+    spec: TrainSpec, env_spec: EnvSpec, node_sims: list[str] | None
+) -> tuple[EnvSpec, SimPlan | None]:
+    """The sims this run starts (None: ``simgym node`` or the user did), and the env spec.
+
+    Under ``simgym node``, each node's Bonsai endpoint has its own key, which its env
+    runners find in their environment (``NODE_TOKEN_VAR``).
+    """
+    if node_sims is None:
+        return env_spec, train_plan(spec, env_spec)
+    if spec.bonsai(env_spec) is not None:
+        env_spec = with_token(env_spec, token_env=NODE_TOKEN_VAR)
+    return env_spec, None
 
 
 def _max_time_reached(stop: Stop) -> str:
@@ -234,11 +254,13 @@ class _Run:
         # bring RLlib's counters back (RLlib restores them with its metrics logger).
         self.offsets = (0, 0)
 
-    def start_sims(self, launch: Launch | None, node_sims: list[str] | None) -> list[str]:
+    def start_sims(self, launch: SimPlan | None, node_sims: list[str] | None) -> list[str]:
         """Sidecars we supervise, or the servers the user (or ``simgym node``) runs; checked."""
         if launch is not None:
             self.pool = start_sims(self.env_spec, launch, self.dir / "sims")
             addresses = self.pool.addresses
+            if isinstance(launch, BonsaiPlan):
+                self.env_spec = launch.connect_spec(self.env_spec)
         else:
             addresses = self.env_spec.sim.address_list() if node_sims is None else list(node_sims)
         self.stage = _SETUP_STAGES[1]
@@ -477,7 +499,7 @@ def train(
     if max_time is not None:
         spec = spec.model_copy(update={"stop": spec.stop.model_copy(update={"max_time": max_time})})
     env_spec = spec.load_env_spec()
-    launch = None if node_sims is not None else spec.launch(env_spec)
+    env_spec, launch = _sim_plan(spec, env_spec, node_sims)
     slots = None if node_sims is None else {SLOT: float(spec.resources.envs_per_runner)}
     config, resolved = _prepare_config(spec, env_spec, launch, slots)
     run_dir, state = open_run(spec, spec_path, resume)

@@ -16,7 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from gymclient.errors import SpecError
-from gymclient.spec import Address, EnvSpec, load_spec, read_text
+from gymclient.spec import Address, BonsaiSims, EnvSpec, check_script, load_spec, read_text
 
 
 class _Model(BaseModel):
@@ -70,9 +70,10 @@ class Launch(_Model):
 
 
 class SimPlacement(_Model):
-    """Where the sims are: ``launch`` sidecars, or running servers at ``address(es)``."""
+    """Where the sims are: ``launch`` sidecars, ``bonsai`` SDK sims, or ``address(es)``."""
 
     launch: Launch | None = None
+    bonsai: BonsaiSims | None = None
     address: Address | None = None
     addresses: list[Address] | None = None
     token: str | None = None
@@ -82,9 +83,11 @@ class SimPlacement(_Model):
 
     @model_validator(mode="after")
     def _one(self) -> SimPlacement:
-        given = [k for k in ("launch", "address", "addresses") if getattr(self, k)]
+        given = [k for k in ("launch", "bonsai", "address", "addresses") if getattr(self, k)]
         if len(given) > 1:
-            raise ValueError(f"give one of launch, address, addresses (got {', '.join(given)})")
+            raise ValueError(
+                f"give one of launch, bonsai, address, addresses (got {', '.join(given)})"
+            )
         return self
 
 
@@ -171,8 +174,8 @@ class TrainSpec(_Model):
         env = load_spec(self.path(self.env))
         s = self.sim
         updates: dict[str, Any] = {}
-        if s.address or s.addresses:
-            updates.update(address=s.address, addresses=s.addresses, target=None)
+        if s.address or s.addresses or s.bonsai:
+            updates.update(address=s.address, addresses=s.addresses, bonsai=s.bonsai, target=None)
         for key in ("token", "token_env", "tls", "tls_ca"):
             if getattr(s, key) is not None:
                 updates[key] = getattr(s, key)
@@ -180,9 +183,21 @@ class TrainSpec(_Model):
             env = env.model_copy(update={"sim": env.sim.model_copy(update=updates)})
         return env
 
+    def bonsai(self, env: EnvSpec) -> tuple[BonsaiSims, Path] | None:
+        """The Bonsai SDK sims to start and the folder they run in, if the sims are those.
+
+        ``sim.bonsai`` of this spec (run from its folder), else the env spec's (from its
+        ``workdir``) unless this spec names ``launch`` or ``address(es)``.
+        """
+        if self.sim.bonsai is not None:
+            return self.sim.bonsai, Path(self.base_dir)
+        if self.sim.launch or self.sim.address or self.sim.addresses or env.sim.bonsai is None:
+            return None
+        return env.sim.bonsai, env.workdir
+
     def launch(self, env: EnvSpec) -> Launch | None:
         """The sidecar plan: explicit ``sim.launch``, else the env spec's target (1 server)."""
-        if self.sim.address or self.sim.addresses:
+        if self.sim.address or self.sim.addresses or self.bonsai(env) is not None:
             return None
         launch = self.sim.launch or Launch()
         if launch.target is None:
@@ -221,4 +236,6 @@ def load_train_spec(path: str | os.PathLike[str]) -> TrainSpec:
     env_path = spec.path(spec.env)
     if not env_path.exists():
         raise SpecError(str(p), "env", f"not found: {env_path}")
+    if spec.sim.bonsai is not None:
+        check_script(spec.sim.bonsai, Path(spec.base_dir), str(p), "sim.bonsai.command")
     return spec
