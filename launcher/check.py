@@ -23,8 +23,10 @@ from rich.table import Table
 from gymclient.conformance import Check, Report, check_integration
 from gymclient.errors import SimgymError
 from gymclient.spec import EnvSpec
+from launcher.bonsai_sims import BonsaiPlan
 from launcher.sidecars import QUIET_RECORD, SidecarPool, SidecarStartError, log_error_line
 from launcher.sims import spec_launch, start_sims
+from launcher.trainspec import Launch
 from simserver.process import TRANSPORTS
 
 # A leak: the server's memory (its process tree's RSS) grew at every episode after the
@@ -143,15 +145,18 @@ def run_check(
     if address:
         return check_integration(spec, address, episodes=episodes, seed=seed)
     # No restarts: a sim that dies during the check is a finding, not something to hide.
-    launch = spec_launch(spec, transport=transport, max_restarts=0)
+    # Bonsai sims: a copy for the session the protocol checks keep open, and one more.
+    launch = spec_launch(spec, sessions=2, transport=transport, max_restarts=0)
     log_dir = Path(tempfile.mkdtemp(prefix="simgym-check-"))
     keep_log = False
     try:
         try:
             pool = start_sims(spec, launch, log_dir)
         except SidecarStartError as exc:
-            error, keep_log = _start_failure(launch.target or "", exc)
+            error, keep_log = _start_failure(launch, exc)
             raise error from None
+        if isinstance(launch, BonsaiPlan):
+            spec = launch.connect_spec(spec)
         watch = ServerWatch(pool)
         try:
             report = check_integration(
@@ -163,8 +168,8 @@ def run_check(
             # It died before the episodes (handshake, protocol or Gymnasium checks).
             keep_log = True
             raise SimgymError(
-                f"simserver {launch.target}: {watch.ended().splitlines()[0]} while it was "
-                f"checked ({exc}); server log kept at {watch.server.log_file}"
+                f"simserver {watch.server.target}: {watch.ended().splitlines()[0]} while it "
+                f"was checked ({exc}); server log kept at {watch.server.log_file}"
             ) from None
         finally:
             watch.close()
@@ -181,12 +186,16 @@ def run_check(
             shutil.rmtree(log_dir, ignore_errors=True)
 
 
-def _start_failure(target: str, exc: SidecarStartError) -> tuple[SimgymError, bool]:
+def _start_failure(launch: Launch | BonsaiPlan, exc: SidecarStartError) -> tuple[SimgymError, bool]:
     """One line saying why the server did not start, and whether its log is kept.
 
     The reason is quoted (the log's error line, else its last line, typically the sim's
-    exception); a log with more than that is kept and cited.
+    exception); a log with more than that is kept and cited. Bonsai sims' first line says
+    which process failed (the endpoint, a copy) and cites its log, which is kept.
     """
+    if isinstance(launch, BonsaiPlan):
+        return SimgymError(str(exc).splitlines()[0]), True
+    target = launch.target or ""
     try:
         text = exc.log_file.read_text(errors="replace")
     except OSError:

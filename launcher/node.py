@@ -40,10 +40,11 @@ from pathlib import Path
 from typing import Any
 
 from gymclient.errors import SimgymError
+from launcher.bonsai_sims import NODE_TOKEN_VAR, BonsaiPlan
 from launcher.failure import TrainingError
 from launcher.placement import NODE_RANK_VAR, NODE_SIMS_VAR, PLACEMENT_VAR, SLOT
 from launcher.sidecars import SidecarPool
-from launcher.sims import start_sims
+from launcher.sims import start_sims, train_plan
 from launcher.train import preflight, train
 from launcher.trainspec import TrainSpec, load_train_spec
 from simserver.process import ServerStartError
@@ -563,6 +564,7 @@ class _Node:
         self.outcome_file.unlink(missing_ok=True)
         self.stage = "reading the training spec"
         self.pool: SidecarPool | None = None
+        self.sim_token: str | None = None  # this node's Bonsai endpoint's key
         self.ray_node: RayNode | None = None
         self.driver = False
         self.code = 2  # what the head tells the other ranks, unless training says otherwise
@@ -570,10 +572,12 @@ class _Node:
     def start_sims(self) -> tuple[list[str] | None, dict[str, float]]:
         """Start and check this node's sidecars: their addresses and the node's Ray resources.
 
-        The addresses are None when the user runs the sims (``sim.address``).
+        The addresses are None when the user runs the sims (``sim.address``). Bonsai sims:
+        this node's endpoint and copies (by default this node's share of the env runners'
+        sessions), its key kept for the node's Ray processes (``NODE_TOKEN_VAR``).
         """
         env_spec = self.spec.load_env_spec()
-        launch = self.spec.launch(env_spec)
+        launch = train_plan(self.spec, env_spec, nodes=self.info.size)
         resources: dict[str, float] = {f"simgym_node_{self.info.rank}": 1.0}
         if launch is None:
             return None, resources
@@ -583,9 +587,13 @@ class _Node:
         except ServerStartError as exc:
             raise NodeError(str(exc).splitlines()[0] + f" (log: {self.dir / 'sims'})") from None
         addresses = self.pool.addresses
+        if isinstance(launch, BonsaiPlan):
+            env_spec, self.sim_token = launch.connect_spec(env_spec), launch.token
+            resources[SLOT] = float(launch.copies)
+        else:
+            resources[SLOT] = float(launch.servers * launch.sessions_per_server)
         self.stage = "checking this node's sims (preflight)"
         preflight(env_spec, addresses, self.spec.seed)
-        resources[SLOT] = float(launch.servers * launch.sessions_per_server)
         self.say(self.info, f"{len(addresses)} sim server(s) ready: {', '.join(addresses)}")
         return addresses, resources
 
@@ -601,6 +609,8 @@ class _Node:
         }
         if addresses is not None:
             ray_env[NODE_SIMS_VAR] = json.dumps(addresses)
+        if self.sim_token is not None:
+            ray_env[NODE_TOKEN_VAR] = self.sim_token
         return ray_env
 
     def run_head(
@@ -617,7 +627,13 @@ class _Node:
         self.ray_node.start()
         say(info, f"Ray head at {self.ray_node.head_address}; waiting for {info.size} node(s)")
         # The driver (this process) runs the learner and the local env runner.
-        driver_vars = (*ray_auth_env(ray_env), NODE_RANK_VAR, PLACEMENT_VAR, NODE_SIMS_VAR)
+        driver_vars = (
+            *ray_auth_env(ray_env),
+            NODE_RANK_VAR,
+            PLACEMENT_VAR,
+            NODE_SIMS_VAR,
+            NODE_TOKEN_VAR,
+        )
         os.environ.update({k: ray_env[k] for k in driver_vars if k in ray_env})
         import ray
 

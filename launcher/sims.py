@@ -29,8 +29,11 @@ def spec_launch(spec: EnvSpec, *, sessions: int = 1, **plan: Any) -> SimPlan:
     Raises:
         SimgymError: The spec names neither.
     """
-    if spec.sim.bonsai is not None:
-        return BonsaiPlan.make(spec.sim.bonsai, spec.workdir, sessions)
+    bonsai = spec.sim.bonsai
+    if bonsai is not None:
+        if "max_restarts" in plan:  # a check restarts nothing: a dying copy is a finding
+            bonsai = bonsai.model_copy(update={"max_restarts": plan["max_restarts"]})
+        return BonsaiPlan.make(bonsai, spec.workdir, sessions)
     if not spec.sim.target:
         raise SimgymError(
             f"{spec.source}: sim: give `target` (simgym starts it), `bonsai` (Bonsai SDK sims "
