@@ -31,6 +31,7 @@ from gymclient.connection import Connection, RemoteSession
 from gymclient.env import connect_options
 from gymclient.errors import SimgymError, SpecError
 from gymclient.spec import EnvSpec, Lesson, load_spec, read_text
+from launcher.bonsai_sims import BonsaiPlan
 from launcher.sidecars import SidecarPool, SidecarStartError
 from launcher.sims import spec_launch, start_sims
 from simgym.targets import LoadError, resolve_class
@@ -818,15 +819,20 @@ def evaluate(
     out.mkdir(parents=True, exist_ok=True)
     pool: SidecarPool | None = None
     try:
-        if spec.sim.target:
+        if spec.sim.target or spec.sim.bonsai:
             n_servers = servers or min(2, os.cpu_count() or 1)
             launch = spec_launch(
-                spec, servers=n_servers, sessions_per_server=math.ceil(n_parallel / n_servers)
+                spec,
+                sessions=n_parallel,
+                servers=n_servers,
+                sessions_per_server=math.ceil(n_parallel / n_servers),
             )
             try:
                 pool = start_sims(spec, launch, out / "sims")
             except SidecarStartError as exc:
                 raise EvaluationError(str(exc).splitlines()[0]) from None  # it names the log
+            if isinstance(launch, BonsaiPlan):  # its clients need the endpoint's token
+                spec = launch.connect_spec(spec)
             addresses = pool.addresses
         else:
             addresses = spec.sim.address_list()
