@@ -15,21 +15,28 @@ connects.
 
 from __future__ import annotations
 
-import inspect
 import math
 import operator
 import random
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import numpy as np
 
 from simserver.errors import InvalidArgument, LoadError, SimCallFailed
-
-# Keys a plain class may put in its state dict to report episode end.
-_FLAG_KEYS = ("terminated", "truncated", "done")
+from simserver.shapes import (
+    FLAG_KEYS,
+    STATE_SOURCES,
+    Interface,
+    Shape,
+    ShapeChoice,
+    find_shape,
+    interface_of,
+    reader,
+    state_source,
+)
 
 
 @dataclass(frozen=True)
@@ -88,6 +95,7 @@ class SimRecipe:
         workdir: The folder the server loaded the target from (its imports are relative to it).
         states: State names in wire order (so a worker never probes).
         module: The module that defines the sim, imported ahead by the worker pool ("" if none).
+        shape: How the sim class is driven (so a worker never detects it again).
     """
 
     target: str
@@ -95,6 +103,7 @@ class SimRecipe:
     workdir: str
     states: tuple[str, ...]
     module: str = ""
+    shape: Shape | None = None
 
 
 @dataclass
@@ -111,6 +120,7 @@ class SimFactory:
         create: Builds one instance; ``action_names`` are the session's.
         recipe: How to build it in a worker process (set by ``simserver.loader``).
         isolated: Whether ``create`` builds ``simserver.isolation.WorkerSim`` instances.
+        shape: How a sim class is driven (``simserver.shapes``); None for Gymnasium envs.
     """
 
     sim_name: str
@@ -121,6 +131,7 @@ class SimFactory:
     create: Callable[[list[str]], SimInstance]
     recipe: SimRecipe | None = None
     isolated: bool = False
+    shape: Shape | None = None
 
 
 def _finite_check(values: list[float]) -> list[int]:
@@ -154,26 +165,6 @@ def _call(call: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
 # --------------------------------------------------------------------------- class sims
 
 
-def _accepts(fn: Callable[..., Any], name: str) -> bool:
-    try:
-        params = inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        return False
-    return name in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
-
-
-def _positional_count(fn: Callable[..., Any]) -> int:
-    try:
-        params = inspect.signature(fn).parameters.values()
-    except (TypeError, ValueError):
-        return 1
-    return sum(
-        1
-        for p in params
-        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL)
-    )
-
-
 def _split_result(
     result: Any, call: str
 ) -> tuple[Mapping[str, Any] | None, bool | None, bool | None]:
@@ -193,17 +184,35 @@ def _split_result(
 
 
 class ClassSim:
-    """Adapter for reference-style and plain simulator classes."""
+    """Adapter for any sim class ``simserver.shapes`` can drive.
 
-    def __init__(self, sim: Any, state_names: list[str], action_names: list[str]) -> None:
-        self._sim = sim
+    Reference ``SimulatorModel``s, plain classes, Bonsai session classes, sims rebuilt per
+    episode.
+
+    Args:
+        sim: The sim object (for a sim rebuilt per episode: the current one).
+        state_names: States in wire order.
+        action_names: The session's action names.
+        shape: How to drive it (found from ``sim`` when None).
+        rebuild: Builds a new sim from the episode's config (a sim whose constructor is its
+            reset); None otherwise.
+    """
+
+    def __init__(
+        self,
+        sim: Any,
+        state_names: list[str],
+        action_names: list[str],
+        shape: Shape | None = None,
+        rebuild: Callable[[dict[str, Any]], Any] | None = None,
+    ) -> None:
+        self._shape = shape or find_shape(type(sim), sim)
+        self._rebuild = rebuild
         self._state_names = state_names
         self._action_names = action_names
+        self._scalar = self._shape.scalar_action(action_names)
         self._last: Mapping[str, Any] = {}
         self._flags = (False, False)
-        reset = sim.reset
-        self._reset_takes_config = _positional_count(reset) >= 1 or _accepts(reset, "config")
-        self._reset_takes_seed = _accepts(reset, "seed")
         # itemgetter of one key returns the value, not a tuple; of none, it cannot be built.
         self._get_values: Callable[[Mapping[str, Any]], Sequence[Any]]
         if len(state_names) > 1:
@@ -211,16 +220,21 @@ class ClassSim:
         else:
             names = tuple(state_names)
             self._get_values = lambda d: tuple(d[n] for n in names)
-        self._term = getattr(sim, "termination", None)
-        self._trunc = getattr(sim, "truncation", None)
-        self._get_state = next(
-            (
-                getattr(sim, n)
-                for n in ("get_state", "get_states", "states")
-                if callable(getattr(sim, n, None))
-            ),
-            None,
-        )
+        self._bind(sim)
+
+    def _bind(self, sim: Any) -> None:
+        """Read the shape's methods off ``sim`` once, not at every call."""
+        shape = self._shape
+        self._sim = sim
+        self._start = getattr(sim, shape.start) if shape.start else None
+        self._step = getattr(sim, shape.step)
+        self._term = reader(sim, shape.terminated)
+        self._trunc = reader(sim, shape.truncated)
+        self._get_state = reader(sim, shape.state)
+        # Names for error messages, built once: the step's is on every step's error path.
+        self._step_call = f"{shape.step}()"
+        state_is_method = callable(getattr(type(sim), shape.state, None))
+        self._state_call = f"{shape.state}()" if state_is_method else shape.state
 
     def _outcome(self, result: Any, call: str, started: float) -> Outcome:
         term_fn, trunc_fn = self._term, self._trunc
@@ -233,13 +247,13 @@ class ClassSim:
             except (SimCallFailed, InvalidArgument):
                 raise
             except Exception as exc:
-                raise SimCallFailed("termination()", exc) from exc
+                raise SimCallFailed(f"{self._shape.terminated}()", exc) from exc
             try:
                 trunc = bool(trunc_fn())
             except (SimCallFailed, InvalidArgument):
                 raise
             except Exception as exc:
-                raise SimCallFailed("truncation()", exc) from exc
+                raise SimCallFailed(f"{self._shape.truncated}()", exc) from exc
         else:
             term, trunc, states_dict = self._flags_of(result, call)
         self._last = states_dict
@@ -260,23 +274,44 @@ class ClassSim:
         )
 
     def _flags_of(self, result: Any, call: str) -> tuple[bool, bool, Mapping[str, Any]]:
-        """Flags and state dict of any result shape ``_split_result`` accepts."""
-        states_dict, term, trunc = _split_result(result, call)
+        """Flags and state dict of any result shape ``_split_result`` accepts.
+
+        A call that returns no state dict (None, or anything else: a reward, ``self``) has
+        its state read from the shape's state source, if the sim has one.
+        """
+        shape = self._shape
+        try:
+            states_dict, term, trunc = _split_result(result, call)
+        except SimCallFailed:
+            if self._get_state is None:
+                raise
+            states_dict, term, trunc = None, None, None
         if states_dict is None:
             if self._get_state is None:
-                raise SimCallFailed(call, TypeError("returned None and the sim has no get_state()"))
-            states_dict = _call("get_state()", self._get_state)
-            states_dict, _, _ = _split_result(states_dict, "get_state()")
-            assert states_dict is not None
+                raise SimCallFailed(
+                    call,
+                    TypeError(
+                        "returned no state dict, and the sim has none of "
+                        + ", ".join(STATE_SOURCES)
+                    ),
+                )
+            source = self._state_call
+            states_dict, _, _ = _split_result(_call(source, self._get_state), source)
+            if states_dict is None:
+                raise SimCallFailed(source, TypeError("is None; expected a dict of states"))
         if term is None:
             term = (
-                bool(_call("termination()", self._term))
+                bool(_call(f"{shape.terminated}()", self._term))
                 if self._term
-                else bool(states_dict.get("terminated", states_dict.get("done", False)))
+                else bool(
+                    states_dict.get(
+                        "terminated", states_dict.get("done", states_dict.get("halted", False))
+                    )
+                )
             )
         if trunc is None:
             trunc = (
-                bool(_call("truncation()", self._trunc))
+                bool(_call(f"{shape.truncated}()", self._trunc))
                 if self._trunc
                 else bool(states_dict.get("truncated", False))
             )
@@ -285,8 +320,9 @@ class ClassSim:
     def reset(self, config: dict[str, Any], seed: int | None) -> Outcome:
         """Start an episode (see ``SimInstance``)."""
         started = time.perf_counter()
+        shape = self._shape
         kwargs: dict[str, Any] = {}
-        if self._reset_takes_seed and seed is not None:
+        if shape.seed and seed is not None:
             kwargs["seed"] = seed
         elif seed is not None:
             # Legacy sims draw from the global generators (the reference CSTR uses
@@ -294,13 +330,25 @@ class ClassSim:
             # effort: sessions of one server share these generators.
             random.seed(seed)
             np.random.seed(seed % 2**32)
-        if self._reset_takes_config:
-            result = _call("reset()", self._sim.reset, config, **kwargs)
+        if self._start is None:  # the constructor is the reset: a new object per episode
+            assert self._rebuild is not None, "a sim rebuilt per episode needs its rebuild"
+            self.close()
+            self._bind(_call("reset() (the constructor)", self._rebuild, {**config, **kwargs}))
+            return self._outcome(None, "reset() (the constructor)", started)
+        call = f"{shape.start}()"
+        if shape.config == "dict":
+            if shape.config_param:
+                kwargs[shape.config_param] = config
+                result = _call(call, self._start, **kwargs)
+            else:
+                result = _call(call, self._start, config, **kwargs)
+        elif shape.config == "kwargs":
+            result = _call(call, self._start, **{**config, **kwargs})
         else:
             if config:
-                raise InvalidArgument("this sim's reset() takes no config; send an empty config")
-            result = _call("reset()", self._sim.reset, **kwargs)
-        return self._outcome(result, "reset()", started)
+                raise InvalidArgument(f"this sim's {call} takes no config; send an empty config")
+            result = _call(call, self._start, **kwargs)
+        return self._outcome(result, call, started)
 
     def step(self, action: Sequence[float]) -> Outcome:
         """Advance one step (see ``SimInstance``)."""
@@ -308,17 +356,25 @@ class ClassSim:
         names = self._action_names
         # The hot path of every step: the dict built directly and the sim called inline
         # (what _call does, without its extra frame and argument packing).
-        if len(names) == 1 and len(action) == 1:
+        act: Any
+        if self._scalar:
+            if len(action) != 1:
+                raise InvalidArgument(
+                    f"this sim's {self._shape.step}({self._shape.action_param}) takes one "
+                    f"number; got {len(action)} actions"
+                )
+            act = action[0]
+        elif len(names) == 1 and len(action) == 1:
             act = {names[0]: action[0]}
         else:
             act = dict(zip(names, action, strict=True))
         try:
-            result = self._sim.step(act)
+            result = self._step(act)
         except (SimCallFailed, InvalidArgument):
             raise
         except Exception as exc:
-            raise SimCallFailed("step()", exc) from exc
-        return self._outcome(result, "step()", started)
+            raise SimCallFailed(self._step_call, exc) from exc
+        return self._outcome(result, self._step_call, started)
 
     def states(self) -> list[float]:
         """Current states (see ``SimInstance``)."""
@@ -351,26 +407,77 @@ def _sim_name(obj: Any, default: str) -> str:
     return str(name) if name else default
 
 
+def rebuilder(cls: type, kwargs: Mapping[str, Any]) -> Callable[[dict[str, Any]], Any]:
+    """A new ``cls`` per episode, the episode's config (and seed) over the constructor kwargs."""
+
+    def rebuild(config: dict[str, Any]) -> Any:
+        return cls(**{**kwargs, **config})
+
+    return rebuild
+
+
+def _describer(probe: Any, interface: Interface | None) -> Callable[[str], Variable]:
+    """A name as a ``Variable`` with the bounds and description the sim declares, if any."""
+    bounds: Mapping[str, Any] = {
+        **(interface.bounds if interface else {}),
+        **(getattr(probe, "bounds", None) or {}),
+    }
+    descriptions: Mapping[str, str] = {
+        **(interface.descriptions if interface else {}),
+        **(getattr(probe, "descriptions", None) or {}),
+    }
+
+    def var(name: str) -> Variable:
+        lo, hi = bounds.get(name, (None, None))
+        return Variable(
+            name,
+            None if lo is None else float(lo),
+            None if hi is None else float(hi),
+            str(descriptions.get(name, "")),
+        )
+
+    return var
+
+
+def _probe(cls: type, adapter: ClassSim) -> list[str]:
+    """State names from one reset with an empty config (``class_factory`` without names)."""
+    try:
+        adapter.reset({}, None)
+    except Exception as exc:
+        what = exc.message if isinstance(exc, SimCallFailed) else f"{type(exc).__name__}: {exc}"
+        raise LoadError(
+            f"probing {cls.__qualname__} with an empty config: {what}. "
+            "Declare `state_names` on the class to skip probing."
+        ) from exc
+    if not adapter._last:
+        raise LoadError(f"probing {cls.__qualname__}: reset with an empty config gave no states")
+    return [k for k in adapter._last if k not in FLAG_KEYS]
+
+
 def class_factory(
     cls: type,
     kwargs: Mapping[str, Any],
     *,
     action_names: Sequence[str] = (),
+    choice: ShapeChoice | None = None,
 ) -> SimFactory:
     """Describe a simulator class, probing one instance when it declares no state names.
+
+    How the class is driven is found by ``simserver.shapes.find_shape`` (``choice``: what
+    the user picked where it cannot be detected). Names come from class attributes, else a
+    Bonsai session's ``get_interface()``, else probing (states) or ``action_names``.
 
     Args:
         cls: The simulator class.
         kwargs: Constructor keyword arguments.
         action_names: Action names given on the command line, used when the class
             declares none.
+        choice: The user's shape choices.
 
     Raises:
-        LoadError: The class cannot be built, or probing its reset fails.
+        LoadError: The class cannot be built, hosted (one line saying what was looked for)
+            or probed.
     """
-    for method in ("reset", "step"):
-        if not callable(getattr(cls, method, None)):
-            raise LoadError(f"{cls.__qualname__} has no {method}() method; it cannot be hosted")
 
     def build() -> Any:
         try:
@@ -382,49 +489,37 @@ def class_factory(
             ) from exc
 
     probe = build()
+    shape = find_shape(cls, probe, choice)
+    rebuild = None if shape.start else rebuilder(cls, kwargs)
+    interface = interface_of(probe)
     states = _declared(probe, "state_names")
     if states is None:
-        adapter = ClassSim(probe, [], [])
-        try:
-            result = adapter._sim.reset({}) if adapter._reset_takes_config else adapter._sim.reset()
-            states_dict, _, _ = _split_result(result, "reset()")
-            if states_dict is None and adapter._get_state is not None:
-                states_dict, _, _ = _split_result(adapter._get_state(), "get_state()")
-        except Exception as exc:
-            raise LoadError(
-                f"probing {cls.__qualname__}: reset({{}}) raised {type(exc).__name__}: {exc}. "
-                "Declare `state_names` on the class to skip probing."
-            ) from exc
-        if not states_dict:
-            raise LoadError(f"probing {cls.__qualname__}: reset({{}}) returned no state dict")
-        states = [k for k in states_dict if k not in _FLAG_KEYS]
-    actions = _declared(probe, "action_names") or list(action_names)
-    config = _declared(probe, "config_keys") or []
-    bounds: Mapping[str, Any] = getattr(probe, "bounds", None) or {}
-    descriptions: Mapping[str, str] = getattr(probe, "descriptions", None) or {}
-
-    def var(name: str) -> Variable:
-        lo, hi = bounds.get(name, (None, None))
-        return Variable(
-            name,
-            None if lo is None else float(lo),
-            None if hi is None else float(hi),
-            str(descriptions.get(name, "")),
-        )
-
+        adapter = ClassSim(probe, [], [], shape, rebuild)
+        states = _probe(cls, adapter)
+        probe = adapter._sim  # the constructor-per-episode kind built a new one
+        if not shape.state:  # a state attribute its reset created
+            shape = replace(shape, state=state_source(probe))
+    actions = (
+        _declared(probe, "action_names")
+        or list(action_names)
+        or list(interface.actions if interface else ())
+    )
+    config = _declared(probe, "config_keys") or list(shape.config_keys)
+    var = _describer(probe, interface)
     spare = [probe]  # the probed instance serves the first session: sims can be slow to build
 
     def create(session_actions: list[str]) -> SimInstance:
         sim = spare.pop() if spare else build()
-        return ClassSim(sim, states, session_actions)
+        return ClassSim(sim, states, session_actions, shape, rebuild)
 
     return SimFactory(
-        sim_name=_sim_name(probe, cls.__name__),
+        sim_name=_sim_name(probe, (interface.name if interface else "") or cls.__name__),
         states=[var(n) for n in states],
         actions=[var(n) for n in actions],
         config=[var(n) for n in config],
-        seedable=_accepts(probe.reset, "seed"),
+        seedable=shape.seed,
         create=create,
+        shape=shape,
     )
 
 

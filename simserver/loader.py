@@ -7,8 +7,9 @@ Target forms:
   other as ``from sim.x import Y`` works unedited when the server runs from that folder).
 * ``gymnasium:Pendulum-v1`` (or ``gym:...``) — a registered Gymnasium env id.
 
-Classes that subclass ``gymnasium.Env`` are hosted as Gymnasium envs; any other
-class with ``reset``/``step`` as a reference-style or plain simulator.
+Classes that subclass ``gymnasium.Env`` are hosted as Gymnasium envs; any other class in
+whatever shape ``simserver.shapes`` finds it (reference ``SimulatorModel``, plain class,
+Bonsai session class, a class rebuilt per episode).
 """
 
 from __future__ import annotations
@@ -27,7 +28,9 @@ from simserver.adapters import (
     SimRecipe,
     class_factory,
     gym_factory,
+    rebuilder,
 )
+from simserver.shapes import ShapeChoice, find_shape, parse_choice
 
 _GYM_PREFIXES = ("gymnasium:", "gym:")
 
@@ -37,6 +40,7 @@ def load_factory(
     kwargs: Mapping[str, Any] | None = None,
     *,
     action_names: Sequence[str] = (),
+    shape: ShapeChoice | str | None = None,
 ) -> SimFactory:
     """Build the ``SimFactory`` for a target string.
 
@@ -45,19 +49,27 @@ def load_factory(
         kwargs: Constructor (or ``gymnasium.make``) keyword arguments.
         action_names: Action names for sims that take an action dict without
             declaring its keys.
+        shape: What the user picked where a class's shape cannot be detected
+            (``simserver.shapes.ShapeChoice``, or its text ``"reset=constructor,step=scalar"``).
 
     Raises:
         LoadError: With a message that says what to fix.
     """
-    factory, module = _load(target, dict(kwargs or {}), action_names)
+    choice = parse_choice(shape) if isinstance(shape, str) else shape
+    factory, module = _load(target, dict(kwargs or {}), action_names, choice)
     recipe = SimRecipe(
-        target, dict(kwargs or {}), os.getcwd(), tuple(v.name for v in factory.states), module
+        target,
+        dict(kwargs or {}),
+        os.getcwd(),
+        tuple(v.name for v in factory.states),
+        module,
+        factory.shape,
     )
     return dataclasses.replace(factory, recipe=recipe)
 
 
 def _load(
-    target: str, kwargs: dict[str, Any], action_names: Sequence[str]
+    target: str, kwargs: dict[str, Any], action_names: Sequence[str], choice: ShapeChoice | None
 ) -> tuple[SimFactory, str]:
     """The factory of ``load_factory`` and the module that defines the sim ("" for an env id)."""
     for prefix in _GYM_PREFIXES:
@@ -84,7 +96,8 @@ def _load(
         is_env = False
     if is_env:
         return gym_factory(lambda: obj(**kwargs), obj.__name__), obj.__module__
-    return class_factory(obj, kwargs, action_names=action_names), obj.__module__
+    factory = class_factory(obj, kwargs, action_names=action_names, choice=choice)
+    return factory, obj.__module__
 
 
 def build_instance(recipe: SimRecipe, action_names: list[str]) -> SimInstance:
@@ -107,4 +120,7 @@ def build_instance(recipe: SimRecipe, action_names: list[str]) -> SimInstance:
 
     if issubclass(cls, gymnasium.Env):
         return GymSim(cls(**recipe.kwargs))
-    return ClassSim(cls(**recipe.kwargs), list(recipe.states), action_names)
+    sim = cls(**recipe.kwargs)
+    shape = recipe.shape or find_shape(cls, sim)
+    rebuild = None if shape.start else rebuilder(cls, recipe.kwargs)
+    return ClassSim(sim, list(recipe.states), action_names, shape, rebuild)
