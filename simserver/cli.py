@@ -6,13 +6,14 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 import yaml
 
-from simserver.errors import LoadError
+from simserver.errors import LoadError, clip
 from simserver.isolation import DEFAULT_ISOLATION
 from simserver.server import (
     DEFAULT_MAX_MESSAGE_BYTES,
@@ -23,6 +24,7 @@ from simserver.server import (
     check_range,
     write_address_file,
 )
+from simserver.slots import DEFAULT_PARALLEL
 from simserver.stdio import redirect_sim_output
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
@@ -63,6 +65,25 @@ def _read_token_file(path: Path) -> str:
     return token
 
 
+def _check_target(target: str | None, bonsai_port: int | None, isolate: str) -> None:
+    """A sim TARGET, or --bonsai-port (Bonsai sims connect to it): one of the two.
+
+    Raises:
+        ConfigError: Both, neither, or --isolate process with Bonsai sims.
+    """
+    if bonsai_port is None and not target:
+        raise ConfigError("give a sim TARGET (file.py:Class, module:Class, gymnasium:Id)")
+    if bonsai_port is not None and target:
+        raise ConfigError(
+            f"give a sim TARGET ({clip(target, 60)}) or --bonsai-port (Bonsai SDK sims "
+            "connect to it), not both"
+        )
+    if bonsai_port is not None and isolate == "process":
+        raise ConfigError(
+            "--isolate process does not apply to Bonsai sims: each runs in its own process"
+        )
+
+
 def _write_address(server: SimServer, path: Path, address: str) -> None:
     """Write the address file; a server whose launcher cannot learn its address stops."""
     try:
@@ -101,8 +122,12 @@ def _parse_kwargs(pairs: list[str], kwargs_file: Path | None) -> dict[str, Any]:
 @app.command(help="Serve a simulator over gRPC (simgym.v1), printing the bound address on stdout.")
 def serve(
     target: Annotated[
-        str, typer.Argument(help="path/to/file.py:Class, package.module:Class or gymnasium:EnvId")
-    ],
+        str | None,
+        typer.Argument(
+            help="path/to/file.py:Class, package.module:Class or gymnasium:EnvId (none with "
+            "--bonsai-port)"
+        ),
+    ] = None,
     host: Annotated[
         str,
         typer.Option(help="Interface for TCP; anything but loopback needs --token or --insecure."),
@@ -169,6 +194,13 @@ def serve(
             help="Slots one packed request may carry (default: 4 x --max-sessions, at least 1024)."
         ),
     ] = None,
+    parallel_slots: Annotated[
+        str,
+        typer.Option(
+            help="Whether the sessions of one packed request step in parallel on a thread "
+            "pool (in-thread sims): 'auto' when their calls wait (measured), 'on' or 'off'."
+        ),
+    ] = DEFAULT_PARALLEL,
     packed_socket: Annotated[
         bool,
         typer.Option(
@@ -201,6 +233,21 @@ def serve(
     parent_pid: Annotated[
         int | None, typer.Option(help="Exit when this process is gone (sidecar mode).")
     ] = None,
+    bonsai_port: Annotated[
+        int | None,
+        typer.Option(
+            help="Instead of a TARGET, serve sims written with the Bonsai SDK: they connect to "
+            "this HTTP port (0 picks one) with SIM_API_HOST; gRPC serves once one registered."
+        ),
+    ] = None,
+    bonsai_host: Annotated[
+        str,
+        typer.Option(help="Interface of --bonsai-port; not loopback: needs --token or --insecure."),
+    ] = "127.0.0.1",
+    bonsai_address_file: Annotated[
+        Path | None,
+        typer.Option(help="Write the Bonsai endpoint's URL (http://HOST:PORT) when it listens."),
+    ] = None,
 ) -> None:
     """The ``simserver`` command (its help is the decorator's).
 
@@ -209,7 +256,9 @@ def serve(
     """
     try:
         paths = {"--log-file": log_file, "--address-file": address_file, "--chdir": chdir}
+        paths["--bonsai-address-file"] = bonsai_address_file
         _check_cli_only(log_level, parent_pid, max_message_mb, paths)
+        _check_target(target, bonsai_port, isolate)
         logging.basicConfig(
             level=getattr(logging, log_level.upper()),
             format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -240,6 +289,7 @@ def serve(
             isolate=isolate,
             max_sim_rss_mib=max_sim_rss,
             max_slots=max_slots,
+            parallel_slots=parallel_slots,
             max_message_bytes=int(max_message_mb * 2**20),
             packed_socket=packed_socket,
         )
@@ -247,7 +297,16 @@ def serve(
         from simserver.loader import load_factory
 
         action_names = [a.strip() for a in actions.split(",") if a.strip()] if actions else []
-        factory = load_factory(target, kwargs, action_names=action_names)
+        endpoint = None
+        if bonsai_port is not None:
+            from simserver.bonsai import BonsaiOptions, wait_for_bonsai_sims
+
+            bonsai = BonsaiOptions(bonsai_host, bonsai_port, token, insecure, max_sessions,
+                                   options.max_message_bytes)  # fmt: skip
+            endpoint, factory = wait_for_bonsai_sims(bonsai, bonsai_address_file, parent_pid)
+        else:
+            assert target is not None
+            factory = load_factory(target, kwargs, action_names=action_names)
         server = SimServer(factory, options)
         addresses = server.start()
     except (ConfigError, LoadError, OSError) as exc:
@@ -256,11 +315,16 @@ def serve(
     announce(addresses)
     if address_file is not None:
         _write_address(server, address_file, addresses[0])
-    _run(server, parent_pid)
+    _run(server, parent_pid, endpoint.stop if endpoint is not None else None)
 
 
-def _run(server: SimServer, parent_pid: int | None) -> None:
-    """Serve until a signal (or the parent's exit) stops the server, then exit the process."""
+def _run(
+    server: SimServer, parent_pid: int | None, on_exit: Callable[[], None] | None = None
+) -> None:
+    """Serve until a signal (or the parent's exit) stops the server, then exit the process.
+
+    ``on_exit`` runs once the server has stopped (the Bonsai endpoint's stop).
+    """
 
     def on_signal(signum: int, _frame: Any) -> None:
         logging.getLogger("simserver").info("signal %d: shutting down", signum)
@@ -271,6 +335,8 @@ def _run(server: SimServer, parent_pid: int | None) -> None:
     if parent_pid is not None:
         _watch_parent(parent_pid, server)
     server.wait()
+    if on_exit is not None:
+        on_exit()
     # Sessions are closed and the socket removed; what may remain are worker threads
     # stuck in a hung sim, which would block a normal interpreter exit forever.
     logging.shutdown()

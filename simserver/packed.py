@@ -7,19 +7,25 @@ No gRPC here, so tests and benchmarks can call it directly.
 
 With isolated sims (``simserver.isolation``) every slot's call is sent before any reply is
 awaited, so the K sims of a request step in parallel, each within the request's slot
-timeout; in-thread sims run one after the other, as their calls cannot be stopped anyway.
+timeout. In-thread sims run one after the other, or on a thread pool when that pays
+(``simserver.slots``: sims that wait in their calls), where a slot past the request's slot
+timeout fails alone while its call runs on.
 """
 
 from __future__ import annotations
 
 import math
+import time
+from collections.abc import Callable
 from typing import Any
 
 from simgym.status import number_of
 from simgym.v1 import simulator_pb2 as pb
 from simserver.adapters import Outcome
 from simserver.errors import InvalidArgument, ResourceExhausted, SimServerError, log_failure
+from simserver.isolation import SimHung
 from simserver.sessions import Call, Deadline, Result, SessionManager
+from simserver.slots import LATE
 
 
 def config_of(struct: Any) -> dict[str, Any]:
@@ -96,7 +102,10 @@ def _slots(
 
 
 def run(sessions: SessionManager, request: pb.PackedRequest, deadline: Deadline) -> pb.PackedReply:
-    """Run the slots of a packed request in order; a failing slot becomes a ``PackedError``.
+    """Run the slots of a packed request; a failing slot becomes a ``PackedError``.
+
+    In-thread sims run in slot order, or on the slot pool when ``simserver.slots`` says so;
+    isolated ones in parallel, each in its worker.
 
     Built as plain lists and one reply message at the end: per-slot protobuf work is what
     the packed messages exist to avoid.
@@ -106,11 +115,10 @@ def run(sessions: SessionManager, request: pb.PackedRequest, deadline: Deadline)
     """
     width, seqs, resets = _slots(request, sessions.max_slots)
     ids = list(request.session_ids)
-    done = (
-        _run_isolated(sessions, request, deadline, width, seqs, resets)
-        if sessions.isolated
-        else None
-    )
+    done = _run_apart(sessions, request, deadline, width, seqs, resets)
+    # auto measures step requests that could run in parallel, to tell when they should.
+    timed = done is None and sessions.slots.auto and not resets and len(ids) > 1
+    started = time.perf_counter() if timed else 0.0
     actions = list(request.actions)
     state_width = len(sessions.factory.states)  # every session of the server's sim
     states: list[float] = []
@@ -157,6 +165,8 @@ def run(sessions: SessionManager, request: pb.PackedRequest, deadline: Deadline)
             rewards.append(out.reward)
         elif rewards is not None:
             rewards.append(math.nan)
+    if timed:
+        sessions.slots.record_serial(time.perf_counter() - started, len(ids))
     return pb.PackedReply(
         state_width=state_width,
         states=states,
@@ -167,6 +177,84 @@ def run(sessions: SessionManager, request: pb.PackedRequest, deadline: Deadline)
         rewards=rewards,
         nonfinite=nonfinite,
         errors=errors,
+    )
+
+
+def _run_apart(
+    sessions: SessionManager,
+    request: pb.PackedRequest,
+    deadline: Deadline,
+    width: int,
+    seqs: list[int],
+    resets: dict[int, pb.PackedReset],
+) -> list[Result | SimServerError] | None:
+    """Every slot's outcome when the slots run apart (in workers or on the slot pool).
+
+    Returns:
+        None when they are to run one after the other, in the request's thread.
+    """
+    if sessions.isolated:
+        return _run_isolated(sessions, request, deadline, width, seqs, resets)
+    how = sessions.slots.choose(len(request.session_ids))
+    if how:
+        return _run_parallel(sessions, request, deadline, width, seqs, resets, how == 2)
+    return None
+
+
+def _run_parallel(
+    sessions: SessionManager,
+    request: pb.PackedRequest,
+    deadline: Deadline,
+    width: int,
+    seqs: list[int],
+    resets: dict[int, pb.PackedReset],
+    probe: bool,
+) -> list[Result | SimServerError]:
+    """Every slot's outcome (or failure), in-thread sims stepped on the slot pool.
+
+    A slot still running at the request's slot timeout fails with DEADLINE_EXCEEDED; its
+    call runs on in its thread, taken as hung ``hung_grace`` seconds later (nobody waits
+    for it), as a call whose client left is.
+    """
+    ids = list(request.session_ids)
+    actions = list(request.actions)
+    remaining, client_alive = deadline
+
+    def call(k: int, alive: Callable[[], bool]) -> Result:
+        # Without a client deadline, the reaper asks the slot's own liveness: the request's
+        # client is there, and the request has not given up on this slot.
+        slot_deadline: Deadline = deadline if remaining is not None else (None, alive)
+        if k in resets:
+            r = resets[k]
+            seed = r.seed if r.HasField("seed") else None
+            return sessions.reset(ids[k], config_of(r.config), seed, seqs[k], slot_deadline)
+        return sessions.step(ids[k], actions[k * width : (k + 1) * width], seqs[k], slot_deadline)
+
+    timeout = request.slot_timeout_seconds or remaining
+    results = sessions.slots.run(ids, call, timeout, client_alive, probe=probe, measure=not resets)
+    done: list[Result | SimServerError] = []
+    for k, result in enumerate(results):
+        if result is LATE:
+            done.append(_late(sessions, "reset()" if k in resets else "step()", timeout))
+        elif isinstance(result, Result | SimServerError):
+            done.append(result)
+        else:  # what the serial loop would have let through: the request fails
+            raise result
+    return done
+
+
+def _late(sessions: SessionManager, call: str, timeout: float | None) -> SimHung:
+    """The failure of a parallel slot given up on (see ``_run_parallel``)."""
+    sessions.stats.sim_errors += 1
+    why = (
+        f"did not return within the request's slot timeout of {timeout:g} s"
+        if timeout
+        else "was given up: its client stopped waiting"
+    )
+    return SimHung(
+        call,
+        f"sim {call} {why}; Python cannot stop it: it runs on in a server thread and its "
+        "session is busy until it returns (simserver --isolate process kills such calls)",
     )
 
 

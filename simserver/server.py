@@ -27,6 +27,7 @@ from simserver.isolation import DEFAULT_ISOLATION, ISOLATION_MODES, isolate
 from simserver.packedsocket import PackedSocketServer
 from simserver.servicer import SimulatorServicer
 from simserver.sessions import SessionManager
+from simserver.slots import DEFAULT_PARALLEL, PARALLEL_MODES
 from simserver.streams import StreamGuard
 
 log = logging.getLogger("simserver")
@@ -82,6 +83,8 @@ class ServerOptions:
     max_sim_rss_mib: float | None = None
     # Slots one packed request may carry (default: 4 x max_sessions, at least 1024).
     max_slots: int | None = None
+    # Whether a packed request's in-thread sims step on a thread pool (simserver.slots).
+    parallel_slots: str = DEFAULT_PARALLEL
     # Beside a unix socket without TLS, also serve PackedStream's messages on PATH.packed
     # (simserver.packedsocket): a tenth of a gRPC stream's cost per message.
     packed_socket: bool = True
@@ -119,6 +122,11 @@ class ServerOptions:
                 raise ConfigError(f"--max-sim-rss {self.max_sim_rss_mib}: give a positive MiB")
         if self.max_slots is not None and self.max_slots < 1:
             raise ConfigError(f"--max-slots {self.max_slots}: give at least 1")
+        if self.parallel_slots not in PARALLEL_MODES:
+            raise ConfigError(
+                f"--parallel-slots {clip(str(self.parallel_slots))}: give one of "
+                f"{', '.join(PARALLEL_MODES)}"
+            )
 
     @property
     def pool_workers(self) -> int:
@@ -193,6 +201,7 @@ class SimServer:
             # calls wait for a thread.
             max_hung=max(0, workers - options.max_sessions - 1),
             max_slots=options.max_slots or max(1024, 4 * options.max_sessions),
+            parallel_slots=options.parallel_slots,
         )
         msg_opts = [
             ("grpc.max_send_message_length", options.max_message_bytes),

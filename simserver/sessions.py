@@ -26,6 +26,7 @@ from simserver.errors import (
     SimServerError,
     clip,
 )
+from simserver.slots import DEFAULT_PARALLEL, SlotRunner
 
 log = logging.getLogger("simserver.sessions")
 
@@ -130,6 +131,9 @@ class SessionManager:
             live before it is taken as hung.
         max_hung: Hung sessions let go of at once (the server's spare threads).
         max_slots: Slots one packed request may carry (``simserver.packed``).
+        parallel_slots: Whether a packed request's in-thread sims step on a pool:
+            ``auto``, ``on`` or ``off`` (``simserver.slots``). The pool has a thread per
+            session plus ``max_hung``: a hung call in it is counted as one in a server thread.
 
     With an isolated factory (``simserver.isolation``, each sim in a worker process) a call
     past its limit has its worker killed by the thread that awaits it, so it never holds a
@@ -153,6 +157,7 @@ class SessionManager:
         no_deadline_limit: float = 3600.0,
         max_hung: int = 8,
         max_slots: int = 1024,
+        parallel_slots: str = DEFAULT_PARALLEL,
     ) -> None:
         self.factory = factory
         self.max_sessions = max_sessions
@@ -165,6 +170,8 @@ class SessionManager:
         self.max_hung = max_hung
         self.max_slots = max_slots
         self.isolated = factory.isolated
+        # Isolated sims step in parallel in their workers: the pool is for in-thread ones.
+        self.slots = SlotRunner(parallel_slots, max_sessions + max_hung)
         self.on_serving: Callable[[bool], None] | None = None
         self.wedged = False  # every spare thread is held by a hung call
         # Hung sessions let go of whose call has not returned yet (each holds a thread).
@@ -316,6 +323,7 @@ class SessionManager:
     def close_all(self) -> None:
         """Close every session (server shutdown)."""
         self._stop.set()
+        self.slots.shutdown()
         with self._lock:
             sessions = list(self._sessions.values())
             self._sessions.clear()
