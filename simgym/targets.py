@@ -22,6 +22,45 @@ class LoadError(Exception):
     """The simulator target cannot be imported, built or probed (a start-up error)."""
 
 
+#: What to install for a module whose distribution is named otherwise (or is an extra of ours).
+_INSTALL = {
+    "microsoft_bonsai_api": 'the Bonsai SDK: pip install "simgym[bonsai]" (microsoft-bonsai-api)',
+    "dotenv": "python-dotenv: pip install python-dotenv",
+    "yaml": "PyYAML: pip install pyyaml",
+    "sklearn": "scikit-learn: pip install scikit-learn",
+    "cv2": "OpenCV: pip install opencv-python",
+    "PIL": "Pillow: pip install pillow",
+}
+
+
+def _on_disk(name: str, folders: list[Path]) -> bool:
+    """Whether a module or package ``name`` sits in one of ``folders``: then it is the user's."""
+    return any((f / f"{name}.py").is_file() or (f / name).is_dir() for f in folders)
+
+
+def _missing(exc: ModuleNotFoundError, where: str, module: str, folder: Path | None) -> LoadError:
+    """A missing module while importing the user's file, as one line that says what to do.
+
+    A module of the user's own (the target's package, or one beside the file or in a folder
+    above it) is a path problem: the server runs from the wrong folder. Any other is a
+    package this Python lacks: name it and how to install it.
+    """
+    top = (exc.name or "").partition(".")[0]
+    folders = [Path.cwd().resolve()]
+    if folder is not None:
+        folders += [folder, *folder.parents]
+    if not top or top == module.partition(".")[0] or _on_disk(top, folders):
+        return LoadError(
+            f"importing {where} failed: {exc} (run simserver from the folder "
+            "your sim's imports are relative to, or use --chdir)"
+        )
+    what = _INSTALL.get(top, f"the package that provides it (often: pip install {top})")
+    return LoadError(
+        f"importing {where} failed: {exc}, a package this Python ({sys.executable}) "
+        f"does not have; install {what}"
+    )
+
+
 def _ensure_on_path(folder: Path) -> None:
     entry = str(folder)
     if entry not in sys.path:
@@ -41,7 +80,7 @@ def _import_file(path: Path) -> Any:
         rel = None
     if rel is not None and all(part.isidentifier() for part in rel.with_suffix("").parts):
         module_name = ".".join(rel.with_suffix("").parts)
-        return _import_module(module_name, origin=str(path))
+        return _import_module(module_name, origin=str(path), folder=path.parent)
     # Outside the cwd: make the file's folder and its parent importable so that
     # both `import sibling` and `from folder.sibling import x` styles resolve.
     _ensure_on_path(path.parent.parent)
@@ -54,22 +93,21 @@ def _import_file(path: Path) -> Any:
     sys.modules[module_name] = module
     try:
         spec.loader.exec_module(module)
+    except ModuleNotFoundError as exc:
+        sys.modules.pop(module_name, None)
+        raise _missing(exc, str(path), module_name, path.parent) from exc
     except Exception as exc:
         sys.modules.pop(module_name, None)
         raise LoadError(f"importing {path} raised {type(exc).__name__}: {exc}") from exc
     return module
 
 
-def _import_module(name: str, origin: str | None = None) -> Any:
+def _import_module(name: str, origin: str | None = None, folder: Path | None = None) -> Any:
     _ensure_on_path(Path.cwd().resolve())
     try:
         return importlib.import_module(name)
     except ModuleNotFoundError as exc:
-        where = origin or name
-        raise LoadError(
-            f"importing {where} failed: {exc} (run simserver from the folder "
-            "your sim's imports are relative to, or use --chdir)"
-        ) from exc
+        raise _missing(exc, origin or name, name, folder) from exc
     except Exception as exc:
         raise LoadError(f"importing {origin or name} raised {type(exc).__name__}: {exc}") from exc
 

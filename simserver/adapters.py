@@ -165,6 +165,27 @@ def _call(call: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
 # --------------------------------------------------------------------------- class sims
 
 
+# The call a sim rebuilt per episode makes at each reset, as error messages name it.
+_REBUILD = "reset() (the constructor)"
+
+
+class NoStateError(TypeError):
+    """A sim call returned no state dict, and the sim has nowhere else to read it from."""
+
+    def __init__(self, call: str, result: Any) -> None:
+        sources = ", ".join(STATE_SOURCES)
+        if call == _REBUILD:
+            super().__init__(
+                f"it has no reset() or episode_start(), so its constructor starts each episode, "
+                f"and then it needs one of {sources} to read the first state from"
+            )
+        else:
+            super().__init__(
+                f"{call} returned {type(result).__name__}, not a dict of states, and the sim "
+                f"has none of {sources} to read its state from"
+            )
+
+
 def _split_result(
     result: Any, call: str
 ) -> tuple[Mapping[str, Any] | None, bool | None, bool | None]:
@@ -287,14 +308,12 @@ class ClassSim:
                 raise
             states_dict, term, trunc = None, None, None
         if states_dict is None:
+            if self._get_state is None and state_source(self._sim):
+                # A state attribute that the sim's reset created, not its constructor.
+                self._shape = replace(shape, state=state_source(self._sim))
+                self._bind(self._sim)
             if self._get_state is None:
-                raise SimCallFailed(
-                    call,
-                    TypeError(
-                        "returned no state dict, and the sim has none of "
-                        + ", ".join(STATE_SOURCES)
-                    ),
-                )
+                raise SimCallFailed(call, NoStateError(call, result))
             source = self._state_call
             states_dict, _, _ = _split_result(_call(source, self._get_state), source)
             if states_dict is None:
@@ -333,8 +352,8 @@ class ClassSim:
         if self._start is None:  # the constructor is the reset: a new object per episode
             assert self._rebuild is not None, "a sim rebuilt per episode needs its rebuild"
             self.close()
-            self._bind(_call("reset() (the constructor)", self._rebuild, {**config, **kwargs}))
-            return self._outcome(None, "reset() (the constructor)", started)
+            self._bind(_call(_REBUILD, self._rebuild, {**config, **kwargs}))
+            return self._outcome(None, _REBUILD, started)
         call = f"{shape.start}()"
         if shape.config == "dict":
             if shape.config_param:
@@ -443,10 +462,16 @@ def _probe(cls: type, adapter: ClassSim) -> list[str]:
     """State names from one reset with an empty config (``class_factory`` without names)."""
     try:
         adapter.reset({}, None)
-    except Exception as exc:
-        what = exc.message if isinstance(exc, SimCallFailed) else f"{type(exc).__name__}: {exc}"
+    except SimCallFailed as exc:
+        if isinstance(exc.exc, NoStateError):
+            raise LoadError(f"{cls.__qualname__} cannot be hosted: {exc.exc}") from exc
         raise LoadError(
-            f"probing {cls.__qualname__} with an empty config: {what}. "
+            f"probing {cls.__qualname__} with an empty config: {exc.message}. "
+            "Declare `state_names` on the class to skip probing."
+        ) from exc
+    except Exception as exc:
+        raise LoadError(
+            f"probing {cls.__qualname__} with an empty config: {type(exc).__name__}: {exc}. "
             "Declare `state_names` on the class to skip probing."
         ) from exc
     if not adapter._last:
@@ -497,8 +522,7 @@ def class_factory(
         adapter = ClassSim(probe, [], [], shape, rebuild)
         states = _probe(cls, adapter)
         probe = adapter._sim  # the constructor-per-episode kind built a new one
-        if not shape.state:  # a state attribute its reset created
-            shape = replace(shape, state=state_source(probe))
+        shape = adapter._shape  # with the state attribute its reset created, if so
     actions = (
         _declared(probe, "action_names")
         or list(action_names)
