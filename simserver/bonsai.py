@@ -63,6 +63,8 @@ log = logging.getLogger("simserver.bonsai")
 
 #: Seconds a connection may stay silent (between requests, or inside one) before it is closed.
 IDLE_TIMEOUT = 120.0
+#: Seconds a sim refused for the registration limit is told to wait (``Retry-After``).
+RETRY_AFTER = 5
 _TITLES = {
     400: "Bad Request",
     401: "Unauthorized",
@@ -72,6 +74,7 @@ _TITLES = {
     411: "Length Required",
     413: "Payload Too Large",
     429: "Too Many Requests",
+    500: "Internal Server Error",
     503: "Service Unavailable",
 }
 
@@ -120,7 +123,9 @@ class _HTTPServer(ThreadingHTTPServer):
     """One thread per connection, at most ``max_connections`` at once."""
 
     daemon_threads = True
-    allow_reuse_address = False  # never two servers on one port
+    # A restarted server takes its port back despite connections in TIME_WAIT (on Linux this
+    # never lets two servers listen on one port).
+    allow_reuse_address = True
 
     def __init__(self, address: tuple[str, int], endpoint: BonsaiEndpoint) -> None:
         self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
@@ -201,10 +206,14 @@ class _Handler(BaseHTTPRequestHandler):
         except OSError:
             return True
 
-    def reply(self, status: int, payload: Any = None, *, close: bool = False) -> None:
+    def reply(
+        self, status: int, payload: Any = None, *, close: bool = False, retry_after: int = 0
+    ) -> None:
         """Send a JSON reply (no body for 204)."""
         data = b"" if payload is None else json.dumps(payload).encode()
         self.send_response(status)
+        if retry_after:
+            self.send_header("Retry-After", str(retry_after))
         if payload is not None:
             kind = "application/problem+json" if status >= 400 else "application/json"
             self.send_header("Content-Type", kind)
@@ -216,10 +225,10 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
     def problem(self, status: int, detail: str, *, close: bool = False) -> None:
-        """Send a ``ProblemDetails`` error."""
+        """Send a ``ProblemDetails`` error (429 says when to try again: the SDK then retries)."""
         title = _TITLES.get(status, "Error")
         body = {"type": "about:blank", "title": title, "status": status, "detail": detail}
-        self.reply(status, body, close=close)
+        self.reply(status, body, close=close, retry_after=RETRY_AFTER if status == 429 else 0)
 
 
 class BonsaiEndpoint:
@@ -314,6 +323,13 @@ class BonsaiEndpoint:
         except Refused as exc:
             self.registry.stats.refused += exc.status == 429
             req.problem(exc.status, exc.detail, close=exc.status in (411, 413))
+        except OSError:
+            raise  # the connection broke: nothing to answer
+        except Exception as exc:  # a bug here must not leave the sim without an answer
+            log_throttled(log, logging.ERROR, ("bonsai error", type(exc).__name__),
+                          "Bonsai endpoint: %s %s failed: %s: %s", method, clip(req.path, 80),
+                          type(exc).__name__, clip(exc))  # fmt: skip
+            req.problem(500, f"the endpoint failed: {type(exc).__name__}", close=True)
 
     def _dispatch(
         self, req: _Handler, method: str, workspace: str, rest: list[str], body: Any

@@ -219,7 +219,7 @@ class RemoteSim:
         self.owed = False  # a session awaits the answer to the last event queued
         self.owed_seq = 0  # the sequence id of that event once it went out (0: not yet)
         self.answer: Posted | None = None
-        self.episode = False  # an EpisodeStart went out with no EpisodeFinish since
+        self.episode = False  # an EpisodeStart is queued or went out, no EpisodeFinish since
         self.probed = False
         self.bound = False  # a session has it
         self.release_on_answer = False  # its session is gone: free it once it answers
@@ -237,7 +237,10 @@ class RemoteSim:
 
     def send(self, *events: dict[str, Any], owed: bool) -> None:
         """Queue events for the sim; ``owed``: a session awaits the answer to the last one."""
-        self.queue.extend((event, owed and i == len(events) - 1) for i, event in enumerate(events))
+        for i, event in enumerate(events):
+            self.queue.append((event, owed and i == len(events) - 1))
+            if event["type"] in ("EpisodeStart", "EpisodeFinish"):
+                self.episode = event["type"] == "EpisodeStart"
         self.owed, self.owed_seq, self.answer = owed, 0, None
         self.cond.notify_all()
 
@@ -276,11 +279,7 @@ class RemoteSim:
         if owed:
             self.owed_seq = self.seq
         self.issued, self.issued_at = event, time.monotonic()
-        if event["type"] == "EpisodeStart":
-            self.episode = True
-        elif event["type"] == "EpisodeFinish":
-            self.episode = False
-        elif event["type"] == "EpisodeStep":
+        if event["type"] == "EpisodeStep":
             self.iterations += 1
             self.last_iterated = _now_iso()
         return event
