@@ -15,7 +15,6 @@ timeout fails alone while its call runs on.
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -116,9 +115,8 @@ def run(sessions: SessionManager, request: pb.PackedRequest, deadline: Deadline)
     width, seqs, resets = _slots(request, sessions.max_slots)
     ids = list(request.session_ids)
     done = _run_apart(sessions, request, deadline, width, seqs, resets)
-    # auto measures step requests that could run in parallel, to tell when they should.
-    timed = done is None and sessions.slots.auto and not resets and len(ids) > 1
-    started = time.perf_counter() if timed else 0.0
+    # auto measures the sims of requests that could run in parallel, to tell when they should.
+    timed = done is None and len(ids) > 1 and sessions.slots.auto
     actions = list(request.actions)
     state_width = len(sessions.factory.states)  # every session of the server's sim
     states: list[float] = []
@@ -165,8 +163,9 @@ def run(sessions: SessionManager, request: pb.PackedRequest, deadline: Deadline)
             rewards.append(out.reward)
         elif rewards is not None:
             rewards.append(math.nan)
-    if timed:
-        sessions.slots.record_serial(time.perf_counter() - started, len(ids))
+    if timed and len(ids) - len(resets) > 1:  # the steps' time: resets may be slower
+        spent = sum(sim_seconds) - (sum(sim_seconds[k] for k in resets) if resets else 0.0)
+        sessions.slots.record_serial(spent, len(ids) - len(resets))
     return pb.PackedReply(
         state_width=state_width,
         states=states,

@@ -12,9 +12,9 @@ Handing a call to a thread costs tens of µs, more than a fast sim's whole step,
 that holds the GIL gains nothing from threads, so ``--parallel-slots auto`` (the default)
 measures before it decides:
 
-* serial while a request's slots average under ``MIN_CALL_SECONDS`` each (a fast sim: one
-  comparison per request, nothing else);
-* once ``SLOW_STREAK`` step requests in a row average over it, it runs one request in
+* serial while the sims' step calls take under ``MIN_CALL_SECONDS`` on average (a fast sim:
+  a sum and a comparison per request, nothing else);
+* once they take longer in ``SLOW_STREAK`` requests in a row, it runs one request in
   parallel and keeps doing so while parallel takes under 1 / ``MIN_GAIN`` of serial's time
   per slot; a sim that holds the GIL stays serial;
 * every ``EXPLORE_EVERY`` requests of a slow sim it measures the other way again: parallel
@@ -28,10 +28,13 @@ measures before it decides:
 from __future__ import annotations
 
 import concurrent.futures
+import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
+
+log = logging.getLogger("simserver.slots")
 
 PARALLEL_MODES = ("auto", "on", "off")
 DEFAULT_PARALLEL = "auto"
@@ -121,6 +124,7 @@ class SlotRunner:
         self.parallel_cost = 0.0
         self._streak = 0
         self._countdown = EXPLORE_EVERY
+        self._preferred = 0  # what the log last said (1: parallel)
 
     # ------------------------------------------------------------------ the decision
 
@@ -135,6 +139,15 @@ class SlotRunner:
             return 0
         parallel = self.parallel_cost
         prefer = 1 if not parallel or parallel * MIN_GAIN < self.serial_cost else 0
+        if parallel and prefer != self._preferred:
+            self._preferred = prefer
+            log.info(
+                "packed slots now run %s: %.3g ms per slot serially, %.3g ms in parallel "
+                "(--parallel-slots auto)",
+                "in parallel" if prefer else "one after the other",
+                self.serial_cost * 1e3,
+                parallel * 1e3,
+            )
         self._countdown -= 1
         if self._countdown <= 0:
             self._countdown = EXPLORE_EVERY
@@ -142,11 +155,17 @@ class SlotRunner:
         return prefer
 
     def record_serial(self, seconds: float, count: int) -> None:
-        """A step request of ``count`` slots ran serially in ``seconds`` (auto only)."""
+        """``count`` step calls of a request, run serially, took ``seconds`` (auto only)."""
         per_slot = seconds / count
         if per_slot < MIN_CALL_SECONDS:
             self._streak = 0
             self.parallel_cost = 0.0  # measured again if the sim turns slow again
+            if self._preferred:
+                self._preferred = 0
+                log.info(
+                    "packed slots run one after the other again: step calls now take %.3g ms",
+                    per_slot * 1e3,
+                )
         else:
             self._streak += 1
         cost = self.serial_cost
