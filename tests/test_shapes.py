@@ -159,3 +159,22 @@ def test_a_missing_package_is_named_not_taken_for_a_path_problem(tmp_path):
     line = _simserver_fails(str(tmp_path / "needs.py") + ":Sim")
     assert "simgym_no_such_package" in line and "pip install" in line, line
     assert "--chdir" not in line
+
+
+def test_simgym_check_reports_a_shape_it_cannot_host_in_one_line(tmp_path):
+    """`simgym check` starts the sim's server; its start-up error reaches the user as one line."""
+    (tmp_path / "shapes.py").write_text((SIMS / "shapes.py").read_text())
+    (tmp_path / "spec.yaml").write_text(
+        "sim: {target: shapes.py:NoStep}\nobservations: {x: {min: -1, max: 1}}\n"
+        "actions: {u: {min: -1, max: 1}}\nreward: x\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", "from launcher.cli import main; main()", "check", "spec.yaml"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    lines = (proc.stdout + proc.stderr).strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1, proc.stdout + proc.stderr
+    assert "NoStep cannot be hosted" in lines[0] and "looked for" in lines[0], lines[0]
