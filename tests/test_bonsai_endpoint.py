@@ -229,6 +229,36 @@ def test_a_connector_killed_mid_episode_fails_its_step_and_the_next_reset_takes_
     assert len(server.wait_registered(1)) == 1  # the dead one was dropped
 
 
+def test_a_sim_that_stops_polling_past_its_timeout_is_dropped(endpoint, tmp_path):
+    server = endpoint()
+    stopped = server.connect("--describe", "--timeout", "1")  # its SimulatorInterface.timeout
+    env = SimEnv({"spec": str(env_spec(tmp_path, server.grpc_address()))})
+    try:
+        env.reset(seed=0)
+        os.kill(stopped.pid, signal.SIGSTOP)  # alive, connected, silent
+        with pytest.raises(SimCallError, match="stopped polling"):
+            env.step(np.array([0.1], np.float32))
+        assert server.wait_registered(0) == []
+    finally:
+        env.close()
+
+
+def test_a_restarted_endpoint_takes_its_port_back(endpoint, tmp_path):
+    first = endpoint()
+    port = first.url.rsplit(":", 1)[1]
+    first.connect("--describe")
+    env = SimEnv({"spec": str(env_spec(tmp_path, first.grpc_address()))})
+    env.reset(seed=0)
+    env.step(np.array([0.1], np.float32))
+    os.killpg(first.proc.pid, signal.SIGKILL)  # it closes first: its side is in TIME_WAIT
+    assert first.connectors[0].wait(WAIT) != 0  # the connector's advance failed
+    env.close()
+    for f in (first.url_file, first.grpc_file):
+        f.unlink()
+    second = endpoint("--bonsai-port", port)  # the last --bonsai-port wins
+    assert second.url == first.url
+
+
 def test_sequence_ids_a_repeated_post_gets_the_same_event_again(endpoint, tmp_path):
     server = endpoint()
     root = "/v2/workspaces/tests/simulatorSessions"
