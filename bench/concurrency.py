@@ -8,8 +8,9 @@ by one ``simserver`` per way of running it:
 * ``serial``: ``--parallel-slots off``, in-thread sims one after the other (before issue 15);
 * ``auto``: the default, in-thread sims on the slot pool when their calls wait (measured);
 * ``process``: ``--isolate process``, each sim in a worker process of its own;
-* ``bonsai``: Bonsai SDK connectors (``microsoft-bonsai-api``), each in its own process,
-  registered with ``simserver --bonsai-port`` (TODO: added once that endpoint is in).
+* ``bonsai``: the same sims behind the real Bonsai SDK (``microsoft-bonsai-api``, the
+  ``bonsai`` extra), one connector process per sim (``bench/_concurrency_bonsai.py``),
+  registered with ``simserver --bonsai-port``.
 
 For N = 1, 4, 16, 64 sessions in one ``SimVectorEnv`` (one server, its packed socket), the
 median time of a vector step after a few warm-up steps (auto decides within them), its
@@ -26,7 +27,9 @@ import argparse
 import contextlib
 import json
 import os
+import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -43,6 +46,7 @@ MODES = {
     "serial": ["--parallel-slots", "off"],
     "auto": [],
     "process": ["--isolate", "process"],
+    "bonsai": [],  # BonsaiServer
 }
 SPEC = """
 sim: {target: TARGET}
@@ -54,13 +58,68 @@ reward: t
 """
 
 
-def measure(spec: Path, address: str, n: int, warmup: int, steps: int) -> float:
+class BonsaiServer:
+    """``simserver --bonsai-port 0`` with ``count`` SDK connectors of one sim kind registered.
+
+    The same surface as ``ServerProcess`` for ``run_case``: ``start``, ``address``, ``cleanup``.
+    """
+
+    def __init__(self, kind: str, count: int, folder: Path, args: list[str]) -> None:
+        self.kind, self.count, self.folder = kind, count, folder
+        self.address: str | None = None
+        self.log = folder / f"bonsai-{kind}.log"
+        grpc_file, url_file = folder / f"{kind}.grpc", folder / f"{kind}.url"
+        self.files = (url_file, grpc_file)
+        self.command = [
+            sys.executable, "-m", "simserver", "--bonsai-port", "0", "--token", "bench",
+            "--bonsai-address-file", str(url_file), "--unix", str(folder / f"{kind}.sock"),
+            "--address-file", str(grpc_file), *args,
+        ]  # fmt: skip
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def _wait(self, path: Path, timeout: float) -> str:
+        end = time.monotonic() + timeout
+        while not path.exists():
+            if self.procs[0].poll() is not None or time.monotonic() > end:
+                raise RuntimeError(f"simserver --bonsai-port: no {path.name}:\n{self.log_tail()}")
+            time.sleep(0.05)
+        return path.read_text().strip()
+
+    def log_tail(self) -> str:
+        return self.log.read_text(errors="replace")[-2000:] if self.log.exists() else ""
+
+    def start(self, timeout: float = 120.0) -> str:
+        with self.log.open("wb") as log:
+            self.procs.append(subprocess.Popen(self.command, stdout=subprocess.DEVNULL,
+                                               stderr=log, start_new_session=True))  # fmt: skip
+        url = self._wait(self.files[0], timeout)
+        env = {**os.environ, "SIM_API_HOST": url, "SIM_WORKSPACE": "bench",
+               "SIM_ACCESS_KEY": "bench"}  # fmt: skip
+        connector = [sys.executable, str(BENCH / "_concurrency_bonsai.py"), self.kind]
+        for _ in range(self.count):
+            self.procs.append(subprocess.Popen([*connector, "--delay", str(DELAY)], env=env,
+                                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                               start_new_session=True))  # fmt: skip
+        self.address = self._wait(self.files[1], timeout)
+        return self.address
+
+    def cleanup(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                with contextlib.suppress(OSError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+
+
+def measure(spec: Path, address: str, n: int, warmup: int, steps: int, **overrides: Any) -> float:
     """Median seconds of a ``SimVectorEnv`` step over ``n`` sessions of one server."""
     import numpy as np
 
     from gymclient.vector import SimVectorEnv
 
-    env = SimVectorEnv(str(spec), n, addresses=[address], timeout=300.0, info_states=False)
+    env = SimVectorEnv(
+        str(spec), n, addresses=[address], timeout=300.0, info_states=False, **overrides
+    )
     try:
         env.reset(seed=0)
         actions = np.zeros((n, 1), np.float32)
@@ -85,14 +144,19 @@ def run_case(
     spec = folder / f"{kind}.yaml"
     spec.write_text(SPEC.replace("TARGET", target))
     args = ["--log-level", "WARNING", "--max-sessions", str(2 * max(sizes)), *MODES[mode]]
-    server = ServerProcess(target, workdir=BENCH, transport="unix", args=args,
-                           kwargs={"delay": DELAY})  # fmt: skip
+    server: Any
+    if mode == "bonsai":
+        server = BonsaiServer(kind, max(sizes), folder, args)
+    else:
+        server = ServerProcess(target, workdir=BENCH, transport="unix", args=args,
+                               kwargs={"delay": DELAY})  # fmt: skip
     rows = []
     try:
         server.start(timeout=120)
         assert server.address is not None
         for n in sizes:
-            seconds = measure(spec, server.address, n, warmup, steps)
+            token = {"token": "bench"} if mode == "bonsai" else {}
+            seconds = measure(spec, server.address, n, warmup, steps, **token)
             rows.append({"sim": kind, "mode": mode, "n": n, "step_s": seconds})
             print(f"  {kind:5s} {mode:8s} N={n:<3d} {seconds * 1e3:8.1f} ms", flush=True)
     finally:
