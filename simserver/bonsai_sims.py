@@ -172,6 +172,10 @@ def _struct_fields(schema: Any, what: str) -> list[Variable] | None:
     return out
 
 
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float)  # bool is an int: a flag state is 0 or 1
+
+
 def _bound(value: Any) -> float | None:
     ok = isinstance(value, int | float) and not isinstance(value, bool)
     return float(value) if ok and math.isfinite(value) else None
@@ -462,7 +466,7 @@ class BonsaiRegistry:
             reason = self._dropped.get(session_id)
             return {
                 "type": "Unregister",
-                "sessionId": session_id,
+                "sessionId": clip(session_id, 100),
                 "sequenceId": seq,
                 "unregister": {
                     "reason": "Error" if reason else "NotFound",
@@ -526,7 +530,12 @@ class BonsaiRegistry:
         """Learn the state names from a posted state; probe a sim that posts none."""
         state = posted.state
         if isinstance(state, dict) and state:
-            names = [str(k) for k in state if k not in _FLAG_KEYS]
+            # Numbers only: a state that is a list or a struct cannot be one value of a row.
+            names = [str(k) for k, v in state.items() if k not in _FLAG_KEYS and _number(v)]
+            if len(names) < len(state):
+                skipped = [str(k) for k in state if str(k) not in names]
+                log.info("Bonsai sim %r: not states (flags, or not numbers): %s",
+                         sim.interface.name, clip(skipped))  # fmt: skip
             with self._cond:
                 if not self.ready.is_set() and names:
                     self._learn(sim.interface, [Variable(n) for n in names])
@@ -581,6 +590,8 @@ class BonsaiRegistry:
         with self._cond:
             if self._sims.pop(sim.id, None) is None:
                 return
+            if sim in self._free:  # else sims that come and go would pile up there
+                self._free.remove(sim)
             if not sim.gone.startswith("deleted"):
                 self.stats.dropped += 1
             self._dropped[sim.id] = sim.gone
