@@ -212,20 +212,32 @@ def _action_style(params: list[inspect.Parameter], choice: str) -> tuple[str, st
     return ("scalar" if _is_number(positional[0]) else "name"), name
 
 
-def has(obj: Any, name: str) -> bool:
-    """Whether ``obj`` has ``name``, without running a property (it may need a reset first)."""
+_MISSING = object()
+
+
+def _static(obj: Any, name: str) -> Any:
+    """``obj.name`` without running a property (it may need a reset first).
+
+    The class's attribute (a function, a property) if it has one, else the instance's value,
+    else ``_MISSING``.
+    Never ``inspect.getattr_static(obj)``: reading an instance's ``__dict__`` makes CPython
+    keep it as a real dict from then on, and every attribute access in the sim's own code
+    slower (its step measurably so).
+    """
     try:
-        inspect.getattr_static(obj, name)
+        return inspect.getattr_static(type(obj), name)
     except AttributeError:
-        return False
-    return True
+        return getattr(obj, name, _MISSING)
+
+
+def has(obj: Any, name: str) -> bool:
+    """Whether ``obj`` has ``name``, without running a property."""
+    return _static(obj, name) is not _MISSING
 
 
 def _first(obj: Any, names: tuple[str, ...]) -> str:
     """The first of ``names`` that ``obj`` has and that is not None (``termination = None``)."""
-    return next(
-        (n for n in names if has(obj, n) and inspect.getattr_static(obj, n) is not None), ""
-    )
+    return next((n for n in names if _static(obj, n) not in (_MISSING, None)), "")
 
 
 def _start_method(cls: type, sim: Any, choice: ShapeChoice) -> str:
@@ -287,7 +299,7 @@ def reader(sim: Any, name: str) -> Callable[[], Any] | None:
     """A function that reads ``sim.name``: calls it if it is a method, else reads the value."""
     if not name:
         return None
-    if callable(getattr(type(sim), name, None)) or callable(inspect.getattr_static(sim, name)):
+    if callable(_static(sim, name)) or isinstance(_static(sim, name), staticmethod | classmethod):
         return getattr(sim, name)  # type: ignore[no-any-return]
     return lambda: getattr(sim, name)
 
