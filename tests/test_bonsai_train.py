@@ -304,3 +304,59 @@ def test_each_node_starts_its_own_bonsai_sims(tmp_path):
         runners = [json.loads(line) for line in lines if json.loads(line)["worker_index"] > 0]
         assert runners, f"no env runner stepped rank {rank}'s sims"
     assert not _ray_processes_from(tmp_path)
+
+
+# ----------------------------------------------------------------------------- sims elsewhere
+
+
+def test_sims_started_elsewhere_join_the_endpoint_with_the_key(tmp_path, monkeypatch):
+    """``copies: 0``: simgym starts only the endpoint; sims the user runs join at ``listen``."""
+    import socket
+    import threading
+
+    import numpy as np
+
+    from gymclient import SimEnv
+    from launcher.sims import spec_launch, start_sims
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    project = _project(tmp_path)
+    env = yaml.safe_load((project / "spec.yaml").read_text())
+    env["sim"] = {"bonsai": {"command": "python main.py", "copies": 0,
+                             "listen": f"127.0.0.1:{port}", "token_env": "CARTPOLE_KEY"}}  # fmt: skip
+    spec = load_spec(_write(project / "spec.yaml", env))
+    monkeypatch.setenv("CARTPOLE_KEY", "the-key")
+    plan = spec_launch(spec)
+    assert plan.copies == 0 and plan.token == "the-key"
+    started: list = []
+    starter = threading.Thread(
+        target=lambda: started.append(start_sims(spec, plan, tmp_path / "sims"))
+    )
+    starter.start()
+
+    def elsewhere(key: str) -> subprocess.Popen:
+        environ = {**os.environ, "SIM_API_HOST": f"http://127.0.0.1:{port}",
+                   "SIM_WORKSPACE": "anything", "SIM_ACCESS_KEY": key}  # fmt: skip
+        return subprocess.Popen([sys.executable, "main.py"], cwd=project, env=environ,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+
+    wrong = elsewhere("not-the-key")
+    out, _ = wrong.communicate(timeout=60)
+    assert wrong.returncode != 0 and "registered" not in out.replace("unregistered", "")
+    sim = elsewhere("the-key")
+    try:
+        starter.join(60)
+        assert started, "the endpoint did not serve once a sim with the key registered"
+        pool = started[0]
+        try:
+            env_ = SimEnv({"spec": plan.connect_spec(spec), "address": pool.addresses[0]})
+            env_.reset(seed=0)
+            assert env_.step(np.array([0.2], dtype=np.float32))[0].shape == (4,)
+            env_.close()
+        finally:
+            pool.stop()
+    finally:
+        sim.kill()
+        sim.wait(10)
