@@ -178,3 +178,21 @@ def test_simgym_check_reports_a_shape_it_cannot_host_in_one_line(tmp_path):
     lines = (proc.stdout + proc.stderr).strip().splitlines()
     assert proc.returncode == 2 and len(lines) == 1, proc.stdout + proc.stderr
     assert "NoStep cannot be hosted" in lines[0] and "looked for" in lines[0], lines[0]
+
+
+def test_the_user_picks_the_shape_where_detection_cannot_be_sure():
+    """``load_factory(shape=...)`` (``simserver --shape``): one number, a new object per episode."""
+    from simserver.errors import LoadError, SimCallFailed
+    from simserver.loader import load_factory
+
+    target = f"{SIMS}/shapes.py:Opaque"
+    with pytest.raises(SimCallFailed, match="TypeError"):  # detected: an action dict
+        load_factory(target).create(["u"]).step([1.0])
+    sim = load_factory(target, shape="step=scalar").create(["u"])
+    assert sim.reset({"x0": 1.0}, None).states == [101.0]
+    assert sim.step([2.0]).states == [103.0]
+    sim = load_factory(target, shape="reset=constructor,step=scalar").create(["u"])
+    assert sim.reset({"x0": 1.0}, None).states == [1.0]  # Opaque(x0=1.0), not reset()
+    assert sim.step([2.0]).states == [3.0]
+    with pytest.raises(LoadError, match=r"expected reset=method\|constructor"):
+        load_factory(target, shape="step=number")

@@ -117,6 +117,27 @@ class Session:
         return abs(self.x) > 3
 
 
+class Opaque:
+    """step(a): neither annotated nor named as its action, so detection sends a dict; the user
+    picks one number with --shape step=scalar (or a new object per episode with
+    reset=constructor)."""
+
+    def __init__(self, x0: float = 0.0):
+        self.x = float(x0)
+
+    def reset(self, config):
+        self.x = float(config.get("x0", 0.0)) + 100.0  # tells a reset from a new object
+        return self.state
+
+    def step(self, a):
+        self.x += a
+        return self.state
+
+    @property
+    def state(self):
+        return {"x": self.x}
+
+
 class NoStep:
     """A reset but nothing that steps: cannot be hosted."""
 
