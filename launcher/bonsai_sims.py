@@ -14,6 +14,7 @@ is quoted in the pool's events, as for any sidecar. Sims started elsewhere join 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import secrets
 import signal
@@ -28,6 +29,8 @@ from gymclient.spec import BonsaiSims, EnvSpec, split_listen
 from launcher.sidecars import Member, SidecarPool, SidecarStartError, log_error_line
 from launcher.trainspec import Launch
 from simserver.process import ServerProcess
+
+log = logging.getLogger("simgym.bonsai")
 
 WORKSPACE = "simgym"  # SIM_WORKSPACE: the endpoint serves any workspace name
 # In the environment of a `simgym node`'s Ray processes: its Bonsai endpoint's access key.
@@ -205,6 +208,11 @@ def wait_registered(server: BonsaiServer, copies: list[SimCopy], timeout: float)
                 server=0, log_file=server.log_file, error_line="", status=status,
             )  # fmt: skip
         time.sleep(0.1)
+    who = f"{len(copies)} copies of {copies[0].target!r}" if copies else "no copies"
+    log.info(
+        "Bonsai endpoint at %s (SIM_API_HOST for sims elsewhere, with the key): %s, the "
+        "first sim registered", server.bonsai_address, who,
+    )  # fmt: skip
 
 
 def _fail(
