@@ -198,6 +198,16 @@ class _Handler(BaseHTTPRequestHandler):
     def do_DELETE(self) -> None:
         self.server.endpoint.route(self, "DELETE")
 
+    def do_PUT(self) -> None:
+        self.server.endpoint.route(self, "PUT")
+
+    def do_PATCH(self) -> None:
+        self.server.endpoint.route(self, "PATCH")
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """http.server's own errors (a request it cannot parse) as ``ProblemDetails`` too."""
+        self.problem(code, clip(message or _TITLES.get(code, "Error"), 200), close=True)
+
     def peer_gone(self) -> bool:
         """Whether the client closed the connection while its request waits (no data due)."""
         try:
@@ -350,7 +360,7 @@ class BonsaiEndpoint:
         elif len(rest) == 2 and rest[1] == "action" and method == "GET":
             sim = registry.get(rest[0])
             req.reply(200, sim.issued or sim.event("Idle", callbackTime=0.0))
-        elif len(rest) <= 2:
+        elif len(rest) == 1 or (len(rest) == 2 and rest[1] in ("advance", "action")) or not rest:
             raise Refused(405, f"{method} is not served on this path")
         else:
             raise Refused(404, f"no such path {clip(req.path, 80)}")
@@ -400,7 +410,9 @@ class BonsaiEndpoint:
             size = int(length)
         except ValueError:
             raise Refused(400, f"Content-Length {clip(length, 20)} is not a number") from None
-        if size < 0 or size > self.options.max_body_bytes:
+        if size < 0:
+            raise Refused(400, f"Content-Length {size} is negative")
+        if size > self.options.max_body_bytes:
             raise Refused(
                 413,
                 f"the body has {size:,} bytes; this endpoint takes at most "
@@ -411,7 +423,7 @@ class BonsaiEndpoint:
         data = req.rfile.read(size)
         try:
             return json.loads(data)
-        except (UnicodeDecodeError, ValueError) as exc:
+        except (ValueError, RecursionError) as exc:  # RecursionError: nested past the limit
             raise Refused(400, f"the body is not JSON: {clip(exc, 80)}") from None
 
     @staticmethod

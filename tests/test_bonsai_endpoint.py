@@ -348,6 +348,37 @@ def test_a_reset_with_no_free_sim_is_unavailable_after_its_wait(endpoint, tmp_pa
         second.close()
 
 
+def test_bad_requests_get_a_problem_details_status_and_the_endpoint_serves_on(endpoint):
+    server = endpoint("--token", TOKEN, "--max-message-mb", "1")
+    root = "/v2/workspaces/tests/simulatorSessions"
+    status, sim = request(server.url, "POST", root, {"name": "s"}, key=TOKEN)
+    advance = f"{root}/{sim['sessionId']}/advance"
+    host, port = server.url.removeprefix("http://").rsplit(":", 1)
+    cases = [
+        ("POST", root, b"[" * 100_000, 400, "not JSON"),  # nested past the parser's limit
+        ("POST", root, b"\xff\xfe", 400, "not JSON"),
+        ("POST", root, b'{"name": ""}', 400, "name is required"),
+        ("POST", root, b'{"name": "a", "timeout": NaN}', 400, "timeout"),
+        ("POST", root, b'{"name": "a", "description": {"state": {"fields": [1]}}}', 400, "name"),
+        ("POST", root, b"x" * (2 * 2**20), 413, "at most"),
+        ("POST", advance, b'{"sequenceId": "1"}', 400, "sequenceId"),
+        ("POST", advance, b'{"sequenceId": 1, "halted": "yes"}', 400, "halted"),
+        ("PUT", root, b"{}", 405, "PUT"),
+        ("GET", f"{root}/nope", b"", 404, "no simulator session"),
+        ("GET", "/v1/prediction", b"", 404, "no such path"),
+    ]
+    for method, path, body, code, words in cases:
+        conn = http.client.HTTPConnection(host, int(port), timeout=30)
+        conn.request(method, path, body=body, headers={"Authorization": TOKEN})
+        reply = conn.getresponse()
+        problem = json.loads(reply.read())
+        conn.close()
+        assert (reply.status, problem["status"]) == (code, code), (method, path, problem)
+        assert words in problem["detail"], (method, path, problem)
+    assert request(server.url, "GET", root, key=TOKEN)[0] == 200  # still serving
+    assert "Traceback" not in server.log.read_text()
+
+
 def test_bonsai_command_lines_that_cannot_work_are_one_line_errors(tmp_path):
     for args, words in [
         (["toy.py:Toy", "--bonsai-port", "0"], "not both"),
