@@ -56,6 +56,8 @@ _NUMBER_NAMES = {
     "np.float32",
     "numpy.float32",
 }
+_POSITIONAL = (_P.POSITIONAL_ONLY, _P.POSITIONAL_OR_KEYWORD)
+_NAMED = (_P.POSITIONAL_OR_KEYWORD, _P.KEYWORD_ONLY)
 _MAPPING = re.compile(r"\b(dict|Dict|Mapping|MutableMapping|TypedDict)\b")
 
 
@@ -195,15 +197,17 @@ def _config_style(params: list[inspect.Parameter]) -> tuple[str, str, tuple[str,
         or _is_mapping(first)
         or (first.default is first.empty and first.kind is not _P.KEYWORD_ONLY)
     ):
-        return "dict", first.name if first.kind is _P.KEYWORD_ONLY else "", ()
+        # By position when it is the first positional parameter (reset(config, seed=None)),
+        # else by name: reset(seed=None, config=None) must not get the config as its seed.
+        leading = next((p for p in params if p.kind in _POSITIONAL), None)
+        return "dict", "" if first is leading else first.name, ()
     if any(p.kind is _P.VAR_KEYWORD for p in rest):
         return "kwargs", "", ()
-    named = (_P.POSITIONAL_OR_KEYWORD, _P.KEYWORD_ONLY)
-    return "kwargs", "", tuple(p.name for p in rest if p.kind in named)
+    return "kwargs", "", tuple(p.name for p in rest if p.kind in _NAMED)
 
 
 def _action_style(params: list[inspect.Parameter], choice: str) -> tuple[str, str]:
-    positional = [p for p in params if p.kind in (_P.POSITIONAL_ONLY, _P.POSITIONAL_OR_KEYWORD)]
+    positional = [p for p in params if p.kind in _POSITIONAL]
     name = positional[0].name if positional else ""
     if choice != "auto":
         return choice, name
@@ -277,7 +281,11 @@ def find_shape(cls: type, sim: Any, choice: ShapeChoice | None = None) -> Shape:
     start = _start_method(cls, sim, choice)
     starter_params = _params(getattr(sim, start) if start else cls)
     config, param, keys = _config_style(starter_params)
-    if choice.config != "auto":
+    if not start:  # a constructor takes the config as its keyword arguments
+        named = [p.name for p in starter_params if p.kind in _NAMED and p.name != "seed"]
+        any_key = any(p.kind is _P.VAR_KEYWORD for p in starter_params)
+        config, param, keys = "kwargs", "", () if any_key else tuple(named)
+    elif choice.config != "auto":
         config, param, keys = choice.config, "", ()
     action, action_param = _action_style(_params(getattr(sim, step)), choice.step)
     return Shape(
