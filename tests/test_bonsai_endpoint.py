@@ -349,9 +349,10 @@ def test_a_reset_with_no_free_sim_is_unavailable_after_its_wait(endpoint, tmp_pa
 
 
 def test_bad_requests_get_a_problem_details_status_and_the_endpoint_serves_on(endpoint):
-    server = endpoint("--token", TOKEN, "--max-message-mb", "1")
+    server = endpoint("--token", TOKEN, "--max-message-mb", "1", "--max-sessions", "1")
     root = "/v2/workspaces/tests/simulatorSessions"
     status, sim = request(server.url, "POST", root, {"name": "s"}, key=TOKEN)
+    assert status == 201
     advance = f"{root}/{sim['sessionId']}/advance"
     host, port = server.url.removeprefix("http://").rsplit(":", 1)
     cases = [
@@ -361,6 +362,7 @@ def test_bad_requests_get_a_problem_details_status_and_the_endpoint_serves_on(en
         ("POST", root, b'{"name": "a", "timeout": NaN}', 400, "timeout"),
         ("POST", root, b'{"name": "a", "description": {"state": {"fields": [1]}}}', 400, "name"),
         ("POST", root, b"x" * (2 * 2**20), 413, "at most"),
+        ("POST", root, b'{"name": "second"}', 429, "--max-sessions"),  # one sim at most
         ("POST", advance, b'{"sequenceId": "1"}', 400, "sequenceId"),
         ("POST", advance, b'{"sequenceId": 1, "halted": "yes"}', 400, "halted"),
         ("PUT", root, b"{}", 405, "PUT"),
