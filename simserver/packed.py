@@ -194,9 +194,12 @@ def _run_apart(
     """
     if sessions.isolated:
         return _run_isolated(sessions, request, deadline, width, seqs, resets)
-    how = sessions.slots.choose(len(request.session_ids))
+    count = len(request.session_ids)
+    # A round of many resets says little about steps (a reset may take far longer).
+    measurable = len(resets) * 8 <= count
+    how = sessions.slots.choose(count, measurable)
     if how:
-        return _run_parallel(sessions, request, deadline, width, seqs, resets, how == 2)
+        return _run_parallel(sessions, request, deadline, width, seqs, resets, how == 2, measurable)
     return None
 
 
@@ -208,6 +211,7 @@ def _run_parallel(
     seqs: list[int],
     resets: dict[int, pb.PackedReset],
     probe: bool,
+    measure: bool,
 ) -> list[Result | SimServerError]:
     """Every slot's outcome (or failure), in-thread sims stepped on the slot pool.
 
@@ -230,7 +234,7 @@ def _run_parallel(
         return sessions.step(ids[k], actions[k * width : (k + 1) * width], seqs[k], slot_deadline)
 
     timeout = request.slot_timeout_seconds or remaining
-    results = sessions.slots.run(ids, call, timeout, client_alive, probe=probe, measure=not resets)
+    results = sessions.slots.run(ids, call, timeout, client_alive, probe=probe, measure=measure)
     done: list[Result | SimServerError] = []
     for k, result in enumerate(results):
         if result is LATE:

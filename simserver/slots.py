@@ -9,18 +9,21 @@ has returned or its slot timeout has passed: a late slot fails alone (DEADLINE_E
 while its call runs on in its pool thread, which Python cannot stop.
 
 Handing a call to a thread costs tens of µs, more than a fast sim's whole step, and a sim
-that holds the GIL gains nothing from threads, so ``--parallel-slots auto`` (the default)
-measures before it decides:
+that holds the GIL gains nothing from threads (it loses: its threads take turns), so
+``--parallel-slots auto`` (the default) measures before it decides (``AutoChoice``):
 
 * serial while the sims' step calls take under ``MIN_CALL_SECONDS`` on average (a fast sim:
   a sum and a comparison per request, nothing else);
-* once they take longer in ``SLOW_STREAK`` requests in a row, it runs one request in
-  parallel and keeps doing so while parallel takes under 1 / ``MIN_GAIN`` of serial's time
-  per slot; a sim that holds the GIL stays serial;
-* every ``EXPLORE_EVERY`` requests of a slow sim it measures the other way again: parallel
-  for a sim that runs serially; for one that runs in parallel, one session's calls alone
-  before the others start (what serial would cost per slot, at the price of one step's
-  latency).
+* once they take longer in ``SLOW_STREAK`` requests in a row, a trial: ``TRIAL`` requests
+  run in parallel, and parallel is kept when the median time per slot of those is under
+  1 / ``MIN_GAIN`` of the last serial ones' (a sim that holds the GIL stays serial);
+* then the mode in use is checked again after ``EXPLORE_EVERY`` requests, and twice as late
+  each time a check confirms it (up to ``MAX_BACKOFF``): serial by another trial; parallel
+  by ``PROBES`` requests that each run one session's calls alone before the others start
+  (what serial costs per slot, at the price of one step's latency).
+
+Medians of several requests, as a machine's load makes single requests scatter by tens of
+per cent.
 
 ``on`` runs every request of two or more sessions in parallel, ``off`` never does.
 """
@@ -31,6 +34,7 @@ import concurrent.futures
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -44,12 +48,16 @@ MIN_CALL_SECONDS = 1e-3
 #: auto: step requests in a row over ``MIN_CALL_SECONDS`` per slot before parallel is tried
 #: (one request slowed by the machine does not switch the mode).
 SLOW_STREAK = 3
+#: auto: requests a trial runs in parallel (or, while parallel, with a serial probe).
+TRIAL = 5
+#: auto: requests with a serial probe in a check that parallel still pays.
+PROBES = 3
 #: auto: parallel is kept while serial takes this many times its time per slot, or more.
-MIN_GAIN = 1.25
-#: auto: requests between measurements of the mode not in use.
+MIN_GAIN = 1.5
+#: auto: requests before the mode in use is checked again (twice as many after each check
+#: that confirms it, up to ``MAX_BACKOFF``).
 EXPLORE_EVERY = 50
-# Weight of a new measurement in the moving averages.
-_ALPHA = 0.3
+MAX_BACKOFF = 1000
 # The longest the request waits between checks that its client still listens.
 _CHECK_PERIOD = 0.5
 
@@ -100,6 +108,104 @@ class _Chain:
             self.abandoned = True
 
 
+_SERIAL, _TRIAL, _PARALLEL = "serial", "trial", "parallel"
+
+
+def _median(values: Any) -> float:
+    ordered = sorted(values)  # a copy taken at once: other request threads may append
+    return ordered[len(ordered) // 2]
+
+
+class AutoChoice:
+    """``--parallel-slots auto``'s measurements and decision (see the module docstring).
+
+    Request threads of several clients may call it at once: a lock guards every change of
+    state, but not the fast sim's path (a request of fast sims only reads two fields).
+    """
+
+    def __init__(self) -> None:
+        self.state = _SERIAL
+        self._streak = 0  # serial requests in a row whose step calls were slow
+        self._countdown = 0  # requests before the next trial (0: trial at once)
+        self._backoff = EXPLORE_EVERY
+        self._probes = 0  # probes left in the running check of parallel
+        self._serial: deque[float] = deque(maxlen=TRIAL)  # seconds per slot
+        self._parallel: deque[float] = deque(maxlen=TRIAL)
+        self._lock = threading.Lock()
+
+    def choose(self, count: int, measurable: bool = True) -> int:
+        """How to run a request of ``count`` slots: 0 serial, 1 parallel, 2 with a probe.
+
+        A probe runs one session's calls alone first, so that serial's cost is measured;
+        only a ``measurable`` request (steps, few resets) is probed.
+        """
+        if count < 2 or self._streak < SLOW_STREAK:
+            return 0
+        with self._lock:
+            if self.state == _TRIAL or (self.state == _PARALLEL and not measurable):
+                return 1
+            self._countdown -= 1
+            if self._countdown > 0:
+                return 1 if self.state == _PARALLEL else 0
+            if self.state == _SERIAL:
+                self.state = _TRIAL
+                self._parallel.clear()
+                return 1
+            if not self._probes:
+                self._probes = PROBES
+                self._serial.clear()
+            return 2
+
+    def record_serial(self, seconds: float, count: int) -> None:
+        """``count`` step calls, run one after the other, took ``seconds`` in all."""
+        per_slot = seconds / count
+        if per_slot < MIN_CALL_SECONDS:
+            if self._streak or self.state != _SERIAL:
+                self._fast(per_slot)
+            return
+        with self._lock:
+            self._streak += 1
+            self._serial.append(per_slot)
+            if self._probes:
+                self._probes -= 1
+
+    def _fast(self, per_slot: float) -> None:
+        with self._lock:
+            if self.state != _SERIAL:
+                log.info(
+                    "packed slots run one after the other again: step calls now take %.3g ms",
+                    per_slot * 1e3,
+                )
+            self.state, self._streak, self._probes = _SERIAL, 0, 0
+            self._countdown, self._backoff = 0, EXPLORE_EVERY
+            self._serial.clear()
+
+    def record_parallel(self, seconds: float, count: int) -> None:
+        """``count`` slots, run on the pool, took ``seconds`` from the first sent to the last."""
+        with self._lock:
+            self._parallel.append(seconds / count)
+            trial_over = self.state == _TRIAL and len(self._parallel) >= TRIAL
+            check_over = self.state == _PARALLEL and self._countdown <= 0 and not self._probes
+            if not (trial_over or check_over) or not self._serial:
+                return
+            serial, parallel = _median(self._serial), _median(self._parallel)
+            keep = serial >= MIN_GAIN * parallel
+            # The mode in use confirmed: its next check comes twice as late.
+            confirmed = keep if check_over else not keep
+            self._backoff = min(2 * self._backoff, MAX_BACKOFF) if confirmed else EXPLORE_EVERY
+            self._countdown = self._backoff
+            state = _PARALLEL if keep else _SERIAL
+            if state != self.state or trial_over:
+                log.info(
+                    "packed slots %s: %.3g ms per slot one after the other, %.3g ms in "
+                    "parallel (--parallel-slots auto)",
+                    "run in parallel" if keep else "stay one after the other",
+                    serial * 1e3,
+                    parallel * 1e3,
+                )
+            self.state = state
+
+
 class SlotRunner:
     """Runs a packed request's slots serially or on a pool, and decides which (module docstring).
 
@@ -118,63 +224,13 @@ class SlotRunner:
         self.max_threads = max(1, max_threads)
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
-        # auto's measurements (seconds per slot; 0: not measured). Several request threads
-        # update them without a lock: a lost update only delays a decision.
-        self.serial_cost = 0.0
-        self.parallel_cost = 0.0
-        self._streak = 0
-        self._countdown = EXPLORE_EVERY
-        self._preferred = 0  # what the log last said (1: parallel)
+        self.choice = AutoChoice()
+        self.choose = self.choice.choose if self.auto else self._fixed
+        self.record_serial = self.choice.record_serial
 
-    # ------------------------------------------------------------------ the decision
-
-    def choose(self, count: int) -> int:
-        """How to run a request of ``count`` slots: 0 serial, 1 parallel, 2 parallel with a probe.
-
-        A probe runs one session's calls alone first, so that serial's cost is measured.
-        """
-        if count < 2 or not self.auto:
-            return int(count >= 2 and self.mode == "on")
-        if self._streak < SLOW_STREAK:
-            return 0
-        parallel = self.parallel_cost
-        prefer = 1 if not parallel or parallel * MIN_GAIN < self.serial_cost else 0
-        if parallel and prefer != self._preferred:
-            self._preferred = prefer
-            log.info(
-                "packed slots now run %s: %.3g ms per slot serially, %.3g ms in parallel "
-                "(--parallel-slots auto)",
-                "in parallel" if prefer else "one after the other",
-                self.serial_cost * 1e3,
-                parallel * 1e3,
-            )
-        self._countdown -= 1
-        if self._countdown <= 0:
-            self._countdown = EXPLORE_EVERY
-            return 2 if prefer else 1
-        return prefer
-
-    def record_serial(self, seconds: float, count: int) -> None:
-        """``count`` step calls of a request, run serially, took ``seconds`` (auto only)."""
-        per_slot = seconds / count
-        if per_slot < MIN_CALL_SECONDS:
-            self._streak = 0
-            self.parallel_cost = 0.0  # measured again if the sim turns slow again
-            if self._preferred:
-                self._preferred = 0
-                log.info(
-                    "packed slots run one after the other again: step calls now take %.3g ms",
-                    per_slot * 1e3,
-                )
-        else:
-            self._streak += 1
-        cost = self.serial_cost
-        self.serial_cost = per_slot if not cost else cost + _ALPHA * (per_slot - cost)
-
-    def _record_parallel(self, seconds: float, count: int) -> None:
-        per_slot = seconds / count
-        cost = self.parallel_cost
-        self.parallel_cost = per_slot if not cost else cost + _ALPHA * (per_slot - cost)
+    def _fixed(self, count: int, measurable: bool = True) -> int:
+        """``choose`` for ``on`` and ``off``."""
+        return int(count >= 2 and self.mode == "on")
 
     # ------------------------------------------------------------------ running
 
@@ -198,7 +254,7 @@ class SlotRunner:
             client_alive: Whether the request's client still listens (None: not known);
                 once it does not, the request stops waiting, as at its timeout.
             probe: Run the first slot's session alone first (auto's measure of serial).
-            measure: Record the time per slot (auto; a step request).
+            measure: Record the time per slot (auto; a request of steps, few resets).
 
         Returns:
             Per slot: its call's result, the exception it raised, or ``LATE``.
@@ -218,12 +274,12 @@ class SlotRunner:
             first, chains = chains[0], chains[1:]
             on_time = self._await([pool.submit(first.run, call)], [first], end, client_alive)
             if on_time and measure:
-                self.record_serial(time.perf_counter() - started, len(first.slots))
+                self.choice.record_serial(time.perf_counter() - started, len(first.slots))
             started = time.perf_counter()
         futures = [pool.submit(chain.run, call) for chain in chains]
         if self._await(futures, chains, end, client_alive) and measure:
             count = sum(len(chain.slots) for chain in chains)
-            self._record_parallel(time.perf_counter() - started, count)
+            self.choice.record_parallel(time.perf_counter() - started, count)
         return out
 
     @staticmethod
