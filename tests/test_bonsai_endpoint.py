@@ -26,7 +26,7 @@ import pytest
 import yaml
 
 from gymclient.env import SimEnv
-from gymclient.errors import ServerUnavailable, SimCallError
+from gymclient.errors import ServerUnavailable, SimCallError, SimTimeout
 from gymclient.vector import SimVectorEnv
 
 from . import test_netns
@@ -83,6 +83,9 @@ class Endpoint:
         out.close()
         self.connectors.append(proc)
         return proc
+
+    def connector_log(self, k: int) -> str:
+        return (self.folder / f"connector{k}.log").read_text()
 
     def wait_registered(self, count: int) -> list[dict[str, Any]]:
         """The registered sims, once there are ``count`` of them."""
@@ -227,6 +230,25 @@ def test_a_connector_killed_mid_episode_fails_its_step_and_the_next_reset_takes_
         env.close()
     assert server.connectors[0].wait(WAIT) == -signal.SIGKILL
     assert len(server.wait_registered(1)) == 1  # the dead one was dropped
+
+
+def test_a_sim_that_misses_its_steps_limit_is_dropped_and_told_to_unregister(endpoint, tmp_path):
+    server = endpoint()
+    slow = server.connect("--describe", "--sleep", "1.5")  # each step takes 1.5 s
+    spec = env_spec(tmp_path, server.grpc_address(), sim={"timeout": 0.5})
+    env = SimEnv({"spec": str(spec)})
+    try:
+        env.reset(seed=0)
+        server.connect("--describe")
+        server.wait_registered(2)
+        with pytest.raises(SimTimeout, match="did not return within"):
+            env.step(np.array([0.1], np.float32))
+        assert slow.wait(WAIT) == 0  # its answer got Unregister: it left
+        assert "unregistered: did not answer step() in time" in server.connector_log(0)
+        env.reset(seed=1)  # the other sim
+        assert env.step(np.array([0.1], np.float32))[4]["states"]["t"] == 1
+    finally:
+        env.close()
 
 
 def test_a_sim_that_stops_polling_past_its_timeout_is_dropped(endpoint, tmp_path):
