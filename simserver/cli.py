@@ -224,6 +224,13 @@ def serve(
         str | None,
         typer.Option(help="Comma-separated action names, for sims that do not declare them."),
     ] = None,
+    shape: Annotated[
+        str | None,
+        typer.Option(
+            help="How to drive a sim class where it cannot be detected: reset=method|constructor, "
+            "config=dict|kwargs, step=dict|scalar, comma-separated (docs/simserver.md)."
+        ),
+    ] = None,
     chdir: Annotated[
         Path | None,
         typer.Option(help="Run from this folder (a sim's imports are often relative to it)."),
@@ -306,7 +313,7 @@ def serve(
             endpoint, factory = wait_for_bonsai_sims(bonsai, bonsai_address_file, parent_pid)
         else:
             assert target is not None
-            factory = load_factory(target, kwargs, action_names=action_names)
+            factory = load_factory(target, kwargs, action_names=action_names, shape=shape or None)
         server = SimServer(factory, options)
         addresses = server.start()
     except (ConfigError, LoadError, OSError) as exc:
