@@ -245,14 +245,25 @@ def _stream_check(
             # Clients then use gRPC (slower, same results): worth knowing, not unsound.
             return Check(name, False, f"offered but not reachable from here: {exc}", warning=True)
         reply = _exchange(stream, request)
+        # A sim that takes no seed may not repeat the unary step's episode: then the reply
+        # is compared in form only (one row of the same width, the same step count).
+        values = session.info.seedable or list(reply.states) == list(unary.states)
         same = (
             not reply.errors
-            and list(reply.states) == list(unary.states)
-            and list(reply.terminated) == [unary.terminated]
-            and list(reply.truncated) == [unary.truncated]
+            and len(reply.states) == len(unary.states)
             and list(reply.steps) == [unary.step]
+            and len(reply.terminated) == len(reply.truncated) == 1
         )
+        if values:
+            same = (
+                same
+                and list(reply.states) == list(unary.states)
+                and list(reply.terminated) == [unary.terminated]
+                and list(reply.truncated) == [unary.truncated]
+            )
         detail = "" if same else f"packed {reply}, unary {unary}".replace("\n", " ")[:300]
+        if same and not values:
+            detail = "compared in form: the sim takes no seed and did not repeat the step's values"
         return Check(name, same, detail)
     except SimgymError as exc:
         return Check(name, False, str(exc))
@@ -261,17 +272,58 @@ def _stream_check(
 
 
 def gymnasium_check(env: SimEnv) -> Check:
-    """Gymnasium's own env checker, through the wire."""
+    """Gymnasium's own env checker, through the wire.
+
+    A sim that takes no seed (``seedable`` false in its handshake: a Bonsai SDK sim in its own
+    process, or one with unseeded randomness of its own) may not repeat an episode for a
+    seed. Then only Gymnasium's two determinism checks fail: the rest is checked without them
+    and the outcome is a warning (evaluation's scenarios will not replay exactly), since
+    training needs no reproducible sim.
+    """
     from gymnasium.utils.env_checker import check_env
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
             check_env(env, skip_render_check=True)
+        except AssertionError as exc:
+            if env.session.info.seedable or "determinis" not in str(exc).lower():
+                return Check("gymnasium check_env", False, f"AssertionError: {exc}")
+            try:
+                _check_env_but_determinism(env)
+            except Exception as again:
+                return Check("gymnasium check_env", False, f"{type(again).__name__}: {again}")
+            return Check(
+                "gymnasium check_env",
+                False,
+                "passed but for its determinism checks: the sim takes no seed and does not "
+                "repeat an episode for a seed (evaluation's scenarios will not replay exactly)",
+                warning=True,
+            )
         except Exception as exc:
             return Check("gymnasium check_env", False, f"{type(exc).__name__}: {exc}")
     relevant = [str(w.message) for w in caught if "render" not in str(w.message).lower()]
     return Check("gymnasium check_env", True, "; ".join(relevant)[:200] if relevant else "passed")
+
+
+def _check_env_but_determinism(env: SimEnv) -> None:
+    """Gymnasium's ``check_env`` in its order, less its two determinism checks."""
+    from gymnasium.utils import env_checker as ec
+    from gymnasium.utils.passive_env_checker import (
+        check_action_space,
+        check_observation_space,
+        env_reset_passive_checker,
+        env_step_passive_checker,
+    )
+
+    check_action_space(env.action_space)
+    ec.check_space_limit(env.action_space, "action")
+    check_observation_space(env.observation_space)
+    ec.check_space_limit(env.observation_space, "observation")
+    ec.check_reset_return_type(env)
+    ec.check_reset_options(env)
+    env_reset_passive_checker(env)
+    env_step_passive_checker(env, env.action_space.sample())
 
 
 #: Asked before each episode (its index) and once after the last (index == episodes):
@@ -535,7 +587,7 @@ class ConformanceSuite:
             check = gymnasium_check(env)
         finally:
             env.close()
-        assert check.ok, check.detail
+        assert check.ok or check.warning, check.detail
 
     def test_episodes(self) -> None:
         """Seeded random episodes run without sim errors or non-finite states."""

@@ -59,3 +59,26 @@ def test_report_flags_nonfinite_states_at_reset(caplog):
     # The log says what happened: not that a just-started episode was truncated.
     warnings = [r.getMessage() for r in caplog.records if "non-finite" in r.getMessage()]
     assert warnings and all("at reset" in w and "truncated" not in w for w in warnings)
+
+
+def test_a_sim_that_takes_no_seed_need_not_repeat_episodes():
+    # A Bonsai SDK sim in its own process cannot be seeded: Gymnasium's determinism checks and
+    # the packed-vs-unary value comparison would call it unsound. They are a warning and a
+    # comparison in form; every other check still runs.
+    with ServerProcess("noisy.py:NoisyNoSeed", workdir=SIMS) as server:
+        report = check_integration(str(SIMS / "toy_spec.yaml"), server.address, episodes=2)
+    assert report.sound, [c for c in report.checks if not c.ok and not c.warning]
+    gym = next(c for c in report.checks if c.name == "gymnasium check_env")
+    assert gym.warning and not gym.ok and "determinism" in gym.detail
+    packed = next(c for c in report.checks if c.name == "packed step matches a unary step")
+    assert packed.ok and "compared in form" in packed.detail
+
+
+def test_a_sim_that_names_a_seed_must_honour_it():
+    with ServerProcess("noisy.py:NoisyIgnoresSeed", workdir=SIMS) as server:
+        report = check_integration(str(SIMS / "toy_spec.yaml"), server.address, episodes=2)
+    assert not report.sound
+    gym = next(c for c in report.checks if c.name == "gymnasium check_env")
+    assert not gym.ok and not gym.warning and "determinis" in gym.detail.lower()
+    packed = next(c for c in report.checks if c.name == "packed step matches a unary step")
+    assert not packed.ok
