@@ -15,6 +15,7 @@ Bonsai session class, a class rebuilt per episode).
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -33,6 +34,7 @@ from simserver.adapters import (
 from simserver.shapes import ShapeChoice, find_shape, parse_choice
 
 _GYM_PREFIXES = ("gymnasium:", "gym:")
+log = logging.getLogger("simserver")
 
 
 def load_factory(
@@ -57,6 +59,8 @@ def load_factory(
     """
     choice = parse_choice(shape) if isinstance(shape, str) else shape
     factory, module = _load(target, dict(kwargs or {}), action_names, choice)
+    if factory.shape is not None:
+        log.debug("%s: %s", factory.sim_name, factory.shape.describe())  # --log-level debug
     recipe = SimRecipe(
         target,
         dict(kwargs or {}),

@@ -139,16 +139,19 @@ class Shape:
         )
 
     def describe(self) -> str:
-        """One line: how this sim is driven (for the log)."""
-        start = f"{self.start}()" if self.start else "a new object per episode"
-        act = {"dict": "an action dict", "scalar": "one number"}.get(
-            self.action, f"one number if the action is {self.action_param!r}"
+        """One line: how this sim is driven (logged at start-up)."""
+        config = {"dict": "a dict", "kwargs": "keywords", "none": "nothing"}[self.config]
+        start = f"{self.start}()" if self.start else "a new object (its constructor)"
+        action = {"dict": "an action dict", "scalar": "one number"}.get(
+            self.action, f"one number if the only action is {self.action_param!r}, else a dict"
         )
+        seed = "; the seed by name" if self.seed else ""
         return (
-            f"episode start: {start} with the config as {self.config}"
-            f"{', seeded' if self.seed else ''}; {self.step}() with {act}; "
-            f"state from {self.state or 'the returned dict'}; "
-            f"end from {self.terminated or 'the state dict'}/{self.truncated or 'the state dict'}"
+            f"episodes start with {start}, the config as {config}{seed}; "
+            f"{self.step}() takes {action}; state from "
+            f"{self.state or 'what the calls return'}; terminated from "
+            f"{self.terminated or 'the state dict'}, truncated from "
+            f"{self.truncated or 'the state dict'}"
         )
 
 
