@@ -764,23 +764,38 @@ class BonsaiSim:
             return (last.terminated, last.truncated) if last is not None else (False, False)
         if self._op == "close":
             return None
-        if self._op == "reset" and self._sim is None:
-            self._sim = self._wait_for_sim(call)
-            self._start(self._sim)
+        if self._op == "reset":
+            return self._outcome(self._reset_answer(call), call)
         assert self._sim is not None
-        posted = self._await(self._sim, call)
-        return self._outcome(posted, call)
+        return self._outcome(self._await(self._sim, call), call)
 
-    def _wait_for_sim(self, call: str) -> RemoteSim:
-        wait = min(self._registry.free_sim_wait, self._kill_at - time.monotonic())
-        sim = self._registry.take(max(0.0, wait))
+    def _reset_answer(self, call: str) -> Posted:
+        """A reset's answer; a sim that went away before it answered is replaced.
+
+        Nothing of an episode is lost then (it had not started), so the reset goes on with
+        another free sim, within the wait for one.
+        """
+        end = min(time.monotonic() + self._registry.free_sim_wait, self._kill_at)
+        while True:
+            if self._sim is None:
+                self._sim = self._wait_for_sim(call, end)
+                self._start(self._sim)
+            try:
+                return self._await(self._sim, call)
+            except SimWorkerDied as exc:  # gone (not past the limit: that is SimHung)
+                if self._sim is not None:
+                    raise
+                log.info("%s: taking another sim", exc.message)
+
+    def _wait_for_sim(self, call: str, end: float) -> RemoteSim:
+        wait = max(0.0, end - time.monotonic())
+        sim = self._registry.take(wait)
         if sim is None:
             n = len(self._registry.sims())
             raise NoFreeSim(
                 call,
-                f"no registered Bonsai sim became free within {max(0.0, wait):.3g} s ({n} "
-                "registered, each serving a session): start more sim copies, or open fewer "
-                "sessions",
+                f"no registered Bonsai sim became free within {wait:.3g} s ({n} registered, "
+                "each serving a session): start more sim copies, or open fewer sessions",
             )
         return sim
 

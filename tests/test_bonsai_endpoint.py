@@ -232,6 +232,22 @@ def test_a_connector_killed_mid_episode_fails_its_step_and_the_next_reset_takes_
     assert len(server.wait_registered(1)) == 1  # the dead one was dropped
 
 
+def test_a_reset_whose_sim_died_unnoticed_goes_on_with_another_sim(endpoint, tmp_path):
+    server = endpoint()
+    dying = server.connect("--describe")  # registered first: the first free sim
+    server.wait_registered(1)
+    server.connect("--describe")
+    server.wait_registered(2)
+    env = SimEnv({"spec": str(env_spec(tmp_path, server.grpc_address()))})
+    try:
+        os.killpg(dying.pid, signal.SIGKILL)  # dead, not known to be yet (for LOST_GRACE)
+        env.reset(seed=0)  # its EpisodeStart goes unanswered: the other sim takes over
+        assert env.step(np.array([0.1], np.float32))[4]["states"]["t"] == 1
+    finally:
+        env.close()
+    assert "taking another sim" in server.log.read_text()
+
+
 def test_a_sim_that_misses_its_steps_limit_is_dropped_and_told_to_unregister(endpoint, tmp_path):
     server = endpoint()
     slow = server.connect("--describe", "--sleep", "1.5")  # each step takes 1.5 s
