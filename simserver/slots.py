@@ -112,7 +112,7 @@ _SERIAL, _TRIAL, _PARALLEL = "serial", "trial", "parallel"
 
 
 def _median(values: Any) -> float:
-    ordered = sorted(values)  # a copy taken at once: other request threads may append
+    ordered = sorted(values)
     return ordered[len(ordered) // 2]
 
 
