@@ -8,6 +8,8 @@ saying how many came).
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -154,3 +156,16 @@ def test_a_late_slot_is_taken_as_hung_and_its_thread_counted(start_server):
     with pytest.raises(ServerBusy, match="held by hung sim calls"):
         lane.connection.open(["u"])
     server.kill()
+
+
+def test_a_bad_parallel_slots_value_is_one_line():
+    proc = subprocess.run(
+        [sys.executable, "-m", "simserver", f"{SIMS / 'toy.py'}:Toy", "--parallel-slots", "yes"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    assert (
+        proc.stderr.strip() == "simserver: error: --parallel-slots yes: give one of auto, on, off"
+    )
