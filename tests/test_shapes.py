@@ -110,11 +110,12 @@ def test_the_bonsai_example_hosted_unedited(start_server, target):
         assert _states(session, out)["pole_angle"] > 0.2
 
 
-def _simserver_fails(target: str, prelude: str = "", cwd=SIMS) -> str:
+def _simserver_fails(target: str, prelude: str = "", cwd=SIMS, args=()) -> str:
     """Start ``simserver target``; it must exit 2 with one line on stderr: that line."""
+    argv = ["simserver", target, "--port", "0", *args]
     code = textwrap.dedent(prelude) + textwrap.dedent(f"""
         import runpy, sys
-        sys.argv = ["simserver", {target!r}, "--port", "0"]
+        sys.argv = {argv!r}
         runpy.run_module("simserver", run_name="__main__")
     """)
     proc = subprocess.run(
@@ -180,19 +181,21 @@ def test_simgym_check_reports_a_shape_it_cannot_host_in_one_line(tmp_path):
     assert "NoStep cannot be hosted" in lines[0] and "looked for" in lines[0], lines[0]
 
 
-def test_the_user_picks_the_shape_where_detection_cannot_be_sure():
-    """``load_factory(shape=...)`` (``simserver --shape``): one number, a new object per episode."""
-    from simserver.errors import LoadError, SimCallFailed
-    from simserver.loader import load_factory
+@pytest.mark.parametrize("isolate", ISOLATIONS, ids=["thread", "process"])
+def test_the_user_picks_the_shape_where_detection_cannot_be_sure(start_server, isolate):
+    """``simserver --shape``: one number whatever step's parameter is called, a new object."""
+    server = start_server("shapes.py:Opaque", args=["--shape", "step=scalar", *isolate])
+    with Connection(server.address) as conn:
+        session = conn.open(["u"])
+        assert session.reset({"x0": 1.0}).states == [101.0]  # reset(config)
+        assert session.step([2.0]).states == [103.0]  # step(a) got one number
+    server = start_server("shapes.py:Opaque", args=["--shape", "reset=constructor,step=scalar"])
+    with Connection(server.address) as conn:
+        session = conn.open(["u"])
+        assert session.reset({"x0": 1.0}).states == [1.0]  # Opaque(x0=1.0), not reset()
+        assert session.step([2.0]).states == [3.0]
 
-    target = f"{SIMS}/shapes.py:Opaque"
-    with pytest.raises(SimCallFailed, match="TypeError"):  # detected: an action dict
-        load_factory(target).create(["u"]).step([1.0])
-    sim = load_factory(target, shape="step=scalar").create(["u"])
-    assert sim.reset({"x0": 1.0}, None).states == [101.0]
-    assert sim.step([2.0]).states == [103.0]
-    sim = load_factory(target, shape="reset=constructor,step=scalar").create(["u"])
-    assert sim.reset({"x0": 1.0}, None).states == [1.0]  # Opaque(x0=1.0), not reset()
-    assert sim.step([2.0]).states == [3.0]
-    with pytest.raises(LoadError, match=r"expected reset=method\|constructor"):
-        load_factory(target, shape="step=number")
+
+def test_a_bad_shape_choice_is_one_line():
+    line = _simserver_fails("shapes.py:Opaque", args=["--shape", "step=number"])
+    assert "--shape 'step=number': expected reset=method|constructor" in line, line
