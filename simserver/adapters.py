@@ -1,16 +1,18 @@
 """Adapters: one ``SimInstance`` interface over the kinds of simulators we host.
 
-* ``ClassSim`` — a reference-style ``SimulatorModel`` (``reset(config) -> dict``,
-  ``step(action: dict) -> dict``, ``termination()``, ``truncation()``, ``sim_name``)
-  or any plain class whose ``reset``/``step`` return state dicts.
+* ``ClassSim`` — any sim class in a shape ``simserver.shapes`` finds: a reference-style
+  ``SimulatorModel`` (``reset(config) -> dict``, ``step(action: dict) -> dict``,
+  ``termination()``, ``truncation()``, ``sim_name``), a plain class, a Bonsai session class
+  (``episode_start``/``episode_step``/``get_state``/``halted``), ``reset(**config)``,
+  ``step(one number)``, a class rebuilt per episode.
 * ``GymSim`` — any Gymnasium env (by registry id or class).
 
-A ``SimFactory`` describes the simulator once (names, bounds, seedability) and
+A ``SimFactory`` describes the simulator once (names, bounds, seedability, shape) and
 builds one instance per session. Names are learned from class attributes when
 the sim declares them (``state_names``, ``action_names``, ``config_keys``,
-``bounds``), otherwise by *probing*: one instance is built and reset with an
-empty config at start-up, which also proves the sim works before any client
-connects.
+``bounds``), or from a Bonsai session's ``get_interface()``, otherwise by *probing*: one
+instance is built and reset with an empty config at start-up, which also proves the sim
+works before any client connects.
 """
 
 from __future__ import annotations
