@@ -110,6 +110,26 @@ def test_the_bonsai_example_hosted_unedited(start_server, target):
         assert _states(session, out)["pole_angle"] > 0.2
 
 
+def test_simgym_check_passes_on_the_bonsai_example():
+    """The example's spec (target sim/cartpole.py:CartPole) is sound, as the README promises."""
+    spec = str(EXAMPLE / "spec.yaml")
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from launcher.cli import main; main()",
+            "check",
+            spec,
+            "--episodes",
+            "3",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0 and "SOUND" in proc.stdout, proc.stdout + proc.stderr
+
+
 def _simserver_fails(target: str, prelude: str = "", cwd=SIMS, args=()) -> str:
     """Start ``simserver target``; it must exit 2 with one line on stderr: that line."""
     argv = ["simserver", target, "--port", "0", *args]
