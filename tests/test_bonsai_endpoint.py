@@ -28,6 +28,7 @@ import yaml
 from gymclient.env import SimEnv
 from gymclient.errors import ServerUnavailable, SimCallError, SimTimeout
 from gymclient.vector import SimVectorEnv
+from simserver.server import SimServer
 
 from . import test_netns
 from .conftest import REPO, SIMS
@@ -417,6 +418,29 @@ def test_bad_requests_get_a_problem_details_status_and_the_endpoint_serves_on(en
         assert words in problem["detail"], (method, path, problem)
     assert request(server.url, "GET", root, key=TOKEN)[0] == 200  # still serving
     assert "Traceback" not in server.log.read_text()
+
+
+def test_the_endpoint_from_python():
+    from gymclient.connection import Connection
+    from simserver.bonsai import BonsaiOptions, serve
+    from simserver.server import ServerOptions
+
+    endpoint, server = serve(ServerOptions(port=0), BonsaiOptions(), ready_timeout=0.05)
+    try:
+        assert server is None  # no sim yet: the endpoint listens, gRPC waits
+        description = {"state": {"fields": [{"name": "x"}]}, "action": {"fields": [{"name": "u"}]}}
+        sim = {"name": "raw", "description": description}
+        assert request(endpoint.url, "POST", "/v2/workspaces/w/simulatorSessions", sim)[0] == 201
+        assert endpoint.wait_ready(5)
+        server = SimServer(endpoint.factory(), ServerOptions(port=0))
+        with Connection(server.start()[0]) as conn:
+            session = conn.open()
+            assert (session.state_names, session.action_names) == (["x"], ["u"])
+            session.close()
+    finally:
+        if server is not None:
+            server.stop(grace=0)
+        endpoint.stop()
 
 
 def test_bonsai_command_lines_that_cannot_work_are_one_line_errors(tmp_path):
