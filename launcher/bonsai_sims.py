@@ -39,9 +39,13 @@ NODE_TOKEN_VAR = "SIMGYM_NODE_SIM_TOKEN"
 # Runs a copy's command after asking the kernel to SIGKILL it when the process that
 # started it ends (even killed with SIGKILL): a sim copy never outlives its trainer.
 # The death signal survives exec, so the command runs as the child itself, no wrapper.
+# (Linux; elsewhere the copies outlive a killed trainer until their endpoint is gone.)
 _ORPHAN_GUARD = """\
 import ctypes, os, signal, sys
-ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+try:
+    ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+except (AttributeError, OSError):
+    pass
 if os.getppid() != int(sys.argv[1]):
     sys.exit(1)  # the trainer ended before the guard was set
 try:
@@ -54,12 +58,16 @@ except OSError as exc:
 
 @dataclass(frozen=True)
 class BonsaiPlan:
-    """Bonsai sims as started: the spec's section, the copies, their folder and access key."""
+    """Bonsai sims as started: the spec's section, the copies, their folder and access key.
+
+    ``sessions``: the gymclient sessions the run opens on the endpoint (its session cap).
+    """
 
     sims: BonsaiSims
     copies: int
     workdir: Path
     token: str
+    sessions: int
 
     @classmethod
     def make(cls, sims: BonsaiSims, workdir: Path, sessions: int) -> BonsaiPlan:
@@ -68,7 +76,8 @@ class BonsaiPlan:
         The access key is the spec's (``token``/``token_env``), else a new one per run.
         """
         copies = sims.copies if sims.copies is not None else max(1, sessions)
-        return cls(sims, copies, workdir, sims.resolved_token() or secrets.token_urlsafe(24))
+        token = sims.resolved_token() or secrets.token_urlsafe(24)
+        return cls(sims, copies, workdir, token, max(1, sessions))
 
     def connect_spec(self, env: EnvSpec) -> EnvSpec:
         """``env`` with the endpoint's token, which its gRPC side asks of every client."""
@@ -89,7 +98,7 @@ class BonsaiServer(ServerProcess):
     """``simserver --bonsai-port``: its HTTP endpoint first, its gRPC side once a sim registered.
 
     ``start`` returns the endpoint's address (``http://host:port``, ``bonsai_address``) as
-    soon as it listens; ``wait_ready`` then waits for the gRPC address. A restart keeps the
+    soon as it listens; ``grpc_ready`` says the gRPC address once it serves. A restart keeps the
     endpoint's port (the copies know it) and the gRPC socket's path (the clients know it).
     """
 
@@ -235,7 +244,8 @@ def bonsai_pool(plan: BonsaiPlan, log_dir: Path, *, lease_seconds: float = 120.0
     """
     log_dir.mkdir(parents=True, exist_ok=True)
     sims = plan.sims
-    max_sessions = plan.copies * 2 + 4  # as for sidecars: reconnects before reaping
+    # As for sidecars: headroom for reconnects before the server reaps the old sessions.
+    max_sessions = max(plan.copies, plan.sessions) * 2 + 4
     args = ["--max-sessions", str(max_sessions), "--lease", str(lease_seconds)]
     server = BonsaiServer(plan, args=args, log_file=log_dir / "bonsai-server.log")
     copies = [
@@ -257,10 +267,3 @@ def bonsai_pool(plan: BonsaiPlan, log_dir: Path, *, lease_seconds: float = 120.0
         members=members,
         ready=lambda timeout: wait_registered(server, copies, timeout * timeout_factor),
     )
-
-
-def endpoint(pool: SidecarPool) -> BonsaiServer:
-    """The Bonsai endpoint of a pool ``bonsai_pool`` made."""
-    server = pool.servers[0]
-    assert isinstance(server, BonsaiServer)
-    return server

@@ -335,6 +335,10 @@ def test_sims_started_elsewhere_join_the_endpoint_with_the_key(tmp_path, monkeyp
         target=lambda: started.append(start_sims(spec, plan, tmp_path / "sims"))
     )
     starter.start()
+    deadline = time.monotonic() + 60
+    while not _listens(port):  # the endpoint comes up first, as a trainer's would
+        assert time.monotonic() < deadline, "the Bonsai endpoint did not listen"
+        time.sleep(0.1)
 
     def elsewhere(key: str) -> subprocess.Popen:
         environ = {**os.environ, "SIM_API_HOST": f"http://127.0.0.1:{port}",
@@ -344,7 +348,8 @@ def test_sims_started_elsewhere_join_the_endpoint_with_the_key(tmp_path, monkeyp
 
     wrong = elsewhere("not-the-key")
     out, _ = wrong.communicate(timeout=60)
-    assert wrong.returncode != 0 and "registered" not in out.replace("unregistered", "")
+    assert wrong.returncode != 0 and "registered simulator session" not in out
+    assert "wrong access key" in out, out[-2000:]  # refused by the endpoint, not unreachable
     sim = elsewhere("the-key")
     try:
         starter.join(60)
@@ -360,3 +365,10 @@ def test_sims_started_elsewhere_join_the_endpoint_with_the_key(tmp_path, monkeyp
     finally:
         sim.kill()
         sim.wait(10)
+
+
+def _listens(port: int) -> bool:
+    import socket
+
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
