@@ -372,3 +372,15 @@ def _listens(port: int) -> bool:
 
     with socket.socket() as s:
         return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_submit_dry_run_of_the_bonsai_example_loads_back(tmp_path):
+    pytest.importorskip("azure.ai.ml", reason="needs the aml extra (installed by make)")
+    from azure.ai.ml import load_job
+
+    project = _project(tmp_path)
+    r = subprocess.run([SIMGYM, "submit", "train.yaml", "--nodes", "2", "--dry-run", "out"],
+                       cwd=project, capture_output=True, text=True, timeout=200)  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    job = load_job(project / "out" / "job.yml")
+    assert job.command.startswith("simgym node train.yaml") and job.resources.instance_count == 2
