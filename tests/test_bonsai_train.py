@@ -137,6 +137,25 @@ def test_simgym_train_says_a_bonsai_spec_error_in_one_line(tmp_path):
     ]
 
 
+def test_copies_that_cannot_start_fail_the_run_in_one_line_quoting_their_error(tmp_path):
+    project = _project(tmp_path)
+    (project / "broken.py").write_text('raise RuntimeError("cannot find license server")\n')
+    train = yaml.safe_load((project / "train.yaml").read_text())
+    train["sim"]["bonsai"] = {"command": "python broken.py", "copies": 2}
+    _write(project / "train.yaml", train)
+    r = subprocess.run([SIMGYM, "train", "train.yaml"], cwd=project, capture_output=True,
+                       text=True, timeout=200)  # fmt: skip
+    assert r.returncode == 2, r.stderr[-3000:]
+    (line,) = r.stderr.strip().splitlines()
+    assert line.startswith(
+        "simgym: error: bonsai sim 0 (python broken.py) exited with code 1 before any sim "
+        "registered: RuntimeError: cannot find license server (log: "
+    ), line
+    (run_dir,) = (project / "runs").iterdir()
+    assert "cannot find license server" in (run_dir / "error.txt").read_text()
+    assert not _children_running("broken.py")
+
+
 def test_copies_default_to_the_sessions_training_opens(tmp_path):
     from launcher.sims import train_plan
 
