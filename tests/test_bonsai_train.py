@@ -325,6 +325,43 @@ def test_each_node_starts_its_own_bonsai_sims(tmp_path):
     assert not _ray_processes_from(tmp_path)
 
 
+def test_a_killed_endpoint_is_restarted_where_its_copies_and_clients_find_it(tmp_path):
+    import numpy as np
+
+    from gymclient import SimEnv
+    from gymclient.errors import SimgymError
+    from launcher.sims import spec_launch, start_sims
+
+    project = _project(tmp_path)
+    env = yaml.safe_load((project / "spec.yaml").read_text())
+    env["sim"] = {"bonsai": {"command": "python main.py", "copies": 2, "restart_backoff": 0.2}}
+    spec = load_spec(_write(project / "spec.yaml", env))
+    plan = spec_launch(spec)
+    pool = start_sims(spec, plan, tmp_path / "sims")
+    try:
+        endpoint = pool.servers[0]
+        url, address = endpoint.bonsai_address, pool.addresses[0]
+        sim_env = SimEnv({"spec": plan.connect_spec(spec), "address": address})
+        sim_env.reset(seed=0)
+        os.kill(endpoint.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 90
+        while True:  # clients see their episodes fail until the endpoint is back with a sim
+            assert time.monotonic() < deadline, f"not serving again: {pool.events}"
+            try:
+                sim_env.reset(seed=1)
+                sim_env.step(np.array([0.2], dtype=np.float32))
+                break
+            except SimgymError:
+                time.sleep(0.5)
+        sim_env.close()
+        assert endpoint.bonsai_address == url and pool.addresses == [address]
+        assert pool.events[0].detail.startswith("the Bonsai endpoint (simserver --bonsai-port")
+        assert "exited (code -9); restarted (restart 1 of 5)" in pool.events[0].detail
+        assert not pool.failed()
+    finally:
+        pool.stop()
+
+
 # ----------------------------------------------------------------------------- sims elsewhere
 
 
