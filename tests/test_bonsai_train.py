@@ -271,7 +271,7 @@ def test_copies_die_with_their_trainer_even_killed(tmp_path):
         assert len(pids) == 3, "the trainer did not start its sims"
     finally:
         proc.kill()
-        proc.wait(10)
+        proc.communicate(timeout=10)  # and its pipe closed
     deadline = time.monotonic() + 30
     while any(_alive(p) for p in pids) and time.monotonic() < deadline:
         time.sleep(0.2)
@@ -420,7 +420,7 @@ def test_sims_started_elsewhere_join_the_endpoint_with_the_key(tmp_path, monkeyp
             pool.stop()
     finally:
         sim.kill()
-        sim.wait(10)
+        sim.communicate(timeout=10)
 
 
 def _listens(port: int) -> bool:
