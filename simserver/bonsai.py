@@ -30,6 +30,7 @@ import select
 import signal
 import socket
 import threading
+import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -63,6 +64,9 @@ log = logging.getLogger("simserver.bonsai")
 
 #: Seconds a connection may stay silent (between requests, or inside one) before it is closed.
 IDLE_TIMEOUT = 120.0
+# A refused body still in flight is read and dropped for at most this long / this much.
+LINGER_SECONDS = 2.0
+LINGER_BYTES = 64 * 2**20
 #: Seconds a sim refused for the registration limit is told to wait (``Retry-After``).
 RETRY_AFTER = 5
 _TITLES = {
@@ -171,6 +175,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.sims: list[str] = []  # the sims that posted on this connection
         self.peer_closed = False
+        self.unread_body = False  # a refused request's body is still on its way
 
     def handle(self) -> None:
         try:
@@ -185,6 +190,30 @@ class _Handler(BaseHTTPRequestHandler):
         super().handle_one_request()
         if not self.raw_requestline:
             self.peer_closed = True
+
+    def finish(self) -> None:
+        super().finish()  # flushes the last reply
+        if self.close_connection and self.unread_body:
+            self._linger()
+
+    def _linger(self) -> None:
+        """Read and drop what the client still sends after a refusal, then close.
+
+        A client that is still sending a refused body (413) would otherwise be reset by our
+        close before it reads the reply, and see a broken pipe instead of the reason (what
+        web servers call a lingering close). Bounded in bytes and time.
+        """
+        try:
+            self.connection.shutdown(socket.SHUT_WR)
+            self.connection.settimeout(0.5)
+            deadline, budget = time.monotonic() + LINGER_SECONDS, LINGER_BYTES
+            while budget > 0 and time.monotonic() < deadline:
+                chunk = self.connection.recv(min(budget, 65536))
+                if not chunk:
+                    break
+                budget -= len(chunk)
+        except OSError:
+            pass
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("%s: " + format, self.address_string(), *args)
@@ -231,6 +260,7 @@ class _Handler(BaseHTTPRequestHandler):
         if close:
             self.send_header("Connection", "close")
             self.close_connection = True
+            self.unread_body = _unread(self)
         self.end_headers()
         self.wfile.write(data)
 
@@ -323,7 +353,7 @@ class BonsaiEndpoint:
         """Answer one request (any failure becomes a ``ProblemDetails`` reply)."""
         parts = [unquote(p) for p in urlsplit(req.path).path.strip("/").split("/")]
         if len(parts) < 4 or parts[:2] != ["v2", "workspaces"] or parts[3] != "simulatorSessions":
-            req.problem(404, f"no such path {clip(req.path, 80)}", close=self._unread(req))
+            req.problem(404, f"no such path {clip(req.path, 80)}", close=_unread(req))
             return
         if not self._authorized(req):
             return
@@ -426,10 +456,16 @@ class BonsaiEndpoint:
         except (ValueError, RecursionError) as exc:  # RecursionError: nested past the limit
             raise Refused(400, f"the body is not JSON: {clip(exc, 80)}") from None
 
-    @staticmethod
-    def _unread(req: _Handler) -> bool:
-        """Whether a request's body is left unread (its connection must then close)."""
-        return bool(req.headers.get("Content-Length", "0") not in ("", "0"))
+
+def _unread(req: _Handler) -> bool:
+    """Whether a request's body may be left unread (its connection must then close)."""
+    headers = getattr(req, "headers", None)  # None when the request line itself was bad
+    if headers is None:
+        return False
+    return bool(headers.get("Transfer-Encoding")) or headers.get("Content-Length", "0") not in (
+        "",
+        "0",
+    )
 
 
 def serve(

@@ -731,6 +731,7 @@ def _base_python() -> str:
     return getattr(sys, "_base_executable", None) or shutil.which("python3") or sys.executable
 
 
+@pytest.mark.slow  # a fresh venv's installs, ~22 s: make test-slow
 @pytest.mark.timeout(600)
 def test_sim_image_install_steps_succeed_in_a_fresh_venv(tmp_path, monkeypatch):
     monkeypatch.setenv("PYTHON", _base_python())
@@ -785,7 +786,8 @@ def test_install_check_refuses_what_the_lock_does_not_pin(tmp_path):
 @pytest.mark.parametrize(
     ("kind", "torch_version"),
     [
-        ("train", "2.13.0+cpu"),
+        # ~35 s: make test-slow runs it (the default suite must stay under 15 minutes).
+        pytest.param("train", "2.13.0+cpu", marks=pytest.mark.slow),
         # ~70 s of pip resolving several GB of CUDA wheels' metadata: `make test-all` runs it
         # (the default suite must stay under 15 minutes on 2 cores).
         pytest.param("train-gpu", "2.13.0", marks=pytest.mark.slow),  # PyPI's: the CUDA build

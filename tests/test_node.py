@@ -123,6 +123,7 @@ def _mpirun(spec: Path, out: Path, port: int, *extra: str, timeout: float = 400,
                           env=env)  # fmt: skip
 
 
+@pytest.mark.slow  # multi-node, ~40 s: make test-slow
 @needs_mpirun
 @pytest.mark.timeout(480)  # ~45 s on an idle 2-core machine; generous for a loaded one
 def test_two_nodes_under_mpirun_train_on_their_own_sidecars(tmp_path):
@@ -186,6 +187,7 @@ def test_two_nodes_under_mpirun_train_on_their_own_sidecars(tmp_path):
     assert set(Path("/tmp").glob("sgr*")) <= sidecars_before
 
 
+@pytest.mark.slow  # multi-node, ~25 s: make test-slow
 @needs_mpirun
 @pytest.mark.timeout(480)
 def test_a_failing_training_fails_every_node(tmp_path):
@@ -226,6 +228,7 @@ def _ray_processes_from(tmp_path: Path) -> list[str]:
     return found
 
 
+@pytest.mark.slow  # multi-node, ~18 s: make test-slow
 @needs_mpirun
 @pytest.mark.timeout(480)
 def test_a_node_that_never_joins_is_a_clear_error(tmp_path):

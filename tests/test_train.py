@@ -478,6 +478,7 @@ def test_train_spec_errors_name_file_and_key(tmp_path, updates, key, message):
     )
 
 
+@pytest.mark.slow  # kills a training, ~34 s: make test-slow
 def test_killed_trainer_resumes_losing_at_most_one_interval(tmp_path):
     # Checkpoints every 3 iterations; killed between two of them (iteration 4 or 5), so
     # run.json is ahead of the last checkpoint's weights and RLlib's restored counters.
