@@ -158,6 +158,8 @@ class BonsaiSims(_Model):
     listen: str = "127.0.0.1:0"
     token: str | None = None
     token_env: str | None = None
+    # Each copy's log is kept under this many MiB (plus its previous part, `<log>.1`).
+    log_mb: float = Field(8.0, gt=0, le=4096, allow_inf_nan=False)
 
     @field_validator("command")
     @classmethod
@@ -211,12 +213,28 @@ class BonsaiSims(_Model):
         return self.token
 
 
+def _checked_shape(value: str) -> str:
+    from simgym.targets import LoadError, parse_shape
+
+    try:
+        parse_shape(value)
+    except LoadError as exc:
+        raise ValueError(str(exc).removeprefix("--shape ")) from None
+    return value
+
+
+#: ``simserver --shape`` text (``reset=constructor,step=scalar``), checked when loaded.
+ShapeText = Annotated[str, AfterValidator(_checked_shape)]
+
+
 class SimSection(_Model):
     """Where the sim runs: a ``target`` or ``bonsai`` sims simgym starts, or ``address``(es)."""
 
     target: str | None = None
     bonsai: BonsaiSims | None = None
     kwargs: dict[str, Any] = Field(default_factory=dict)
+    # How simserver drives the target where its shape cannot be detected (simserver --shape).
+    shape: ShapeText | None = None
     workdir: str | None = None
     address: Address | None = None
     addresses: list[Address] | None = None

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from gymclient.spec import BonsaiSims, EnvSpec, split_listen
+from launcher.logpump import pump
 from launcher.sidecars import Member, SidecarPool, SidecarStartError, log_error_line
 from launcher.trainspec import Launch
 from simserver.process import ServerProcess
@@ -157,6 +158,7 @@ class SimCopy(ServerProcess):
         self.words = plan.sims.words()
         self.endpoint = endpoint
         self.env = {"SIM_WORKSPACE": WORKSPACE, **plan.sims.env, "SIM_ACCESS_KEY": plan.token}
+        self.log_bytes = int(plan.sims.log_mb * 2**20)
 
     def command(self) -> list[str]:
         """The command line: the orphan guard, then the user's words."""
@@ -167,16 +169,17 @@ class SimCopy(ServerProcess):
         path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "PATH": path, **self.env}
         env["SIM_API_HOST"] = self.endpoint.bonsai_address or ""
-        with open(self.log_file, "ab") as log:
-            self.proc = subprocess.Popen(
-                self.command(),
-                cwd=self.workdir,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                env=env,
-                start_new_session=True,  # a Ctrl-C in our terminal is ours to forward
-            )
+        self.proc = subprocess.Popen(
+            self.command(),
+            cwd=self.workdir,
+            stdout=subprocess.PIPE,  # through a pump that bounds the log (launcher.logpump)
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            start_new_session=True,  # a Ctrl-C in our terminal is ours to forward
+        )
+        assert self.proc.stdout is not None
+        pump(self.proc.stdout, self.log_file, self.log_bytes)
         return ""
 
     def stop(self, grace: float = 5.0) -> int | None:

@@ -119,6 +119,8 @@ def launch_members(
         args += ["--isolate", launch.isolate]
     if launch.max_sim_rss is not None:
         args += ["--max-sim-rss", f"{launch.max_sim_rss:g}"]
+    if launch.shape:
+        args += ["--shape", launch.shape]
     assert launch.target is not None
     return [
         Member(
@@ -329,7 +331,8 @@ class SidecarPool:
     def _log_since_start(self, i: int, limit: int = 20) -> str:
         try:
             with open(self.servers[i].log_file, "rb") as f:
-                f.seek(self._log_start[i])
+                # A capped log that rotated since this life began starts over (logpump).
+                f.seek(self._log_start[i] if self._log_start[i] <= f.seek(0, 2) else 0)
                 text = f.read().decode(errors="replace")
         except OSError:
             return ""

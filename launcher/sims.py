@@ -39,7 +39,7 @@ def spec_launch(spec: EnvSpec, *, sessions: int = 1, **plan: Any) -> SimPlan:
             f"{spec.source}: sim: give `target` (simgym starts it), `bonsai` (Bonsai SDK sims "
             "simgym starts) or `address` (already running)"
         )
-    return Launch(target=spec.sim.target, kwargs=spec.sim.kwargs, **plan)
+    return Launch(target=spec.sim.target, kwargs=spec.sim.kwargs, shape=spec.sim.shape, **plan)
 
 
 def train_plan(spec: TrainSpec, env: EnvSpec, nodes: int = 1) -> SimPlan | None:

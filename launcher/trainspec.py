@@ -16,7 +16,15 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from gymclient.errors import SpecError
-from gymclient.spec import Address, BonsaiSims, EnvSpec, check_script, load_spec, read_text
+from gymclient.spec import (
+    Address,
+    BonsaiSims,
+    EnvSpec,
+    ShapeText,
+    check_script,
+    load_spec,
+    read_text,
+)
 
 
 class _Model(BaseModel):
@@ -46,6 +54,7 @@ class Launch(_Model):
 
     target: str | None = None  # default: the env spec's sim.target
     kwargs: dict[str, Any] | None = None
+    shape: ShapeText | None = None  # simserver --shape; default: the env spec's sim.shape
     servers: int = Field(1, ge=1, le=256)
     sessions_per_server: int = Field(64, ge=1)
     transport: Literal["unix", "tcp"] = "unix"
@@ -205,7 +214,9 @@ class TrainSpec(_Model):
                 raise SpecError(self.source, "sim", "give sim.launch.target or sim.address(es)")
             # The env spec's target comes with its constructor arguments.
             kwargs = env.sim.kwargs if launch.kwargs is None else launch.kwargs
-            launch = launch.model_copy(update={"target": env.sim.target, "kwargs": kwargs})
+            shape = env.sim.shape if launch.shape is None else launch.shape
+            update = {"target": env.sim.target, "kwargs": kwargs, "shape": shape}
+            launch = launch.model_copy(update=update)
         return launch
 
 

@@ -22,6 +22,31 @@ class LoadError(Exception):
     """The simulator target cannot be imported, built or probed (a start-up error)."""
 
 
+#: ``simserver --shape`` (and a spec's ``sim.shape``): how to drive a sim where it cannot be
+#: detected (simserver/shapes.py). Here so that the client side checks a spec's choice too.
+SHAPE_CHOICES = {
+    "reset": ("method", "constructor"),
+    "config": ("dict", "kwargs"),
+    "step": ("dict", "scalar"),
+}
+
+
+def parse_shape(text: str) -> dict[str, str]:
+    """``"reset=constructor,step=scalar"`` as ``{"reset": "constructor", "step": "scalar"}``.
+
+    Raises:
+        LoadError: An unknown key or value, naming what is accepted.
+    """
+    picked: dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        key, _, value = (s.strip() for s in item.partition("="))
+        if key not in SHAPE_CHOICES or value not in SHAPE_CHOICES[key]:
+            accepted = "; ".join(f"{k}={'|'.join(v)}" for k, v in SHAPE_CHOICES.items())
+            raise LoadError(f"--shape {item!r}: expected {accepted}")
+        picked[key] = value
+    return picked
+
+
 #: What to install for a module whose distribution is named otherwise (or is an extra of ours).
 _INSTALL = {
     "microsoft_bonsai_api": 'the Bonsai SDK: pip install "simgym[bonsai]" (microsoft-bonsai-api)',

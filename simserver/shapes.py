@@ -33,7 +33,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from simgym.targets import LoadError
+from simgym.targets import LoadError, parse_shape
 
 #: Where the state is read when reset/step return no state dict, in order of preference.
 STATE_SOURCES = ("get_state", "get_states", "state", "states")
@@ -77,27 +77,13 @@ class ShapeChoice:
     step: Literal["auto", "dict", "scalar"] = "auto"
 
 
-_CHOICES = {
-    "reset": ("method", "constructor"),
-    "config": ("dict", "kwargs"),
-    "step": ("dict", "scalar"),
-}
-
-
 def parse_choice(text: str) -> ShapeChoice:
     """``"reset=constructor,step=scalar"`` as a ``ShapeChoice`` (``simserver --shape``).
 
     Raises:
         LoadError: An unknown key or value, naming what is accepted.
     """
-    picked: dict[str, str] = {}
-    for item in filter(None, (part.strip() for part in text.split(","))):
-        key, _, value = (s.strip() for s in item.partition("="))
-        if key not in _CHOICES or value not in _CHOICES[key]:
-            accepted = "; ".join(f"{k}={'|'.join(v)}" for k, v in _CHOICES.items())
-            raise LoadError(f"--shape {item!r}: expected {accepted}")
-        picked[key] = value
-    return ShapeChoice(**picked)  # type: ignore[arg-type]
+    return ShapeChoice(**parse_shape(text))  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)

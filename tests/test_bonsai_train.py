@@ -440,3 +440,48 @@ def test_submit_dry_run_of_the_bonsai_example_loads_back(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     job = load_job(project / "out" / "job.yml")
     assert job.command.startswith("simgym node train.yaml") and job.resources.instance_count == 2
+
+
+# ----------------------------------------------------------------------------- session class, logs
+
+
+@pytest.mark.timeout(300)
+def test_the_examples_session_class_trains_in_process(tmp_path, ray_session):
+    """The same main.py, its CartPoleSession hosted by sidecar simservers: no copies, no HTTP."""
+    from launcher.train import train
+
+    recipe = _short_recipe(tmp_path, 2)
+    train_spec = yaml.safe_load(recipe.read_text())
+    train_spec["sim"] = {"launch": {"target": "main.py:CartPoleSession", "servers": 1}}
+    run_dir, state = train(_write(recipe, train_spec))
+    assert state.finished and state.iteration == 2 and state.env_steps >= 800
+    rows = (run_dir / "metrics.csv").read_text().splitlines()
+    header, last = rows[0].split(","), rows[-1].split(",")
+    assert float(last[header.index("episode_len_mean")]) > 5  # cart-pole episodes, not errors
+    assert not list((run_dir / "sims").glob("bonsai-sim-*.log"))
+
+
+def test_a_copys_log_is_bounded_and_keeps_its_last_lines(tmp_path):
+    """A sim printing a line per event keeps at most log_mb (+ its previous part) on disk."""
+    from launcher.logpump import pump, rotated
+
+    log = tmp_path / "bonsai-sim-0.log"
+    log.write_bytes(b"an earlier life\n")
+    # ~3 MiB of output through a 1 MiB cap, then the line a crash would leave.
+    code = "import sys\nfor i in range(60000): print(f'event {i:06d}', 'x' * 40)\nsys.exit('boom')"
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)  # fmt: skip
+    assert proc.stdout is not None
+    thread = pump(proc.stdout, log, 2**20)
+    assert proc.wait(60) == 1
+    thread.join(30)
+    assert not thread.is_alive()
+    assert log.stat().st_size <= 2**20 and rotated(log).stat().st_size <= 2**20
+    assert log.read_text().splitlines()[-1] == "boom"
+    assert "event 059999" in log.read_text()
+    assert not list(tmp_path.glob("*.log.2"))
+    spec = load_spec(_write(tmp_path / "s.yaml", {
+        "sim": {"bonsai": {"command": "python -c pass", "log_mb": 0.5}},
+        "observations": {"x": {"min": 0, "max": 1}}, "actions": {"u": {"min": 0, "max": 1}},
+    }))  # fmt: skip
+    assert spec.sim.bonsai is not None and spec.sim.bonsai.log_mb == 0.5

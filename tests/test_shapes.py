@@ -219,3 +219,34 @@ def test_the_user_picks_the_shape_where_detection_cannot_be_sure(start_server, i
 def test_a_bad_shape_choice_is_one_line():
     line = _simserver_fails("shapes.py:Opaque", args=["--shape", "step=number"])
     assert "--shape 'step=number': expected reset=method|constructor" in line, line
+
+
+def test_a_specs_sim_shape_reaches_the_servers_simgym_starts(tmp_path):
+    """``sim.shape`` in an env spec is the sidecars' ``--shape``; a bad one names the key."""
+    import yaml
+
+    from gymclient.errors import SpecError
+    from gymclient.spec import load_spec
+    from launcher.sims import spec_launch, start_sims
+
+    spec_file = tmp_path / "spec.yaml"
+    data = {
+        "sim": {"target": str(SIMS / "shapes.py") + ":Opaque", "shape": "reset=constructor, step=scalar"},
+        "observations": {"x": {"min": -10, "max": 10}},
+        "actions": {"u": {"min": -1, "max": 1}},
+    }  # fmt: skip
+    spec_file.write_text(yaml.safe_dump(data))
+    spec = load_spec(spec_file)
+    pool = start_sims(spec, spec_launch(spec), tmp_path / "logs")
+    try:
+        with Connection(pool.addresses[0]) as conn:
+            session = conn.open(["u"])
+            assert session.reset({"x0": 1.0}).states == [1.0]  # Opaque(x0=1.0): constructor
+            assert session.step([2.0]).states == [3.0]  # one number
+    finally:
+        pool.stop()
+    data["sim"]["shape"] = "step=number"
+    spec_file.write_text(yaml.safe_dump(data))
+    with pytest.raises(SpecError) as info:
+        load_spec(spec_file)
+    assert "sim.shape" in str(info.value) and "expected reset=method|constructor" in str(info.value)
