@@ -25,13 +25,15 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19simgym/v1/simulator.proto\x12\tsimgym.v1\x1a\x1cgoogle/protobuf/struct.proto\"c\n\x08Variable\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x03low\x18\x02 \x01(\x01H\x00\x88\x01\x01\x12\x11\n\x04high\x18\x03 \x01(\x01H\x01\x88\x01\x01\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\tB\x06\n\x04_lowB\x07\n\x05_high\"\\\n\x0bOpenRequest\x12\x10\n\x08protocol\x18\x01 \x01(\t\x12\x0e\n\x06\x63lient\x18\x02 \x01(\t\x12\x14\n\x0c\x61\x63tion_names\x18\x03 \x03(\t\x12\x15\n\rlease_seconds\x18\x04 \x01(\x01\"\x9e\x02\n\tOpenReply\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x10\n\x08protocol\x18\x02 \x01(\t\x12\x0e\n\x06server\x18\x03 \x01(\t\x12\x10\n\x08sim_name\x18\x04 \x01(\t\x12#\n\x06states\x18\x05 \x03(\x0b\x32\x13.simgym.v1.Variable\x12$\n\x07\x61\x63tions\x18\x06 \x03(\x0b\x32\x13.simgym.v1.Variable\x12#\n\x06\x63onfig\x18\x07 \x03(\x0b\x32\x13.simgym.v1.Variable\x12\x15\n\rlease_seconds\x18\x08 \x01(\x01\x12\x10\n\x08seedable\x18\t \x01(\x08\x12\x19\n\x11max_message_bytes\x18\n \x01(\x03\x12\x15\n\rpacked_socket\x18\x0b \x01(\x08\" \n\nSessionRef\x12\x12\n\nsession_id\x18\x01 \x01(\t\"t\n\x0cResetRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\'\n\x06\x63onfig\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x11\n\x04seed\x18\x03 \x01(\x03H\x00\x88\x01\x01\x12\x0b\n\x03seq\x18\x04 \x01(\x04\x42\x07\n\x05_seed\"B\n\x0bStepRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x12\n\x06\x61\x63tion\x18\x02 \x03(\x01\x42\x02\x10\x01\x12\x0b\n\x03seq\x18\x03 \x01(\x04\"\xa1\x01\n\nTransition\x12\x12\n\x06states\x18\x01 \x03(\x01\x42\x02\x10\x01\x12\x12\n\nterminated\x18\x02 \x01(\x08\x12\x11\n\ttruncated\x18\x03 \x01(\x08\x12\x15\n\tnonfinite\x18\x04 \x03(\rB\x02\x10\x01\x12\x13\n\x06reward\x18\x05 \x01(\x01H\x00\x88\x01\x01\x12\x0c\n\x04step\x18\x06 \x01(\x04\x12\x13\n\x0bsim_seconds\x18\x07 \x01(\x01\x42\t\n\x07_reward\"<\n\x0fTransitionReply\x12)\n\ntransition\x18\x01 \x01(\x0b\x32\x15.simgym.v1.Transition\"!\n\x0bStatesReply\x12\x12\n\x06states\x18\x01 \x03(\x01\x42\x02\x10\x01\"9\n\x10TerminationReply\x12\x12\n\nterminated\x18\x01 \x01(\x08\x12\x11\n\ttruncated\x18\x02 \x01(\x08\"\x0c\n\nCloseReply\"\x91\x01\n\rPackedRequest\x12\x13\n\x0bsession_ids\x18\x01 \x03(\t\x12\x13\n\x07\x61\x63tions\x18\x02 \x03(\x01\x42\x02\x10\x01\x12\x10\n\x04seqs\x18\x03 \x03(\x04\x42\x02\x10\x01\x12&\n\x06resets\x18\x04 \x03(\x0b\x32\x16.simgym.v1.PackedReset\x12\x1c\n\x14slot_timeout_seconds\x18\x05 \x01(\x01\"`\n\x0bPackedReset\x12\x0c\n\x04slot\x18\x01 \x01(\r\x12\'\n\x06\x63onfig\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x11\n\x04seed\x18\x03 \x01(\x03H\x00\x88\x01\x01\x42\x07\n\x05_seed\":\n\x0bPackedError\x12\x0c\n\x04slot\x18\x01 \x01(\r\x12\x0c\n\x04\x63ode\x18\x02 \x01(\x05\x12\x0f\n\x07message\x18\x03 \x01(\t\"\xe5\x01\n\x0bPackedReply\x12\x13\n\x0bstate_width\x18\x01 \x01(\r\x12\x12\n\x06states\x18\x02 \x03(\x01\x42\x02\x10\x01\x12\x16\n\nterminated\x18\x03 \x03(\x08\x42\x02\x10\x01\x12\x15\n\ttruncated\x18\x04 \x03(\x08\x42\x02\x10\x01\x12\x11\n\x05steps\x18\x05 \x03(\x04\x42\x02\x10\x01\x12\x17\n\x0bsim_seconds\x18\x06 \x03(\x01\x42\x02\x10\x01\x12\x13\n\x07rewards\x18\x07 \x03(\x01\x42\x02\x10\x01\x12\x15\n\tnonfinite\x18\x08 \x03(\rB\x02\x10\x01\x12&\n\x06\x65rrors\x18\t \x03(\x0b\x32\x16.simgym.v1.PackedError\"4\n\x11PackedSocketHello\x12\x10\n\x08protocol\x18\x01 \x01(\t\x12\r\n\x05token\x18\x02 \x01(\t\"3\n\x12PackedSocketStatus\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t*\xb1\x01\n\x10PackedSocketKind\x12\"\n\x1ePACKED_SOCKET_KIND_UNSPECIFIED\x10\x00\x12\x1c\n\x18PACKED_SOCKET_KIND_HELLO\x10\x01\x12\x1e\n\x1aPACKED_SOCKET_KIND_REQUEST\x10\x02\x12\x1c\n\x18PACKED_SOCKET_KIND_REPLY\x10\x03\x12\x1d\n\x19PACKED_SOCKET_KIND_STATUS\x10\x04\x32\xb4\x03\n\tSimulator\x12\x34\n\x04Open\x12\x16.simgym.v1.OpenRequest\x1a\x14.simgym.v1.OpenReply\x12<\n\x05Reset\x12\x17.simgym.v1.ResetRequest\x1a\x1a.simgym.v1.TransitionReply\x12:\n\x04Step\x12\x16.simgym.v1.StepRequest\x1a\x1a.simgym.v1.TransitionReply\x12\x37\n\x06States\x12\x15.simgym.v1.SessionRef\x1a\x16.simgym.v1.StatesReply\x12\x41\n\x0bTermination\x12\x15.simgym.v1.SessionRef\x1a\x1b.simgym.v1.TerminationReply\x12\x35\n\x05\x43lose\x12\x15.simgym.v1.SessionRef\x1a\x15.simgym.v1.CloseReply\x12\x44\n\x0cPackedStream\x12\x18.simgym.v1.PackedRequest\x1a\x16.simgym.v1.PackedReply(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19simgym/v1/simulator.proto\x12\tsimgym.v1\x1a\x1cgoogle/protobuf/struct.proto\"w\n\x08Variable\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x03low\x18\x02 \x01(\x01H\x00\x88\x01\x01\x12\x11\n\x04high\x18\x03 \x01(\x01H\x01\x88\x01\x01\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12\x12\n\x06values\x18\x05 \x03(\x01\x42\x02\x10\x01\x42\x06\n\x04_lowB\x07\n\x05_high\"u\n\x0bOpenRequest\x12\x10\n\x08protocol\x18\x01 \x01(\t\x12\x0e\n\x06\x63lient\x18\x02 \x01(\t\x12\x14\n\x0c\x61\x63tion_names\x18\x03 \x03(\t\x12\x15\n\rlease_seconds\x18\x04 \x01(\x01\x12\x17\n\x0finteger_actions\x18\x05 \x03(\t\"\x9e\x02\n\tOpenReply\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x10\n\x08protocol\x18\x02 \x01(\t\x12\x0e\n\x06server\x18\x03 \x01(\t\x12\x10\n\x08sim_name\x18\x04 \x01(\t\x12#\n\x06states\x18\x05 \x03(\x0b\x32\x13.simgym.v1.Variable\x12$\n\x07\x61\x63tions\x18\x06 \x03(\x0b\x32\x13.simgym.v1.Variable\x12#\n\x06\x63onfig\x18\x07 \x03(\x0b\x32\x13.simgym.v1.Variable\x12\x15\n\rlease_seconds\x18\x08 \x01(\x01\x12\x10\n\x08seedable\x18\t \x01(\x08\x12\x19\n\x11max_message_bytes\x18\n \x01(\x03\x12\x15\n\rpacked_socket\x18\x0b \x01(\x08\" \n\nSessionRef\x12\x12\n\nsession_id\x18\x01 \x01(\t\"t\n\x0cResetRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\'\n\x06\x63onfig\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x11\n\x04seed\x18\x03 \x01(\x03H\x00\x88\x01\x01\x12\x0b\n\x03seq\x18\x04 \x01(\x04\x42\x07\n\x05_seed\"B\n\x0bStepRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x12\n\x06\x61\x63tion\x18\x02 \x03(\x01\x42\x02\x10\x01\x12\x0b\n\x03seq\x18\x03 \x01(\x04\"\xa1\x01\n\nTransition\x12\x12\n\x06states\x18\x01 \x03(\x01\x42\x02\x10\x01\x12\x12\n\nterminated\x18\x02 \x01(\x08\x12\x11\n\ttruncated\x18\x03 \x01(\x08\x12\x15\n\tnonfinite\x18\x04 \x03(\rB\x02\x10\x01\x12\x13\n\x06reward\x18\x05 \x01(\x01H\x00\x88\x01\x01\x12\x0c\n\x04step\x18\x06 \x01(\x04\x12\x13\n\x0bsim_seconds\x18\x07 \x01(\x01\x42\t\n\x07_reward\"<\n\x0fTransitionReply\x12)\n\ntransition\x18\x01 \x01(\x0b\x32\x15.simgym.v1.Transition\"!\n\x0bStatesReply\x12\x12\n\x06states\x18\x01 \x03(\x01\x42\x02\x10\x01\"9\n\x10TerminationReply\x12\x12\n\nterminated\x18\x01 \x01(\x08\x12\x11\n\ttruncated\x18\x02 \x01(\x08\"\x0c\n\nCloseReply\"\x91\x01\n\rPackedRequest\x12\x13\n\x0bsession_ids\x18\x01 \x03(\t\x12\x13\n\x07\x61\x63tions\x18\x02 \x03(\x01\x42\x02\x10\x01\x12\x10\n\x04seqs\x18\x03 \x03(\x04\x42\x02\x10\x01\x12&\n\x06resets\x18\x04 \x03(\x0b\x32\x16.simgym.v1.PackedReset\x12\x1c\n\x14slot_timeout_seconds\x18\x05 \x01(\x01\"`\n\x0bPackedReset\x12\x0c\n\x04slot\x18\x01 \x01(\r\x12\'\n\x06\x63onfig\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x11\n\x04seed\x18\x03 \x01(\x03H\x00\x88\x01\x01\x42\x07\n\x05_seed\":\n\x0bPackedError\x12\x0c\n\x04slot\x18\x01 \x01(\r\x12\x0c\n\x04\x63ode\x18\x02 \x01(\x05\x12\x0f\n\x07message\x18\x03 \x01(\t\"\xe5\x01\n\x0bPackedReply\x12\x13\n\x0bstate_width\x18\x01 \x01(\r\x12\x12\n\x06states\x18\x02 \x03(\x01\x42\x02\x10\x01\x12\x16\n\nterminated\x18\x03 \x03(\x08\x42\x02\x10\x01\x12\x15\n\ttruncated\x18\x04 \x03(\x08\x42\x02\x10\x01\x12\x11\n\x05steps\x18\x05 \x03(\x04\x42\x02\x10\x01\x12\x17\n\x0bsim_seconds\x18\x06 \x03(\x01\x42\x02\x10\x01\x12\x13\n\x07rewards\x18\x07 \x03(\x01\x42\x02\x10\x01\x12\x15\n\tnonfinite\x18\x08 \x03(\rB\x02\x10\x01\x12&\n\x06\x65rrors\x18\t \x03(\x0b\x32\x16.simgym.v1.PackedError\"4\n\x11PackedSocketHello\x12\x10\n\x08protocol\x18\x01 \x01(\t\x12\r\n\x05token\x18\x02 \x01(\t\"3\n\x12PackedSocketStatus\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t*\xb1\x01\n\x10PackedSocketKind\x12\"\n\x1ePACKED_SOCKET_KIND_UNSPECIFIED\x10\x00\x12\x1c\n\x18PACKED_SOCKET_KIND_HELLO\x10\x01\x12\x1e\n\x1aPACKED_SOCKET_KIND_REQUEST\x10\x02\x12\x1c\n\x18PACKED_SOCKET_KIND_REPLY\x10\x03\x12\x1d\n\x19PACKED_SOCKET_KIND_STATUS\x10\x04\x32\xb4\x03\n\tSimulator\x12\x34\n\x04Open\x12\x16.simgym.v1.OpenRequest\x1a\x14.simgym.v1.OpenReply\x12<\n\x05Reset\x12\x17.simgym.v1.ResetRequest\x1a\x1a.simgym.v1.TransitionReply\x12:\n\x04Step\x12\x16.simgym.v1.StepRequest\x1a\x1a.simgym.v1.TransitionReply\x12\x37\n\x06States\x12\x15.simgym.v1.SessionRef\x1a\x16.simgym.v1.StatesReply\x12\x41\n\x0bTermination\x12\x15.simgym.v1.SessionRef\x1a\x1b.simgym.v1.TerminationReply\x12\x35\n\x05\x43lose\x12\x15.simgym.v1.SessionRef\x1a\x15.simgym.v1.CloseReply\x12\x44\n\x0cPackedStream\x12\x18.simgym.v1.PackedRequest\x1a\x16.simgym.v1.PackedReply(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'simgym.v1.simulator_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_VARIABLE'].fields_by_name['values']._loaded_options = None
+  _globals['_VARIABLE'].fields_by_name['values']._serialized_options = b'\020\001'
   _globals['_STEPREQUEST'].fields_by_name['action']._loaded_options = None
   _globals['_STEPREQUEST'].fields_by_name['action']._serialized_options = b'\020\001'
   _globals['_TRANSITION'].fields_by_name['states']._loaded_options = None
@@ -58,42 +60,42 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PACKEDREPLY'].fields_by_name['rewards']._serialized_options = b'\020\001'
   _globals['_PACKEDREPLY'].fields_by_name['nonfinite']._loaded_options = None
   _globals['_PACKEDREPLY'].fields_by_name['nonfinite']._serialized_options = b'\020\001'
-  _globals['_PACKEDSOCKETKIND']._serialized_start=1754
-  _globals['_PACKEDSOCKETKIND']._serialized_end=1931
+  _globals['_PACKEDSOCKETKIND']._serialized_start=1799
+  _globals['_PACKEDSOCKETKIND']._serialized_end=1976
   _globals['_VARIABLE']._serialized_start=70
-  _globals['_VARIABLE']._serialized_end=169
-  _globals['_OPENREQUEST']._serialized_start=171
-  _globals['_OPENREQUEST']._serialized_end=263
-  _globals['_OPENREPLY']._serialized_start=266
-  _globals['_OPENREPLY']._serialized_end=552
-  _globals['_SESSIONREF']._serialized_start=554
-  _globals['_SESSIONREF']._serialized_end=586
-  _globals['_RESETREQUEST']._serialized_start=588
-  _globals['_RESETREQUEST']._serialized_end=704
-  _globals['_STEPREQUEST']._serialized_start=706
-  _globals['_STEPREQUEST']._serialized_end=772
-  _globals['_TRANSITION']._serialized_start=775
-  _globals['_TRANSITION']._serialized_end=936
-  _globals['_TRANSITIONREPLY']._serialized_start=938
-  _globals['_TRANSITIONREPLY']._serialized_end=998
-  _globals['_STATESREPLY']._serialized_start=1000
-  _globals['_STATESREPLY']._serialized_end=1033
-  _globals['_TERMINATIONREPLY']._serialized_start=1035
-  _globals['_TERMINATIONREPLY']._serialized_end=1092
-  _globals['_CLOSEREPLY']._serialized_start=1094
-  _globals['_CLOSEREPLY']._serialized_end=1106
-  _globals['_PACKEDREQUEST']._serialized_start=1109
-  _globals['_PACKEDREQUEST']._serialized_end=1254
-  _globals['_PACKEDRESET']._serialized_start=1256
-  _globals['_PACKEDRESET']._serialized_end=1352
-  _globals['_PACKEDERROR']._serialized_start=1354
-  _globals['_PACKEDERROR']._serialized_end=1412
-  _globals['_PACKEDREPLY']._serialized_start=1415
-  _globals['_PACKEDREPLY']._serialized_end=1644
-  _globals['_PACKEDSOCKETHELLO']._serialized_start=1646
-  _globals['_PACKEDSOCKETHELLO']._serialized_end=1698
-  _globals['_PACKEDSOCKETSTATUS']._serialized_start=1700
-  _globals['_PACKEDSOCKETSTATUS']._serialized_end=1751
-  _globals['_SIMULATOR']._serialized_start=1934
-  _globals['_SIMULATOR']._serialized_end=2370
+  _globals['_VARIABLE']._serialized_end=189
+  _globals['_OPENREQUEST']._serialized_start=191
+  _globals['_OPENREQUEST']._serialized_end=308
+  _globals['_OPENREPLY']._serialized_start=311
+  _globals['_OPENREPLY']._serialized_end=597
+  _globals['_SESSIONREF']._serialized_start=599
+  _globals['_SESSIONREF']._serialized_end=631
+  _globals['_RESETREQUEST']._serialized_start=633
+  _globals['_RESETREQUEST']._serialized_end=749
+  _globals['_STEPREQUEST']._serialized_start=751
+  _globals['_STEPREQUEST']._serialized_end=817
+  _globals['_TRANSITION']._serialized_start=820
+  _globals['_TRANSITION']._serialized_end=981
+  _globals['_TRANSITIONREPLY']._serialized_start=983
+  _globals['_TRANSITIONREPLY']._serialized_end=1043
+  _globals['_STATESREPLY']._serialized_start=1045
+  _globals['_STATESREPLY']._serialized_end=1078
+  _globals['_TERMINATIONREPLY']._serialized_start=1080
+  _globals['_TERMINATIONREPLY']._serialized_end=1137
+  _globals['_CLOSEREPLY']._serialized_start=1139
+  _globals['_CLOSEREPLY']._serialized_end=1151
+  _globals['_PACKEDREQUEST']._serialized_start=1154
+  _globals['_PACKEDREQUEST']._serialized_end=1299
+  _globals['_PACKEDRESET']._serialized_start=1301
+  _globals['_PACKEDRESET']._serialized_end=1397
+  _globals['_PACKEDERROR']._serialized_start=1399
+  _globals['_PACKEDERROR']._serialized_end=1457
+  _globals['_PACKEDREPLY']._serialized_start=1460
+  _globals['_PACKEDREPLY']._serialized_end=1689
+  _globals['_PACKEDSOCKETHELLO']._serialized_start=1691
+  _globals['_PACKEDSOCKETHELLO']._serialized_end=1743
+  _globals['_PACKEDSOCKETSTATUS']._serialized_start=1745
+  _globals['_PACKEDSOCKETSTATUS']._serialized_end=1796
+  _globals['_SIMULATOR']._serialized_start=1979
+  _globals['_SIMULATOR']._serialized_end=2415
 # @@protoc_insertion_point(module_scope)

@@ -22,28 +22,32 @@ PACKED_SOCKET_KIND_REPLY: PackedSocketKind
 PACKED_SOCKET_KIND_STATUS: PackedSocketKind
 
 class Variable(_message.Message):
-    __slots__ = ("name", "low", "high", "description")
+    __slots__ = ("name", "low", "high", "description", "values")
     NAME_FIELD_NUMBER: _ClassVar[int]
     LOW_FIELD_NUMBER: _ClassVar[int]
     HIGH_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    VALUES_FIELD_NUMBER: _ClassVar[int]
     name: str
     low: float
     high: float
     description: str
-    def __init__(self, name: _Optional[str] = ..., low: _Optional[float] = ..., high: _Optional[float] = ..., description: _Optional[str] = ...) -> None: ...
+    values: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, name: _Optional[str] = ..., low: _Optional[float] = ..., high: _Optional[float] = ..., description: _Optional[str] = ..., values: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class OpenRequest(_message.Message):
-    __slots__ = ("protocol", "client", "action_names", "lease_seconds")
+    __slots__ = ("protocol", "client", "action_names", "lease_seconds", "integer_actions")
     PROTOCOL_FIELD_NUMBER: _ClassVar[int]
     CLIENT_FIELD_NUMBER: _ClassVar[int]
     ACTION_NAMES_FIELD_NUMBER: _ClassVar[int]
     LEASE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    INTEGER_ACTIONS_FIELD_NUMBER: _ClassVar[int]
     protocol: str
     client: str
     action_names: _containers.RepeatedScalarFieldContainer[str]
     lease_seconds: float
-    def __init__(self, protocol: _Optional[str] = ..., client: _Optional[str] = ..., action_names: _Optional[_Iterable[str]] = ..., lease_seconds: _Optional[float] = ...) -> None: ...
+    integer_actions: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, protocol: _Optional[str] = ..., client: _Optional[str] = ..., action_names: _Optional[_Iterable[str]] = ..., lease_seconds: _Optional[float] = ..., integer_actions: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class OpenReply(_message.Message):
     __slots__ = ("session_id", "protocol", "server", "sim_name", "states", "actions", "config", "lease_seconds", "seedable", "max_message_bytes", "packed_socket")
