@@ -125,7 +125,7 @@ class DeclarativeCodec:
             )
         self.obs_names = list(spec.observations)
         self.action_names = list(action_names)
-        self.lessons = dict(spec.lessons)
+        self.lessons = spec.lesson_config(0)  # training's first lesson; set_lesson moves on
         self.log_states = list(spec.log_states)
         self._idx = np.array(
             [index.get(n, 0) if not r.expr else 0 for n, r in spec.observations.items()],
@@ -388,6 +388,13 @@ def sample_config(lessons: dict[str, Lesson], rng: np.random.Generator) -> dict[
     for key, lesson in lessons.items():
         if lesson.values is not None:
             config[key] = lesson.values[int(rng.integers(len(lesson.values)))]
+        elif lesson.step is not None:
+            k = int(rng.integers(lesson.grid_size()))
+            assert lesson.min is not None
+            if lesson.integer:  # `{min: 18, max: 24, step: 1}`: a sim may index with it
+                config[key] = int(lesson.min) + k * int(lesson.step)
+            else:  # rounded, so that 0.1-steps give 0.3, not 0.30000000000000004
+                config[key] = round(float(lesson.min) + k * float(lesson.step), 12)
         else:
             assert lesson.min is not None and lesson.max is not None
             config[key] = float(rng.uniform(lesson.min, lesson.max))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import grpc
 
 
@@ -10,11 +12,28 @@ class SimgymError(Exception):
 
 
 class SpecError(SimgymError):
-    """A spec file is malformed; the message names the file and the key."""
+    """A spec file is malformed; the message names the file and the key.
 
-    def __init__(self, file: str, key: str, problem: str) -> None:
-        where = f"{file}: {key}" if key else file
-        super().__init__(f"{where}: {problem}")
+    ``more``: further problems of the same file, as (key, problem) pairs. With any, the
+    message is a first line that counts them, then one line per problem naming the file and
+    the key (every problem at once, not the first of several).
+    """
+
+    def __init__(
+        self, file: str, key: str, problem: str, more: Sequence[tuple[str, str]] = ()
+    ) -> None:
+        self.problems = [(key, problem), *more]
+
+        def line(key: str, problem: str) -> str:
+            return f"{file}: {key}: {problem}" if key else f"{file}: {problem}"
+
+        if len(self.problems) == 1:
+            text = line(key, problem)
+        else:
+            text = f"{file}: {len(self.problems)} problems:" + "".join(
+                f"\n  {line(k, p)}" for k, p in self.problems
+            )
+        super().__init__(text)
         self.file, self.key, self.problem = file, key, problem
 
 

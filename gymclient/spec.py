@@ -28,8 +28,11 @@ from pydantic import (
     AfterValidator,
     BaseModel,
     ConfigDict,
+    Discriminator,
     Field,
+    Tag,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -45,12 +48,22 @@ class Range(_Model):
     """A declared range, mapped linearly to [-1, 1].
 
     For an observation, ``expr`` derives the value from states (``Cr - Cref``);
-    without it the observation's name is a state name.
+    without it the observation's name is a state name. An observation may leave out
+    ``min``/``max`` (``Tout: {}``): ``simgym train`` then estimates them from seeded episodes
+    (``launcher.ranges``); actions always need them.
     """
 
-    min: float
-    max: float
+    min: float | None = None
+    # validate_default: a min without a max is reported at `<name>.max`, as a missing key.
+    max: float | None = Field(None, validate_default=True)
     expr: str | None = None
+
+    @field_validator("max")
+    @classmethod
+    def _max_with_min(cls, value: float | None, info: ValidationInfo) -> float | None:
+        if value is None and info.data.get("min") is not None:
+            raise ValueError("Field required")
+        return value
 
     @field_validator("expr")
     @classmethod
@@ -61,8 +74,17 @@ class Range(_Model):
             parse(value)
         return value
 
+    @property
+    def ranged(self) -> bool:
+        """True when min and max are given (False: estimated from statistics)."""
+        return self.min is not None and self.max is not None
+
     @model_validator(mode="after")
     def _ordered(self) -> Range:
+        if self.min is None or self.max is None:
+            if (self.min is None) != (self.max is None):
+                raise ValueError("give both min and max, or neither (estimated from episodes)")
+            return self
         if not (math.isfinite(self.min) and math.isfinite(self.max)):
             raise ValueError("min and max must be finite numbers")
         if self.max <= self.min:
@@ -71,27 +93,50 @@ class Range(_Model):
 
 
 class Lesson(_Model):
-    """One scenario-config parameter: uniform in [min, max], or one of ``values``."""
+    """One scenario-config parameter: uniform in [min, max], a grid, or one of ``values``.
 
-    min: float | None = None
-    max: float | None = None
+    With ``step``, the draw is ``min + k * step`` for a uniform integer ``k`` (the grid from
+    ``min`` up to ``max``); ints when ``min``, ``max`` and ``step`` are all written as ints
+    (``{min: 18, max: 24, step: 1}`` draws 18, 19, ..., 24).
+    """
+
+    # `int | float`: pydantic keeps a YAML int an int, so integer grids draw Python ints.
+    min: int | float | None = None
+    max: int | float | None = None
+    step: int | float | None = Field(None, gt=0, allow_inf_nan=False)
     values: list[Any] | None = None
 
     @model_validator(mode="after")
     def _one_kind(self) -> Lesson:
         if self.values is not None:
-            if self.min is not None or self.max is not None:
-                raise ValueError("give either values or min/max, not both")
+            if self.min is not None or self.max is not None or self.step is not None:
+                raise ValueError("give either values or min/max(/step), not both")
             if not self.values:
                 raise ValueError("values must not be empty")
         else:
             if self.min is None or self.max is None:
                 raise ValueError(
-                    "give min and max (uniform draw) or values (a list to choose from)"
+                    "give min and max (uniform draw; with step: a grid, ints when all are "
+                    "ints) or values (a list to choose from)"
                 )
+            if not (math.isfinite(self.min) and math.isfinite(self.max)):
+                raise ValueError("min and max must be finite numbers")
             if self.max < self.min:
                 raise ValueError(f"max ({self.max}) must be >= min ({self.min})")
         return self
+
+    @property
+    def integer(self) -> bool:
+        """True when the draw gives ints (``min``, ``max`` and ``step`` are ints)."""
+        return all(
+            isinstance(v, int) and not isinstance(v, bool) for v in (self.min, self.max, self.step)
+        )
+
+    def grid_size(self) -> int:
+        """How many values a ``step`` draw chooses from (``min`` + k * ``step`` <= ``max``)."""
+        assert self.min is not None and self.max is not None and self.step is not None
+        # A tolerance so that 0.1-steps reach a max of 0.3 despite float rounding.
+        return math.floor((self.max - self.min) / self.step + 1e-9) + 1
 
 
 def _lesson(value: Any) -> Any:
@@ -99,6 +144,58 @@ def _lesson(value: Any) -> Any:
     if isinstance(value, (int, float, str, bool)):
         return {"values": [value]}
     return value
+
+
+def _lesson_map(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _lesson(v) for k, v in value.items()}
+    return value
+
+
+class Advance(_Model):
+    """When training moves on from a lesson to the next one.
+
+    Over the lesson's last ``min_episodes`` episodes (and not before it has had that many):
+    the mean episode return reaches ``reward`` and the share of episodes that satisfied
+    every goal (``goal_success`` at their end) reaches ``success``; both when both are given.
+    """
+
+    reward: float | None = Field(None, allow_inf_nan=False)
+    success: float | None = Field(None, ge=0, le=1)
+    min_episodes: int = Field(100, ge=1)
+
+    @model_validator(mode="after")
+    def _some(self) -> Advance:
+        if self.reward is None and self.success is None:
+            raise ValueError(
+                "give reward (episode_reward_mean threshold) and/or success (goal-satisfaction "
+                "rate, 0..1)"
+            )
+        return self
+
+
+class LessonStage(_Model):
+    """One lesson of several: its name, its scenario config, and when to move on."""
+
+    name: str = Field(min_length=1)
+    config: dict[str, Lesson] = Field(default_factory=dict)
+    advance: Advance | None = None
+
+    @field_validator("config", mode="before")
+    @classmethod
+    def _shorthand(cls, value: Any) -> Any:
+        return _lesson_map(value)
+
+
+def _lessons_kind(value: Any) -> str:
+    return "tag:several" if isinstance(value, list) else "tag:one"
+
+
+#: ``lessons:`` as one mapping of config parameters, or a list of named lessons.
+Lessons = Annotated[
+    Annotated[dict[str, Lesson], Tag("tag:one")] | Annotated[list[LessonStage], Tag("tag:several")],
+    Discriminator(_lessons_kind),
+]
 
 
 def _checked_address(address: str) -> str:
@@ -294,7 +391,8 @@ class EnvSpec(_Model):
     actions: dict[str, Range] = Field(default_factory=dict)
     reward: RewardSpec | None = None
     log_states: list[str] = Field(default_factory=list)
-    lessons: dict[str, Lesson] = Field(default_factory=dict)
+    # One lesson (a mapping of config parameters) or several ({name, config, advance} each).
+    lessons: Lessons = Field(default_factory=dict)
     # What to do with NaN/inf states: end the episode as truncated, or raise.
     on_nonfinite: Literal["truncate", "raise"] = "truncate"
     # What to do when the sim or server fails mid-episode: raise, or end it as truncated.
@@ -317,9 +415,37 @@ class EnvSpec(_Model):
     @field_validator("lessons", mode="before")
     @classmethod
     def _lesson_shorthand(cls, value: Any) -> Any:
+        return {} if value is None else _lesson_map(value)
+
+    @field_validator("observations", mode="before")
+    @classmethod
+    def _bare_observations(cls, value: Any) -> Any:
+        # `Tout:` (null) or a bare name in a list: an observation without a range.
+        if isinstance(value, list) and all(isinstance(i, (str, Mapping)) for i in value):
+            out: dict[Any, Any] = {}
+            for item in value:
+                out.update(item if isinstance(item, Mapping) else {item: None})
+            value = out
         if isinstance(value, Mapping):
-            return {k: _lesson(v) for k, v in value.items()}
+            return {k: {} if v is None else v for k, v in value.items()}
         return value
+
+    @model_validator(mode="after")
+    def _several_lessons(self) -> EnvSpec:
+        if isinstance(self.lessons, list):
+            if not self.lessons:
+                raise ValueError("lessons: give at least one lesson (or leave lessons out)")
+            names = [stage.name for stage in self.lessons]
+            twice = sorted({n for n in names if names.count(n) > 1})
+            if twice:
+                raise ValueError(f"lessons: each lesson needs its own name ({twice[0]!r} twice)")
+            for i, stage in enumerate(self.lessons[:-1]):
+                if stage.advance is None:
+                    raise ValueError(
+                        f"lessons.{i}.advance: lesson {stage.name!r} needs an advance rule "
+                        "(reward and/or success) to move on to the next one"
+                    )
+        return self
 
     @model_validator(mode="after")
     def _style(self) -> EnvSpec:
@@ -343,6 +469,57 @@ class EnvSpec(_Model):
         """True for an ``RLSimSpec``-driven spec."""
         return self.rl_sim_spec is not None
 
+    # ------------------------------------------------------------------ lessons
+
+    def lesson_stages(self) -> list[LessonStage]:
+        """The lessons in order, each with its full config.
+
+        A lesson's config starts from the previous lesson's: keys it leaves out keep their
+        earlier draw. One mapping of parameters (the single-lesson form) is one lesson,
+        named ``lesson``.
+        """
+        if not isinstance(self.lessons, list):
+            return [LessonStage(name="lesson", config=dict(self.lessons))]
+        stages: list[LessonStage] = []
+        config: dict[str, Lesson] = {}
+        for stage in self.lessons:
+            config = {**config, **stage.config}
+            stages.append(stage.model_copy(update={"config": config}))
+        return stages
+
+    def lesson_config(self, index: int = 0) -> dict[str, Lesson]:
+        """The config parameters lesson ``index`` (0-based) draws from."""
+        stages = self.lesson_stages()
+        return dict(stages[max(0, min(index, len(stages) - 1))].config)
+
+    def lesson_names(self) -> set[str]:
+        """Every config parameter name any lesson sets (names expressions may use)."""
+        return {key for stage in self.lesson_stages() for key in stage.config}
+
+    def lesson_index(self, ref: str | int | None = None) -> int:
+        """The 0-based index of the lesson named ``ref``, or numbered ``ref`` (1-based).
+
+        None: the last lesson (what evaluation uses by default).
+
+        Raises:
+            SpecError: No such lesson.
+        """
+        stages = self.lesson_stages()
+        if ref is None:
+            return len(stages) - 1
+        names = [stage.name for stage in stages]
+        if isinstance(ref, str) and ref in names:
+            return names.index(ref)
+        if str(ref).isdigit() and 1 <= int(ref) <= len(stages):
+            return int(ref) - 1
+        raise SpecError(
+            self.source,
+            "lessons",
+            f"no lesson {ref!r} (the lessons: "
+            + ", ".join(f"{i + 1} {n}" for i, n in enumerate(names))
+            + ")",
+        )
+
     def path(self, relative: str) -> Path:
         """Resolve a path written in the spec against the spec's folder."""
         p = Path(relative)
@@ -356,9 +533,39 @@ class EnvSpec(_Model):
 
 def _key(loc: tuple[Any, ...]) -> str:
     parts = [
-        str(p) for p in loc if not (isinstance(p, str) and ("[" in p or p.startswith("function-")))
+        str(p)
+        for p in loc
+        if not (isinstance(p, str) and ("[" in p or p.startswith(("function-", "tag:"))))
     ]
     return ".".join(parts)
+
+
+def problems(exc: ValidationError, fields_at: Any = None) -> list[tuple[str, str]]:
+    """Every problem of a failed validation as (key, message), unknown keys first.
+
+    An unknown key first: a typo (`maxx`) also makes the real key (`max`) "missing", and
+    the typo is what the user has to fix; the real key's "missing" then goes (it would only
+    repeat the typo). A problem the model validator of an enclosing section reports with
+    its own key (``lessons.0.advance: ...``) keeps that key.
+    """
+    errors = sorted(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")
+    typo_parents = {tuple(e["loc"][:-1]) for e in errors if e["type"] == "extra_forbidden"}
+    out: list[tuple[str, str]] = []
+    for err in errors:
+        loc = tuple(err["loc"])
+        if err["type"] == "missing" and loc[:-1] in typo_parents:
+            continue
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        key = _key(loc)
+        if err["type"] == "extra_forbidden":
+            msg = _unknown_key(loc, fields_at)
+        elif ": " in msg and " " not in msg.split(": ", 1)[0]:
+            # "lessons.0.advance: ..." from a section's own check: that key, under this one.
+            inner, msg = msg.split(": ", 1)
+            key = ".".join(k for k in (key, inner) if k)
+        if (key, msg) not in out:
+            out.append((key, msg))
+    return out
 
 
 def _from_mapping(data: Any, source: str, base_dir: Path) -> EnvSpec:
@@ -369,22 +576,17 @@ def _from_mapping(data: Any, source: str, base_dir: Path) -> EnvSpec:
     try:
         return EnvSpec.model_validate({**data, "base_dir": str(base_dir), "source": source})
     except ValidationError as exc:
-        # An unknown key first: a typo (`maxx`) also makes the real key (`max`) "missing",
-        # and the typo is what the user has to fix.
-        errors = sorted(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")
-        err = errors[0]
-        msg = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
-            msg = _unknown_key(tuple(err["loc"]))
-        more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
-        raise SpecError(source, _key(tuple(err["loc"])), msg + more) from None
+        found = problems(exc)
+        raise SpecError(source, *found[0], more=found[1:]) from None
 
 
-def _unknown_key(loc: tuple[Any, ...]) -> str:
+def _unknown_key(loc: tuple[Any, ...], fields_at: Any = None) -> str:
     """The message for an unknown key, with the nearest known one if it looks like a typo."""
     import difflib
 
-    known = _fields_at(loc[:-1])
+    known = (fields_at or _fields_at)(loc[:-1])
+    if {"min", "max", "step", "values"} <= set(known) and str(loc[-1]) in _INT_WORDS:
+        return "unknown key (integers: give step, e.g. {min: 18, max: 24, step: 1})"
     close = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.6)
     if close:
         return f"unknown key (did you mean {close[0]!r}?)"
@@ -393,14 +595,29 @@ def _unknown_key(loc: tuple[Any, ...]) -> str:
     return "unknown key (check its spelling)"
 
 
+_INT_WORDS = ("int", "integer", "integers", "type", "dtype", "discrete")
+
+
 def _fields_at(loc: tuple[Any, ...]) -> list[str]:
     """The keys a spec accepts at ``loc`` (a pydantic error location), or [] if unknown."""
     tp: Any = EnvSpec
     for part in (*loc, None):
+        if typing.get_origin(tp) is Annotated:
+            tp = typing.get_args(tp)[0]
         # Unwrap `X | None`.
         args = [a for a in typing.get_args(tp) if a is not type(None)]
         if typing.get_origin(tp) in (typing.Union, types.UnionType) and len(args) == 1:
             tp = args[0]
+        if isinstance(part, str) and part.startswith("tag:"):
+            # A tagged union's member (`lessons`: one mapping or a list of lessons).
+            for member in args:
+                if any(
+                    getattr(m, "tag", None) == part for m in getattr(member, "__metadata__", ())
+                ):
+                    tp = typing.get_args(member)[0]
+            continue
+        if isinstance(part, str) and ("[" in part or part.startswith("function-")):
+            continue  # a validator's wrapper, not a key
         if part is None:
             break
         if isinstance(tp, type) and issubclass(tp, BaseModel):

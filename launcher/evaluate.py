@@ -198,7 +198,7 @@ def _lessons(lesson: Any, where: str, source: str, spec: EnvSpec | None) -> dict
     if lesson == "spec":
         if spec is None or spec.is_reference:
             raise SpecError(source, where, "'spec' needs a declarative env spec's lessons")
-        return dict(spec.lessons)
+        return spec.lesson_config(spec.lesson_index(None))  # the last lesson
     if not isinstance(lesson, dict):
         raise SpecError(source, where, "expected 'spec' or a lessons mapping")
     try:
