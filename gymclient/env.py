@@ -120,6 +120,12 @@ class SimEnv(gym.Env[np.ndarray, np.ndarray]):
         self.clip_totals: np.ndarray = np.zeros(len(self.codec.obs_names), np.int64)
         self.last_sim_seconds: float = 0.0
         self._info_states = bool(cfg.get("info_states", True))
+        # The lesson resets draw from (0-based; `lessons:` as a list), and the lesson the
+        # current episode was drawn from: training moves it on (set_lesson).
+        self.lesson = 0
+        self.episode_lesson = 0
+        if cfg.get("lesson"):
+            self.set_lesson(int(cfg["lesson"]))
 
     @property
     def session(self) -> RemoteSession:
@@ -130,6 +136,13 @@ class SimEnv(gym.Env[np.ndarray, np.ndarray]):
     def state_names(self) -> list[str]:
         """The sim's state names."""
         return self.session.state_names
+
+    def set_lesson(self, index: int) -> None:
+        """Draw the next resets' configs from lesson ``index`` (0-based) of the spec."""
+        if self.spec_.is_reference:
+            return  # one lesson: its rl_lesson.yml
+        self.lesson = index
+        self.codec.lessons = self.spec_.lesson_config(index)
 
     # ------------------------------------------------------------------ gym API
 
@@ -142,6 +155,7 @@ class SimEnv(gym.Env[np.ndarray, np.ndarray]):
             RemoteError: The reset failed; the next reset starts on a new session.
         """
         super().reset(seed=seed)
+        self.episode_lesson = self.lesson
         if options and "config" in options:
             config = dict(options["config"])
         else:

@@ -104,6 +104,17 @@ class SimVectorEnv(gym.vector.VectorEnv):
         # Each sub-env's `clipped` info, rebuilt only when its counts change (rarely).
         self._clip_dicts = [dict.fromkeys(self._obs_names, 0) for _ in range(num_envs)]
         self._zero_actions = np.zeros((num_envs, len(first.action_names)))
+        # The lesson resets draw from (0-based), and each sub-env's episode's (set_lesson).
+        self.lesson = 0
+        self.episode_lessons = [0] * num_envs
+
+    def set_lesson(self, index: int) -> None:
+        """Draw the next resets' configs from lesson ``index`` (0-based) of the spec."""
+        if self.spec_.is_reference:
+            return  # one lesson: its rl_lesson.yml
+        self.lesson = index
+        for codec in self.codecs:
+            codec.lessons = self.spec_.lesson_config(index)
 
     # ------------------------------------------------------------------ plumbing
 
@@ -113,6 +124,7 @@ class SimVectorEnv(gym.vector.VectorEnv):
             config = dict(options["config"])
         else:
             config = sample_config(self.codecs[i].lessons, rng)
+        self.episode_lessons[i] = self.lesson
         return config, int(rng.integers(2**31 - 1))
 
     def _start(self, rows: list[int]) -> None:
