@@ -10,12 +10,13 @@ spec with precomputed index and scale arrays (no per-step name lookups);
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
+from gymclient.actions import ActionMap
 from gymclient.errors import RewardError, SpecError, SpecMismatch
 from gymclient.expr import compile_expr
 from gymclient.spec import EnvSpec, Lesson, load_lessons
@@ -31,6 +32,14 @@ class Codec(Protocol):
     action_names: list[str]
     lessons: dict[str, Lesson]
     log_states: list[str]
+
+    def action_space(self) -> Any:
+        """The agent's action space: ``Box(-1, 1)``, ``Discrete`` or ``MultiDiscrete``."""
+        ...
+
+    def deterministic(self, dist_inputs: np.ndarray) -> Any:
+        """The greedy action from one row of an RLlib module's ``action_dist_inputs``."""
+        ...
 
     def encode(
         self, states: dict[str, float], values: Sequence[float]
@@ -81,6 +90,13 @@ def load_attr(spec: EnvSpec, ref: str, key: str) -> Any:
         raise SpecError(spec.source, key, str(exc)) from None
 
 
+def declared_integer_actions(spec: EnvSpec) -> list[str]:
+    """Discrete actions with integer values: the server hands them to the sim as ints."""
+    if spec.is_reference:
+        return []
+    return [name for name, a in spec.actions.items() if a.integer()]
+
+
 def declared_action_names(spec: EnvSpec) -> list[str]:
     """Action names the client announces in ``Open``."""
     if not spec.is_reference:
@@ -93,7 +109,14 @@ def declared_action_names(spec: EnvSpec) -> list[str]:
 class DeclarativeCodec:
     """The YAML spec: ranges → linear maps to [-1, 1]."""
 
-    def __init__(self, spec: EnvSpec, state_names: list[str], action_names: list[str]) -> None:
+    def __init__(
+        self,
+        spec: EnvSpec,
+        state_names: list[str],
+        action_names: list[str],
+        action_values: Mapping[str, Sequence[float]] | None = None,
+        action_bounds: Mapping[str, tuple[float | None, float | None]] | None = None,
+    ) -> None:
         self.spec = spec
         index = {name: i for i, name in enumerate(state_names)}
         # Derived observations (expr) are computed per step; plain ones are gathered by index.
@@ -134,8 +157,12 @@ class DeclarativeCodec:
         lo = np.array([r.min for r in spec.observations.values()])
         hi = np.array([r.max for r in spec.observations.values()])
         self._obs_lo, self._obs_scale = lo, 2.0 / (hi - lo)
-        alo = np.array([spec.actions[n].min for n in action_names])
-        ahi = np.array([spec.actions[n].max for n in action_names])
+        # Discrete actions (an index per action -> the value the sim receives), or ranges.
+        self.actions = ActionMap(
+            spec.source, spec.actions, action_names, action_values, action_bounds
+        )
+        alo = np.array([lo for lo, _ in self.actions.ranges])
+        ahi = np.array([hi for _, hi in self.actions.ranges])
         self._act_lo, self._act_half = alo, (ahi - alo) / 2.0
         # The same maps as Python floats, for the single-env path: on a handful of values,
         # plain float arithmetic is several times cheaper than numpy's per-call overhead
@@ -153,7 +180,7 @@ class DeclarativeCodec:
                     raise SpecError(
                         spec.source, "reward.function", f"{spec.reward.function} is not callable"
                     )
-            else:
+            elif spec.reward.state is not None:  # expr/constant: gymclient.goals computes it
                 self._reward_state = spec.reward.state
                 if self._reward_state not in index:
                     raise SpecMismatch(
@@ -203,7 +230,16 @@ class DeclarativeCodec:
                 raw[j] = np.nan
         return raw
 
+    def action_space(self) -> Any:
+        return self.actions.space()
+
+    def deterministic(self, dist_inputs: np.ndarray) -> Any:
+        return self.actions.deterministic(dist_inputs)
+
     def decode(self, action: Any) -> list[float]:
+        if self.actions.discrete:
+            # The chosen values themselves (ints stay ints): what the sim receives.
+            return self.actions.values(action)  # type: ignore[return-value]
         if isinstance(action, np.ndarray) and action.ndim == 1 and action.dtype.kind == "f":
             values = action.tolist()  # float32 → the same values as float64, as astype does
             if len(values) == len(self._act_map):
@@ -238,6 +274,8 @@ class DeclarativeCodec:
         return obs.astype(np.float32), clipped
 
     def decode_batch(self, actions: np.ndarray) -> np.ndarray:
+        if self.actions.discrete:
+            return self.actions.values_batch(actions)
         a = np.clip(np.asarray(actions, dtype=np.float64), -1.0, 1.0)
         return (a + 1.0) * self._act_half + self._act_lo
 
@@ -300,6 +338,14 @@ class ReferenceCodec:
             else {}
         )
         self._state_names = state_names
+
+    def action_space(self) -> Any:
+        from gymnasium import spaces
+
+        return spaces.Box(-1.0, 1.0, (len(self.action_names),), np.float32)
+
+    def deterministic(self, dist_inputs: np.ndarray) -> Any:
+        return np.asarray(dist_inputs).reshape(-1)[: len(self.action_names)]
 
     def encode(
         self, states: dict[str, float], values: Sequence[float]
@@ -375,11 +421,34 @@ def _not_a_reward(out: Any) -> str:
     )
 
 
-def build_codec(spec: EnvSpec, state_names: list[str], action_names: list[str]) -> Codec:
-    """The codec for a spec and a session's names."""
+def build_codec(
+    spec: EnvSpec,
+    state_names: list[str],
+    action_names: list[str],
+    action_values: Mapping[str, Sequence[float]] | None = None,
+    action_bounds: Mapping[str, tuple[float | None, float | None]] | None = None,
+) -> Codec:
+    """The codec for a spec and a session's names (and what its sim declares of actions)."""
     if spec.is_reference:
         return ReferenceCodec(spec, state_names, action_names)
-    return DeclarativeCodec(spec, state_names, action_names)
+    return DeclarativeCodec(spec, state_names, action_names, action_values, action_bounds)
+
+
+def session_codec(spec: EnvSpec, session: Any) -> Codec:
+    """``build_codec`` for an open ``RemoteSession``.
+
+    With its names, and the values and bounds its sim declares for actions (a hosted
+    Gymnasium ``Discrete``'s values).
+    """
+    values = {v.name: list(v.values) for v in session.info.actions if v.values}
+    bounds = {
+        v.name: (
+            v.low if v.HasField("low") else None,
+            v.high if v.HasField("high") else None,
+        )
+        for v in session.info.actions
+    }
+    return build_codec(spec, session.state_names, session.action_names, values, bounds)
 
 
 def sample_config(lessons: dict[str, Lesson], rng: np.random.Generator) -> dict[str, Any]:
@@ -401,4 +470,12 @@ def sample_config(lessons: dict[str, Lesson], rng: np.random.Generator) -> dict[
     return config
 
 
-__all__ = ["Codec", "Path", "build_codec", "declared_action_names", "sample_config"]
+__all__ = [
+    "Codec",
+    "Path",
+    "build_codec",
+    "declared_action_names",
+    "declared_integer_actions",
+    "sample_config",
+    "session_codec",
+]

@@ -166,8 +166,16 @@ class Connection:
                 exc.code(), exc.details() or "", address=self.address, call=name
             ) from None
 
-    def open(self, action_names: Sequence[str] = (), client: str = "") -> RemoteSession:
+    def open(
+        self,
+        action_names: Sequence[str] = (),
+        client: str = "",
+        integer_actions: Sequence[str] = (),
+    ) -> RemoteSession:
         """Open a session, retrying while the server is unreachable.
+
+        ``integer_actions``: the spec's discrete actions with integer values (the server
+        hands them to the sim as ints; ``gymclient.codec.declared_integer_actions``).
 
         Raises:
             ServerUnavailable: Still unreachable after ``connect_timeout``.
@@ -182,6 +190,7 @@ class Connection:
             client=client or f"gymclient {__version__} pid {os.getpid()}",
             action_names=list(action_names),
             lease_seconds=o.lease_seconds,
+            integer_actions=list(integer_actions),
         )
         deadline = time.monotonic() + o.connect_timeout
         delay = 0.05

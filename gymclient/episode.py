@@ -19,6 +19,9 @@ path of one session; ``SimVectorEnv``: numpy arrays over all sub-envs). The rule
   under ``on_nonfinite: raise``; else a step's end its episode truncated with reward 0, a
   reset's start one that observes 0 for them, ``simgym_error_type`` ``"nonfinite"``.
 * **max_episode_steps** truncates an episode at that step unless it terminated.
+* **Reward, terminal, truncate, goals** written as expressions in the spec apply after the
+  sim's flags (``gymclient.goals``); an episode's end carries ``goals`` and
+  ``goal_success`` when the spec has goals.
 * **info** carries ``states`` and ``clipped`` (except after a failed call, or when the env
   was made with ``info_states`` False), ``config`` after a reset,
   ``log_states_mean``/``log_states_final`` at an episode's end (not by a failure).
@@ -33,9 +36,15 @@ from typing import Any, NoReturn
 
 import numpy as np
 
-from gymclient.codec import Codec, build_codec, declared_action_names
+from gymclient.codec import (
+    Codec,
+    declared_action_names,
+    declared_integer_actions,
+    session_codec,
+)
 from gymclient.connection import Connection, ConnectOptions, RemoteSession
 from gymclient.errors import RemoteError, SimgymError
+from gymclient.goals import StepRules, uses_rules
 from gymclient.lane import PackedLane, PackedResult, Reset, Transition
 from gymclient.spec import EnvSpec
 
@@ -73,6 +82,7 @@ class Episodes:
         self.addresses = list(addresses)
         self._clients = list(clients)
         self._actions = declared_action_names(spec)
+        self._integer = declared_integer_actions(spec)
         self.conns: dict[str, Connection] = {}
         self.sessions: list[RemoteSession] = []
         self.lanes: list[PackedLane] = []
@@ -80,10 +90,18 @@ class Episodes:
             for address, client in zip(self.addresses, self._clients, strict=True):
                 if address not in self.conns:
                     self.conns[address] = Connection(address, options)
-                self.sessions.append(self.conns[address].open(self._actions, client=client))
-            self.codecs: list[Codec] = [
-                build_codec(spec, s.state_names, s.action_names) for s in self.sessions
-            ]
+                self.sessions.append(self.conns[address].open(self._actions, client, self._integer))
+            self.codecs: list[Codec] = [session_codec(spec, s) for s in self.sessions]
+            # The spec's reward/terminal/truncate expressions and goals, per slot.
+            self.rules: list[StepRules] | None = (
+                [
+                    StepRules(spec, s.state_names, c.lessons, c.reward)
+                    for s, c in zip(self.sessions, self.codecs, strict=True)
+                ]
+                if uses_rules(spec)
+                else None
+            )
+            self.has_goals = bool(spec.goals)
         except BaseException:
             self.close()  # the sessions opened so far: nobody else will close them
             raise
@@ -119,6 +137,8 @@ class Episodes:
 
     def reset_single(self, config: Mapping[str, Any], seed: int) -> Transition:
         """Reset slot 0 of a one-slot env (on a new session if its last call failed)."""
+        if self.rules is not None:
+            self.rules[0].reset(config)
         self._reopen_flagged([0])
         try:
             action = [0.0] * len(self.sessions[0].action_names)
@@ -133,6 +153,9 @@ class Episodes:
         round is in flight before any reply is awaited, so the servers work concurrently.
         """
         self._reopen_flagged(resets)
+        if self.rules is not None:
+            for i, (config, _seed) in resets.items():
+                self.rules[i].reset(config)
         if len(self.lanes) == 1:  # its slots are the env's in order: nothing to regroup
             try:
                 return self.lanes[0].run(actions.ravel().tolist(), resets)
@@ -161,7 +184,7 @@ class Episodes:
             if self.reopen[i]:
                 self.sessions[i].close()
                 conn = self.conns[self.addresses[i]]
-                self.sessions[i] = conn.open(self._actions, client=self._clients[i])
+                self.sessions[i] = conn.open(self._actions, self._clients[i], self._integer)
                 lane, k = self._place[i]
                 self.lanes[lane].replace(k, self.sessions[i])
                 self.reopen[i] = False
@@ -247,9 +270,14 @@ class Episodes:
         steps: int,
     ) -> tuple[float, bool, bool]:
         """Reward, terminated and truncated of step ``steps`` of ``slot`` (finite states)."""
-        reward, terminated, truncated = self.codecs[slot].reward(
-            states, terminated, truncated, sim_reward
-        )
+        if self.rules is not None:  # expressions and goals (gymclient.goals)
+            reward, terminated, truncated = self.rules[slot].step(
+                states, terminated, truncated, sim_reward, steps
+            )
+        else:
+            reward, terminated, truncated = self.codecs[slot].reward(
+                states, terminated, truncated, sim_reward
+            )
         if self.max_steps is not None and steps >= self.max_steps and not terminated:
             truncated = True
         return reward, terminated, truncated
@@ -260,6 +288,15 @@ class Episodes:
             "log_states_mean": dict(zip(self.log_states, means, strict=True)),
             "log_states_final": dict(zip(self.log_states, finals, strict=True)),
         }
+
+    def goal_info(self, slot: int) -> dict[str, Any]:
+        """``goals`` {name: satisfied} and ``goal_success`` of ``slot``'s episode that ended.
+
+        Only for a spec with goals (``has_goals``) and an episode that ended by the sim, a
+        condition, a goal or ``max_episode_steps``, not by a failure.
+        """
+        assert self.rules is not None
+        return self.rules[slot].end_info()
 
     def close(self) -> None:
         """Close every stream, session and connection (idempotent)."""

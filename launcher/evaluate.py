@@ -26,7 +26,13 @@ from typing import Any
 import numpy as np
 import yaml
 
-from gymclient.codec import Codec, build_codec, declared_action_names, sample_config
+from gymclient.codec import (
+    Codec,
+    declared_action_names,
+    declared_integer_actions,
+    sample_config,
+    session_codec,
+)
 from gymclient.connection import Connection, RemoteSession
 from gymclient.env import connect_options
 from gymclient.errors import SimgymError, SpecError
@@ -259,14 +265,17 @@ class Controller:
 
 
 class AgentController(Controller):
-    """The trained policy from an RLlib checkpoint, deterministic (the Gaussian's mean)."""
+    """The trained policy from an RLlib checkpoint, deterministic.
 
-    def __init__(self, module: Any, n_actions: int, name: str = "agent") -> None:
+    The Gaussian's mean for continuous actions, the most likely choice (argmax) of each
+    discrete action, decoded to the values the sim receives.
+    """
+
+    def __init__(self, module: Any, name: str = "agent") -> None:
         import torch
 
         torch.set_num_threads(1)
         self.module = module
-        self.n_actions = n_actions
         self.name = name
 
     def start(self) -> StepFn:
@@ -276,8 +285,7 @@ class AgentController(Controller):
         def step(obs: np.ndarray, states: dict[str, float]) -> list[float]:
             with torch.no_grad():
                 out = self.module.forward_inference({"obs": torch.from_numpy(obs[None, :])})
-            mean = out["action_dist_inputs"][0, : self.n_actions].numpy()
-            return self.codec.decode(mean)
+            return self.codec.decode(self.codec.deterministic(out["action_dist_inputs"][0].numpy()))
 
         return step
 
@@ -376,9 +384,11 @@ class _Worker:
     def __init__(self, spec: EnvSpec, address: str) -> None:
         self.conn = Connection(address, connect_options(spec))
         self.session: RemoteSession = self.conn.open(
-            declared_action_names(spec), client=f"simgym evaluate pid {os.getpid()}"
+            declared_action_names(spec),
+            f"simgym evaluate pid {os.getpid()}",
+            declared_integer_actions(spec),
         )
-        self.codec = build_codec(spec, self.session.state_names, self.session.action_names)
+        self.codec = session_codec(spec, self.session)
         self.spec = spec
 
     def close(self) -> None:
@@ -747,7 +757,7 @@ def _controllers(
             module = load_module(module_dir)
         except Exception as exc:
             raise EvaluationError(f"{module_dir}: cannot load the RLlib module: {exc}") from None
-        controllers.append(AgentController(module, len(declared_action_names(spec))))
+        controllers.append(AgentController(module))
     controllers += [load_baseline(ref) for ref in baselines]
     if not controllers:
         raise EvaluationError("nothing to evaluate: give a run folder or --baseline")
@@ -765,7 +775,7 @@ def _sim_names(spec: EnvSpec, address: str) -> tuple[list[str], list[str], list[
     with Connection(address, connect_options(spec)) as conn:
         session = conn.open(declared_action_names(spec), client="simgym evaluate")
         state_names, action_names = session.state_names, session.action_names
-        log_states = build_codec(spec, state_names, action_names).log_states
+        log_states = session_codec(spec, session).log_states
         session.close()
     return state_names, action_names, log_states
 

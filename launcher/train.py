@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from gymclient.codec import build_codec, declared_action_names, sample_config
+from gymclient.codec import declared_action_names, sample_config, session_codec
 from gymclient.connection import Connection
 from gymclient.env import connect_options
 from gymclient.errors import SimgymError, SpecError
@@ -103,7 +103,7 @@ def preflight(env_spec: EnvSpec, addresses: list[str], seed: int | None) -> None
         with Connection(address, options) as conn:
             session = conn.open(actions, client="simgym train preflight")
             try:
-                codec = build_codec(env_spec, session.state_names, session.action_names)
+                codec = session_codec(env_spec, session)
                 config = sample_config(codec.lessons, rng)
                 try:
                     session.reset(config, 0)

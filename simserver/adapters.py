@@ -49,6 +49,8 @@ class Variable:
     low: float | None = None
     high: float | None = None
     description: str = ""
+    # The only values it takes (a Gymnasium Discrete's), in index order; () = any in range.
+    values: tuple[float, ...] = ()
 
 
 @dataclass(slots=True)
@@ -606,10 +608,19 @@ class GymSim:
         started = time.perf_counter()
         space = self._act_space
         if isinstance(space, self._spaces.Discrete):
+            # A discrete-aware client sends the value itself; an older one any number,
+            # rounded to the nearest value (what the wire contract promises it).
             act: Any = round(action[0])
             if not space.contains(act):
                 raise InvalidArgument(
                     f"action {act} outside Discrete({space.n}, start={space.start})"
+                )
+        elif isinstance(space, self._spaces.MultiDiscrete):
+            act = np.array([round(a) for a in action], dtype=space.dtype).reshape(space.shape)
+            if not space.contains(act):
+                raise InvalidArgument(
+                    f"action {act.tolist()} outside MultiDiscrete({space.nvec.tolist()}, "
+                    f"start={space.start.tolist()})"
                 )
         else:
             act = self._spaces.unflatten(space, np.asarray(action, dtype=np.float64))
@@ -655,30 +666,56 @@ def _bounds(space: Any) -> list[tuple[float | None, float | None]]:
     return [(None, None)] * int(spaces.flatdim(space))
 
 
+def _discrete_actions(space: Any) -> list[Variable] | None:
+    """A ``Discrete`` or ``MultiDiscrete`` action space as variables with their values.
+
+    ``Discrete(n, start)``: one action ``action`` taking start .. start+n-1;
+    ``MultiDiscrete``: one action per entry (``action[i]``, row-major), each with its values.
+    The client's agent then chooses among the values (``Variable.values`` on the wire).
+    None for any other space.
+    """
+    from gymnasium import spaces
+
+    if isinstance(space, spaces.Discrete):
+        start, n = int(space.start), int(space.n)
+        return [Variable("action", start, start + n - 1, values=tuple(range(start, start + n)))]
+    if isinstance(space, spaces.MultiDiscrete):
+        nvec, starts = space.nvec.reshape(-1).tolist(), space.start.reshape(-1).tolist()
+        single = len(nvec) == 1
+        return [
+            Variable(
+                "action" if single else f"action[{i}]",
+                int(s),
+                int(s) + int(n) - 1,
+                values=tuple(range(int(s), int(s) + int(n))),
+            )
+            for i, (n, s) in enumerate(zip(nvec, starts, strict=True))
+        ]
+    return None
+
+
 def gym_factory(make: Callable[[], Any], name: str) -> SimFactory:
     """Describe a Gymnasium env built by ``make`` (one call per session).
 
     Raises:
         LoadError: The env cannot be built.
     """
-    from gymnasium import spaces
-
     try:
         probe = make()
     except Exception as exc:
         raise LoadError(f"building env {name} raised {type(exc).__name__}: {exc}") from exc
     obs_space, act_space = probe.observation_space, probe.action_space
-    if isinstance(act_space, spaces.Discrete):
-        action_names = ["action"]
-    else:
-        action_names = _space_names(act_space, "action")
     state_names = _space_names(obs_space, "obs")
     states = [
         Variable(n, lo, hi) for n, (lo, hi) in zip(state_names, _bounds(obs_space), strict=True)
     ]
-    actions = [
-        Variable(n, lo, hi) for n, (lo, hi) in zip(action_names, _bounds(act_space), strict=True)
-    ]
+    actions = _discrete_actions(act_space)
+    if actions is None:
+        action_names = _space_names(act_space, "action")
+        actions = [
+            Variable(n, lo, hi)
+            for n, (lo, hi) in zip(action_names, _bounds(act_space), strict=True)
+        ]
     spare = [probe]
 
     def create(_session_actions: list[str]) -> SimInstance:

@@ -24,7 +24,9 @@ from simserver.sessions import Deadline, Result, SessionManager
 
 
 def _variable(v: Variable) -> pb.Variable:
-    return pb.Variable(name=v.name, low=v.low, high=v.high, description=v.description)
+    return pb.Variable(
+        name=v.name, low=v.low, high=v.high, description=v.description, values=v.values
+    )
 
 
 def _transition(result: Result) -> pb.Transition:
@@ -89,6 +91,7 @@ class SimulatorServicer(pb_grpc.SimulatorServicer):
                 request.action_names,
                 request.lease_seconds,
                 clip(request.client or context.peer(), 80),
+                request.integer_actions,
             )
         except SimServerError as exc:
             _abort(context, exc)

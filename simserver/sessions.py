@@ -63,6 +63,8 @@ class Session:
     action_names: list[str]
     lease: float
     client: str
+    # Indices of the actions the client sends as integers (OpenRequest.integer_actions).
+    integer: tuple[int, ...] = ()
     lock: threading.Lock = field(default_factory=threading.Lock)
     last_used: float = field(default_factory=time.monotonic)
     # Episode state: a step is only valid while an episode is running.
@@ -198,9 +200,21 @@ class SessionManager:
         self._reaper = threading.Thread(target=loop, name="simserver-reaper", daemon=True)
         self._reaper.start()
 
-    def open(self, action_names: Sequence[str], lease: float, client: str) -> Session:
-        """Create a session; the sim is built outside the global lock (it may be slow)."""
+    def open(
+        self,
+        action_names: Sequence[str],
+        lease: float,
+        client: str,
+        integer_actions: Sequence[str] = (),
+    ) -> Session:
+        """Create a session; the sim is built outside the global lock (it may be slow).
+
+        ``integer_actions``: action names whose whole-number values the sim receives as
+        ints (a client's discrete actions); names the session does not have are ignored.
+        """
         actions = self._resolve_actions(list(action_names))
+        wanted = set(integer_actions)
+        integer = tuple(i for i, name in enumerate(actions) if name in wanted)
         # NaN would compare false with every bound and make a session that never expires;
         # a negative lease means nothing. +inf asks for "as long as allowed": capped below,
         # like any lease over the server's maximum.
@@ -230,7 +244,7 @@ class SessionManager:
             except Exception as exc:
                 raise SimCallFailed("constructor", exc) from exc
             granted = self.lease_seconds if lease == 0 else min(lease, self.max_lease_seconds)
-            session = Session(uuid.uuid4().hex, sim, actions, granted, client)
+            session = Session(uuid.uuid4().hex, sim, actions, granted, client, integer)
             with self._lock:
                 self._sessions[session.id] = session
                 self.stats.opened += 1
@@ -604,6 +618,10 @@ class SessionManager:
     ) -> Result:
         """Advance a session by one step (``deadline``: see ``reset``)."""
         session, action = self._step_session(session_id, action)
+        for i in session.integer:
+            # A discrete action's value as the int it is (a sim may index with it).
+            if action[i].is_integer():
+                action[i] = int(action[i])
         self._enter(session, "step()", deadline)
         try:
             if seq and seq == session.seq and session.last_result is not None:
