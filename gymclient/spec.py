@@ -37,6 +37,7 @@ from pydantic import (
     model_validator,
 )
 
+from gymclient.actions import ActionSpec, check_kinds
 from gymclient.errors import SimgymError, SpecError
 
 
@@ -388,7 +389,10 @@ class EnvSpec(_Model):
     name: str = ""
     sim: SimSection = Field(default_factory=SimSection)
     observations: dict[str, Range] = Field(default_factory=dict)
-    actions: dict[str, Range] = Field(default_factory=dict)
+    # Continuous ranges or discrete choices (gymclient.actions), never both kinds.
+    actions: Annotated[dict[str, ActionSpec], AfterValidator(check_kinds)] = Field(
+        default_factory=dict
+    )
     reward: RewardSpec | None = None
     log_states: list[str] = Field(default_factory=list)
     # One lesson (a mapping of config parameters) or several ({name, config, advance} each).
