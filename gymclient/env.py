@@ -71,12 +71,13 @@ class SimEnv(gym.Env[np.ndarray, np.ndarray]):
             ``info_states`` (default True; False leaves ``states`` and ``clipped`` out of
             every ``info``, see ``gymclient.episode``). Keyword arguments are merged in.
 
-    Observations and actions are float32 Boxes in [-1, 1]. Episodes follow the rules of
-    ``gymclient.episode`` (failures, non-finite states, ``max_episode_steps``, reopening a
-    session, what ``info`` carries), as each sub-env of ``SimVectorEnv`` does: this env is
-    its one slot. Steps and resets travel over one lock-step stream per env: the server's
-    packed socket when it offers one reachable from here (``packed_socket: False`` opts
-    out), else a gRPC ``PackedStream``.
+    Observations are a float32 Box in [-1, 1]; actions a Box in [-1, 1], or ``Discrete``/
+    ``MultiDiscrete`` indices for discrete actions (the sim receives the chosen values).
+    Episodes follow the rules of ``gymclient.episode`` (failures, non-finite states,
+    ``max_episode_steps``, reopening a session, what ``info`` carries), as each sub-env of
+    ``SimVectorEnv`` does: this env is its one slot. Steps and resets travel over one
+    lock-step stream per env: the server's packed socket when it offers one reachable from
+    here (``packed_socket: False`` opts out), else a gRPC ``PackedStream``.
     """
 
     metadata: dict[str, Any] = {"render_modes": []}  # noqa: RUF012 (gymnasium declares it so)
@@ -107,7 +108,8 @@ class SimEnv(gym.Env[np.ndarray, np.ndarray]):
         self.codec: Codec = self._episodes.codecs[0]
         self._obs_names: list[str] = list(self.codec.obs_names)
         self.observation_space = gym.spaces.Box(-1.0, 1.0, (len(self.codec.obs_names),), np.float32)
-        self.action_space = gym.spaces.Box(-1.0, 1.0, (len(self.codec.action_names),), np.float32)
+        # Box(-1, 1), or Discrete/MultiDiscrete for discrete actions (gymclient.actions).
+        self.action_space = self.codec.action_space()
         self._last_obs: np.ndarray = np.zeros(self.observation_space.shape, np.float32)
         # Python numbers: per-step updates of numpy arrays cost more than the step's maths.
         self._episode_clips: list[int] = [0] * len(self.codec.obs_names)
@@ -177,7 +179,7 @@ class SimEnv(gym.Env[np.ndarray, np.ndarray]):
         return obs, info
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
-        """Apply an action in [-1, 1] (scaled to the sim's ranges) and advance one step."""
+        """Apply an action (scaled to the sim's ranges, or the chosen values) and step."""
         values = self.codec.decode(action)
         totals = self.totals
         started = time.perf_counter()

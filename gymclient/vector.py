@@ -78,7 +78,7 @@ class SimVectorEnv(gym.vector.VectorEnv):
         self.single_observation_space = gym.spaces.Box(
             -1.0, 1.0, (len(codec.obs_names),), np.float32
         )
-        self.single_action_space = gym.spaces.Box(-1.0, 1.0, (len(codec.action_names),), np.float32)
+        self.single_action_space = codec.action_space()  # Box, or Discrete/MultiDiscrete
         self.observation_space = batch_space(self.single_observation_space, num_envs)
         self.action_space = batch_space(self.single_action_space, num_envs)
         first = episodes.sessions[0]
