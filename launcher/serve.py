@@ -1,0 +1,651 @@
+"""``simgym serve``: an exported agent behind the HTTP JSON API of Bonsai's exported brains.
+
+Control code written against an exported Bonsai brain (a container answering on port 5000)
+keeps working when pointed at ``simgym serve agent/``. Paths, bodies and status codes follow
+Bonsai's published Exported Brain API (what was checked against what: docs/serving.md):
+
+========  ===============================  ==============================================
+GET       /v1/status                       health: 200 and a JSON summary (also /health)
+GET|POST  /v1/prediction                   the state object in, the action object out
+DELETE    /v1                              forget the brain's memory: 204 (none to forget)
+POST      /v2/clients/{clientId}/predict   ``{"state": {...}}`` in, ``{"clientId": ...,
+                                           "concepts": {CONCEPT: {"action": {...}}}}`` out
+DELETE    /v2/clients/{clientId}           forget that client's memory: 204
+========  ===============================  ==============================================
+
+A state may also be given without names, as a list of numbers in the agent's state order
+(``GET /v1/status`` lists it), as Bonsai's API allowed; nested objects are flattened to
+dotted names (``{"a": {"b": 1}}`` is state ``a.b``). Errors are ``ProblemDetails`` JSON
+(``type``, ``title``, ``status``, ``detail``, and ``errors``: {state: [problem]} for a bad
+state), never a traceback.
+
+Why the standard library's ``ThreadingHTTPServer``: one action costs tens of microseconds, so
+the server's own cost per request decides the latency, and an exported agent must run where
+only ``onnxruntime`` is installed (the ``infer`` extra). ``http.server`` adds no dependency
+and is what ``simserver.bonsai`` already runs for the Bonsai simulator API (same patterns
+here: a thread per keep-alive connection, a bounded connection count, one write per reply,
+``TCP_NODELAY``, a lingering close after a refused body). ``Agent.act`` is thread-safe
+(onnxruntime sessions are), so connections predict in parallel where onnxruntime releases
+the GIL. Safe by default: loopback only; any other host needs ``token`` (the
+``Authorization`` header, bare or ``Bearer``) or an explicit ``insecure``.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import json
+import logging
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote, urlsplit
+
+from gymclient.errors import SimgymError
+
+if TYPE_CHECKING:
+    from gymclient.agent import Agent
+
+log = logging.getLogger("simgym.serve")
+
+DEFAULT_PORT = 5000  # the exported brain container's port
+DEFAULT_CONCEPT = "Concept"
+#: A client id's length limits (Bonsai's v2 API: 1 to 64 characters).
+CLIENT_ID_MAX = 64
+#: Seconds a connection may stay silent (between requests, or inside one) before it closes.
+IDLE_TIMEOUT = 60.0
+# A refused body still in flight is read and dropped for at most this long / this much.
+LINGER_SECONDS = 2.0
+LINGER_BYTES = 16 * 2**20
+_TITLES = {
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    411: "Length Required",
+    413: "Payload Too Large",
+    500: "Internal Server Error",
+    501: "Not Implemented",
+    503: "Service Unavailable",
+}
+_JSON_TYPES = {
+    dict: "an object",
+    list: "an array",
+    str: "a string",
+    bool: "a boolean",
+    type(None): "null",
+    int: "a number",
+    float: "a number",
+}
+PATHS = (
+    "GET /v1/status, GET|POST /v1/prediction, DELETE /v1, "
+    "POST /v2/clients/{clientId}/predict, DELETE /v2/clients/{clientId}, GET /health"
+)
+
+
+class ServeError(SimgymError):
+    """``simgym serve`` cannot start: unsafe or impossible options, or the address is taken."""
+
+
+class BadRequest(Exception):
+    """A request the API refuses (``status``), with what was wrong (``detail``)."""
+
+    def __init__(
+        self, status: int, detail: str, errors: dict[str, list[str]] | None = None
+    ) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+        self.errors = errors
+
+
+@dataclass
+class ServeOptions:
+    """Where and how ``simgym serve`` listens.
+
+    Attributes:
+        host: Interface to listen on; anything but loopback needs ``token`` or ``insecure``.
+        port: TCP port (Bonsai's brains answered on 5000); 0 picks a free one.
+        token: The ``Authorization`` header every request must carry (bare or ``Bearer``).
+        insecure: Allow a non-loopback host without a token (the risk is the caller's).
+        concept: The concept name v2 replies use (``concepts.<name>.action``); None: the
+            manifest's ``concept`` or ``name``, else ``Concept``.
+        max_connections: Connections served at once (503 beyond).
+        max_body_bytes: Largest request body (413 beyond).
+        idle_timeout: Seconds a connection may stay silent before it is closed.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORT
+    token: str | None = None
+    insecure: bool = False
+    concept: str | None = None
+    max_connections: int = 64
+    max_body_bytes: int = 2**20
+    idle_timeout: float = IDLE_TIMEOUT
+
+    def validate(self) -> None:
+        """Refuse unsafe or impossible options.
+
+        Raises:
+            ServeError: Naming the option.
+        """
+        whole = (int,)
+        if not isinstance(self.port, whole) or not 0 <= self.port <= 65535:
+            raise ServeError(f"--port {self.port}: give a port from 0 to 65535 (0: any free)")
+        if not isinstance(self.max_connections, whole) or not 1 <= self.max_connections <= 4096:
+            raise ServeError(f"--max-connections {self.max_connections}: give 1 to 4096")
+        if not isinstance(self.max_body_bytes, whole) or not 1024 <= self.max_body_bytes <= 2**30:
+            raise ServeError(
+                f"--max-body-kb {self.max_body_bytes // 1024}: give 1 to {2**20} (KiB)"
+            )
+        if not (isinstance(self.idle_timeout, int | float) and 0 < self.idle_timeout < 86_400):
+            raise ServeError(f"idle_timeout {self.idle_timeout}: give 0 to 86400 seconds")
+        if self.token is not None:
+            if not self.token.strip():
+                raise ServeError("--token: the token is empty or only whitespace")
+            if self.token != self.token.strip() or not all(" " <= c <= "~" for c in self.token):
+                raise ServeError(
+                    "--token: use printable ASCII without spaces at either end (it travels "
+                    "in the Authorization header)"
+                )
+        if self.concept is not None and not self.concept.strip():
+            raise ServeError("--concept: give a name (what v2 replies call the concept)")
+        if not is_loopback(self.host) and not self.token and not self.insecure:
+            raise ServeError(
+                f"--host {self.host} lets anyone who can reach it query the agent: give "
+                "--token (clients send it as the Authorization header), or --insecure to "
+                "accept the risk"
+            )
+
+
+def is_loopback(host: str) -> bool:
+    """True for 127.0.0.0/8, ::1 and ``localhost``."""
+    if host in ("localhost", "ip6-localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _json_type(value: Any) -> str:
+    return _JSON_TYPES.get(type(value), type(value).__name__)
+
+
+def _flatten(states: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested objects as dotted names: ``{"a": {"b": 1}}`` → ``{"a.b": 1}``."""
+    flat: dict[str, Any] = {}
+    for key, value in states.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def _plain(value: Any) -> Any:
+    """A JSON-able number for an action value (numpy scalars included)."""
+    item = getattr(value, "item", None)
+    return item() if callable(item) else value
+
+
+@dataclass
+class _Stats:
+    """What health reports: counts since start (under ``lock``: handlers run in threads)."""
+
+    started: float = field(default_factory=time.time)
+    predictions: int = 0
+    refused: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def count(self, ok: bool) -> None:
+        with self.lock:
+            if ok:
+                self.predictions += 1
+            else:
+                self.refused += 1
+
+
+@dataclass(frozen=True)
+class Reply:
+    """One HTTP reply: status, JSON payload (None: no body), extra headers."""
+
+    status: int
+    payload: Any = None
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+def problem(status: int, detail: str, errors: dict[str, list[str]] | None = None) -> Reply:
+    """A ``ProblemDetails`` error reply (``errors``: per state, as ASP.NET's validation)."""
+    body: dict[str, Any] = {
+        "type": "about:blank",
+        "title": _TITLES.get(status, "Error"),
+        "status": status,
+        "detail": detail,
+    }
+    if errors:
+        body["errors"] = errors
+    return Reply(status, body)
+
+
+class PredictionAPI:
+    """The routes without HTTP: ``handle(method, path, body)`` → ``Reply``.
+
+    Args:
+        agent: The loaded agent (``gymclient.agent.Agent``).
+        concept: The concept name of v2 replies.
+    """
+
+    def __init__(self, agent: Agent, concept: str) -> None:
+        self.agent = agent
+        self.concept = concept
+        self.states = list(agent.state_names)
+        self.stats = _Stats()
+        example = ", ".join(f'"{n}": 0.0' for n in self.states[:3])
+        self._example = "{" + example + (", ..." if len(self.states) > 3 else "") + "}"
+
+    def handle(self, method: str, path: str, body: bytes | None) -> Reply:
+        """Answer one request (``body``: its bytes, None when it had none)."""
+        parts = [unquote(p) for p in urlsplit(path).path.strip("/").split("/")]
+        try:
+            reply = self._route(method, parts, body)
+        except BadRequest as exc:
+            reply = problem(exc.status, exc.detail, exc.errors)
+        if parts[-1:] == ["predict"] or parts == ["v1", "prediction"]:
+            self.stats.count(reply.status == 200)
+        return reply
+
+    def _route(self, method: str, parts: list[str], body: bytes | None) -> Reply:
+        if parts in (["v1", "status"], ["health"]):
+            return self._allow(method, ("GET",)) or Reply(200, self.health())
+        if parts == ["v1", "prediction"]:
+            return self._allow(method, ("GET", "POST")) or self._predict_v1(body)
+        if parts == ["v1"]:
+            return self._allow(method, ("DELETE",)) or Reply(204)
+        if len(parts) in (3, 4) and parts[:2] == ["v2", "clients"]:
+            client = _client_id(parts[2])
+            if len(parts) == 3:
+                # Forget the client's memory: the exported policies have none (feed-forward
+                # networks), and a fresh id must answer 204 too (clients probe v2 this way).
+                return self._allow(method, ("DELETE",)) or Reply(204)
+            if parts[3] == "predict":
+                return self._allow(method, ("POST",)) or self._predict_v2(client, body)
+        raise BadRequest(404, f"no such path /{'/'.join(parts)}; this server answers {PATHS}")
+
+    @staticmethod
+    def _allow(method: str, allowed: tuple[str, ...]) -> Reply | None:
+        if method in allowed:
+            return None
+        reply = problem(405, f"{method} is not served on this path (allowed: {', '.join(allowed)})")
+        return Reply(reply.status, reply.payload, (("Allow", ", ".join(allowed)),))
+
+    def health(self) -> dict[str, Any]:
+        """What ``GET /v1/status`` answers: the agent's names and counts since start."""
+        manifest = self.agent.manifest
+        stats = self.stats
+        return {
+            "status": "ok",
+            "agent": str(self.agent.folder),
+            "states": self.states,
+            "actions": list(self.agent.action_names),
+            "concept": self.concept,
+            "spec_hash": manifest.get("spec_hash"),
+            "simgym_version": manifest.get("simgym_version"),
+            "uptime_s": round(time.time() - stats.started, 3),
+            "predictions": stats.predictions,
+            "refused": stats.refused,
+        }
+
+    def _predict_v1(self, body: bytes | None) -> Reply:
+        return Reply(200, self._act(self._states(_parse(body, self._example), "the body")))
+
+    def _predict_v2(self, client: str, body: bytes | None) -> Reply:
+        request = _parse(body, '{"state": ' + self._example + "}")
+        if not isinstance(request, dict) or "state" not in request:
+            raise BadRequest(
+                400,
+                f'the body must be {{"state": {self._example}}}, got {_json_type(request)}'
+                + (f" with keys {sorted(request)[:5]}" if isinstance(request, dict) else ""),
+            )
+        action = self._act(self._states(request["state"], "state"))
+        return Reply(200, {"clientId": client, "concepts": {self.concept: {"action": action}}})
+
+    def _states(self, value: Any, where: str) -> dict[str, Any]:
+        """The named states of a request's state value (an object, [object], or numbers)."""
+        if isinstance(value, list) and len(value) == 1 and isinstance(value[0], dict):
+            value = value[0]  # v2's documented template wraps the state object in a list
+        if isinstance(value, list):
+            if len(value) != len(self.states):
+                raise BadRequest(
+                    400,
+                    f"{where}: {len(value)} values without names; give {len(self.states)} in "
+                    f"this order: {', '.join(self.states)} (or an object of name: number)",
+                )
+            return dict(zip(self.states, value, strict=True))
+        if not isinstance(value, dict):
+            raise BadRequest(
+                400, f"{where}: expected an object of state name: number, got {_json_type(value)}"
+            )
+        return _flatten(value) if any(isinstance(v, dict) for v in value.values()) else value
+
+    def _act(self, states: dict[str, Any]) -> dict[str, Any]:
+        from gymclient.agent import AgentInputError
+
+        try:
+            actions = self.agent.act(states)
+        except AgentInputError as exc:
+            raise BadRequest(400, str(exc), {exc.field: [str(exc).split(": ", 1)[-1]]}) from None
+        return {name: _plain(value) for name, value in actions.items()}
+
+
+def _client_id(raw: str) -> str:
+    if not 1 <= len(raw) <= CLIENT_ID_MAX:
+        raise BadRequest(
+            400, f"clientId must be 1 to {CLIENT_ID_MAX} characters (URL-encoded), got {len(raw)}"
+        )
+    return raw
+
+
+def _parse(body: bytes | None, example: str) -> Any:
+    if not body or not body.strip():
+        raise BadRequest(400, f"the body is empty: send JSON such as {example}")
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError) as exc:  # RecursionError: nested past the limit
+        raise BadRequest(400, f"the body is not JSON: {str(exc)[:80]}") from None
+
+
+def _dumps(payload: Any) -> bytes:
+    # allow_nan=False: a non-finite action would be invalid JSON for every client; the
+    # agent clips its actions, so this only guards against a broken export.
+    return json.dumps(payload, allow_nan=False, separators=(",", ":")).encode()
+
+
+class _HTTPServer(ThreadingHTTPServer):
+    """One thread per connection, at most ``max_connections`` at once (503 beyond)."""
+
+    daemon_threads = True
+    allow_reuse_address = True  # a restarted server takes its port back despite TIME_WAIT
+    request_queue_size = 128  # the listen backlog (the default 5 drops bursts of clients)
+
+    def __init__(self, address: tuple[str, int], app: AgentServer) -> None:
+        self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+        self.app = app
+        self._slots = threading.BoundedSemaphore(app.options.max_connections)
+        super().__init__(address, _Handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            body = _dumps(problem(503, "connection limit reached; retry later").payload)
+            try:
+                request.sendall(
+                    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/"
+                    b"problem+json\r\nContent-Length: %d\r\nConnection: close\r\n"
+                    b"Retry-After: 1\r\n\r\n%s" % (len(body), body)
+                )
+            except OSError:
+                pass
+            self.shutdown_request(request)
+            return
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    """One connection: requests in turn (keep-alive), each answered by the API."""
+
+    protocol_version = "HTTP/1.1"
+    server_version = "simgym-serve"
+    # One buffered write per reply: headers and body in one segment (in two, Nagle's
+    # algorithm and the client's delayed ACK would hold the body ~40 ms).
+    wbufsize = 64 * 1024
+    server: _HTTPServer
+
+    def setup(self) -> None:
+        super().setup()
+        self.connection.settimeout(self.server.app.options.idle_timeout)
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.unread_body = False
+
+    def handle(self) -> None:
+        try:
+            super().handle()
+        except OSError:  # reset by the peer
+            pass
+
+    def finish(self) -> None:
+        super().finish()
+        if self.close_connection and self.unread_body:
+            self._linger()
+
+    def _linger(self) -> None:
+        """Read and drop what the client still sends after a refusal, then close.
+
+        A client still sending a refused body (413) would otherwise be reset by our close
+        before it reads the reply, and see a broken pipe instead of the reason.
+        """
+        try:
+            self.connection.shutdown(socket.SHUT_WR)
+            self.connection.settimeout(0.5)
+            deadline, budget = time.monotonic() + LINGER_SECONDS, LINGER_BYTES
+            while budget > 0 and time.monotonic() < deadline:
+                chunk = self.connection.recv(min(budget, 65536))
+                if not chunk:
+                    break
+                budget -= len(chunk)
+        except OSError:
+            pass
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("%s: " + format, self.address_string(), *args)
+
+    def do_GET(self) -> None:
+        self.server.app.serve_request(self, "GET")
+
+    def do_POST(self) -> None:
+        self.server.app.serve_request(self, "POST")
+
+    def do_DELETE(self) -> None:
+        self.server.app.serve_request(self, "DELETE")
+
+    def do_PUT(self) -> None:
+        self.server.app.serve_request(self, "PUT")
+
+    def do_PATCH(self) -> None:
+        self.server.app.serve_request(self, "PATCH")
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """http.server's own errors (a request it cannot parse) as ``ProblemDetails`` too."""
+        self.close_connection = True
+        self.send(problem(code, (message or _TITLES.get(code, "Error"))[:200]), close=True)
+
+    def send(self, reply: Reply, *, close: bool = False) -> None:
+        """Write one reply (JSON, or no body for 204)."""
+        data = b"" if reply.payload is None else _dumps(reply.payload)
+        self.send_response(reply.status)
+        if reply.payload is not None:
+            kind = "application/problem+json" if reply.status >= 400 else "application/json"
+            self.send_header("Content-Type", f"{kind}; charset=utf-8")
+        self.send_header("Content-Length", str(len(data)))
+        for name, value in reply.headers:
+            self.send_header(name, value)
+        if close:
+            self.send_header("Connection", "close")
+            self.close_connection = True
+            self.unread_body = _unread(self)
+        self.end_headers()
+        self.wfile.write(data)
+
+
+def _unread(req: _Handler) -> bool:
+    """Whether a request's body may be left unread (its connection must then close)."""
+    headers = getattr(req, "headers", None)  # None when the request line itself was bad
+    if headers is None:
+        return False
+    return bool(headers.get("Transfer-Encoding")) or headers.get("Content-Length", "0") not in (
+        "",
+        "0",
+    )
+
+
+class AgentServer:
+    """``simgym serve`` in Python: ``start()`` → URL, ``stop()``.
+
+    Args:
+        agent_dir: An agent folder written by ``simgym export``.
+        options: Where and how to listen.
+
+    Raises:
+        ServeError: Unsafe or impossible options.
+        AgentError: Not an agent folder, or onnxruntime missing.
+    """
+
+    def __init__(self, agent_dir: str | Path, options: ServeOptions | None = None) -> None:
+        from gymclient.agent import load_agent
+
+        self.options = options or ServeOptions()
+        self.options.validate()
+        agent = load_agent(agent_dir)
+        manifest = agent.manifest
+        concept = self.options.concept or manifest.get("concept") or manifest.get("name")
+        self.api = PredictionAPI(agent, str(concept or DEFAULT_CONCEPT))
+        self._http: _HTTPServer | None = None
+        self.url = ""
+
+    def start(self) -> str:
+        """Listen and serve in a thread; returns the base URL.
+
+        Raises:
+            ServeError: The address cannot be bound.
+        """
+        host = self.options.host.strip("[]")
+        try:
+            self._http = _HTTPServer((host, self.options.port), self)
+        except OSError as exc:
+            raise ServeError(
+                f"--host/--port: cannot listen on {host}:{self.options.port}: "
+                f"{(exc.strerror or str(exc)).lower()}"
+            ) from None
+        port = self._http.server_address[1]
+        shown = "127.0.0.1" if host in ("0.0.0.0", "") else host
+        self.url = f"http://[{shown}]:{port}" if ":" in shown else f"http://{shown}:{port}"
+        threading.Thread(target=self._http.serve_forever, name="simgym-serve", daemon=True).start()
+        if not is_loopback(host) and self.options.token:
+            log.warning(
+                "the token travels in plain text over HTTP on %s:%d: put a TLS proxy in front "
+                "when the network path is not trusted",
+                host,
+                port,
+            )
+        return self.url
+
+    def stop(self) -> None:
+        """Stop listening (replies in flight finish on their threads)."""
+        if self._http is not None:
+            self._http.shutdown()
+            self._http.server_close()
+            self._http = None
+
+    def serve_request(self, req: _Handler, method: str) -> None:
+        """Answer one HTTP request: the token, the body's size, then the API."""
+        if not self._authorized(req):
+            return
+        try:
+            body = self._body(req)
+        except BadRequest as exc:
+            req.send(problem(exc.status, exc.detail), close=True)
+            self.api.stats.count(False)
+            return
+        try:
+            reply = self.api.handle(method, req.path, body)
+        except Exception as exc:  # a bug must not leave the client without an answer
+            log.exception("simgym serve: %s %s failed", method, req.path[:80])
+            reply = problem(500, f"the server failed: {type(exc).__name__}")
+        req.send(reply)
+
+    def _authorized(self, req: _Handler) -> bool:
+        token = self.options.token
+        if not token:
+            return True
+        given = req.headers.get("Authorization")
+        if given is None:
+            req.send(problem(401, "no Authorization header: send the server's --token"), close=True)
+            return False
+        key = given[7:] if given.startswith("Bearer ") else given
+        if not hmac.compare_digest(key.encode(), token.encode()):
+            req.send(problem(403, "wrong token in the Authorization header"), close=True)
+            return False
+        return True
+
+    def _body(self, req: _Handler) -> bytes | None:
+        """The request's body bytes (None without one).
+
+        Raises:
+            BadRequest: 411 (chunked), 413 (over the limit), 400 (a bad Content-Length).
+        """
+        if req.headers.get("Transfer-Encoding"):
+            raise BadRequest(411, "send the body with a Content-Length (chunked is not served)")
+        length = req.headers.get("Content-Length") or "0"
+        try:
+            size = int(length)
+        except ValueError:
+            raise BadRequest(400, f"Content-Length {length[:20]!r} is not a number") from None
+        if size < 0:
+            raise BadRequest(400, f"Content-Length {size} is negative")
+        limit = self.options.max_body_bytes
+        if size > limit:
+            raise BadRequest(
+                413, f"the body has {size:,} bytes; this server takes at most {limit:,}"
+            )
+        return req.rfile.read(size) if size else None
+
+
+def serve_until_stopped(
+    server: AgentServer, on_ready: Callable[[str], None], stop: threading.Event
+) -> None:
+    """Start ``server``, call ``on_ready(url)``, serve until ``stop`` is set, then stop."""
+    url = server.start()
+    try:
+        on_ready(url)
+        while not stop.wait(1.0):
+            pass
+    finally:
+        server.stop()
+
+
+def describe(server: AgentServer) -> str:
+    """One line for the terminal: what is served where."""
+    api = server.api
+    agent = api.agent
+    return (
+        f"serving {agent.folder} ({', '.join(api.states)} -> {', '.join(agent.action_names)}) "
+        f"at {server.url}: POST /v1/prediction, POST /v2/clients/{{clientId}}/predict "
+        f"(concept {api.concept!r}), GET /v1/status"
+    )
+
+
+__all__ = [
+    "AgentServer",
+    "BadRequest",
+    "PredictionAPI",
+    "Reply",
+    "ServeError",
+    "ServeOptions",
+    "describe",
+    "is_loopback",
+    "problem",
+    "serve_until_stopped",
+]

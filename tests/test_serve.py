@@ -1,0 +1,317 @@
+"""`simgym serve`: a real server process on loopback answering Bonsai's exported-brain calls.
+
+The agent is a real export (``launcher.export.export_run``) of an RLlib PPO module that the
+test builds and checkpoints itself (untrained weights: what is served must equal what
+``Agent.act`` and ``simgym predict`` answer, not be good control).
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import re
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+pytest.importorskip("ray.rllib", reason="building the agent needs the train extra (make)")
+pytest.importorskip("onnxruntime", reason="serving needs the infer extra (installed by make)")
+
+from gymclient.agent import load_agent
+from gymclient.spec import load_spec
+from launcher.serve import ServeError, ServeOptions
+
+from .conftest import REPO, SIMS
+
+CLI = [sys.executable, "-c", "from launcher.cli import main; main()"]
+URL = re.compile(r" at (http://[^:]+):(\d+): ")
+
+
+def export_untrained(out: Path, spec_path: Path) -> Path:
+    """An agent folder exported from a PPO module checkpoint made here (no training run)."""
+    import gymnasium as gym
+    from ray.rllib.algorithms.ppo.torch.default_ppo_torch_rl_module import (
+        DefaultPPOTorchRLModule,
+    )
+    from ray.rllib.core.rl_module.rl_module import RLModuleSpec
+
+    from launcher.export import export_run
+
+    spec = load_spec(spec_path)
+    module = RLModuleSpec(
+        module_class=DefaultPPOTorchRLModule,
+        observation_space=gym.spaces.Box(-1.0, 1.0, (len(spec.observations),), np.float32),
+        action_space=gym.spaces.Box(-1.0, 1.0, (len(spec.actions),), np.float32),
+        model_config={"fcnet_hiddens": [16, 16]},
+    ).build()
+    checkpoint = (out.parent / "module").resolve()
+    module.save_to_path(str(checkpoint))
+    export_run(None, out, checkpoint=checkpoint, spec=spec, samples=200)
+    return out
+
+
+@pytest.fixture(scope="module")
+def agent_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return export_untrained(tmp_path_factory.mktemp("serve") / "agent", SIMS / "toy_spec.yaml")
+
+
+class Served:
+    """A ``simgym serve`` child process and plain HTTP/1.1 calls to it."""
+
+    def __init__(self, agent: Path, *args: str) -> None:
+        self.proc = subprocess.Popen(
+            [*CLI, "serve", str(agent), "--port", "0", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=REPO,
+        )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()  # printed once it listens
+        match = URL.search(line)
+        if not match:
+            self.proc.kill()
+            raise AssertionError(f"no URL in {line!r}: {self.proc.communicate()[1]}")
+        self.host, self.port = match.group(1).removeprefix("http://"), int(match.group(2))
+        self.conn = http.client.HTTPConnection(self.host, self.port, timeout=30)
+
+    def call(
+        self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None
+    ) -> tuple[int, dict[str, str], Any]:
+        """One request on the kept-alive connection; JSON bodies encoded, replies decoded."""
+        data = body if isinstance(body, bytes) or body is None else json.dumps(body).encode()
+        self.conn.request(method, path, body=data, headers=headers or {})
+        reply = self.conn.getresponse()
+        raw = reply.read()
+        if reply.will_close:
+            self.conn.close()
+        return reply.status, dict(reply.getheaders()), json.loads(raw) if raw else None
+
+    def stop(self) -> str:
+        """SIGTERM; returns stderr, asserting a clean exit (code 0, no traceback)."""
+        self.conn.close()
+        self.proc.terminate()
+        _, err = self.proc.communicate(timeout=30)
+        assert self.proc.returncode == 0, err
+        assert "Traceback" not in err, err
+        return err
+
+
+@pytest.fixture(scope="module")
+def served(agent_dir: Path) -> Iterator[Served]:
+    server = Served(agent_dir, "--concept", "BalancePole")
+    yield server
+    server.stop()
+
+
+def _states(n: int) -> list[dict[str, float]]:
+    rng = np.random.default_rng(7)
+    return [{"x": float(rng.uniform(-12, 12)), "t": float(rng.uniform(-1, 21))} for _ in range(n)]
+
+
+def test_v1_and_v2_answer_what_the_agent_and_simgym_predict_answer(served, agent_dir):
+    agent = load_agent(agent_dir)
+    for state in _states(20):
+        expected = agent.act(state)
+        status, headers, v1 = served.call("POST", "/v1/prediction", state)
+        assert status == 200 and headers["Content-Type"].startswith("application/json")
+        assert v1 == expected  # the same floats: one inference path, exact JSON round trip
+        # Bonsai's samples sent the state as the body of a GET (requests.get(url, json=...)).
+        assert served.call("GET", "/v1/prediction", state)[2] == expected
+        status, _, v2 = served.call("POST", "/v2/clients/plant-7/predict", {"state": state})
+        assert status == 200
+        assert v2 == {"clientId": "plant-7", "concepts": {"BalancePole": {"action": expected}}}
+    state = {"x": 1.5, "t": 3.0}
+    cli = subprocess.run(
+        [*CLI, "predict", str(agent_dir), "--state", json.dumps(state)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert cli.returncode == 0, cli.stderr
+    assert served.call("POST", "/v1/prediction", state)[2] == json.loads(cli.stdout)
+
+
+def test_state_forms_bonsai_allowed(served, agent_dir):
+    expected = load_agent(agent_dir).act({"x": -2.0, "t": 4.0})
+    # Values without names, in the agent's state order; v2's template's [ {...} ] wrapper;
+    # extra states are ignored; ints are numbers; a client id with an encoded slash.
+    assert served.call("POST", "/v1/prediction", [-2.0, 4])[2] == expected
+    v2 = served.call("POST", "/v2/clients/a%2Fb/predict", {"state": [{"x": -2, "t": 4.0}]})
+    assert v2[0] == 200 and v2[2]["clientId"] == "a/b"
+    assert v2[2]["concepts"]["BalancePole"]["action"] == expected
+    extra = served.call("POST", "/v1/prediction", {"x": -2.0, "t": 4.0, "other": "text"})
+    assert extra[2] == expected
+
+
+def test_health_reset_and_counts(served):
+    status, _, before = served.call("GET", "/v1/status")
+    assert status == 200 and before["status"] == "ok"
+    assert before["states"] == ["x", "t"] and before["actions"] == ["u"]
+    assert before["concept"] == "BalancePole"
+    served.call("POST", "/v1/prediction", {"x": 0.0, "t": 1.0})
+    served.call("POST", "/v1/prediction", {"x": "hot", "t": 1.0})
+    after = served.call("GET", "/health")[2]
+    assert after["predictions"] == before["predictions"] + 1
+    assert after["refused"] == before["refused"] + 1
+    # DELETE answers 204 for any client, known or not (clients probe a v2 brain this way).
+    assert served.call("DELETE", "/v2/clients/never-seen")[:2][0] == 204
+    assert served.call("DELETE", "/v2/clients/never-seen/")[0] == 204
+    assert served.call("DELETE", "/v1")[0] == 204
+
+
+BAD = [
+    ("POST", "/v1/prediction", {"t": 3}, 400, "state 'x': missing (the agent needs: x, t)"),
+    ("POST", "/v1/prediction", {"x": "hot", "t": 3}, 400, "state 'x': expected a number"),
+    ("POST", "/v1/prediction", {"x": True, "t": 3}, 400, "state 'x': expected a number"),
+    ("POST", "/v1/prediction", b'{"x": NaN, "t": 3}', 400, "expected a finite number"),
+    ("POST", "/v1/prediction", b'{"x": 1', 400, "the body is not JSON"),
+    ("POST", "/v1/prediction", None, 400, "the body is empty"),
+    ("POST", "/v1/prediction", [1.0], 400, "1 values without names; give 2 in this order: x, t"),
+    ("POST", "/v1/prediction", "x=1", 400, "expected an object of state name: number"),
+    ("POST", "/v1/prediction", b"[" * 100_000, 400, "the body is not JSON"),
+    ("POST", "/v2/clients/c/predict", {"x": 1}, 400, 'the body must be {"state"'),
+    ("POST", "/v2/clients/c/predict", {"state": 5}, 400, "state: expected an object"),
+    ("POST", "/v2/clients/" + "c" * 65 + "/predict", {"state": {}}, 400, "1 to 64 characters"),
+    ("PUT", "/v1/prediction", {}, 405, "PUT is not served on this path (allowed: GET, POST)"),
+    ("GET", "/v2/clients/c/predict", None, 405, "allowed: POST"),
+    ("GET", "/v3/anything", None, 404, "no such path /v3/anything; this server answers"),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "body", "status", "detail"), BAD)
+def test_bad_requests_are_problem_details(served, method, path, body, status, detail):
+    got, headers, reply = served.call(method, path, body)
+    assert got == status, reply
+    assert headers["Content-Type"].startswith("application/problem+json")
+    assert reply["status"] == status and reply["title"] and detail in reply["detail"], reply
+    if "state '" in detail:
+        assert reply["errors"] == {"x": [reply["detail"].split(": ", 1)[1]]}
+    # The server keeps answering on the same connection.
+    assert served.call("GET", "/v1/status")[0] == 200
+
+
+def test_token_is_required_when_given(agent_dir):
+    server = Served(agent_dir, "--token", "s3cret-token")
+    try:
+        status, _, reply = server.call("POST", "/v1/prediction", {"x": 1.0, "t": 2.0})
+        assert status == 401 and "no Authorization header" in reply["detail"]
+        wrong = {"Authorization": "guess"}
+        status, _, reply = server.call("GET", "/v1/status", headers=wrong)
+        assert status == 403 and "wrong token" in reply["detail"]
+        for value in ("s3cret-token", "Bearer s3cret-token"):
+            ok = server.call(
+                "POST", "/v1/prediction", {"x": 1.0, "t": 2.0}, {"Authorization": value}
+            )
+            assert ok[0] == 200 and set(ok[2]) == {"u"}
+    finally:
+        server.stop()
+
+
+def _raw(host: str, port: int, request: bytes) -> bytes:
+    with socket.create_connection((host, port), timeout=10) as sock:
+        sock.sendall(request)
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def test_limits_body_size_chunked_and_connections(agent_dir):
+    server = Served(agent_dir, "--max-body-kb", "1", "--max-connections", "2")
+    try:
+        big = {"x": 1.0, "t": 2.0, "pad": "p" * 4096}
+        status, _, reply = server.call("POST", "/v1/prediction", big)
+        assert status == 413 and "at most 1,024" in reply["detail"]
+        chunked = _raw(
+            server.host,
+            server.port,
+            b"POST /v1/prediction HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"2\r\n{}\r\n0\r\n\r\n",
+        )
+        assert chunked.startswith(b"HTTP/1.1 411 ")
+        # Two idle keep-alive connections hold both slots: the third is refused at once.
+        first = http.client.HTTPConnection(server.host, server.port, timeout=10)
+        second = http.client.HTTPConnection(server.host, server.port, timeout=10)
+        for conn in (first, second):
+            conn.request("GET", "/v1/status")
+            assert conn.getresponse().read()
+        refused = _raw(server.host, server.port, b"GET /v1/status HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert refused.startswith(b"HTTP/1.1 503 ") and b"connection limit" in refused
+        first.close()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:  # the slot frees when the server sees the close
+            if _raw(server.host, server.port, b"GET /v1/status HTTP/1.1\r\nHost: x\r\n"
+                    b"Connection: close\r\n\r\n").startswith(b"HTTP/1.1 200 "):  # fmt: skip
+                break
+            time.sleep(0.05)
+        else:
+            raise AssertionError("a closed connection's slot was never freed")
+        second.close()
+    finally:
+        server.stop()
+
+
+def test_cli_errors_are_one_line(agent_dir, tmp_path):
+    cases = [
+        ([str(tmp_path)], "not an agent folder"),
+        ([str(agent_dir), "--host", "0.0.0.0"], "--host 0.0.0.0 lets anyone"),
+    ]
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        cases.append(([str(agent_dir), "--port", port], f"cannot listen on 127.0.0.1:{port}"))
+        for args, message in cases:
+            proc = subprocess.run(
+                [*CLI, "serve", *args], capture_output=True, text=True, timeout=120
+            )
+            assert proc.returncode == 2, (args, proc.stderr)
+            assert proc.stderr.startswith("simgym: error: ") and message in proc.stderr, proc.stderr
+            assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"port": 70000}, "--port 70000: give a port from 0 to 65535"),
+        ({"token": " padded "}, "--token: use printable ASCII"),
+        ({"token": "   "}, "--token: the token is empty"),
+        ({"max_connections": 0}, "--max-connections 0"),
+        ({"max_body_bytes": 10}, "--max-body-kb 0"),
+        ({"concept": " "}, "--concept: give a name"),
+        ({"host": "::"}, "--host :: lets anyone"),
+    ],
+)
+def test_options_are_checked_before_anything_starts(options, message):
+    with pytest.raises(ServeError) as caught:
+        ServeOptions(**options).validate()
+    assert message in str(caught.value) and "\n" not in str(caught.value)
+    ServeOptions(host="0.0.0.0", insecure=True).validate()  # the risk taken explicitly
+    ServeOptions(host="10.1.2.3", token="t0ken").validate()
+
+
+def test_the_serve_path_imports_neither_ray_nor_torch(agent_dir):
+    code = (
+        "import json, sys, urllib.request\n"
+        "from launcher.serve import AgentServer, ServeOptions\n"
+        f"server = AgentServer({str(agent_dir)!r}, ServeOptions(port=0))\n"
+        "url = server.start()\n"
+        "req = urllib.request.Request(url + '/v1/prediction', data=b'{\"x\": 1, \"t\": 2}')\n"
+        "print(json.load(urllib.request.urlopen(req, timeout=30)))\n"
+        "server.stop()\n"
+        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('ray', 'torch'))\n"
+        "assert not heavy, heavy\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "'u':" in proc.stdout
