@@ -13,4 +13,5 @@
   node's env runners step
 - ``aml``: Azure ML submission (plan, image, workspace)
 - ``evaluate``: agent and baselines on fixed scenarios; ``export``: the policy as ONNX
+- ``serve``: an exported agent behind Bonsai's exported-brain HTTP API (``cli_serve``)
 """

@@ -117,10 +117,10 @@ def version() -> None:
 
 
 def _register_extensions() -> None:
-    """Commands that live in their own modules (Azure ML, evaluation), if present."""
+    """Commands that live in their own modules (Azure ML, evaluation, serving), if present."""
     import importlib
 
-    for name in ("launcher.cli_aml", "launcher.cli_agent"):
+    for name in ("launcher.cli_aml", "launcher.cli_agent", "launcher.cli_serve"):
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as exc:
