@@ -211,6 +211,8 @@ class SimEnv(gym.Env[np.ndarray, np.ndarray]):
             if terminated or truncated:
                 means = [s / self._steps for s in sums]
                 info.update(self._episodes.end_info(means, [values[i] for i in self._log_idx]))
+        if self._episodes.has_goals and (terminated or truncated):
+            info.update(self._episodes.goal_info(0))
         return obs, reward, terminated, truncated, info
 
     def _observe(

@@ -39,6 +39,7 @@ from pydantic import (
 
 from gymclient.actions import ActionSpec, check_kinds
 from gymclient.errors import SimgymError, SpecError
+from gymclient.goals import GoalSpec, check_expression, expression_text
 
 
 class _Model(BaseModel):
@@ -70,9 +71,9 @@ class Range(_Model):
     @classmethod
     def _expr(cls, value: str | None) -> str | None:
         if value is not None:
-            from gymclient.expr import parse
+            from gymclient.expr import parse_derived
 
-            parse(value)
+            parse_derived(value)  # arithmetic only: the exported ONNX graph computes it
         return value
 
     @property
@@ -369,17 +370,36 @@ class SimSection(_Model):
 
 
 class RewardSpec(_Model):
-    """Reward from a callable ``file.py:function`` or a named state (optionally scaled)."""
+    """Reward per step: ``function``, ``state``, ``expr`` or ``constant``, times ``scale``.
+
+    ``terminal`` is added once, on the step that ends the episode as terminated (by the
+    sim, a ``terminal:`` condition or a goal); docs/spec.md, "Rewards, terminals and goals".
+    """
 
     function: str | None = None
     state: str | None = None
+    expr: str | None = None
+    constant: float | None = Field(None, allow_inf_nan=False)
     scale: float = 1.0
     terminal: float = 0.0
 
+    @field_validator("expr", mode="before")
+    @classmethod
+    def _expr_text(cls, value: Any) -> Any:
+        return expression_text(value)
+
+    @field_validator("expr")
+    @classmethod
+    def _expr(cls, value: str | None) -> str | None:
+        return check_expression(value)
+
     @model_validator(mode="after")
     def _one(self) -> RewardSpec:
-        if (self.function is None) == (self.state is None):
-            raise ValueError("give exactly one of function or state")
+        given = [
+            k for k in ("function", "state", "expr", "constant") if getattr(self, k) is not None
+        ]
+        if len(given) != 1:
+            raise ValueError("give exactly one of function, state, expr or constant")
         return self
 
 
@@ -402,6 +422,11 @@ class EnvSpec(_Model):
     # What to do when the sim or server fails mid-episode: raise, or end it as truncated.
     on_error: Literal["raise", "truncate"] = "raise"
     max_episode_steps: int | None = Field(None, gt=0)
+    # Expressions (gymclient.expr): true ends the episode as terminated / truncated.
+    terminal: str | None = None
+    truncate: str | None = None
+    # Bonsai-style goals (gymclient.goals): reward and termination from target regions.
+    goals: dict[str, GoalSpec] = Field(default_factory=dict)
     # Reference style.
     rl_sim_spec: str | None = None
     lessons_file: str | None = None
@@ -415,6 +440,16 @@ class EnvSpec(_Model):
         if isinstance(value, str):
             return {"function": value} if ":" in value else {"state": value}
         return value
+
+    @field_validator("terminal", "truncate", mode="before")
+    @classmethod
+    def _condition_text(cls, value: Any) -> Any:
+        return expression_text(value)
+
+    @field_validator("terminal", "truncate")
+    @classmethod
+    def _condition(cls, value: str | None) -> str | None:
+        return check_expression(value)
 
     @field_validator("lessons", mode="before")
     @classmethod

@@ -286,6 +286,8 @@ class SimVectorEnv(gym.vector.VectorEnv):
                     mean = (self._log_sum[i] / ep_steps[i]).tolist()
                     end = episodes.end_info(mean, values[i, self._log_idx].tolist())
                     self._add_info(infos, end, i)
+                if episodes.has_goals:
+                    self._add_info(infos, episodes.goal_info(i), i)
         return self._obs.copy(), rewards, terms, truncs, infos
 
     def close_extras(self, **kwargs: Any) -> None:
