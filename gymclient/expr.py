@@ -32,6 +32,11 @@ def _clip(x: float, lo: float, hi: float) -> float:
     return lo if x < lo else hi if x > hi else x
 
 
+def _round(x: float, digits: float = 0) -> float:
+    # Literals are floats: `round(x, 1)` passes 1.0, which Python's round refuses.
+    return float(round(x, int(digits)))
+
+
 def _sign(x: float) -> float:
     return 1.0 if x > 0 else -1.0 if x < 0 else 0.0
 
@@ -47,7 +52,7 @@ FUNCTIONS: dict[str, Callable[..., Any]] = {
     "sqrt": math.sqrt,
     "floor": math.floor,
     "ceil": math.ceil,
-    "round": round,
+    "round": _round,
     "sin": math.sin,
     "cos": math.cos,
     "tan": math.tan,
