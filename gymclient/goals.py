@@ -56,7 +56,7 @@ class GoalSpec(BaseModel):
     reach: str | None = None
     minimize: str | None = None
     maximize: str | None = None
-    range: tuple[float, float] | None = None
+    range: list[float] | None = None
     above: float | None = Field(None, allow_inf_nan=False)
     below: float | None = Field(None, allow_inf_nan=False)
     within: int | None = Field(None, gt=0)
@@ -72,6 +72,13 @@ class GoalSpec(BaseModel):
     @classmethod
     def _parses(cls, value: str | None) -> str | None:
         return check_expression(value)
+
+    @field_validator("range")
+    @classmethod
+    def _pair(cls, value: list[float] | None) -> list[float] | None:
+        if value is not None and len(value) != 2:
+            raise ValueError(f"give [lo, hi], got {len(value)} number(s)")
+        return value
 
     @model_validator(mode="after")
     def _consistent(self) -> GoalSpec:
