@@ -49,6 +49,18 @@ class ActionSpec(BaseModel):
     max: Number | None = Field(None, validate_default=True)
     expr: str | None = None  # refused by EnvSpec with a message (expr is for observations)
 
+    @field_validator("values", mode="before")
+    @classmethod
+    def _yaml_booleans(cls, value: Any) -> Any:
+        # YAML 1.1 reads the bare keys `off`/`on` (also no/yes) as booleans: {off: 0, on: 1}
+        # arrives as {False: 0, True: 1}. Named values are names: give them back theirs.
+        if isinstance(value, Mapping):
+            return {
+                ("on" if k else "off") if isinstance(k, bool) else str(k): v
+                for k, v in value.items()
+            }
+        return value
+
     @field_validator("values")
     @classmethod
     def _values(cls, value: list[Any] | dict[str, Any] | None) -> Any:

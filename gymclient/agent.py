@@ -8,11 +8,12 @@ An agent folder is what ``simgym export`` writes::
       manifest.json     # names, ranges, expressions, spec hash, simgym version, verification
 
 The observation normalisation (ranges → [-1, 1], derived observations such as
-``Cr - Cref``, clipping) and the action scaling ([-1, 1] → the declared ranges) are
-inside the graph, so a caller passes the sim's states in physical units and gets the
-actions in physical units. ``act`` (one state) does the scalar arithmetic around the
-network in Python from the manifest and runs ``policy.onnx`` — the same operations, verified
-at export, at a fraction of onnxruntime's per-node cost; ``act_batch`` runs ``agent.onnx``.
+``Cr - Cref``, clipping) and the action scaling ([-1, 1] → the declared ranges; for
+discrete actions the argmax and the chosen value, e.g. 0/1) are inside the graph, so a
+caller passes the sim's states in physical units and gets the actions in physical units.
+``act`` (one state) does the scalar arithmetic around the network in Python from the
+manifest and runs ``policy.onnx`` — the same operations, verified at export, at a fraction
+of onnxruntime's per-node cost; ``act_batch`` runs ``agent.onnx``.
 Needs ``onnxruntime`` only (``pip install simgym[infer]``):
 neither Ray nor torch.
 
@@ -123,6 +124,12 @@ class Agent:
                 f"{self.state_names}"
             )
         self._run = self._session.run
+        # Discrete actions with integer values: act() gives ints (what the sim receives).
+        self._integer = {
+            o["name"]: int
+            for o in manifest["outputs"]
+            if o.get("values") and all(isinstance(v, int) for v in o["values"])
+        }
         self._core = self._load_core(folder, manifest, ort, options)
 
     def _load_core(self, folder: Path, manifest: dict[str, Any], ort: Any, options: Any) -> Any:
@@ -151,6 +158,8 @@ class Agent:
             )
         except Exception:  # a manifest this version cannot follow: the full graph still can
             return None
+        # A discrete action's index -> its value (what the sim receives); else None.
+        tables: list[list[float] | None] = [o.get("values") for o in manifest["outputs"]]
         outputs = [
             (n, float(o["min"]), (float(o["max"]) - float(o["min"])) / 2.0)
             for n, o in zip(self.action_names, manifest["outputs"], strict=True)
@@ -169,8 +178,14 @@ class Agent:
                 return None  # log(0), x/0, exp overflow: the graph's IEEE arithmetic decides
             (action,) = run(feed_names, {obs_name: np.array((obs,), dtype=float32)})
             row = action[0].tolist()
+            if discrete:
+                return {
+                    n: t[int(a)]  # type: ignore[index]  # ints stay ints: 1, not 1.0
+                    for (n, _, _), t, a in zip(outputs, tables, row)  # noqa: B905
+                }
             return {n: (a + 1.0) * half + lo for (n, lo, half), a in zip(outputs, row)}  # noqa: B905
 
+        discrete = all(t is not None for t in tables)
         return act
 
     def act(self, states: Mapping[str, Any]) -> dict[str, float]:
@@ -205,7 +220,10 @@ class Agent:
             for n, v in zip(self.state_names, values, strict=True)
         }
         outputs = self._run(None, feed)
-        return {name: float(out[0]) for name, out in zip(self.action_names, outputs, strict=True)}
+        return {
+            name: self._integer[name](out[0]) if name in self._integer else float(out[0])
+            for name, out in zip(self.action_names, outputs, strict=True)
+        }
 
     def act_batch(
         self, states: Mapping[str, Sequence[float] | np.ndarray]

@@ -8,10 +8,13 @@ simgym's env, Ray or torch (``gymclient.agent`` needs onnxruntime only)::
       → float32 observation → the RLlib module → deterministic action (the Gaussian's mean)
       → clipped to [-1, 1] → scaled to the declared action ranges (float64 [batch] each)
 
+    or, for discrete actions: the module's logits → the argmax of each action's logits →
+      the value the sim receives (float64 [batch] each: 0/1, a named value's number, ...)
+
 A second graph, ``policy.onnx``, holds the network alone (normalised float32 observation →
-clipped mean action): ``Agent.act`` computes the few scalar operations around it in Python
-for a single state, because onnxruntime spends about a microsecond on every node and the
-derived observations alone can be dozens of nodes.
+clipped mean action, or each discrete action's chosen index): ``Agent.act`` computes the
+few scalar operations around it in Python for a single state, because onnxruntime spends
+about a microsecond on every node and the derived observations alone can be dozens of nodes.
 
 It is exactly what the env does in training (``DeclarativeCodec.encode``/``decode``), and
 the export is verified against that path — the spec's codec plus the RLlib module in
@@ -35,6 +38,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from gymclient.actions import ActionMap
 from gymclient.agent import CORE_MODEL, FORMAT, MANIFEST, MODEL, Agent
 from gymclient.errors import SimgymError
 from gymclient.expr import parse
@@ -146,6 +150,29 @@ def check_exportable(spec: EnvSpec) -> None:
             "observation and action mapping are Python code, not ranges; write the spec "
             "declaratively (observations/actions with min/max, see docs/spec.md) and retrain"
         )
+    taken = [n for n, a in spec.actions.items() if a.from_sim]
+    if taken:
+        raise ExportError(
+            f"{spec.source}: actions.{taken[0]}: {{}} takes the sim's values when the env "
+            "connects; the export needs them in the spec: write them there (e.g. "
+            f"`{taken[0]}: {{values: [0, 1]}}`, what the sim declares) and export again"
+        )
+
+
+def action_map(spec: EnvSpec) -> ActionMap:
+    """The spec's actions in the graph's order (the spec's): ranges or discrete values."""
+    return ActionMap(spec.source, spec.actions, list(spec.actions))
+
+
+def _argmax_columns(logits: Any, sizes: list[int]) -> list[Any]:
+    """Each discrete action's chosen index (int64 [batch]) from its slice of the logits."""
+    import torch
+
+    out, at = [], 0
+    for n in sizes:
+        out.append(torch.argmax(logits[..., at : at + n], dim=-1))
+        at += n
+    return out
 
 
 # ---------------------------------------------------------------- graph
@@ -234,10 +261,11 @@ def build_graph_module(spec: EnvSpec, module: Any) -> Any:
     derived = {n: _torch_expr(r.expr) for n, r in obs if r.expr}
     lo = torch.tensor([r.min for _, r in obs], dtype=torch.float64)
     scale = torch.tensor([2.0 / (r.max - r.min) for _, r in obs], dtype=torch.float64)
-    actions = list(spec.actions.items())
-    a_lo = torch.tensor([r.min for _, r in actions], dtype=torch.float64)
-    a_half = torch.tensor([(r.max - r.min) / 2.0 for _, r in actions], dtype=torch.float64)
-    n_act = len(actions)
+    amap = action_map(spec)
+    a_lo = torch.tensor([lo for lo, _ in amap.ranges], dtype=torch.float64)
+    a_half = torch.tensor([(hi - lo) / 2.0 for lo, hi in amap.ranges], dtype=torch.float64)
+    tables = [torch.tensor(c, dtype=torch.float64) for c in amap.choices]
+    n_act = len(amap.names)
     # Only these can turn finite states into NaN (the env maps NaN observations to 0).
     may_nan = any(
         isinstance(node, (ast.Div, ast.Pow))
@@ -269,6 +297,10 @@ def build_graph_module(spec: EnvSpec, module: Any) -> Any:
                 # The env turns non-finite observations (log of a negative, ...) into 0.
                 x = torch.where(torch.isnan(x), torch.zeros_like(x), x)
             out = self.module.forward_inference({"obs": x.to(torch.float32)})
+            if amap.discrete:
+                # The most likely choice of each action, as the value the sim receives.
+                picks = _argmax_columns(out["action_dist_inputs"], amap.sizes)
+                return tuple(t[i] for t, i in zip(tables, picks, strict=True))
             mean = out["action_dist_inputs"][..., :n_act]
             a = torch.clamp(mean.to(torch.float64), -1.0, 1.0)
             values = (a + 1.0) * a_half + a_lo
@@ -278,10 +310,14 @@ def build_graph_module(spec: EnvSpec, module: Any) -> Any:
 
 
 def build_core_module(spec: EnvSpec, module: Any) -> Any:
-    """A ``torch.nn.Module``: normalised float32 observations in, clipped mean actions out."""
+    """A ``torch.nn.Module``: normalised float32 observations in, clipped mean actions out.
+
+    For discrete actions: each action's chosen index (argmax), as float32.
+    """
     import torch
 
     n_act = len(spec.actions)
+    amap = action_map(spec)
     # RLlib's default module (separate actor encoder, MLP head): call the layers directly.
     # forward_inference also clips and re-concatenates the log-std half, ~25 more graph
     # nodes for an output the deterministic action does not use. Anything else: the
@@ -302,6 +338,9 @@ def build_core_module(spec: EnvSpec, module: Any) -> Any:
             self.module = module
 
         def forward(self, obs: Any) -> Any:
+            if amap.discrete:
+                picks = _argmax_columns(dist_inputs(obs), amap.sizes)
+                return torch.stack(picks, dim=-1).to(torch.float32)
             return torch.clamp(dist_inputs(obs)[..., :n_act], -1.0, 1.0)
 
     return Core().eval()
@@ -345,6 +384,12 @@ def reference_actions(spec: EnvSpec, module: Any, states: dict[str, np.ndarray])
     obs = np.nan_to_num(obs, nan=0.0, posinf=1.0, neginf=-1.0)
     with torch.no_grad():
         out = module.forward_inference({"obs": torch.from_numpy(obs)})
+    if codec.actions.discrete:
+        logits = out["action_dist_inputs"].numpy()
+        picks = np.stack(
+            [np.asarray(codec.deterministic(row)).reshape(-1) for row in logits]
+        ).reshape(len(logits), -1)
+        return codec.decode_batch(picks)
     mean = out["action_dist_inputs"][..., : len(spec.actions)].numpy()
     return codec.decode_batch(mean)
 
@@ -416,11 +461,12 @@ def _manifest(
             {"name": n, "min": r.min, "max": r.max, **({"expr": r.expr} if r.expr else {})}
             for n, r in spec.observations.items()
         ],
-        "outputs": [
-            {"name": n, "min": r.min, "max": r.max, "dtype": "float64"}
-            for n, r in spec.actions.items()
-        ],
-        "policy": "deterministic: the mean of the Gaussian action distribution",
+        "outputs": [_output(n, r) for n, r in spec.actions.items()],
+        "policy": (
+            "deterministic: the most likely value of each discrete action (argmax)"
+            if action_map(spec).discrete
+            else "deterministic: the mean of the Gaussian action distribution"
+        ),
         "opset": OPSET,
         "verified": {
             "samples": samples,
@@ -430,6 +476,24 @@ def _manifest(
         },
         "core_model": CORE_MODEL,
     }
+
+
+def _output(name: str, action: Any) -> dict[str, Any]:
+    """A graph output in the manifest: a continuous action's range, or a discrete one's values."""
+    choices = action.choices()
+    if choices is None:
+        return {"name": name, "min": action.min, "max": action.max, "dtype": "float64"}
+    out: dict[str, Any] = {
+        "name": name,
+        "min": min(choices),
+        "max": max(choices),
+        "values": choices,
+        "dtype": "float64",
+    }
+    labels = action.labels()
+    if labels:
+        out["labels"] = labels
+    return out
 
 
 def export_run(
@@ -474,8 +538,14 @@ def export_run(
     states = sample_states(spec, samples, rng)
     expected = reference_actions(spec, module, states)
     # Compared in the agent's own units ([-1, 1]): a float32 network's rounding, not the
-    # action's physical scale, decides what "equal" means.
-    half = np.array([(r.max - r.min) / 2.0 for r in spec.actions.values()])
+    # action's physical scale, decides what "equal" means. A discrete action is right or
+    # wrong: its values are compared as they are (half 1), and must be equal.
+    amap = action_map(spec)
+    half = (
+        np.ones(len(amap.names))
+        if amap.discrete
+        else np.array([(hi - lo) / 2.0 for lo, hi in amap.ranges])
+    )
 
     def refuse(what: str, got: np.ndarray) -> tuple[float, float]:
         diff_physical = float(np.max(np.abs(got - expected))) if expected.size else 0.0

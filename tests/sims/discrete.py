@@ -20,7 +20,7 @@ class Heater:
         return self._state()
 
     def step(self, action):
-        on = action["on"]
+        on = action["heat"]
         heat = self.HEAT[on]  # TypeError for 1.0: the sim must receive the int
         self.got = on
         self.T += 0.2 * (10.0 - self.T) + heat
@@ -28,7 +28,11 @@ class Heater:
         return self._state()
 
     def _state(self):
-        return {"T": self.T, "err": self.T - 20.0, "got_on": float(self.got)}
+        return {
+            "T": self.T,
+            "score": -abs(self.T - 20.0),
+            "got_on": float(self.got),
+        }
 
     def termination(self):
         return False
@@ -43,7 +47,7 @@ class Furnace(Heater):
     SIGN = (0.0, 1.0, -1.0)
 
     def step(self, action):
-        on, stage, mode = action["on"], action["stage"], action["mode"]
+        on, stage, mode = action["heat"], action["stage"], action["mode"]
         _ = self.HEAT[on]  # each must be an int: indexing proves it
         sign = self.SIGN[mode]
         self.got = (on, stage, mode)
@@ -55,7 +59,7 @@ class Furnace(Heater):
         on, stage, mode = self.got if isinstance(self.got, tuple) else (-1, -1, -1)
         return {
             "T": self.T,
-            "err": self.T - 20.0,
+            "score": -abs(self.T - 20.0),
             "got_on": float(on),
             "got_stage": float(stage),
             "got_mode": float(mode),
