@@ -154,8 +154,10 @@ class DeclarativeCodec:
             [index.get(n, 0) if not r.expr else 0 for n, r in spec.observations.items()],
             dtype=np.intp,
         )
-        lo = np.array([r.min for r in spec.observations.values()])
-        hi = np.array([r.max for r in spec.observations.values()])
+        # An observation without a range (estimated by launcher.ranges before training)
+        # passes through as is, clipped to [-1, 1], until its range is filled in.
+        lo = np.array([-1.0 if r.min is None else r.min for r in spec.observations.values()])
+        hi = np.array([1.0 if r.max is None else r.max for r in spec.observations.values()])
         self._obs_lo, self._obs_scale = lo, 2.0 / (hi - lo)
         # Discrete actions (an index per action -> the value the sim receives), or ranges.
         self.actions = ActionMap(
