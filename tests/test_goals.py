@@ -171,7 +171,6 @@ def test_minimize_and_maximize_logistic_and_mean(tmp_path):
     def sig(z: float) -> float:
         return 1.0 / (1.0 + math.exp(z))
 
-    expected = [(sig((0.5 - 0.5) / 0.5) + 3 * sig((3 - t) / 3)) / 4 for t in (1, 2, 3) for _ in [0]]
     expected = [
         (sig(0.0) + 3 * sig((3 - 1) / 3)) / 4,
         (sig(-1.0) + 3 * sig((3 - 2) / 3)) / 4,
