@@ -1,0 +1,306 @@
+"""Per-step cost of the spec's reward/terminal/goal expressions, against no expression.
+
+    python bench/expr.py                 # ~1 minute on 2 shared cores
+    python bench/expr.py --seconds 3     # longer rounds, steadier figures
+
+One sim server (bench/_expr_sim.py, a 4-state cart-pole-like sim whose episodes end only
+by the spec: 200 steps each), the same spec with these variants, measured in the same run:
+
+* ``baseline``   — ``reward: theta_dot`` (a state: the codec's path, no expression);
+* ``reward``     — ``reward: {expr: ...}`` (3 states, abs, a config value);
+* ``conditions`` — the reward plus ``terminal:`` and ``truncate:`` expressions;
+* ``goals``      — four goals (2 avoid, drive, minimize) and no reward;
+* ``all``        — the reward, both conditions and the four goals.
+
+Paths timed:
+
+* ``rules only``: ``Episodes.outcome`` on a fixed state (what the env adds per step, no
+  transport), µs per call, best of rounds;
+* ``SimEnv``: env steps per second on the server (unix socket, packed socket), random
+  actions, the variants interleaved round by round, best round each; the difference to the
+  baseline in µs per step;
+* ``SimVectorEnv x16``: the same per sub-env step;
+* ``closures vs code object``: the ``all`` variant's expressions evaluated by a tree of
+  Python closures (an interpreter over the checked AST, built here) against the one code
+  object ``gymclient.goals`` compiles: why the library compiles.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import math
+import operator
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+BASE = """
+observations:
+  x: {min: -3, max: 3}
+  x_dot: {min: -5, max: 5}
+  theta: {min: -1, max: 1}
+  theta_dot: {min: -5, max: 5}
+  lean: {expr: theta + 0.1 * theta_dot, min: -2, max: 2}
+actions:
+  force: {min: -1, max: 1}
+max_episode_steps: 200
+lessons:
+  theta0: {min: -0.05, max: 0.05}
+"""
+REWARD = 'reward: {expr: "-abs(theta) - 0.1 * abs(x) - 0.01 * abs(lean) + theta0"}\n'
+CONDITIONS = 'terminal: "abs(theta) > 100 or abs(x) > 1000"\ntruncate: "steps >= 200"\n'
+GOALS = """goals:
+  FallOver: {avoid: "abs(theta)", above: 100}
+  OffTrack: {avoid: "abs(x)", above: 1000}
+  Center: {drive: x, range: [-0.1, 0.1]}
+  Calm: {minimize: "abs(theta_dot)", below: 0.5}
+"""
+STATE = {"x": 0.05, "x_dot": 0.1, "theta": 0.02, "theta_dot": -0.3}  # mid-episode
+VARIANTS = {
+    "baseline": "reward: theta_dot\n",
+    "reward": REWARD,
+    "conditions": REWARD + CONDITIONS,
+    "goals": GOALS,
+    "all": REWARD + CONDITIONS + GOALS,
+}
+
+
+def best_us(fn: Callable[[], object], seconds: float, repeats: int = 10) -> float:
+    """Best over ``repeats`` rounds of the mean µs per call: others only ever add time."""
+    for _ in range(200):
+        fn()
+    results = []
+    for _ in range(repeats):
+        n, start = 0, time.perf_counter()
+        deadline = start + seconds / repeats
+        while True:
+            for _ in range(100):
+                fn()
+            n += 100
+            now = time.perf_counter()
+            if now >= deadline:
+                break
+        results.append((now - start) / n * 1e6)
+    return min(results)
+
+
+def load(variant: str, folder: Path) -> Any:
+    from gymclient.spec import load_spec
+
+    path = folder / f"{variant}.yaml"
+    path.write_text(BASE + VARIANTS[variant])
+    return load_spec(path)
+
+
+def rules_only(specs: dict[str, Any], address: str, seconds: float) -> dict[str, float]:
+    """µs per ``Episodes.outcome`` call on a fixed mid-episode state."""
+    from gymclient import SimEnv
+
+    out = {}
+    for name, spec in specs.items():
+        env = SimEnv({"spec": spec, "address": address, "info_states": False})
+        env.reset(seed=0)
+        episodes = env._episodes
+        out[name] = best_us(lambda e=episodes: e.outcome(0, STATE, False, False, None, 50), seconds)
+        env.close()
+    return out
+
+
+def env_steps(specs: dict[str, Any], address: str, seconds: float, rounds: int) -> dict[str, float]:
+    """µs per SimEnv step, the variants interleaved round by round, best round each."""
+    from gymclient import SimEnv
+
+    envs = {n: SimEnv({"spec": s, "address": address}) for n, s in specs.items()}
+    rng = np.random.default_rng(0)
+    actions = [rng.uniform(-1, 1, 1).astype(np.float32) for _ in range(1000)]
+    best = dict.fromkeys(envs, math.inf)
+    for env in envs.values():
+        env.reset(seed=0)
+    for _ in range(rounds):
+        for name, env in envs.items():
+            n, start = 0, time.perf_counter()
+            deadline = start + seconds / rounds
+            while time.perf_counter() < deadline:
+                for k in range(200):
+                    _, _, term, trunc, _ = env.step(actions[(n + k) % 1000])
+                    if term or trunc:
+                        env.reset()
+                n += 200
+            best[name] = min(best[name], (time.perf_counter() - start) / n * 1e6)
+    for env in envs.values():
+        env.close()
+    return best
+
+
+def vector_steps(
+    specs: dict[str, Any], address: str, seconds: float, rounds: int, num: int = 16
+) -> dict[str, float]:
+    """µs per sub-env step of a SimVectorEnv of ``num`` sub-envs, interleaved, best round."""
+    from gymclient.vector import SimVectorEnv
+
+    envs = {n: SimVectorEnv(s, num, [address]) for n, s in specs.items()}
+    rng = np.random.default_rng(0)
+    actions = [rng.uniform(-1, 1, (num, 1)).astype(np.float32) for _ in range(100)]
+    best = dict.fromkeys(envs, math.inf)
+    for env in envs.values():
+        env.reset(seed=0)
+    for _ in range(rounds):
+        for name, env in envs.items():
+            n, start = 0, time.perf_counter()
+            deadline = start + seconds / rounds
+            while time.perf_counter() < deadline:
+                for k in range(20):
+                    env.step(actions[(n + k) % 100])
+                n += 20
+            best[name] = min(best[name], (time.perf_counter() - start) / (n * num) * 1e6)
+    for env in envs.values():
+        env.close()
+    return best
+
+
+# ---------------------------------------------------------------- closures, for contrast
+
+_BIN: dict[type, Callable[[Any, Any], Any]] = {
+    ast.Add: operator.add,
+    ast.Sub: operator.sub,
+    ast.Mult: operator.mul,
+    ast.Div: operator.truediv,
+    ast.Pow: operator.pow,
+    ast.Mod: operator.mod,
+}
+_CMP: dict[type, Callable[[Any, Any], Any]] = {
+    ast.Gt: operator.gt,
+    ast.GtE: operator.ge,
+    ast.Lt: operator.lt,
+    ast.LtE: operator.le,
+    ast.Eq: operator.eq,
+    ast.NotEq: operator.ne,
+}
+
+
+def closure(node: ast.AST) -> Callable[[dict[str, float], dict[str, Any], int], Any]:
+    """A tree of closures over a rewritten (checked) expression tree: an interpreter."""
+    from gymclient.expr import FUNCTIONS
+
+    if isinstance(node, ast.Constant):
+        value = node.value
+        return lambda s, c, n: value
+    if isinstance(node, ast.Subscript):
+        key = node.slice.value  # type: ignore[attr-defined]
+        if node.value.id == "s":  # type: ignore[attr-defined]
+            return lambda s, c, n: s[key]
+        return lambda s, c, n: c[key]
+    if isinstance(node, ast.Name):  # `steps`
+        return lambda s, c, n: n
+    if isinstance(node, ast.UnaryOp):
+        inner = closure(node.operand)
+        if isinstance(node.op, ast.Not):
+            return lambda s, c, n: not inner(s, c, n)
+        if isinstance(node.op, ast.USub):
+            return lambda s, c, n: -inner(s, c, n)
+        return inner
+    if isinstance(node, ast.BinOp):
+        op, left, right = _BIN[type(node.op)], closure(node.left), closure(node.right)
+        return lambda s, c, n: op(left(s, c, n), right(s, c, n))
+    if isinstance(node, ast.BoolOp):
+        parts = [closure(v) for v in node.values]
+        if isinstance(node.op, ast.And):
+            return lambda s, c, n: all(p(s, c, n) for p in parts)
+        return lambda s, c, n: any(p(s, c, n) for p in parts)
+    if isinstance(node, ast.Compare):
+        left = closure(node.left)
+        pairs = [
+            (_CMP[type(o)], closure(r)) for o, r in zip(node.ops, node.comparators, strict=True)
+        ]
+
+        def compare(s: dict[str, float], c: dict[str, Any], n: int) -> bool:
+            a = left(s, c, n)
+            for op, right in pairs:
+                b = right(s, c, n)
+                if not op(a, b):
+                    return False
+                a = b
+            return True
+
+        return compare
+    if isinstance(node, ast.IfExp):
+        test, yes, no = closure(node.test), closure(node.body), closure(node.orelse)
+        return lambda s, c, n: yes(s, c, n) if test(s, c, n) else no(s, c, n)
+    if isinstance(node, ast.Call):
+        fn = FUNCTIONS[node.func.id]  # type: ignore[attr-defined]
+        args = [closure(a) for a in node.args]
+        return lambda s, c, n: fn(*[a(s, c, n) for a in args])
+    if isinstance(node, ast.Tuple):
+        items = [closure(e) for e in node.elts]
+        return lambda s, c, n: tuple(i(s, c, n) for i in items)
+    raise TypeError(type(node).__name__)
+
+
+def closures_vs_code(spec: Any, seconds: float) -> tuple[float, float]:
+    """µs per evaluation of the ``all`` variant's expressions: closures, code object."""
+    from gymclient.goals import StepRules
+
+    rules = StepRules(spec, ["x", "x_dot", "theta", "theta_dot"], spec.lessons, lambda *a: a)
+    tree = ast.Tuple([rules._tree(k, t) for k, t in rules._entries], ast.Load())
+    interpreted = closure(tree)
+    compiled = rules._fn
+    config = {"theta0": 0.01}
+    assert interpreted(STATE, config, 50) == compiled(STATE, config, 50)
+    return (
+        best_us(lambda: interpreted(STATE, config, 50), seconds),
+        best_us(lambda: compiled(STATE, config, 50), seconds),
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=1.5, help="timing per path and variant")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (env paths)")
+    args = parser.parse_args()
+
+    from simserver.process import ServerProcess
+
+    folder = Path(tempfile.mkdtemp(prefix="simgym-bench-expr-"))
+    specs = {name: load(name, folder) for name in VARIANTS}
+    server = ServerProcess(
+        "_expr_sim.py:Pole",
+        workdir=Path(__file__).parent,
+        transport="unix",
+        args=["--max-sessions", "128"],  # 5 variants x 16 sub-envs open at once
+    )
+    server.start(timeout=60)
+    try:
+        rules = rules_only(specs, server.address, args.seconds)
+        single = env_steps(specs, server.address, args.seconds * 2, args.rounds)
+        vector = vector_steps(specs, server.address, args.seconds * 2, args.rounds)
+    finally:
+        server.cleanup()
+    tree_us, code_us = closures_vs_code(specs["all"], args.seconds)
+
+    base = "baseline"
+    print(f"{'variant':<11} {'rules only':>12} {'SimEnv':>22} {'SimVectorEnv x16':>26}")
+    units = f"{'µs/call':>12} {'µs/step (+µs, ratio)':>22} {'µs/sub-env (+µs, ratio)':>26}"
+    print(f"{'':<11} {units}")
+    for name in VARIANTS:
+        s, v = single[name], vector[name]
+        print(
+            f"{name:<11} {rules[name]:>12.2f} "
+            f"{s:>8.1f} ({s - single[base]:+5.1f}, {s / single[base]:.2f}x) "
+            f"{v:>10.2f} ({v - vector[base]:+5.2f}, {v / vector[base]:.2f}x)"
+        )
+    print(
+        f"\n'all' expressions, one evaluation: closures {tree_us:.2f} µs, "
+        f"code object {code_us:.2f} µs ({tree_us / code_us:.1f}x faster compiled)"
+    )
+
+
+if __name__ == "__main__":
+    main()
