@@ -543,12 +543,14 @@ class AgentServer:
         shown = "127.0.0.1" if host in ("0.0.0.0", "") else host
         self.url = f"http://[{shown}]:{port}" if ":" in shown else f"http://{shown}:{port}"
         threading.Thread(target=self._http.serve_forever, name="simgym-serve", daemon=True).start()
-        if not is_loopback(host) and self.options.token:
+        if not is_loopback(host):
             log.warning(
-                "the token travels in plain text over HTTP on %s:%d: put a TLS proxy in front "
-                "when the network path is not trusted",
+                "serving beyond loopback on %s:%d over plain HTTP: %s",
                 host,
                 port,
+                "the token travels in clear text (put a TLS proxy in front on an untrusted network)"
+                if self.options.token
+                else "no token (--insecure): anyone who reaches the port can query the agent",
             )
         return self.url
 
