@@ -79,15 +79,15 @@ class ActionSpec(BaseModel):
                 )
                 raise ValueError(f"{where} is {v!r}, not a number{hint}")
             if not math.isfinite(v):
-                raise ValueError(f"values: {v} is not a finite number")
+                raise ValueError(f"{v} is not a finite number (values are numbers the sim receives)")
         numbers = list(value.values()) if isinstance(value, Mapping) else list(value)
         seen: set[float] = set()
         for v in numbers:
             if float(v) in seen:
-                raise ValueError(f"values: {v} is given twice (each value once)")
+                raise ValueError(f"{v} is given twice (each value once)")
             seen.add(float(v))
         if len(numbers) > MAX_VALUES:
-            raise ValueError(f"values: {len(numbers)} values; at most {MAX_VALUES}")
+            raise ValueError(f"{len(numbers)} values; at most {MAX_VALUES}")
         return value
 
     @field_validator("max")

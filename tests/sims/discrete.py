@@ -64,3 +64,38 @@ class Furnace(Heater):
             "got_stage": float(stage),
             "got_mode": float(mode),
         }
+
+
+try:
+    import gymnasium as gym
+    import numpy as np
+except ImportError:  # pragma: no cover - gymnasium is a base dependency
+    gym = None
+
+if gym is not None:
+
+    class Switchboard(gym.Env):
+        """A Gymnasium env with a ``MultiDiscrete([3, 2], start=[1, 0])`` action space.
+
+        Its observation is the last action it received (so a test reads back what it got);
+        ``step`` indexes with each entry, which only integers can do.
+        """
+
+        LEVELS = (None, 10.0, 20.0, 30.0)
+
+        def __init__(self) -> None:
+            self.action_space = gym.spaces.MultiDiscrete([3, 2], start=[1, 0])
+            self.observation_space = gym.spaces.Box(-1.0, 40.0, (2,), np.float64)
+            self._got = np.array([-1.0, -1.0])
+
+        def reset(self, *, seed=None, options=None):
+            super().reset(seed=seed)
+            self._got = np.array([-1.0, -1.0])
+            return self._got.copy(), {}
+
+        def step(self, action):
+            level, flip = (int(a) for a in action)
+            assert action.dtype.kind == "i", action.dtype
+            reward = self.LEVELS[level] * (1 if flip else -1)
+            self._got = np.array([float(level), float(flip)])
+            return self._got.copy(), reward, False, False, {}
