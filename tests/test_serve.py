@@ -139,6 +139,31 @@ def test_v1_and_v2_answer_what_the_agent_and_simgym_predict_answer(served, agent
     assert served.call("POST", "/v1/prediction", state)[2] == json.loads(cli.stdout)
 
 
+def test_concurrent_clients_each_get_their_own_answer(served, agent_dir):
+    # Several connections at once (a thread each on the server): every reply must be the
+    # answer to its own request, not a neighbour's.
+    from concurrent.futures import ThreadPoolExecutor
+
+    agent = load_agent(agent_dir)
+    states = _states(80)
+
+    def client(chunk: list[dict[str, float]]) -> list[Any]:
+        conn = http.client.HTTPConnection(served.host, served.port, timeout=30)
+        answers = []
+        for state in chunk:
+            conn.request("POST", "/v2/clients/c/predict", body=json.dumps({"state": state}))
+            answers.append(json.loads(conn.getresponse().read()))
+        conn.close()
+        return answers
+
+    chunks = [states[i::4] for i in range(4)]
+    with ThreadPoolExecutor(4) as pool:
+        replies = list(pool.map(client, chunks))
+    for chunk, answers in zip(chunks, replies, strict=True):
+        for state, answer in zip(chunk, answers, strict=True):
+            assert answer["concepts"]["BalancePole"]["action"] == agent.act(state)
+
+
 def test_state_forms_bonsai_allowed(served, agent_dir):
     expected = load_agent(agent_dir).act({"x": -2.0, "t": 4.0})
     # Values without names, in the agent's state order; v2's template's [ {...} ] wrapper;
