@@ -16,9 +16,10 @@ Paths timed:
 
 * ``rules only``: ``Episodes.outcome`` on a fixed state (what the env adds per step, no
   transport), µs per call, best of rounds;
-* ``SimEnv``: env steps per second on the server (unix socket, packed socket), random
-  actions, the variants interleaved round by round, best round each; the difference to the
-  baseline in µs per step;
+* ``SimEnv``: µs per env step on the server (unix socket, packed socket), random actions,
+  the variants interleaved round by round, best round each, as wall time and as the env
+  process's CPU time (what the expressions add to it; wall time also carries the server and
+  the machine's other load); the difference to the baseline and the ratio;
 * ``SimVectorEnv x16``: the same per sub-env step;
 * ``closures vs code object``: the ``all`` variant's expressions evaluated by a tree of
   Python closures (an interpreter over the checked AST, built here) against the one code
@@ -114,56 +115,80 @@ def rules_only(specs: dict[str, Any], address: str, seconds: float) -> dict[str,
     return out
 
 
-def env_steps(specs: dict[str, Any], address: str, seconds: float, rounds: int) -> dict[str, float]:
-    """µs per SimEnv step, the variants interleaved round by round, best round each."""
+def _timed(step: Callable[[int], None], seconds: float, per: int) -> tuple[float, float]:
+    """(wall, this process's CPU) µs per unit of ``step(n)`` calls over ``seconds``."""
+    n, start, cpu = 0, time.perf_counter(), time.process_time()
+    while time.perf_counter() < start + seconds:
+        step(n)
+        n += 1
+    wall = (time.perf_counter() - start) / (n * per) * 1e6
+    return wall, (time.process_time() - cpu) / (n * per) * 1e6
+
+
+def interleaved(
+    runs: dict[str, Callable[[int], None]], seconds: float, rounds: int, per: int
+) -> dict[str, tuple[float, float]]:
+    """Each run's best (wall, CPU) µs per unit over ``rounds`` rounds taken in turn."""
+    best = {n: (math.inf, math.inf) for n in runs}
+    for _ in range(rounds):
+        for name, run in runs.items():
+            wall, cpu = _timed(run, seconds / rounds, per)
+            best[name] = (min(best[name][0], wall), min(best[name][1], cpu))
+    return best
+
+
+def env_steps(
+    specs: dict[str, Any], address: str, seconds: float, rounds: int
+) -> dict[str, tuple[float, float]]:
+    """(wall, client CPU) µs per SimEnv step; 100 steps per unit, resets included."""
     from gymclient import SimEnv
 
     envs = {n: SimEnv({"spec": s, "address": address}) for n, s in specs.items()}
     rng = np.random.default_rng(0)
     actions = [rng.uniform(-1, 1, 1).astype(np.float32) for _ in range(1000)]
-    best = dict.fromkeys(envs, math.inf)
+
+    def run(env: Any) -> Callable[[int], None]:
+        def hundred(n: int) -> None:
+            for k in range(100):
+                _, _, term, trunc, _ = env.step(actions[(n * 100 + k) % 1000])
+                if term or trunc:
+                    env.reset()
+
+        return hundred
+
     for env in envs.values():
         env.reset(seed=0)
-    for _ in range(rounds):
-        for name, env in envs.items():
-            n, start = 0, time.perf_counter()
-            deadline = start + seconds / rounds
-            while time.perf_counter() < deadline:
-                for k in range(200):
-                    _, _, term, trunc, _ = env.step(actions[(n + k) % 1000])
-                    if term or trunc:
-                        env.reset()
-                n += 200
-            best[name] = min(best[name], (time.perf_counter() - start) / n * 1e6)
-    for env in envs.values():
-        env.close()
-    return best
+    try:
+        return interleaved({n: run(e) for n, e in envs.items()}, seconds, rounds, 100)
+    finally:
+        for env in envs.values():
+            env.close()
 
 
 def vector_steps(
     specs: dict[str, Any], address: str, seconds: float, rounds: int, num: int = 16
-) -> dict[str, float]:
-    """µs per sub-env step of a SimVectorEnv of ``num`` sub-envs, interleaved, best round."""
+) -> dict[str, tuple[float, float]]:
+    """(wall, client CPU) µs per sub-env step of a ``num``-sub-env SimVectorEnv."""
     from gymclient.vector import SimVectorEnv
 
     envs = {n: SimVectorEnv(s, num, [address]) for n, s in specs.items()}
     rng = np.random.default_rng(0)
     actions = [rng.uniform(-1, 1, (num, 1)).astype(np.float32) for _ in range(100)]
-    best = dict.fromkeys(envs, math.inf)
+
+    def run(env: Any) -> Callable[[int], None]:
+        def ten(n: int) -> None:
+            for k in range(10):
+                env.step(actions[(n * 10 + k) % 100])
+
+        return ten
+
     for env in envs.values():
         env.reset(seed=0)
-    for _ in range(rounds):
-        for name, env in envs.items():
-            n, start = 0, time.perf_counter()
-            deadline = start + seconds / rounds
-            while time.perf_counter() < deadline:
-                for k in range(20):
-                    env.step(actions[(n + k) % 100])
-                n += 20
-            best[name] = min(best[name], (time.perf_counter() - start) / (n * num) * 1e6)
-    for env in envs.values():
-        env.close()
-    return best
+    try:
+        return interleaved({n: run(e) for n, e in envs.items()}, seconds, rounds, 10 * num)
+    finally:
+        for env in envs.values():
+            env.close()
 
 
 # ---------------------------------------------------------------- closures, for contrast
@@ -286,15 +311,21 @@ def main() -> None:
     tree_us, code_us = closures_vs_code(specs["all"], args.seconds)
 
     base = "baseline"
-    print(f"{'variant':<11} {'rules only':>12} {'SimEnv':>22} {'SimVectorEnv x16':>26}")
-    units = f"{'µs/call':>12} {'µs/step (+µs, ratio)':>22} {'µs/sub-env (+µs, ratio)':>26}"
-    print(f"{'':<11} {units}")
+
+    def cell(pair: tuple[float, float], ref: tuple[float, float], i: int) -> str:
+        return f"{pair[i]:7.1f} ({pair[i] - ref[i]:+5.1f}, {pair[i] / ref[i]:.2f}x)"
+
+    print("µs per step: value (difference to the baseline, ratio); best of interleaved rounds")
+    print(
+        f"{'variant':<11} {'rules only':>10} {'SimEnv wall':>22} {'SimEnv client CPU':>22} "
+        f"{'x16 wall/sub-env':>22} {'x16 CPU/sub-env':>22}"
+    )
     for name in VARIANTS:
         s, v = single[name], vector[name]
         print(
-            f"{name:<11} {rules[name]:>12.2f} "
-            f"{s:>8.1f} ({s - single[base]:+5.1f}, {s / single[base]:.2f}x) "
-            f"{v:>10.2f} ({v - vector[base]:+5.2f}, {v / vector[base]:.2f}x)"
+            f"{name:<11} {rules[name]:>10.2f} {cell(s, single[base], 0):>22} "
+            f"{cell(s, single[base], 1):>22} {cell(v, vector[base], 0):>22} "
+            f"{cell(v, vector[base], 1):>22}"
         )
     print(
         f"\n'all' expressions, one evaluation: closures {tree_us:.2f} µs, "
