@@ -110,7 +110,11 @@ def rules_only(specs: dict[str, Any], address: str, seconds: float) -> dict[str,
         env = SimEnv({"spec": spec, "address": address, "info_states": False})
         env.reset(seed=0)
         episodes = env._episodes
-        out[name] = best_us(lambda e=episodes: e.outcome(0, STATE, False, False, None, 50), seconds)
+
+        def outcome(e: Any = episodes) -> object:
+            return e.outcome(0, STATE, False, False, None, 50)
+
+        out[name] = best_us(outcome, seconds)
         env.close()
     return out
 
@@ -302,10 +306,11 @@ def main() -> None:
         args=["--max-sessions", "128"],  # 5 variants x 16 sub-envs open at once
     )
     server.start(timeout=60)
+    address = str(server.address)
     try:
-        rules = rules_only(specs, server.address, args.seconds)
-        single = env_steps(specs, server.address, args.seconds * 2, args.rounds)
-        vector = vector_steps(specs, server.address, args.seconds * 2, args.rounds)
+        rules = rules_only(specs, address, args.seconds)
+        single = env_steps(specs, address, args.seconds * 2, args.rounds)
+        vector = vector_steps(specs, address, args.seconds * 2, args.rounds)
     finally:
         server.cleanup()
     tree_us, code_us = closures_vs_code(specs["all"], args.seconds)

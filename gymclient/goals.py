@@ -142,15 +142,14 @@ def derived_names(spec: Any) -> dict[str, str]:
 
 
 def config_names(spec: Any, lessons: Any) -> list[str]:
-    """Config names an episode may carry: every lesson's (one or several lessons)."""
-    names: dict[str, None] = {}
-    for source in (getattr(spec, "lessons", None), lessons):
-        if isinstance(source, Mapping):
-            names.update(dict.fromkeys(str(k) for k in source))
-        elif isinstance(source, Sequence):
-            for stage in source:
-                names.update(dict.fromkeys(str(k) for k in getattr(stage, "config", {}) or {}))
-    return list(names)
+    """Config names an episode may carry: every lesson's, and the codec's (reference style)."""
+    names: set[str] = set()
+    lesson_names = getattr(spec, "lesson_names", None)
+    if callable(lesson_names):  # one lesson or several (gymclient.spec)
+        names.update(lesson_names())
+    if isinstance(lessons, Mapping):  # a reference spec's rl_lesson.yml
+        names.update(str(k) for k in lessons)
+    return sorted(names)
 
 
 def uses_rules(spec: Any) -> bool:
