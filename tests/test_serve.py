@@ -20,10 +20,12 @@ from typing import Any
 
 import numpy as np
 import pytest
+import yaml
 
 pytest.importorskip("ray.rllib", reason="building the agent needs the train extra (make)")
 pytest.importorskip("onnxruntime", reason="serving needs the infer extra (installed by make)")
 
+from gymclient.actions import ActionMap
 from gymclient.agent import load_agent
 from gymclient.spec import load_spec
 from launcher.serve import ServeError, ServeOptions
@@ -48,7 +50,8 @@ def export_untrained(out: Path, spec_path: Path) -> Path:
     module = RLModuleSpec(
         module_class=DefaultPPOTorchRLModule,
         observation_space=gym.spaces.Box(-1.0, 1.0, (len(spec.observations),), np.float32),
-        action_space=gym.spaces.Box(-1.0, 1.0, (len(spec.actions),), np.float32),
+        # What training builds: Box(-1, 1) for ranges, (Multi)Discrete for values.
+        action_space=ActionMap(spec.source, spec.actions, list(spec.actions)).space(),
         model_config={"fcnet_hiddens": [16, 16]},
     ).build()
     checkpoint = (out.parent / "module").resolve()
@@ -162,6 +165,35 @@ def test_concurrent_clients_each_get_their_own_answer(served, agent_dir):
     for chunk, answers in zip(chunks, replies, strict=True):
         for state, answer in zip(chunk, answers, strict=True):
             assert answer["concepts"]["BalancePole"]["action"] == agent.act(state)
+
+
+def test_discrete_actions_are_served_as_the_values_the_sim_takes(agent_dir, tmp_path):
+    # An on/off action with named values and an integer range (Inkling's number<off=0, on=1>
+    # and Number.Int8<0 .. 4>): replies carry the numbers the sim receives, as JSON ints.
+    env = yaml.safe_load((SIMS / "toy_spec.yaml").read_text())
+    env["sim"]["target"] = f"{SIMS / 'toy.py'}:Toy"
+    env["reward"] = f"{SIMS / 'reward.py'}:reward"
+    env["actions"] = {
+        "heat": {"values": {"off": 0, "on": 1}},
+        "stage": {"min": 0, "max": 4, "step": 1},
+    }
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(env))
+    discrete = export_untrained(tmp_path / "agent", tmp_path / "spec.yaml")
+    agent = load_agent(discrete)
+    server = Served(discrete, "--concept", "Heater")
+    try:
+        for state in _states(12):
+            expected = agent.act(state)
+            assert set(expected) == {"heat", "stage"}
+            v1 = server.call("POST", "/v1/prediction", state)[2]
+            v2 = server.call("POST", "/v2/clients/hvac/predict", {"state": state})[2]
+            assert v1 == expected == v2["concepts"]["Heater"]["action"]
+            assert v1["heat"] in (0, 1) and v1["stage"] in range(5)
+            assert all(
+                type(v) is int for v in (*v1.values(), *v2["concepts"]["Heater"]["action"].values())
+            )
+    finally:
+        server.stop()
 
 
 def test_state_forms_bonsai_allowed(served, agent_dir):
