@@ -85,6 +85,9 @@ class Report:
     nonfinite: int = 0
     sim_errors: list[str] = field(default_factory=list)
     observations: list[ObservationStats] = field(default_factory=list)
+    # The spec's goals: episodes that satisfied each, of `goal_episodes` that reported goals.
+    goals: dict[str, int] = field(default_factory=dict)
+    goal_episodes: int = 0
 
     @property
     def sound(self) -> bool:
@@ -413,6 +416,10 @@ def run_episodes(
             if term or trunc:
                 report.terminated += int(term)
                 report.truncated += int(trunc)
+                if "goals" in info:
+                    report.goal_episodes += 1
+                    for name, ok in info["goals"].items():
+                        report.goals[name] = report.goals.get(name, 0) + int(ok)
                 break
         if reward_failed:  # no episode statistics to speak of
             break

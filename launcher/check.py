@@ -243,6 +243,9 @@ def render(report: Report, console: Console) -> None:
         stats.add_row("truncated", f"{report.truncated / report.episodes:.0%}")
         if report.returns:
             stats.add_row("episode return mean", f"{sum(report.returns) / len(report.returns):.4g}")
+        for name, satisfied in report.goals.items():
+            share = satisfied / report.goal_episodes if report.goal_episodes else 0.0
+            stats.add_row(f"goal {name} satisfied", f"{share:.0%}")
         stats.add_row("non-finite states", str(report.nonfinite))
         stats.add_row("sim errors", str(len(report.sim_errors)))
         console.print(stats)

@@ -9,6 +9,9 @@ integration check on a spec with goals.
 from __future__ import annotations
 
 import math
+import re
+import subprocess
+import sys
 import textwrap
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -302,3 +305,26 @@ def test_simgym_check_runs_goal_specs(tmp_path, toy):
     assert report.episodes == 3 and all(c.ok for c in report.checks if not c.warning), [
         c for c in report.checks if not c.ok
     ]
+    assert report.goal_episodes == 3 and set(report.goals) == {"Out", "Near"}
+    assert all(0 <= n <= 3 for n in report.goals.values())
+
+
+def test_simgym_check_prints_goal_satisfaction(tmp_path):
+    """The command a user runs: the spec starts its own sim; goals get a row each."""
+    (tmp_path / "toy.py").write_text((SIMS / "toy.py").read_text())
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(
+        "sim: {target: toy.py:Toy}\n"
+        + textwrap.dedent(BASE)
+        + "max_episode_steps: 5\ngoals:\n  Stay: {avoid: 'abs(x)', above: 100}\n"
+    )
+    cli = [sys.executable, "-c", "from launcher.cli import main; main()"]
+    proc = subprocess.run(
+        [*cli, "check", str(spec), "--episodes", "2"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    # |x| <= 5 in 5 steps of |u| <= 1: never near 100, so every episode satisfies it.
+    assert re.search(r"goal Stay satisfied\s*│?\s*100%", proc.stdout), proc.stdout
