@@ -21,6 +21,14 @@ $(STAMP): pyproject.toml examples/cstr/native/_cstr_native.c examples/cstr/nativ
 	$(BIN)/python -m pip install --quiet ./examples/cstr/native || echo "WARNING: examples/cstr/native (the CSTR accelerator) did not build: the CSTR sample runs its pure-Python path (same results, slower)"
 	@touch $(STAMP)
 
+# The Node.js sim kit's packages (sdk/node, tests/test_node_sim.py), from its lock file. Node.js
+# and npm are required: without them this fails, loudly, rather than skip the kit's tests.
+NODE_STAMP := sdk/node/node_modules/.simgym-installed
+$(NODE_STAMP): sdk/node/package.json sdk/node/package-lock.json
+	@command -v npm >/dev/null 2>&1 || { echo "ERROR: npm not found: sdk/node (the Node.js sim kit) and its tests need Node.js >= 18 and npm (apt-get install nodejs npm)" >&2; exit 1; }
+	npm ci --prefix sdk/node --no-audit --no-fund
+	@touch $(NODE_STAMP)
+
 ## demo: the CSTR sample checked on loopback, then trained briefly (the PPO recipe, sidecar sims).
 DEMO_TIME ?= 3m
 demo: $(STAMP)
@@ -34,11 +42,11 @@ ci-setup:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openmpi-bin iproute2; }
 
 ## test: the default suite (what CI runs via .ci/run).
-test: $(STAMP)
+test: $(STAMP) $(NODE_STAMP)
 	$(BIN)/python -m pytest -m "not slow" -q
 
 ## test-slow: only the long tests (real training runs, multi-node, long soak, image locks).
-test-slow: $(STAMP)
+test-slow: $(STAMP) $(NODE_STAMP)
 	$(BIN)/python -m pytest -m slow -q
 
 ## test-all: every test: the default suite, then the long ones (what .ci/run runs).
@@ -53,7 +61,7 @@ proto: $(STAMP)
 	$(BIN)/python -m simserver.protogen
 
 ## bench: the bridge benchmark; dm-env-rpc (its peer baseline) is installed for it only.
-bench: $(STAMP)
+bench: $(STAMP) $(NODE_STAMP)
 	$(BIN)/python -m pip install --quiet dm-env-rpc
 	$(BIN)/python bench/bridge.py
 
