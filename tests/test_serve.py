@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import re
 import socket
 import subprocess
@@ -26,9 +27,9 @@ pytest.importorskip("ray.rllib", reason="building the agent needs the train extr
 pytest.importorskip("onnxruntime", reason="serving needs the infer extra (installed by make)")
 
 from gymclient.actions import ActionMap
-from gymclient.agent import load_agent
+from gymclient.agent import AgentError, load_agent
 from gymclient.spec import load_spec
-from launcher.serve import ServeError, ServeOptions
+from launcher.serve import AgentServer, ServeError, ServeOptions
 
 from .conftest import REPO, SIMS
 
@@ -68,13 +69,14 @@ def agent_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 class Served:
     """A ``simgym serve`` child process and plain HTTP/1.1 calls to it."""
 
-    def __init__(self, agent: Path, *args: str) -> None:
+    def __init__(self, agent: Path, *args: str, env: dict[str, str] | None = None) -> None:
         self.proc = subprocess.Popen(
             [*CLI, "serve", str(agent), "--port", "0", *args],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
             cwd=REPO,
+            env={**os.environ, **(env or {})},
         )
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()  # printed once it listens
@@ -180,19 +182,28 @@ def test_discrete_actions_are_served_as_the_values_the_sim_takes(agent_dir, tmp_
     (tmp_path / "spec.yaml").write_text(yaml.safe_dump(env))
     discrete = export_untrained(tmp_path / "agent", tmp_path / "spec.yaml")
     agent = load_agent(discrete)
-    server = Served(discrete, "--concept", "Heater")
+    # In process this time (a real socket all the same): AgentServer is simgym serve's body.
+    server = AgentServer(discrete, ServeOptions(port=0, concept="Heater"))
+    host, port = server.start().removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=30)
+
+    def call(path: str, body: Any) -> Any:
+        conn.request("POST", path, body=json.dumps(body))
+        reply = conn.getresponse()
+        assert reply.status == 200
+        return json.loads(reply.read())
+
     try:
         for state in _states(12):
             expected = agent.act(state)
             assert set(expected) == {"heat", "stage"}
-            v1 = server.call("POST", "/v1/prediction", state)[2]
-            v2 = server.call("POST", "/v2/clients/hvac/predict", {"state": state})[2]
-            assert v1 == expected == v2["concepts"]["Heater"]["action"]
+            v1 = call("/v1/prediction", state)
+            v2 = call("/v2/clients/hvac/predict", {"state": state})["concepts"]["Heater"]["action"]
+            assert v1 == expected == v2
             assert v1["heat"] in (0, 1) and v1["stage"] in range(5)
-            assert all(
-                type(v) is int for v in (*v1.values(), *v2["concepts"]["Heater"]["action"].values())
-            )
+            assert all(type(v) is int for v in (*v1.values(), *v2.values()))
     finally:
+        conn.close()
         server.stop()
 
 
@@ -255,23 +266,6 @@ def test_bad_requests_are_problem_details(served, method, path, body, status, de
     assert served.call("GET", "/v1/status")[0] == 200
 
 
-def test_token_is_required_when_given(agent_dir):
-    server = Served(agent_dir, "--token", "s3cret-token")
-    try:
-        status, _, reply = server.call("POST", "/v1/prediction", {"x": 1.0, "t": 2.0})
-        assert status == 401 and "no Authorization header" in reply["detail"]
-        wrong = {"Authorization": "guess"}
-        status, _, reply = server.call("GET", "/v1/status", headers=wrong)
-        assert status == 403 and "wrong token" in reply["detail"]
-        for value in ("s3cret-token", "Bearer s3cret-token"):
-            ok = server.call(
-                "POST", "/v1/prediction", {"x": 1.0, "t": 2.0}, {"Authorization": value}
-            )
-            assert ok[0] == 200 and set(ok[2]) == {"u"}
-    finally:
-        server.stop()
-
-
 def _raw(host: str, port: int, request: bytes) -> bytes:
     with socket.create_connection((host, port), timeout=10) as sock:
         sock.sendall(request)
@@ -281,32 +275,52 @@ def _raw(host: str, port: int, request: bytes) -> bytes:
     return b"".join(chunks)
 
 
-def test_limits_body_size_chunked_and_connections(agent_dir):
-    server = Served(agent_dir, "--max-body-kb", "1", "--max-connections", "2")
+def test_token_body_size_chunked_and_connection_limits(agent_dir):
+    # The token from the environment (kept out of `ps`), every path behind it.
+    server = Served(
+        agent_dir, "--max-body-kb", "1", "--max-connections", "2",
+        env={"SIMGYM_SERVE_TOKEN": "s3cret-token"},
+    )  # fmt: skip
+    auth = {"Authorization": "s3cret-token"}
     try:
+        status, _, reply = server.call("POST", "/v1/prediction", {"x": 1.0, "t": 2.0})
+        assert status == 401 and "no Authorization header" in reply["detail"]
+        status, _, reply = server.call("GET", "/v1/status", headers={"Authorization": "guess"})
+        assert status == 403 and "wrong token" in reply["detail"]
+        for value in ("s3cret-token", "Bearer s3cret-token"):
+            ok = server.call(
+                "POST", "/v1/prediction", {"x": 1.0, "t": 2.0}, {"Authorization": value}
+            )
+            assert ok[0] == 200 and set(ok[2]) == {"u"}
+
         big = {"x": 1.0, "t": 2.0, "pad": "p" * 4096}
-        status, _, reply = server.call("POST", "/v1/prediction", big)
+        status, _, reply = server.call("POST", "/v1/prediction", big, auth)
         assert status == 413 and "at most 1,024" in reply["detail"]
         chunked = _raw(
             server.host,
             server.port,
-            b"POST /v1/prediction HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
-            b"2\r\n{}\r\n0\r\n\r\n",
+            b"POST /v1/prediction HTTP/1.1\r\nHost: x\r\nAuthorization: s3cret-token\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n",
         )
         assert chunked.startswith(b"HTTP/1.1 411 ")
+
         # Two idle keep-alive connections hold both slots: the third is refused at once.
+        server.conn.close()
         first = http.client.HTTPConnection(server.host, server.port, timeout=10)
         second = http.client.HTTPConnection(server.host, server.port, timeout=10)
         for conn in (first, second):
-            conn.request("GET", "/v1/status")
+            conn.request("GET", "/v1/status", headers=auth)
             assert conn.getresponse().read()
-        refused = _raw(server.host, server.port, b"GET /v1/status HTTP/1.1\r\nHost: x\r\n\r\n")
+        status_request = b"GET /v1/status HTTP/1.1\r\nHost: x\r\nAuthorization: s3cret-token\r\n"
+        refused = _raw(server.host, server.port, status_request + b"\r\n")
         assert refused.startswith(b"HTTP/1.1 503 ") and b"connection limit" in refused
         first.close()
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:  # the slot frees when the server sees the close
-            if _raw(server.host, server.port, b"GET /v1/status HTTP/1.1\r\nHost: x\r\n"
-                    b"Connection: close\r\n\r\n").startswith(b"HTTP/1.1 200 "):  # fmt: skip
+            reply_bytes = _raw(
+                server.host, server.port, status_request + b"Connection: close\r\n\r\n"
+            )
+            if reply_bytes.startswith(b"HTTP/1.1 200 "):
                 break
             time.sleep(0.05)
         else:
@@ -317,10 +331,9 @@ def test_limits_body_size_chunked_and_connections(agent_dir):
 
 
 def test_cli_errors_are_one_line(agent_dir, tmp_path):
-    cases = [
-        ([str(tmp_path)], "not an agent folder"),
-        ([str(agent_dir), "--host", "0.0.0.0"], "--host 0.0.0.0 lets anyone"),
-    ]
+    with pytest.raises(AgentError, match="not an agent folder"):
+        AgentServer(tmp_path)
+    cases = [([str(agent_dir), "--host", "0.0.0.0"], "--host 0.0.0.0 lets anyone")]
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
