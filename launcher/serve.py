@@ -19,12 +19,15 @@ dotted names (``{"a": {"b": 1}}`` is state ``a.b``). Errors are ``ProblemDetails
 (``type``, ``title``, ``status``, ``detail``, and ``errors``: {state: [problem]} for a bad
 state), never a traceback.
 
-Why the standard library's ``ThreadingHTTPServer``: one action costs tens of microseconds, so
-the server's own cost per request decides the latency, and an exported agent must run where
-only ``onnxruntime`` is installed (the ``infer`` extra). ``http.server`` adds no dependency
-and is what ``simserver.bonsai`` already runs for the Bonsai simulator API (same patterns
-here: a thread per keep-alive connection, a bounded connection count, one write per reply,
-``TCP_NODELAY``, a lingering close after a refused body). ``Agent.act`` is thread-safe
+Why the standard library's ``ThreadingHTTPServer``: an exported agent must serve where only
+simgym's core and the ``infer`` extra (onnxruntime) are installed. FastAPI/uvicorn, aiohttp
+and Flask are in this venv only because the ``train`` extra (Ray, MLflow) pulls them in;
+depending on them would put a web stack into every inference install for a handful of JSON
+routes. ``http.server`` adds no dependency and is what ``simserver.bonsai`` already runs for
+the Bonsai simulator API (same patterns here: a thread per keep-alive connection, a bounded
+connection count, one write per reply, ``TCP_NODELAY``, a lingering close after a refused
+body). Its cost, ~0.2-0.3 ms per request on loopback against ~25 µs for the action, is
+measured by ``bench/serve.py`` (docs/performance.md). ``Agent.act`` is thread-safe
 (onnxruntime sessions are), so connections predict in parallel where onnxruntime releases
 the GIL. Safe by default: loopback only; any other host needs ``token`` (the
 ``Authorization`` header, bare or ``Bearer``) or an explicit ``insecure``.
@@ -166,7 +169,11 @@ class ServeOptions:
 
 
 def is_loopback(host: str) -> bool:
-    """True for 127.0.0.0/8, ::1 and ``localhost``."""
+    """True for 127.0.0.0/8, ::1 and ``localhost``.
+
+    The rule of ``simserver.server.is_loopback``, not imported from there: serving an agent
+    loads none of the sim server's modules.
+    """
     if host in ("localhost", "ip6-localhost"):
         return True
     try:
