@@ -592,9 +592,9 @@ def problems(exc: ValidationError, fields_at: Any = None) -> list[tuple[str, str
     out: list[tuple[str, str]] = []
     for err in errors:
         loc = tuple(err["loc"])
-        if err["type"] == "missing" and loc[:-1] in typo_parents:
-            continue
         msg = str(err["msg"]).removeprefix("Value error, ")
+        if msg == "Field required" and loc[:-1] in typo_parents:
+            continue
         key = _key(loc)
         if err["type"] == "extra_forbidden":
             msg = _unknown_key(loc, fields_at)

@@ -23,7 +23,9 @@ from rich.table import Table
 from gymclient.conformance import Check, Report, check_integration
 from gymclient.errors import SimgymError
 from gymclient.spec import EnvSpec
+from launcher import ranges
 from launcher.bonsai_sims import BonsaiPlan
+from launcher.ranges import Estimate
 from launcher.sidecars import QUIET_RECORD, SidecarPool, SidecarStartError, log_error_line
 from launcher.sims import spec_launch, start_sims
 from launcher.trainspec import Launch
@@ -133,8 +135,13 @@ def run_check(
     episodes: int = 10,
     seed: int = 0,
     transport: str = "unix",
+    ranges_out: dict[str, Estimate] | None = None,
 ) -> Report:
     """Check against ``address``, the spec's address, or a server started for the check.
+
+    Observations without ``min``/``max`` get ranges estimated from ``episodes`` seeded
+    episodes first (``launcher.ranges``, as ``simgym train`` does); the check runs with them,
+    and ``ranges_out`` receives them.
 
     Raises:
         SimgymError: The server cannot be started or reached, or ``transport`` is unknown.
@@ -143,6 +150,7 @@ def run_check(
         raise SimgymError(f"--transport {transport!r}: use one of {', '.join(TRANSPORTS)}")
     address = address or next(iter(spec.sim.address_list()), None)
     if address:
+        spec = _estimated(spec, address, episodes, seed, ranges_out)
         return check_integration(spec, address, episodes=episodes, seed=seed)
     # No restarts: a sim that dies during the check is a finding, not something to hide.
     # Bonsai sims: a copy for the session the protocol checks keep open, and one more.
@@ -159,6 +167,7 @@ def run_check(
             spec = launch.connect_spec(spec)
         watch = ServerWatch(pool)
         try:
+            spec = _estimated(spec, pool.addresses[0], episodes, seed, ranges_out)
             report = check_integration(
                 spec, pool.addresses[0], episodes=episodes, seed=seed, watch=watch
             )
@@ -184,6 +193,20 @@ def run_check(
     finally:
         if not keep_log:
             shutil.rmtree(log_dir, ignore_errors=True)
+
+
+def _estimated(
+    spec: EnvSpec,
+    address: str,
+    episodes: int,
+    seed: int,
+    out: dict[str, Estimate] | None,
+) -> EnvSpec:
+    """``spec`` with its unranged observations' ranges estimated at ``address``."""
+    found = ranges.estimate(spec, address, episodes=episodes, seed=seed)
+    if out is not None:
+        out.update(found)
+    return ranges.with_ranges(spec, {n: e.as_dict() for n, e in found.items()})
 
 
 def _start_failure(launch: Launch | BonsaiPlan, exc: SidecarStartError) -> tuple[SimgymError, bool]:

@@ -52,21 +52,53 @@ def check(
     transport: Annotated[
         str, typer.Option(help="unix or tcp, for a server started by the check.")
     ] = "unix",
+    write_ranges: Annotated[
+        bool,
+        typer.Option(
+            "--write-ranges",
+            help="Write the ranges estimated for observations without min/max into the spec.",
+        ),
+    ] = False,
 ) -> None:
     """Loopback conformance check and statistics; exit 0 only when the integration is sound."""
     from gymclient.spec import load_spec
+    from launcher import ranges
     from launcher.check import render, run_check
 
+    loaded = load_spec(spec)
+    if write_ranges and not spec.is_file():
+        _fail(f"--write-ranges: {spec} is not a spec file (a reference-style folder has none)")
+    estimates: dict[str, ranges.Estimate] = {}
     report = run_check(
-        load_spec(spec), address=address, episodes=episodes, seed=seed, transport=transport
+        loaded,
+        address=address,
+        episodes=episodes,
+        seed=seed,
+        transport=transport,
+        ranges_out=estimates,
     )
     render(report, console)
+    if estimates:
+        console.print(ranges.describe(estimates, episodes))
+        if write_ranges:
+            ranges.write_ranges(spec, {n: e.as_dict() for n, e in estimates.items()})
+            console.print(f"wrote min/max of {', '.join(estimates)} into {spec}")
+        else:
+            console.print("(simgym check --write-ranges writes them into the spec)")
+    elif write_ranges:
+        console.print(f"every observation of {spec} has min/max: nothing to write")
     raise typer.Exit(0 if report.sound else 1)
 
 
 @app.command()
 def train(
-    spec: Annotated[Path, typer.Argument(help="Training spec YAML (see docs/training.md).")],
+    spec: Annotated[
+        Path,
+        typer.Argument(
+            help="Training spec YAML, or an env spec (trained with the defaults of "
+            "docs/training.md)."
+        ),
+    ],
     resume: Annotated[
         Path | None, typer.Option(help="Continue this run folder from its last checkpoint.")
     ] = None,
@@ -101,6 +133,7 @@ def train(
                 on_progress=view.update,
                 on_start=view.started,
                 max_time=seconds,
+                quiet_third_party=True,
             )
     except SimgymError as exc:
         # 1: training failed (error.txt says why); 2: the spec or the setup is wrong.

@@ -200,13 +200,22 @@ def _episodes(
 
 
 def _lessons(lesson: Any, where: str, source: str, spec: EnvSpec | None) -> dict[str, Lesson]:
-    """A ``lesson:`` entry's lessons: the env spec's (``spec``) or a lessons mapping."""
-    if lesson == "spec":
+    """A ``lesson:`` entry's lessons: the env spec's or a lessons mapping.
+
+    ``spec``: the env spec's last lesson (several lessons: the one training ends on);
+    ``spec:NAME`` or ``spec:N`` (1-based): that lesson of the env spec.
+    """
+    if isinstance(lesson, str) and (lesson == "spec" or lesson.startswith("spec:")):
         if spec is None or spec.is_reference:
             raise SpecError(source, where, "'spec' needs a declarative env spec's lessons")
-        return spec.lesson_config(spec.lesson_index(None))  # the last lesson
+        ref = lesson.partition(":")[2].strip() or None
+        try:
+            index = spec.lesson_index(ref)
+        except SpecError as exc:
+            raise SpecError(source, where, exc.problem) from None
+        return spec.lesson_config(index)
     if not isinstance(lesson, dict):
-        raise SpecError(source, where, "expected 'spec' or a lessons mapping")
+        raise SpecError(source, where, "expected 'spec', 'spec:<lesson>' or a lessons mapping")
     try:
         return {
             k: Lesson.model_validate(v if isinstance(v, dict) else {"values": [v]})
@@ -734,9 +743,17 @@ class EvaluationReport:
 
 
 def _load_spec(run_dir: Path | None, spec_path: Path | None) -> EnvSpec:
-    """The env spec: ``--spec``'s, else the run folder's."""
+    """The env spec: ``--spec``'s, else the run folder's.
+
+    Observations ``--spec`` leaves without a range take the run's estimate (``ranges.yaml``):
+    the agent must see them scaled as in training.
+    """
     if spec_path is not None:
-        return load_spec(spec_path)
+        spec = load_spec(spec_path)
+        from launcher import ranges
+
+        saved = ranges.load(run_dir) if run_dir is not None else None
+        return ranges.with_ranges(spec, saved) if saved else spec
     if run_dir is None:
         raise EvaluationError("give a run folder, or --spec to evaluate baselines only")
     from launcher.export import load_run_spec

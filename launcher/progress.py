@@ -13,7 +13,7 @@ from rich.live import Live
 from rich.table import Table
 
 from launcher.runfolder import RunState
-from launcher.train import RAISED, Progress
+from launcher.train import NOTICE, RAISED, Progress
 
 
 def _fmt(value: float | None, spec: str = ".4g") -> str:
@@ -34,16 +34,20 @@ def _clock(seconds: float | None) -> str:
 
 
 class _ConsoleLogHandler(logging.Handler):
-    """Prints simgym's warnings above the live table (through the same console)."""
+    """Prints simgym's warnings and notices above the live table (through the same console)."""
 
     def __init__(self, console: Console) -> None:
-        super().__init__(logging.WARNING)
+        super().__init__(logging.INFO)
         self.console = console
 
     def emit(self, record: logging.LogRecord) -> None:
         # Sidecar events reach the terminal as the view's own event lines (see update()),
         # and the failure train() raises as the CLI's one error line on stderr.
         if record.name.startswith("simgym.sidecars") or getattr(record, RAISED, False):
+            return
+        if record.levelno < logging.WARNING:
+            if getattr(record, NOTICE, False):  # what simgym chose for the user: one line
+                self.console.print(record.getMessage())
             return
         try:
             self.console.print(f"[yellow]{record.levelname.lower()}[/]: {record.getMessage()}")

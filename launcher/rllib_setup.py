@@ -60,7 +60,7 @@ def make_env(ctx: Any) -> Any:
     # sub-env costs training throughput (more live objects for the garbage collector; see
     # docs/performance.md, issue 13): training reads only the episode-end entries.
     if num_envs is not None:
-        return SimVectorEnv(
+        env = SimVectorEnv(
             cfg["spec"],
             int(num_envs),
             cfg.get("addresses"),
@@ -68,6 +68,11 @@ def make_env(ctx: Any) -> Any:
             num_workers=workers,
             info_states=False,
         )
+        # Several lessons: a (re)started runner begins with the run's lesson (resume), and
+        # the trainer moves it on (launcher.curriculum).
+        if cfg.get("lesson"):
+            env.set_lesson(int(cfg["lesson"]))
+        return env
     return SimEnv({**cfg, "worker_index": worker, "num_workers": workers, "info_states": False})
 
 
@@ -113,9 +118,15 @@ def _record_sim_error(path: str | None, message: str) -> None:
         pass
 
 
-def callbacks_class(log_states: list[str]) -> type:
-    """Callbacks that log the spec's ``log_states`` and the bridge's health per episode."""
+def callbacks_class(log_states: list[str], lessons: bool = False) -> type:
+    """Callbacks that log the spec's ``log_states`` and the bridge's health per episode.
+
+    ``lessons``: the spec has several lessons; the env runners note each episode's lesson
+    and return, and the trainer decides when to move on (``launcher.curriculum``).
+    """
     from ray.rllib.callbacks.callbacks import RLlibCallback
+
+    from launcher import curriculum
 
     class SimgymCallbacks(RLlibCallback):  # type: ignore[misc]
         """Per-episode state means, sim errors and sim step latency as RLlib metrics."""
@@ -129,6 +140,14 @@ def callbacks_class(log_states: list[str]) -> type:
             **kwargs: Any,
         ) -> None:
             """Log the episode's mean and final value of each log state, and its sim error."""
+            if lessons:
+                curriculum.record_episode(
+                    env_runner,
+                    kwargs.get("env"),
+                    kwargs.get("env_index"),
+                    episode,
+                    kwargs.get("prev_episode_chunks"),
+                )
             if metrics_logger is None:
                 return
             infos = episode.get_infos()
@@ -173,6 +192,11 @@ def callbacks_class(log_states: list[str]) -> type:
                     reduce="mean",
                 )
 
+        def on_train_result(self, *, algorithm: Any, result: dict[str, Any], **kwargs: Any) -> None:
+            """Several lessons: move on when the lesson's advance rule holds (the trainer)."""
+            if lessons:
+                curriculum.on_train_result(algorithm, result)
+
     return SimgymCallbacks
 
 
@@ -191,16 +215,17 @@ SIMGYM_SETTINGS = (
 
 
 def env_config(
-    env_spec: EnvSpec, addresses: list[str], sim_error_log: str | None = None
+    env_spec: EnvSpec, addresses: list[str], sim_error_log: str | None = None, lesson: int = 0
 ) -> dict[str, Any]:
     """What every env runner's ``make_env`` and callbacks receive.
 
     ``sim_error_log``: a file the env runners append failed sim calls to (``error.txt``
-    quotes its last line); None to keep them in the metrics only.
+    quotes its last line); None to keep them in the metrics only. ``lesson``: the lesson
+    (0-based) the env runners start with, and the trainer's curriculum too (a resumed run's).
     """
     # Training must go on when one sim call fails: the episode ends as truncated.
     spec = env_spec.model_copy(update={"on_error": "truncate"})
-    config: dict[str, Any] = {"spec": spec, "addresses": addresses}
+    config: dict[str, Any] = {"spec": spec, "addresses": addresses, "lesson": lesson}
     if sim_error_log:
         config["sim_error_log"] = sim_error_log
     return config
@@ -248,7 +273,7 @@ def build_config(
             custom_resources_per_env_runner=custom_resources or {},
         )
         .fault_tolerance(restart_failed_env_runners=True, restart_failed_sub_environments=True)
-        .callbacks(callbacks_class(list(env_spec.log_states)))
+        .callbacks(callbacks_class(list(env_spec.log_states), isinstance(env_spec.lessons, list)))
         .debugging(seed=spec.seed)
     )
     training = {**ALGO_DEFAULTS[spec.algorithm], **spec.config}

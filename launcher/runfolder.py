@@ -35,6 +35,7 @@ class RunState:
     checkpoints: list[str] = field(default_factory=list)
     finished: bool = False
     stop_reason: str = ""
+    lesson: int = 1  # the current lesson's number (1-based; several lessons: launcher.curriculum)
 
     def save(self, run_dir: Path) -> None:
         """Write ``run.json`` atomically."""
@@ -66,6 +67,7 @@ class Counters:
     iteration: int
     env_steps: int
     episodes: int
+    lesson: int = 1  # the lesson (1-based) training was on: a resume goes on with it
 
     FILE = "simgym.json"
 
@@ -80,7 +82,12 @@ class Counters:
             data = json.loads((checkpoint / cls.FILE).read_text())
         except (OSError, ValueError):
             return None
-        return cls(int(data["iteration"]), int(data["env_steps"]), int(data["episodes"]))
+        return cls(
+            int(data["iteration"]),
+            int(data["env_steps"]),
+            int(data["episodes"]),
+            int(data.get("lesson", 1)),
+        )
 
 
 def new_run_dir(spec: TrainSpec) -> Path:
@@ -107,7 +114,7 @@ def save_checkpoint(algo: Any, run_dir: Path, state: RunState, keep: int) -> str
     path = run_dir / "checkpoints" / f"iter_{state.iteration:06d}"
     path.parent.mkdir(exist_ok=True)
     algo.save_to_path(str(path.resolve()))  # RLlib needs an absolute path
-    Counters(state.iteration, state.env_steps, state.episodes).save(path)
+    Counters(state.iteration, state.env_steps, state.episodes, state.lesson).save(path)
     state.checkpoints.append(str(path))
     while len(state.checkpoints) > keep:
         shutil.rmtree(state.checkpoints.pop(0), ignore_errors=True)

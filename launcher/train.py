@@ -15,6 +15,7 @@ failing on most steps: ``launcher.watchdog``) also leaves a final checkpoint, an
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -31,7 +32,9 @@ from gymclient.connection import Connection
 from gymclient.env import connect_options
 from gymclient.errors import SimgymError, SpecError
 from gymclient.spec import EnvSpec
+from launcher import ranges
 from launcher.bonsai_sims import NODE_TOKEN_VAR, BonsaiPlan, with_token
+from launcher.curriculum import RESULT_EVENT, RESULT_LESSON
 from launcher.failure import (
     SIM_ERROR_LOG,
     SetupError,
@@ -43,6 +46,7 @@ from launcher.failure import (
     write_error,
 )
 from launcher.placement import SLOT
+from launcher.quiet import ThirdPartyOutput
 from launcher.rllib_setup import (
     build_config,
     effective_settings,
@@ -72,7 +76,13 @@ log = logging.getLogger("simgym.train")
 # Set on a log record whose message the caller also gets as the raised error: handlers
 # that show the user the error (the CLI's terminal view) skip it.
 RAISED = "simgym_raised"
-_SETUP_STAGES = ("starting the sim servers", "checking the sims (preflight)")
+# Set on an INFO record the terminal shows too (a notice: what simgym chose for the user).
+NOTICE = "simgym_notice"
+_SETUP_STAGES = (
+    "starting the sim servers",
+    "checking the sims (preflight)",
+    "estimating observation ranges",
+)
 
 
 @dataclass
@@ -253,6 +263,42 @@ class _Run:
         # Offsets from RLlib's lifetime counters to ours: zero unless a checkpoint did not
         # bring RLlib's counters back (RLlib restores them with its metrics logger).
         self.offsets = (0, 0)
+        self.lesson_index = 0  # several lessons: the one the env runners start with
+
+    def notice(self, message: str) -> None:
+        """Tell the user (terminal and ``train.log``) what simgym chose for them."""
+        log.info("%s", message, extra={NOTICE: True})
+
+    def fill_ranges(self, addresses: list[str], resumed: bool) -> bool:
+        """Observations without min/max: estimated (a new run) or read back (a resumed one).
+
+        Returns True when the env spec changed (``spec.resolved.yaml`` must show it).
+
+        Raises:
+            SimgymError: The estimate failed (the sim, or an observation never finite).
+        """
+        missing = ranges.unranged(self.env_spec)
+        if not missing:
+            return False
+        saved = ranges.load(self.dir) if resumed else None
+        if saved is not None and set(missing) <= set(saved):
+            self.env_spec = ranges.with_ranges(self.env_spec, saved)
+            self.notice(f"observations without min/max: ranges from {ranges.RANGES_FILE}")
+            return True
+        self.stage = "estimating observation ranges"
+        seed = self.spec.seed or 0
+        found = ranges.estimate(self.env_spec, addresses[0], episodes=10, seed=seed)
+        ranges.save(self.dir, found, 10, seed)
+        self.env_spec = ranges.with_ranges(
+            self.env_spec, {n: e.as_dict() for n, e in found.items()}
+        )
+        self.notice(ranges.describe(found, 10) + f" (written to {ranges.RANGES_FILE})")
+        return True
+
+    def resumed_lesson(self) -> int:
+        """The lesson (0-based) of the checkpoint a resume starts from."""
+        saved = Counters.load(Path(self.state.checkpoints[-1]))
+        return (saved.lesson if saved is not None else self.state.lesson) - 1
 
     def start_sims(self, launch: SimPlan | None, node_sims: list[str] | None) -> list[str]:
         """Sidecars we supervise, or the servers the user (or ``simgym node``) runs; checked."""
@@ -272,7 +318,9 @@ class _Run:
         """Ray, and the algorithm stepping ``addresses``."""
         self.stage = "starting Ray and building the algorithm"
         error_log = str(self.dir / SIM_ERROR_LOG)
-        config.environment(env_config=env_config(self.env_spec, addresses, error_log))
+        config.environment(
+            env_config=env_config(self.env_spec, addresses, error_log, self.lesson_index)
+        )
         init_ray(self.spec, ray_address)
         self.algo = config.build_algo()
 
@@ -289,8 +337,8 @@ class _Run:
             )
             log.warning("%s has no %s: counters from %s", checkpoint.name, Counters.FILE, source)
         lost = state.iteration - saved.iteration
-        state.iteration, state.env_steps, state.episodes = (
-            saved.iteration, saved.env_steps, saved.episodes,
+        state.iteration, state.env_steps, state.episodes, state.lesson = (
+            saved.iteration, saved.env_steps, saved.episodes, saved.lesson,
         )  # fmt: skip
         self.offsets = (saved.env_steps - restored_steps, saved.episodes - restored_episodes)
         log.info(
@@ -363,16 +411,23 @@ class _Run:
             episodes = int(metrics["episodes_total"]) + self.offsets[1]
             state.episodes = max(state.episodes, episodes)
         metrics["env_steps_total"], metrics["episodes_total"] = state.env_steps, state.episodes
+        events: list[str] = []
+        if RESULT_LESSON in result:  # several lessons (launcher.curriculum)
+            state.lesson = metrics["lesson"] = int(result[RESULT_LESSON])
+            for key in ("simgym_lesson_reward_mean", "simgym_lesson_success_rate"):
+                if key in result:
+                    metrics[key.removeprefix("simgym_")] = float(result[key])
+            if result.get(RESULT_EVENT):  # train.log has it (launcher.curriculum logs it)
+                events.append(str(result[RESULT_EVENT]))
         self.sim_errors += int(metrics.get("sim_errors", 0))
         now = time.monotonic()
         elapsed, training = now - clock[0], now - clock[1]
         metrics["env_steps_per_s"] = result.get(
             "num_env_steps_sampled_lifetime_throughput", 0.0
         ) or ((state.env_steps - start_steps) / training if training > 0 else 0.0)
-        events: list[str] = []
         if pool is not None:
             metrics["sim_restarts"] = pool.total_restarts
-            events = [e.detail for e in pool.events[seen_events:]]
+            events += [e.detail for e in pool.events[seen_events:]]
         self.tracker.log(state.iteration, metrics)
         state.save(self.dir)
         self.check_sims()
@@ -475,6 +530,7 @@ def train(
     max_time: float | None = None,
     node_sims: list[str] | None = None,
     overrides: dict[str, Any] | None = None,
+    quiet_third_party: bool = False,
 ) -> tuple[Path, RunState]:
     """Run a training spec to a stop condition; returns the run folder and its final state.
 
@@ -483,7 +539,9 @@ def train(
     sidecars started by ``simgym node`` (these are the driver's node's, for the preflight);
     each env runner takes its own node's addresses from its environment and needs
     ``sim_slot`` resources. ``overrides``: top-level spec keys
-    replaced (e.g. ``output``, ``experiment``).
+    replaced (e.g. ``output``, ``experiment``). ``quiet_third_party``: Ray's, RLlib's,
+    MLflow's and the Azure SDK's stderr lines go to ``train.log`` only (``launcher.quiet``;
+    the CLI's terminal view).
 
     Raises:
         SpecError: The spec or its RLlib ``config`` is wrong (nothing started, no run folder).
@@ -507,8 +565,23 @@ def train(
     state.save(run_dir)
     run = _Run(spec, env_spec, run_dir, state)
     log.info("%s %s (spec %s)", "resuming" if resume else "starting", run_dir, spec_path)
+    if spec.implied:
+        run.notice(
+            f"{spec_path} is an env spec: training with the defaults of docs/training.md "
+            f"({spec.algorithm}, {spec.resources.env_runners} env runner x "
+            f"{spec.resources.envs_per_runner} envs, stop.max_time "
+            f"{spec.stop.max_time:.0f} s, experiment {spec.experiment!r}; all of them in "
+            "spec.resolved.yaml)"
+        )
+    quiet = ThirdPartyOutput() if quiet_third_party else contextlib.nullcontext()
+    quiet.__enter__()
     try:
         addresses = run.start_sims(launch, node_sims)
+        if run.fill_ranges(addresses, resume is not None):
+            resolved["env"] = run.env_spec.model_dump()
+            (run_dir / "spec.resolved.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
+        if resume is not None:
+            run.lesson_index = run.resumed_lesson()
         if on_start:
             on_start(run_dir, addresses)
         run.build_algo(config, addresses, ray_address)
@@ -544,3 +617,4 @@ def train(
         raise run.failure(exc) from None
     finally:
         run.close()
+        quiet.__exit__(None, None, None)

@@ -9,11 +9,20 @@ from __future__ import annotations
 
 import os
 import re
+import typing
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from gymclient.errors import SpecError
 from gymclient.spec import (
@@ -162,11 +171,19 @@ class TrainSpec(_Model):
     checkpoint: Checkpointing = Field(default_factory=Checkpointing)
     seed: int | None = 0
     output: str = "runs"
+    # Default: the env spec's `name` (load_train_spec), else "simgym"; names the run folder.
     experiment: str = "simgym"
     tracking_uri: str | None = None
     aml: dict[str, Any] | None = None  # Azure ML submission settings (launcher.aml validates)
     base_dir: str = "."
     source: str = "<train spec>"
+    # True when the file given was an env spec and this is the training spec it implies.
+    _implied: bool = PrivateAttr(default=False)
+
+    @property
+    def implied(self) -> bool:
+        """True when ``simgym train`` was given an env spec (``ENV_SPEC_DEFAULTS`` apply)."""
+        return self._implied
 
     @field_validator("algorithm", mode="before")
     @classmethod
@@ -220,33 +237,93 @@ class TrainSpec(_Model):
         return launch
 
 
+#: The training spec an env spec given to ``simgym train`` implies (docs/training.md,
+#: "Training an env spec directly"): PPO (what learns on a small machine, as the CSTR
+#: recipe found), one env runner stepping 8 sims, 10 minutes; every other key its default.
+ENV_SPEC_DEFAULTS: dict[str, Any] = {
+    "algorithm": "PPO",
+    "resources": {"env_runners": 1, "envs_per_runner": 8},
+    "stop": {"max_time": "10m"},
+}
+# Keys only an env spec has: a file with one of them (and no `env`) is an env spec.
+_ENV_SPEC_KEYS = ("observations", "actions", "rl_sim_spec", "reward", "lessons", "goals")
+
+
+def is_env_spec(data: Any) -> bool:
+    """True for a mapping that is an env spec rather than a training spec."""
+    return isinstance(data, dict) and "env" not in data and any(k in data for k in _ENV_SPEC_KEYS)
+
+
+def experiment_name(name: str) -> str:
+    """An env spec's ``name`` as an MLflow experiment and run-folder prefix ("" if none)."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", name.strip()).strip("-.")
+
+
+def _default_experiment(env_path: Path) -> str | None:
+    """The env spec's name, if it loads and has one (its problems are reported later)."""
+    try:
+        return experiment_name(load_spec(env_path).name) or None
+    except SpecError:
+        return None
+
+
 def load_train_spec(path: str | os.PathLike[str]) -> TrainSpec:
-    """Load and validate a training spec.
+    """Load and validate a training spec, or an env spec (with ``ENV_SPEC_DEFAULTS``).
 
     Raises:
-        SpecError: Naming the file and the key.
+        SpecError: Naming the file and the key (every problem, one line each).
     """
+    from gymclient.spec import problems
+
     p = Path(path)
-    if not p.is_file():
-        raise SpecError(str(p), "", "no such file")
+    if p.is_dir():  # a reference-style folder is an env spec
+        data: Any = {"env": p.name, **ENV_SPEC_DEFAULTS}
+        base = p.resolve().parent
+    else:
+        if not p.is_file():
+            raise SpecError(str(p), "", "no such file")
+        try:
+            data = yaml.safe_load(read_text(p))
+        except yaml.YAMLError as exc:
+            raise SpecError(str(p), "", f"not valid YAML: {exc}") from None
+        if not isinstance(data, dict):
+            raise SpecError(str(p), "", "expected a mapping at the top level")
+        if is_env_spec(data):
+            data = {"env": p.name, **ENV_SPEC_DEFAULTS}
+        base = p.resolve().parent
+    implied = data.get("env") == p.name and set(data) <= {"env", *ENV_SPEC_DEFAULTS}
+    if "experiment" not in data and isinstance(data.get("env"), str):
+        named = _default_experiment(base / data["env"])
+        if named:
+            data = {**data, "experiment": named}
     try:
-        data = yaml.safe_load(read_text(p))
-    except yaml.YAMLError as exc:
-        raise SpecError(str(p), "", f"not valid YAML: {exc}") from None
-    if not isinstance(data, dict):
-        raise SpecError(str(p), "", "expected a mapping at the top level")
-    try:
-        spec = TrainSpec.model_validate(
-            {**data, "base_dir": str(p.resolve().parent), "source": str(p)}
-        )
+        spec = TrainSpec.model_validate({**data, "base_dir": str(base), "source": str(p)})
     except ValidationError as exc:
-        err = exc.errors()[0]
-        key = ".".join(str(x) for x in err["loc"] if not str(x).startswith("function-"))
-        msg = "unknown key (check its spelling)" if err["type"] == "extra_forbidden" else err["msg"]
-        raise SpecError(str(p), key, msg.removeprefix("Value error, ")) from None
+        found = [
+            (key, f"{msg} (the env spec to train on; simgym train also takes an env spec "
+             "itself, with the defaults of docs/training.md)")
+            if key == "env" and msg == "Field required" else (key, msg)
+            for key, msg in problems(exc, _train_fields_at)
+        ]  # fmt: skip
+        raise SpecError(str(p), *found[0], more=found[1:]) from None
+    spec._implied = implied
     env_path = spec.path(spec.env)
     if not env_path.exists():
         raise SpecError(str(p), "env", f"not found: {env_path}")
     if spec.sim.bonsai is not None:
         check_script(spec.sim.bonsai, Path(spec.base_dir), str(p), "sim.bonsai.command")
     return spec
+
+
+def _train_fields_at(loc: tuple[Any, ...]) -> list[str]:
+    """The keys a training spec accepts at ``loc`` ([] if unknown), for typo hints."""
+    model: Any = TrainSpec
+    for part in loc:
+        field = model.model_fields.get(str(part)) if isinstance(model, type) else None
+        if field is None:
+            return []
+        args = [a for a in typing.get_args(field.annotation) if a is not type(None)]
+        model = args[0] if args else field.annotation
+    if isinstance(model, type) and issubclass(model, BaseModel):
+        return [n for n in model.model_fields if n not in ("base_dir", "source")]
+    return []
