@@ -249,7 +249,14 @@ class _Run:
     ``stage`` says what the run is doing, for ``error.txt`` and the raised error.
     """
 
-    def __init__(self, spec: TrainSpec, env_spec: EnvSpec, run_dir: Path, state: RunState) -> None:
+    def __init__(
+        self,
+        spec: TrainSpec,
+        env_spec: EnvSpec,
+        run_dir: Path,
+        state: RunState,
+        quiet_third_party: bool = False,
+    ) -> None:
         self.spec, self.env_spec, self.dir, self.state = spec, env_spec, run_dir, state
         self.stage = _SETUP_STAGES[0]
         self.pool: SidecarPool | None = None
@@ -264,6 +271,34 @@ class _Run:
         # bring RLlib's counters back (RLlib restores them with its metrics logger).
         self.offsets = (0, 0)
         self.lesson_index = 0  # several lessons: the one the env runners start with
+        # Third-party stderr lines into train.log only, from here to close().
+        self.quiet: contextlib.AbstractContextManager[Any] = (
+            ThirdPartyOutput() if quiet_third_party else contextlib.nullcontext()
+        )
+        self.quiet.__enter__()
+
+    def announce(self, spec_path: str | os.PathLike[str], resumed: bool) -> None:
+        """``train.log``'s first line; for an env spec given as such, the defaults it implies."""
+        log.info("%s %s (spec %s)", "resuming" if resumed else "starting", self.dir, spec_path)
+        spec = self.spec
+        if spec.implied:
+            max_time = spec.stop.max_time
+            self.notice(
+                f"{spec_path} is an env spec: training with the defaults of docs/training.md "
+                f"({spec.algorithm}, {spec.resources.env_runners} env runner x "
+                f"{spec.resources.envs_per_runner} envs"
+                + (f", stop.max_time {max_time:.0f} s" if max_time else "")
+                + f", experiment {spec.experiment!r}; all of them in spec.resolved.yaml)"
+            )
+
+    def before_algo(self, addresses: list[str], resumed: bool, resolved: dict[str, Any]) -> None:
+        """Ranges of unranged observations and the lesson to start with, before RLlib starts."""
+        if self.fill_ranges(addresses, resumed):
+            resolved["env"] = self.env_spec.model_dump()
+            text = yaml.safe_dump(resolved, sort_keys=False)
+            (self.dir / "spec.resolved.yaml").write_text(text)
+        if resumed:
+            self.lesson_index = self.resumed_lesson()
 
     def notice(self, message: str) -> None:
         """Tell the user (terminal and ``train.log``) what simgym chose for them."""
@@ -518,6 +553,7 @@ class _Run:
         if self.pool is not None:
             self.pool.stop()
         self.log.close()
+        self.quiet.__exit__(None, None, None)
 
 
 def train(
@@ -538,10 +574,8 @@ def train(
     reached mid-iteration, it ends the iteration there. ``node_sims``: the sims are per-node
     sidecars started by ``simgym node`` (these are the driver's node's, for the preflight);
     each env runner takes its own node's addresses from its environment and needs
-    ``sim_slot`` resources. ``overrides``: top-level spec keys
-    replaced (e.g. ``output``, ``experiment``). ``quiet_third_party``: Ray's, RLlib's,
-    MLflow's and the Azure SDK's stderr lines go to ``train.log`` only (``launcher.quiet``;
-    the CLI's terminal view).
+    ``sim_slot`` resources. ``overrides``: top-level spec keys replaced (e.g. ``output``).
+    ``quiet_third_party``: third-party stderr lines to ``train.log`` only (``launcher.quiet``).
 
     Raises:
         SpecError: The spec or its RLlib ``config`` is wrong (nothing started, no run folder).
@@ -551,8 +585,7 @@ def train(
         TrainingError: Training failed; ``error.txt`` in the run folder explains.
     """
     invoked = time.monotonic()
-    # 1. Prepare: the spec and the RLlib config first, so a wrong key in `config` costs a
-    # second, before any sim, run folder or Ray exists; the sims' addresses come later.
+    # 1. Prepare: spec and RLlib config first (a wrong `config` key costs a second).
     spec = load_train_spec(spec_path).model_copy(update=overrides or {})
     if max_time is not None:
         spec = spec.model_copy(update={"stop": spec.stop.model_copy(update={"max_time": max_time})})
@@ -563,25 +596,11 @@ def train(
     run_dir, state = open_run(spec, spec_path, resume)
     (run_dir / "spec.resolved.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
     state.save(run_dir)
-    run = _Run(spec, env_spec, run_dir, state)
-    log.info("%s %s (spec %s)", "resuming" if resume else "starting", run_dir, spec_path)
-    if spec.implied:
-        run.notice(
-            f"{spec_path} is an env spec: training with the defaults of docs/training.md "
-            f"({spec.algorithm}, {spec.resources.env_runners} env runner x "
-            f"{spec.resources.envs_per_runner} envs, stop.max_time "
-            f"{spec.stop.max_time:.0f} s, experiment {spec.experiment!r}; all of them in "
-            "spec.resolved.yaml)"
-        )
-    quiet = ThirdPartyOutput() if quiet_third_party else contextlib.nullcontext()
-    quiet.__enter__()
+    run = _Run(spec, env_spec, run_dir, state, quiet_third_party)
+    run.announce(spec_path, resume is not None)
     try:
         addresses = run.start_sims(launch, node_sims)
-        if run.fill_ranges(addresses, resume is not None):
-            resolved["env"] = run.env_spec.model_dump()
-            (run_dir / "spec.resolved.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
-        if resume is not None:
-            run.lesson_index = run.resumed_lesson()
+        run.before_algo(addresses, resume is not None, resolved)
         if on_start:
             on_start(run_dir, addresses)
         run.build_algo(config, addresses, ray_address)
@@ -617,4 +636,3 @@ def train(
         raise run.failure(exc) from None
     finally:
         run.close()
-        quiet.__exit__(None, None, None)
