@@ -447,6 +447,7 @@ def _manifest(
         "run": str(run_dir) if run_dir else None,
         "checkpoint": str(module_dir),
         "spec": spec.source,
+        "name": spec.name,  # the spec's name (simgym serve's default concept name)
         "spec_hash": spec_hash(spec),
         "inputs": [
             {
