@@ -153,7 +153,12 @@ def _register_extensions() -> None:
     """Commands that live in their own modules (Azure ML, evaluation, serving), if present."""
     import importlib
 
-    for name in ("launcher.cli_aml", "launcher.cli_agent", "launcher.cli_serve"):
+    for name in (
+        "launcher.cli_aml",
+        "launcher.cli_agent",
+        "launcher.cli_serve",
+        "launcher.cli_inkling",
+    ):
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as exc:
