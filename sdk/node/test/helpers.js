@@ -18,9 +18,9 @@ export async function startServer(sim, options = {}) {
 }
 
 /** A client whose unary calls return Promises; `token` goes in every call's metadata. */
-export function connect(address, token = null) {
-  const target = address.startsWith('unix:') ? address : address;
-  const client = new Client(target, grpc.credentials.createInsecure(), {
+export function connect(address, token = null, { ca = null, deadline = 10 } = {}) {
+  const creds = ca ? grpc.credentials.createSsl(ca) : grpc.credentials.createInsecure();
+  const client = new Client(address, creds, {
     'grpc.max_receive_message_length': 64 * 1024 * 1024,
     'grpc.max_send_message_length': 64 * 1024 * 1024,
   });
@@ -31,7 +31,7 @@ export function connect(address, token = null) {
   };
   const call = (method, request) =>
     new Promise((resolve, reject) => {
-      client[method](request, metadata(), { deadline: Date.now() + 10_000 }, (err, reply) =>
+      client[method](request, metadata(), { deadline: Date.now() + deadline * 1000 }, (err, reply) =>
         err ? reject(err) : resolve(reply)
       );
     });

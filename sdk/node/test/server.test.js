@@ -317,3 +317,75 @@ describe('token and health', () => {
     client.close();
   });
 });
+
+describe('hung calls and TLS', () => {
+  test('an async call past its deadline plus --hung-grace lets its session go', async () => {
+    let release;
+    const Stuck = {
+      simName: 'Stuck',
+      states: ['x'],
+      actions: ['u'],
+      closed: 0,
+      create: () => ({
+        reset: () => ({ x: 0 }),
+        step: () => new Promise((resolve) => (release = () => resolve({ x: 1 }))),
+        close: () => (Stuck.closed += 1),
+      }),
+    };
+    const { server, address } = await startServer(Stuck, { hungGrace: 0.1, maxSessions: 1 });
+    const c = connect(address, null, { deadline: 0.2 });
+    try {
+      const id = (await c.call('Open', {})).session_id;
+      await c.call('Reset', { session_id: id, seq: 1 });
+      const late = await rejection(c.call('Step', { session_id: id, action: [0], seq: 2 }));
+      assert.equal(late.code, status.DEADLINE_EXCEEDED);
+      assert.equal(server.sessions.reap(performance.now() / 1000 + 0.15), 0); // not yet: 0.2 + 0.1 s
+      server.sessions.reap(performance.now() / 1000 + 0.5);
+      assert.equal(server.sessions.stats.hung, 1);
+      const gone = await rejection(c.call('States', { session_id: id }));
+      assert.equal(gone.code, status.NOT_FOUND);
+      const fresh = (await c.call('Open', {})).session_id; // its slot is free again
+      assert.equal(Stuck.closed, 0); // the call still runs: its sim is closed when it returns
+      release();
+      await new Promise((r) => setTimeout(r, 20));
+      assert.equal(Stuck.closed, 1);
+      await c.call('Close', { session_id: fresh });
+    } finally {
+      c.close();
+      await server.stop(0);
+    }
+  });
+
+  test('TLS with a token: a client with the CA gets in, a plaintext one does not', async () => {
+    const { spawnSync } = await import('node:child_process');
+    const { mkdtempSync, readFileSync } = await import('node:fs');
+    const os = await import('node:os');
+    const path = await import('node:path');
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'sgn-tls-'));
+    const made = spawnSync('openssl', [
+      'req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '2',
+      '-keyout', path.join(dir, 'key.pem'), '-out', path.join(dir, 'cert.pem'),
+      '-subj', '/CN=localhost', '-addext', 'subjectAltName=DNS:localhost,IP:127.0.0.1',
+    ]);
+    assert.equal(made.status, 0, String(made.stderr));
+    const { server, address } = await startServer(Toy, {
+      tlsCert: path.join(dir, 'cert.pem'),
+      tlsKey: path.join(dir, 'key.pem'),
+      token: 't0k',
+    });
+    const target = `localhost:${address.split(':')[1]}`;
+    const good = connect(target, 't0k', { ca: readFileSync(path.join(dir, 'cert.pem')) });
+    const plain = connect(target, 't0k', { deadline: 1 });
+    try {
+      const { session_id: id } = await good.call('Open', {});
+      await good.call('Reset', { session_id: id, seq: 1 });
+      assert.equal(num((await good.call('Step', { session_id: id, action: [1], seq: 2 })).transition.step), 1);
+      const refused = await rejection(plain.call('Open', {}));
+      assert.equal(refused.code, status.UNAVAILABLE);
+    } finally {
+      good.close();
+      plain.close();
+      await server.stop(0);
+    }
+  });
+});
