@@ -36,6 +36,7 @@ from gymclient.codec import (
 from gymclient.connection import Connection, RemoteSession
 from gymclient.env import connect_options
 from gymclient.errors import SimgymError, SpecError
+from gymclient.goals import StepRules, uses_rules
 from gymclient.spec import EnvSpec, Lesson, load_spec, read_text
 from launcher.bonsai_sims import BonsaiPlan
 from launcher.sidecars import SidecarPool, SidecarStartError
@@ -385,6 +386,7 @@ class Result:
     states: list[list[float]] = field(default_factory=list)  # after reset, then every step
     actions: list[list[float]] = field(default_factory=list)
     rewards: list[float] = field(default_factory=list)
+    goals: dict[str, bool] = field(default_factory=dict)  # the spec's goals: satisfied?
 
 
 class _Worker:
@@ -399,6 +401,12 @@ class _Worker:
         )
         self.codec = session_codec(spec, self.session)
         self.spec = spec
+        # The spec's reward/terminal/truncate expressions and goals, as the envs apply them.
+        self.rules = (
+            StepRules(spec, self.session.state_names, self.codec.lessons, self.codec.reward)
+            if uses_rules(spec)
+            else None
+        )
 
     def close(self) -> None:
         try:
@@ -421,6 +429,9 @@ def run_episode(
         return result
     step = controller.start()
     limit = worker.spec.max_episode_steps or max_steps
+    rules = worker.rules
+    if rules is not None:
+        rules.reset(episode.config)
     while True:
         values = list(transition.states)
         states = dict(zip(names, values, strict=True))
@@ -446,12 +457,15 @@ def run_episode(
             result.states.append(list(transition.states))
             break
         new_states = dict(zip(names, transition.states, strict=True))
-        reward, term, trunc = codec.reward(
-            new_states,
-            transition.terminated,
-            transition.truncated,
-            transition.reward if transition.HasField("reward") else None,
-        )
+        sim_reward = transition.reward if transition.HasField("reward") else None
+        if rules is not None:
+            reward, term, trunc = rules.step(
+                new_states, transition.terminated, transition.truncated, sim_reward, result.length
+            )
+        else:
+            reward, term, trunc = codec.reward(
+                new_states, transition.terminated, transition.truncated, sim_reward
+            )
         result.rewards.append(reward)
         result.ret += reward
         result.terminated, result.truncated = term, trunc
@@ -459,6 +473,8 @@ def run_episode(
             result.truncated = True
     last = dict(zip(names, result.states[-1], strict=True))
     result.final = {n: float(last[n]) for n in codec.log_states if n in last}
+    if rules is not None and rules.has_goals and result.length and not result.error:
+        result.goals = rules.end_info()["goals"]
     return result
 
 
@@ -517,6 +533,7 @@ def summarize(results: Sequence[Result], log_states: Sequence[str], scen: Scenar
     controllers = list(dict.fromkeys(r.controller for r in results))
     levels = [("scenario", s) for s in scen.names] + [("group", g) for g in scen.groups]
     rows = []
+    goals = any(r.goals for r in results)
     for level, name in [*levels, ("overall", "all")]:
         for c in controllers:
             rs = [
@@ -536,6 +553,10 @@ def summarize(results: Sequence[Result], log_states: Sequence[str], scen: Scenar
                 "terminated": sum(r.terminated for r in rs),
                 "errors": sum(bool(r.error) for r in rs),
             }
+            if goals:  # the share of episodes that satisfied every goal (errors: not)
+                row["goal_success"] = _mean(
+                    [float(bool(r.goals) and all(r.goals.values())) for r in rs]
+                )
             for s in log_states:
                 row[f"final_{s}"] = _mean([r.final.get(s, math.nan) for r in rs])
             rows.append(row)

@@ -328,3 +328,38 @@ def test_simgym_check_prints_goal_satisfaction(tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     # |x| <= 5 in 5 steps of |u| <= 1: never near 100, so every episode satisfies it.
     assert re.search(r"goal Stay satisfied\s*│?\s*100%", proc.stdout), proc.stdout
+
+
+def test_evaluate_applies_the_rules_and_reports_goal_success(tmp_path, toy):
+    """`simgym evaluate`'s episodes get the envs' rewards, ends and goals."""
+    from launcher.evaluate import (
+        CallableController,
+        Episode,
+        Scenarios,
+        _Worker,
+        run_episode,
+        summarize,
+    )
+
+    spec = _load(tmp_path, GOALS.replace("max_episode_steps: 8", "max_episode_steps: 4"))
+    worker = _Worker(spec, toy)
+    try:
+        pushes = CallableController(lambda states: {"u": 1.0}, "push")
+        still = CallableController(lambda states: {"u": 0.0}, "still")
+        results = []
+        for controller in (pushes, still):
+            controller.bind(worker.codec, worker.session.action_names)
+            results.append(run_episode(worker, controller, Episode("s", {"x0": 0.0}, 0)))
+    finally:
+        worker.close()
+    pushed, stood = results
+    # x = 1, 2, 3: the avoid goal ends the push at step 3 (terminated, as in the envs).
+    assert (pushed.length, pushed.terminated) == (3, True)
+    assert pushed.rewards[-1] == pytest.approx((0 + 2 / (2 + 2)) / 2)
+    assert pushed.goals == {"Out": False, "Near": False}
+    assert (stood.length, stood.truncated, stood.goals) == (4, True, {"Out": True, "Near": True})
+    scenarios = Scenarios([Episode("s", {"x0": 0.0}, 0)], [])
+    rows = {
+        r["controller"]: r for r in summarize(results, [], scenarios) if r["level"] == "overall"
+    }
+    assert rows["push"]["goal_success"] == 0.0 and rows["still"]["goal_success"] == 1.0
