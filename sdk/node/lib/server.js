@@ -196,6 +196,7 @@ export class SimServer {
         ...(v.low != null ? { low: v.low } : {}),
         ...(v.high != null ? { high: v.high } : {}),
         description: v.description ?? '',
+        values: v.values ?? [],
       }));
     this._states = this._variables(this.desc.states);
     this._config = this._variables(this.desc.config);

@@ -5,7 +5,7 @@
 //   class Tank {
 //     static simName = 'Tank';                       // default: the class's name
 //     static states = ['level', {name: 'inflow', low: 0, high: 5, description: 'm³/min'}];
-//     static actions = [{name: 'valve', low: 0, high: 1}];
+//     static actions = [{name: 'valve', low: 0, high: 1}];   // or {name: 'gear', values: [1, 2, 3]}
 //     static config = ['initial_level'];             // optional: empty lets any key through
 //     static seedable = true;                        // reset(config, seed) honours the seed
 //     reset(config, seed) { ...; return {level: 1, inflow: 0}; }   // or an array, states order
@@ -42,6 +42,14 @@ function variables(list, what, owner) {
       if (v[bound] != null && typeof v[bound] !== 'number') {
         throw new TypeError(`${owner}.${what}.${v.name}.${bound} must be a number`);
       }
+    }
+    if (v.values != null) {
+      // A discrete action's values (Variable.values): low/high are their least and greatest.
+      if (!Array.isArray(v.values) || !v.values.length || !v.values.every(Number.isFinite)) {
+        throw new TypeError(`${owner}.${what}.${v.name}.values must be a non-empty array of numbers`);
+      }
+      v.low ??= Math.min(...v.values);
+      v.high ??= Math.max(...v.values);
     }
     return v;
   });
@@ -87,6 +95,12 @@ export class SimInstance {
   constructor(desc, actionNames) {
     this.names = desc.states.map((v) => v.name);
     this.actionNames = actionNames;
+    // Discrete actions: a client that does not know their values sends any number, which is
+    // rounded to the nearest value (the contract's promise, Variable.values).
+    const declared = new Map(desc.actions.map((v) => [v.name, v.values]));
+    this.discrete = actionNames
+      .map((name, i) => [i, declared.get(name)])
+      .filter(([, values]) => values != null && values.length);
     this.sim = desc.create();
     this.last = null; // the last states array (what States returns)
     this.hasReward = typeof this.sim.reward === 'function';
@@ -108,6 +122,7 @@ export class SimInstance {
     const names = this.actionNames;
     const named = {};
     for (let i = 0; i < names.length; i++) named[names[i]] = action[i];
+    for (const [i, values] of this.discrete) named[names[i]] = nearest(values, action[i]);
     const started = performance.now();
     let result;
     try {
@@ -195,6 +210,12 @@ export class SimInstance {
   close() {
     if (typeof this.sim.close === 'function') this.sim.close();
   }
+}
+
+function nearest(values, x) {
+  let best = values[0];
+  for (const v of values) if (Math.abs(v - x) < Math.abs(best - x)) best = v;
+  return best;
 }
 
 function number(value, name, call) {

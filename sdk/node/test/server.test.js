@@ -389,3 +389,38 @@ describe('hung calls and TLS', () => {
     }
   });
 });
+
+describe('discrete actions (Variable.values)', () => {
+  test('declared values travel in Open; any number reaches the sim as the nearest value', async () => {
+    const seen = [];
+    const Gear = {
+      simName: 'Gear',
+      states: ['g'],
+      actions: [{ name: 'gear', values: [1, 2, 4] }, 'throttle'],
+      create: () => ({
+        reset: () => ({ g: 0 }),
+        step: (a) => {
+          seen.push(a);
+          return { g: a.gear };
+        },
+      }),
+    };
+    const { server, address } = await startServer(Gear);
+    const c = connect(address);
+    try {
+      const open = await c.call('Open', { integer_actions: ['gear'] });
+      assert.deepEqual(open.actions.map((v) => [v.name, v.values, v.low ?? undefined, v.high ?? undefined]), [
+        ['gear', [1, 2, 4], 1, 4],
+        ['throttle', [], undefined, undefined],
+      ]);
+      const id = open.session_id;
+      await c.call('Reset', { session_id: id, seq: 1 });
+      await c.call('Step', { session_id: id, action: [3.4, 0.5], seq: 2 });
+      await c.call('Step', { session_id: id, action: [2, 0.25], seq: 3 });
+      assert.deepEqual(seen, [{ gear: 4, throttle: 0.5 }, { gear: 2, throttle: 0.25 }]);
+    } finally {
+      c.close();
+      await server.stop(0);
+    }
+  });
+});
