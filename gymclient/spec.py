@@ -37,7 +37,7 @@ from pydantic import (
     model_validator,
 )
 
-from gymclient.actions import ActionSpec, check_kinds
+from gymclient.actions import ActionSpec
 from gymclient.errors import SimgymError, SpecError
 from gymclient.goals import GoalSpec, check_expression, expression_text
 
@@ -409,10 +409,8 @@ class EnvSpec(_Model):
     name: str = ""
     sim: SimSection = Field(default_factory=SimSection)
     observations: dict[str, Range] = Field(default_factory=dict)
-    # Continuous ranges or discrete choices (gymclient.actions), never both kinds.
-    actions: Annotated[dict[str, ActionSpec], AfterValidator(check_kinds)] = Field(
-        default_factory=dict
-    )
+    # Continuous ranges or discrete choices (gymclient.actions).
+    actions: dict[str, ActionSpec] = Field(default_factory=dict)
     reward: RewardSpec | None = None
     log_states: list[str] = Field(default_factory=list)
     # One lesson (a mapping of config parameters) or several ({name, config, advance} each).
@@ -595,6 +593,13 @@ def problems(exc: ValidationError, fields_at: Any = None) -> list[tuple[str, str
         msg = str(err["msg"]).removeprefix("Value error, ")
         if msg == "Field required" and loc[:-1] in typo_parents:
             continue
+        if (
+            len(loc) > 1
+            and loc[-1] in ("int", "float")
+            and err["type"].startswith(("int_", "float_"))
+        ):
+            # `int | float` reports each member: one problem, "not a number".
+            loc, msg = loc[:-1], "Input should be a number"
         key = _key(loc)
         if err["type"] == "extra_forbidden":
             msg = _unknown_key(loc, fields_at)

@@ -86,7 +86,11 @@ def propose(seen_min: float, seen_max: float, margin: float = MARGIN) -> tuple[f
     else:
         lo, hi = seen_min - margin * span, seen_max + margin * span
     quantum = 10.0 ** (math.floor(math.log10(hi - lo)) - 1)
-    return _nice(math.floor(lo / quantum) * quantum), _nice(math.ceil(hi / quantum) * quantum)
+    # The tolerance keeps 4.5 / 0.1 = 44.99999... on 45 (4.5 stays 4.5).
+    return (
+        _nice(math.floor(lo / quantum + 1e-9) * quantum),
+        _nice(math.ceil(hi / quantum - 1e-9) * quantum),
+    )
 
 
 def placeholder_spec(spec: EnvSpec) -> EnvSpec:

@@ -746,3 +746,79 @@ def test_a_sim_that_hangs_on_some_steps_costs_its_timeouts_not_the_run(tmp_path)
     assert sum(float(r.get("sim_timeouts") or 0) for r in rows) >= 10, rows
     # Still sampling after the first hangs wedged the servers (and they were restarted).
     assert float(rows[-1]["env_steps_total"]) > float(rows[2]["env_steps_total"]), rows
+
+
+# --------------------------------------------------------------- env spec, lessons, ranges
+# (issue 16; the spec and the sim are tests/test_lessons.py's)
+
+
+def _lesson_overrides(tmp_path: Path, iterations: int) -> dict:
+    from launcher.trainspec import Checkpointing, Resources, Stop
+
+    return {
+        "stop": Stop(iterations=iterations),
+        "resources": Resources(env_runners=1, envs_per_runner=4, cpus=2),
+        "config": {"train_batch_size_per_learner": 200, "minibatch_size": 100,
+                   "num_epochs": 1, "min_time_s_per_iteration": 1},
+        "checkpoint": Checkpointing(every=1, keep=3),
+        "output": str(tmp_path / "runs"),
+    }  # fmt: skip
+
+
+def test_an_env_spec_trains_named_after_it_with_estimated_ranges_and_two_lessons(tmp_path):
+    from launcher import ranges
+
+    from .test_lessons import _lesson_spec
+
+    run_dir, state = train(_lesson_spec(tmp_path), overrides=_lesson_overrides(tmp_path, 3))
+    # Named after the env spec's `name`, in an MLflow experiment of that name.
+    assert run_dir.name.startswith("lesson-sim-")
+    with sqlite3.connect(run_dir / "mlflow.db") as db:
+        experiments = {row[0] for row in db.execute("select name from experiments")}
+        lessons = [r[0] for r in db.execute("select value from metrics where key='lesson'")]
+    assert "lesson-sim" in experiments
+    # The training spec it implied, written down in full.
+    resolved = yaml.safe_load((run_dir / "spec.resolved.yaml").read_text())
+    assert (resolved["train"]["algorithm"], resolved["train"]["experiment"]) == (
+        "PPO", "lesson-sim",
+    )  # fmt: skip
+    # Estimated ranges in the run folder and in the resolved env spec (export reads it).
+    saved = ranges.load(run_dir)
+    assert saved is not None and set(saved) == {"temp", "t"}
+    assert resolved["env"]["observations"]["temp"]["max"] == saved["temp"]["max"]
+    # Lesson 1 passed in iteration 1 (its rule holds once it has 10 episodes); the env
+    # runners then drew integer levels 18..24 (a float would have failed in the sim).
+    rows = _metrics(run_dir)
+    assert [int(float(r["lesson"])) for r in rows] == [2, 2, 2]
+    assert lessons == [2.0, 2.0, 2.0]
+    assert float(rows[0]["state_mean_level"]) < 18  # iteration 1's episodes: lesson 1's
+    assert 18 <= float(rows[-1]["state_mean_level"]) <= 24
+    assert all(float(r["sim_errors"]) == 0 for r in rows)
+    assert state.lesson == 2 and RunState.load(run_dir).lesson == 2
+    assert Counters.load(Path(state.checkpoints[-1])).lesson == 2  # type: ignore[union-attr]
+    log = (run_dir / "train.log").read_text()
+    assert "lesson 2 (hard) from now on: lesson 1 (easy) passed" in log
+    assert "is an env spec: training with the defaults of docs/training.md" in log
+
+
+@pytest.mark.slow
+def test_a_resumed_run_goes_on_with_its_lesson_and_ranges(tmp_path):
+    from launcher import ranges
+    from launcher.trainspec import Stop
+
+    from .test_lessons import _lesson_spec
+
+    spec = _lesson_spec(tmp_path)
+    overrides = _lesson_overrides(tmp_path, 2)
+    run_dir, state = train(spec, overrides=overrides)
+    assert state.lesson == 2
+    first = ranges.load(run_dir)
+    overrides["stop"] = Stop(iterations=4)
+    run_dir, state = train(spec, overrides=overrides, resume=run_dir)
+    rows = _metrics(run_dir)
+    # The first resumed iteration is the hard lesson's already: no episode at level 0.
+    assert [int(float(r["lesson"])) for r in rows] == [2, 2, 2, 2]
+    assert 18 <= float(rows[2]["state_mean_level"]) <= 24
+    assert ranges.load(run_dir) == first
+    log = (run_dir / "train.log").read_text()
+    assert "observations without min/max: ranges from ranges.yaml" in log
