@@ -263,7 +263,7 @@ class StepRules:
             for goal in goals.values()
         ]
         self._weights = sum(goal.weight for goal in goals.values()) or 1.0
-        self._has_reach = any(g.kind == "reach" for g in goals.values())
+        self._reach = [j for j, g in enumerate(goals.values()) if g.kind == "reach"]
         self._horizon = spec.max_episode_steps or DEFAULT_HORIZON
         self.config: Mapping[str, Any] = {}
         self.reset({})
@@ -376,7 +376,7 @@ class StepRules:
                 r = 1.0 / (1.0 + math.exp(z))
             total += w * r
         reward = total / self._weights
-        if self._has_reach and all(done[j] for j, g in enumerate(self._goals) if g[0] == "reach"):
+        if self._reach and all(done[j] for j in self._reach):
             ended = True
             if not hit:
                 # Every remaining step of the horizon at the best per-step reward (1): reaching
