@@ -56,9 +56,11 @@ class GoalSpec(BaseModel):
     reach: str | None = None
     minimize: str | None = None
     maximize: str | None = None
-    range: list[float] | None = None
-    above: float | None = Field(None, allow_inf_nan=False)
-    below: float | None = Field(None, allow_inf_nan=False)
+    # Bounds are numbers, or expressions evaluated every step (a target that moves: Inkling's
+    # Goal.Sphere(c, r) is `range: ["c - r", "c + r"]`); avoid, drive and reach only.
+    range: list[float | str] | None = None
+    above: float | str | None = None
+    below: float | str | None = None
     within: int | None = Field(None, gt=0)
     weight: float = Field(1.0, gt=0, allow_inf_nan=False)
     scale: float | None = Field(None, gt=0, allow_inf_nan=False)
@@ -75,10 +77,18 @@ class GoalSpec(BaseModel):
 
     @field_validator("range")
     @classmethod
-    def _pair(cls, value: list[float] | None) -> list[float] | None:
-        if value is not None and len(value) != 2:
-            raise ValueError(f"give [lo, hi], got {len(value)} number(s)")
+    def _pair(cls, value: list[float | str] | None) -> list[float | str] | None:
+        if value is not None:
+            if len(value) != 2:
+                raise ValueError(f"give [lo, hi], got {len(value)} number(s)")
+            for bound in value:
+                _bound(bound)
         return value
+
+    @field_validator("above", "below")
+    @classmethod
+    def _threshold(cls, value: float | str | None) -> float | str | None:
+        return None if value is None else _bound(value)
 
     @model_validator(mode="after")
     def _consistent(self) -> GoalSpec:
@@ -90,11 +100,12 @@ class GoalSpec(BaseModel):
         if len(regions) != 1:
             got = f" (got {', '.join(regions)})" if regions else ""
             raise ValueError(f"give exactly one of range: [lo, hi], above: x, below: x{got}")
-        if self.range is not None:
-            lo, hi = self.range
-            if not (math.isfinite(lo) and math.isfinite(hi)) or hi < lo:
-                raise ValueError(f"range {list(self.range)}: give finite [lo, hi] with lo <= hi")
+        lo, hi = self.bounds
+        if isinstance(lo, float) and isinstance(hi, float) and hi < lo:
+            raise ValueError(f"range {list(self.range or [])}: give [lo, hi] with lo <= hi")
         kind = kinds[0]
+        if self.moving and kind in ("minimize", "maximize"):
+            raise ValueError(f"{kind} takes numbers as bounds (an episode mean is judged by them)")
         if kind == "minimize" and self.above is not None:
             raise ValueError("minimize takes below: x or range: [lo, hi], not above")
         if kind == "maximize" and self.below is not None:
@@ -114,25 +125,60 @@ class GoalSpec(BaseModel):
         return str(getattr(self, self.kind))
 
     @property
-    def region(self) -> tuple[float, float]:
-        """The target region [lo, hi] (the region to stay out of, for avoid); may be infinite."""
+    def bounds(self) -> tuple[float | str, float | str]:
+        """The region [lo, hi] (to stay out of, for avoid): numbers (maybe infinite) or texts."""
         if self.range is not None:
-            return float(self.range[0]), float(self.range[1])
+            lo, hi = self.range
+            return _as_float(lo), _as_float(hi)
         if self.above is not None:
-            return float(self.above), math.inf
+            return _as_float(self.above), math.inf
         assert self.below is not None
-        return -math.inf, float(self.below)
+        return -math.inf, _as_float(self.below)
 
     @property
-    def scale_used(self) -> float:
-        """``scale``, else the range's width, else |threshold|, else 1 (see docs/spec.md)."""
-        if self.scale is not None:
-            return float(self.scale)
-        lo, hi = self.region
-        if math.isfinite(lo) and math.isfinite(hi) and hi > lo:
-            return hi - lo
-        edge = lo if math.isfinite(lo) else hi
-        return abs(edge) if edge != 0 else 1.0
+    def moving(self) -> bool:
+        """True when a bound is an expression (evaluated every step)."""
+        return any(isinstance(b, str) for b in self.bounds)
+
+    @property
+    def region(self) -> tuple[float, float]:
+        """The region of a goal with number bounds."""
+        lo, hi = self.bounds
+        assert isinstance(lo, float) and isinstance(hi, float), "moving bounds: see StepRules"
+        return lo, hi
+
+
+def _bound(value: float | str) -> float | str:
+    """A bound: a finite number, or an expression (checked)."""
+    if isinstance(value, str):
+        check_expression(value)
+    elif not math.isfinite(value):
+        raise ValueError(f"{value} is not a finite number")
+    return value
+
+
+def _as_float(value: float | str) -> float | str:
+    return value if isinstance(value, str) else float(value)
+
+
+def default_scale(scale: float | None, lo: float, hi: float) -> float:
+    """``scale``, else the range's width, else |threshold|, else 1 (see docs/spec.md)."""
+    if scale is not None:
+        return float(scale)
+    if math.isfinite(lo) and math.isfinite(hi) and hi > lo:
+        return hi - lo
+    edge = lo if math.isfinite(lo) else hi
+    return abs(edge) if edge != 0 else 1.0
+
+
+def _static(goal: GoalSpec) -> tuple[float, float, float]:
+    """A goal's number bounds and scale (a moving bound's placeholders: ±inf, 1)."""
+    lo, hi = goal.bounds
+    lo_f = lo if isinstance(lo, float) else -math.inf
+    hi_f = hi if isinstance(hi, float) else math.inf
+    if goal.moving:
+        return lo_f, hi_f, 1.0
+    return lo_f, hi_f, default_scale(goal.scale, lo_f, hi_f)
 
 
 def derived_names(spec: Any) -> dict[str, str]:
@@ -252,6 +298,24 @@ class StepRules:
         goals: dict[str, GoalSpec] = dict(spec.goals or {})
         for name, goal in goals.items():
             entries.append((f"goals.{name}.{goal.kind}", goal.text))
+        # Moving bounds: (lo slot, hi slot) in the tuple (-1: a number), after the values.
+        self._moving: list[tuple[int, int] | None] = []
+        for name, goal in goals.items():
+            slots = []
+            key = (
+                "range"
+                if goal.range is not None
+                else "above"
+                if goal.above is not None
+                else "below"
+            )
+            for bound in goal.bounds:
+                if isinstance(bound, str):
+                    slots.append(len(entries))
+                    entries.append((f"goals.{name}.{key}", bound))
+                else:
+                    slots.append(-1)
+            self._moving.append((slots[0], slots[1]) if goal.moving else None)
         self._entries = entries
         bodies = [self._tree(key, text) for key, text in entries]
         self._fn = build_function(
@@ -259,9 +323,9 @@ class StepRules:
         )
         self._goal_names = list(goals)
         self._goals = [
-            (goal.kind, *goal.region, goal.scale_used, goal.weight, goal.within or 0)
-            for goal in goals.values()
+            (goal.kind, *_static(goal), goal.weight, goal.within or 0) for goal in goals.values()
         ]
+        self._scales = [goal.scale for goal in goals.values()]
         self._weights = sum(goal.weight for goal in goals.values()) or 1.0
         self._reach = [j for j, g in enumerate(goals.values()) if g.kind == "reach"]
         self._horizon = spec.max_episode_steps or DEFAULT_HORIZON
@@ -349,6 +413,8 @@ class StepRules:
                 raise self._error(
                     f"goals.{self._goal_names[j]}.{kind}", steps, "gave NaN"
                 ) from None
+            if self._moving[j] is not None:
+                lo, hi, s = self._moved(j, out, steps)
             d = lo - v if v < lo else v - hi if v > hi else 0.0
             if kind == "avoid":
                 if d == 0.0:
@@ -383,6 +449,20 @@ class StepRules:
                 # is never worse than going on (docs/spec.md).
                 reward += max(self._horizon - steps, 0)
         return reward, ended
+
+    def _moved(self, j: int, out: Sequence[Any], steps: int) -> tuple[float, float, float]:
+        """A moving region's bounds at this step, and its scale."""
+        lo_slot, hi_slot = self._moving[j] or (-1, -1)
+        _, lo, hi, *_ = self._goals[j]
+        key = f"goals.{self._goal_names[j]}"
+        try:
+            lo = float(out[lo_slot]) if lo_slot >= 0 else lo
+            hi = float(out[hi_slot]) if hi_slot >= 0 else hi
+        except (TypeError, ValueError) as exc:
+            raise self._error(f"{key}.range", steps, f"a bound is not a number: {exc}") from None
+        if not lo <= hi:  # NaN too
+            raise self._error(f"{key}.range", steps, f"gave [{lo}, {hi}]: lo > hi") from None
+        return lo, hi, default_scale(self._scales[j], lo, hi)
 
     def _number(self, v: Any, j: int, steps: int) -> float:
         try:

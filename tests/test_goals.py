@@ -204,6 +204,19 @@ def test_goals_and_a_reward_add_up_and_the_sim_reward_is_not_used(tmp_path):
     assert _play(goals_only, [2.0], sim_reward=100.0) == [(0.5, False, False)]
 
 
+def test_moving_bounds_are_expressions(tmp_path):
+    """Inkling's Goal.Sphere(c, r) as `range: ["c - r", "c + r"]`, evaluated every step."""
+    rules = _rules(_load(tmp_path, "goals:\n  Follow: {drive: x, range: ['t - 0.5', 't + 0.5']}\n"))
+    # t = 1, 2, 3 (the step): x = 1 inside, x = 0 at d = 1.5 (s = width 1), x = 3.4 inside.
+    assert _rewards(_play(rules, [1.0, 0.0, 3.4])) == [1.0, 1 / 2.5, 1.0]
+    assert rules.end_info()["goals"] == {"Follow": True}
+    rules = _rules(_load(tmp_path, "goals:\n  Near: {avoid: x, below: 't - 3', scale: 2}\n"))
+    assert _play(rules, [0.0, -1.0]) == [(1.0, False, False), (0.0, True, False)]
+    rules = _rules(_load(tmp_path, "goals:\n  Bad: {reach: x, range: [t, 0]}\n"))
+    with pytest.raises(RewardError, match=r"goals.Bad.range: 't' gave \[1.0, 0.0\]: lo > hi"):
+        _play(rules, [0.0])
+
+
 def test_the_sim_terminating_still_reports_goals(tmp_path):
     rules = _rules(_load(tmp_path, "goals:\n  F: {avoid: x, above: 4}\n"))
     rules.reset({})
@@ -228,6 +241,9 @@ def test_a_nan_goal_value_is_an_error_naming_the_goal(tmp_path):
         ("{avoid: x, above: 1, below: 2}", "goals.G", "(got above, below)"),
         ("{drive: x, range: [2, 1]}", "goals.G", "lo <= hi"),
         ("{drive: x, range: [1]}", "goals.G.range", "give [lo, hi], got 1 number(s)"),
+        ("{drive: x, above: .inf}", "goals.G.above", "inf is not a finite number"),
+        ("{drive: x, range: [0, 'x >']}", "goals.G.range", "not valid"),
+        ("{minimize: x, below: 't'}", "goals.G", "minimize takes numbers as bounds"),
         ("{minimize: x, above: 1}", "goals.G", "minimize takes below"),
         ("{maximize: x, below: 1}", "goals.G", "maximize takes above"),
         ("{avoid: x, above: 1, within: 5}", "goals.G", "within is for drive and reach"),
