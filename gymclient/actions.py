@@ -12,8 +12,8 @@ Forms (docs/spec.md, "Actions"):
 
 One discrete action makes the agent's action space ``Discrete(n)``, several make it
 ``MultiDiscrete``; the agent picks indices and the codec hands the sim the values
-(``gymclient.codec``). Continuous actions make a ``Box(-1, 1)``. Discrete and continuous
-actions in one spec are refused (docs/spec.md says why).
+(``gymclient.codec``). Continuous actions make a ``Box(-1, 1)``; discrete and continuous
+actions together a ``Tuple`` of the two (``ActionMap``).
 """
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ class ActionSpec(BaseModel):
                 )
                 raise ValueError(f"{where} is {v!r}, not a number{hint}")
             if not math.isfinite(v):
-                raise ValueError(f"{v} is not a finite number (values are numbers the sim receives)")
+                raise ValueError(f"{v} is not a finite number (the sim receives numbers)")
         numbers = list(value.values()) if isinstance(value, Mapping) else list(value)
         seen: set[float] = set()
         for v in numbers:
@@ -164,28 +164,6 @@ class ActionSpec(BaseModel):
         return choices is not None and all(isinstance(v, int) for v in choices)
 
 
-def check_kinds(actions: dict[str, ActionSpec]) -> dict[str, ActionSpec]:
-    """Discrete and continuous actions are not mixed in one spec.
-
-    Raises:
-        ValueError: Both kinds are declared (naming one of each).
-    """
-    discrete = [n for n, a in actions.items() if a.is_discrete]
-    continuous = [n for n, a in actions.items() if not a.is_discrete and not a.from_sim]
-    if discrete and continuous:
-        raise ValueError(mixed_message(discrete[0], continuous[0]))
-    return actions
-
-
-def mixed_message(discrete: str, continuous: str) -> str:
-    """Why a spec with discrete and continuous actions is refused, and what to do instead."""
-    return (
-        f"{discrete!r} is discrete and {continuous!r} continuous: simgym trains one kind of "
-        "action per spec (a Box, or Discrete/MultiDiscrete); make the discrete one a range "
-        "the sim rounds, or the continuous one a stepped range (min/max/step)"
-    )
-
-
 # ---------------------------------------------------------------------- a session's actions
 
 
@@ -195,6 +173,12 @@ class ActionMap:
     Built once a session's action names (and the values its sim declares, ``Variable.values``)
     are known; rows and indices follow the session's action order.
 
+    * all continuous: ``Box(-1, 1, (n,))``;
+    * all discrete: ``Discrete(n)`` for one action, ``MultiDiscrete`` for several;
+    * both: ``Tuple((Box(-1, 1, (c,)), Discrete | MultiDiscrete))``, the continuous actions
+      then the discrete ones, each part in session order (RLlib's new API stack builds one
+      distribution per part: a Gaussian and categoricals).
+
     Args:
         source: The spec file (error messages name it).
         actions: The spec's ``actions:``.
@@ -203,8 +187,7 @@ class ActionMap:
         sim_bounds: (low, high) the sim declares per action name, for ``{}`` actions.
 
     Raises:
-        SpecMismatch: An action does not fit what the sim declares, or ``{}`` resolves to
-            a mix of discrete and continuous actions.
+        SpecMismatch: An action does not fit what the sim declares.
     """
 
     def __init__(
@@ -253,11 +236,15 @@ class ActionMap:
                 assert spec.min is not None and spec.max is not None
                 ranges.append((float(spec.min), float(spec.max)))
             choices.append(mine)
-        discrete = [n for n, c in zip(self.names, choices, strict=True) if c is not None]
-        continuous = [n for n, c in zip(self.names, choices, strict=True) if c is None]
-        if discrete and continuous:
-            raise SpecMismatch(f"{source}: actions: {mixed_message(discrete[0], continuous[0])}")
-        self.discrete = bool(discrete)
+        n_discrete = sum(c is not None for c in choices)
+        #: Every action discrete / both kinds (a Tuple space) / (neither: every one continuous).
+        self.discrete = 0 < n_discrete == len(choices)
+        self.mixed = 0 < n_discrete < len(choices)
+        # Per session action: ("c", j) the j-th continuous one, or ("d", k) the k-th discrete.
+        self.kinds: list[tuple[str, int]] = []
+        for c in choices:
+            kind = "c" if c is None else "d"
+            self.kinds.append((kind, sum(k == kind for k, _ in self.kinds)))
         self.choices: list[list[Number]] = [c for c in choices if c is not None]
         self.ranges = ranges
         self.labels = [actions[n].labels() for n in self.names]
@@ -269,16 +256,24 @@ class ActionMap:
         self.sizes = [len(c) for c in self.choices]
         # Index -> value tables, as numpy rows for the batched path.
         self._tables = [np.asarray(c, dtype=np.float64) for c in self.choices]
+        self._lo = np.array([lo for lo, _ in ranges], dtype=np.float64)
+        self._half = np.array([(hi - lo) / 2.0 for lo, hi in ranges], dtype=np.float64)
 
-    def space(self) -> Any:
-        """The agent's action space: ``Discrete(n)``, ``MultiDiscrete`` or ``Box(-1, 1)``."""
+    def _discrete_space(self) -> Any:
         from gymnasium import spaces
 
-        if not self.discrete:
-            return spaces.Box(-1.0, 1.0, (len(self.names),), np.float32)
         if len(self.sizes) == 1:
             return spaces.Discrete(self.sizes[0])
         return spaces.MultiDiscrete(self.sizes)
+
+    def space(self) -> Any:
+        """The agent's action space: ``Box(-1, 1)``, ``Discrete``, ``MultiDiscrete`` or a Tuple."""
+        from gymnasium import spaces
+
+        box = spaces.Box(-1.0, 1.0, (len(self.ranges),), np.float32)
+        if self.mixed:
+            return spaces.Tuple((box, self._discrete_space()))
+        return self._discrete_space() if self.discrete else box
 
     def indices(self, action: Any) -> list[int]:
         """The agent's discrete action (an int, or one per action) as a list of indices.
@@ -290,44 +285,90 @@ class ActionMap:
         if flat.shape[0] != len(self.sizes):
             raise ValueError(f"action has {flat.shape[0]} values; expected {len(self.sizes)}")
         out = []
+        discrete = [n for n, (kind, _) in zip(self.names, self.kinds, strict=True) if kind == "d"]
         for k, (i, n) in enumerate(zip(flat.tolist(), self.sizes, strict=True)):
             if not float(i).is_integer() or not 0 <= i < n:
-                raise ValueError(f"action {self.names[k]!r}: index {i} is not one of 0..{n - 1}")
+                raise ValueError(f"action {discrete[k]!r}: index {i} is not one of 0..{n - 1}")
             out.append(int(i))
         return out
 
-    def values(self, action: Any) -> list[Number]:
-        """What the sim receives for a discrete action: the chosen values, ints kept ints."""
-        return [c[i] for c, i in zip(self.choices, self.indices(action), strict=True)]
+    def _split(self, action: Any) -> tuple[Any, Any]:
+        """A Tuple action's (continuous part, discrete part)."""
+        if not (isinstance(action, (tuple, list)) and len(action) == 2):
+            raise ValueError(
+                "action must be a (continuous array, discrete indices) pair: the action space "
+                f"is {self.space()}"
+            )
+        return action[0], action[1]
 
-    def values_batch(self, actions: np.ndarray) -> np.ndarray:
-        """``values`` for a (sessions × actions) array of indices (or (sessions,) for one)."""
-        idx = np.asarray(actions).reshape(-1, len(self.sizes)).astype(np.int64)
+    def values(self, action: Any) -> list[Number]:
+        """What the sim receives, in session order.
+
+        The chosen values (ints kept ints) and, in a Tuple action, the continuous part scaled
+        to its ranges.
+        """
+        if not self.mixed:
+            return [c[i] for c, i in zip(self.choices, self.indices(action), strict=True)]
+        box, disc = self._split(action)
+        a = np.clip(np.asarray(box, dtype=np.float64).reshape(-1), -1.0, 1.0)
+        if a.shape[0] != len(self.ranges):
+            raise ValueError(
+                f"continuous part has {a.shape[0]} values; expected {len(self.ranges)}"
+            )
+        scaled = ((a + 1.0) * self._half + self._lo).tolist()
+        picked = [c[i] for c, i in zip(self.choices, self.indices(disc), strict=True)]
+        return [scaled[j] if kind == "c" else picked[j] for kind, j in self.kinds]
+
+    def values_batch(self, actions: Any) -> np.ndarray:
+        """``values`` for a batch.
+
+        ``actions``: (sessions × actions) indices (or (sessions,) for one), or for a Tuple
+        space a (continuous rows, discrete rows) pair.
+        """
+        if self.mixed:
+            box, disc = self._split(actions)
+            idx = np.asarray(disc).reshape(-1, len(self.sizes))
+            a = np.clip(np.asarray(box, dtype=np.float64).reshape(idx.shape[0], -1), -1.0, 1.0)
+            scaled = (a + 1.0) * self._half + self._lo
+            picked = self._pick(idx)
+            columns = [scaled[:, j] if kind == "c" else picked[:, j] for kind, j in self.kinds]
+            return np.stack(columns, axis=1)
+        return self._pick(np.asarray(actions).reshape(-1, len(self.sizes)))
+
+    def _pick(self, idx: np.ndarray) -> np.ndarray:
+        idx = idx.astype(np.int64)
         sizes = np.asarray(self.sizes)
         if ((idx < 0) | (idx >= sizes)).any():
             bad = np.argwhere((idx < 0) | (idx >= sizes))[0]
+            discrete = [n for n, (k, _) in zip(self.names, self.kinds, strict=True) if k == "d"]
             raise ValueError(
-                f"action {self.names[int(bad[1])]!r}: index {int(idx[tuple(bad)])} is not one "
+                f"action {discrete[int(bad[1])]!r}: index {int(idx[tuple(bad)])} is not one "
                 f"of 0..{self.sizes[int(bad[1])] - 1}"
             )
         return np.stack([t[idx[:, k]] for k, t in enumerate(self._tables)], axis=1)
+
+    def argmax(self, logits: np.ndarray) -> Any:
+        """Each discrete action's most likely index, from its slices of the logits."""
+        out, at = [], 0
+        for n in self.sizes:
+            out.append(int(np.argmax(logits[at : at + n])))
+            at += n
+        return out[0] if len(out) == 1 else np.asarray(out, dtype=np.int64)
 
     def deterministic(self, dist_inputs: np.ndarray) -> Any:
         """The greedy action from an RLlib module's ``action_dist_inputs`` (one row).
 
         Box: the Gaussian's mean (the first half); Discrete: the argmax of the logits;
-        MultiDiscrete: the argmax of each action's logits, in order.
+        MultiDiscrete: the argmax of each action's logits, in order; Tuple: the Box part's
+        mean (its inputs are the means then the log-stds) and the argmaxes after them.
         """
         row = np.asarray(dist_inputs).reshape(-1)
-        if not self.discrete:
-            return row[: len(self.names)]
-        if len(self.sizes) == 1:
-            return int(np.argmax(row[: self.sizes[0]]))
-        out, at = [], 0
-        for n in self.sizes:
-            out.append(int(np.argmax(row[at : at + n])))
-            at += n
-        return np.asarray(out, dtype=np.int64)
+        nc = len(self.ranges)
+        if self.mixed:
+            return row[:nc].astype(np.float32), self.argmax(row[2 * nc :])
+        if self.discrete:
+            return self.argmax(row)
+        return row[:nc]
 
 
 def _plain(value: float) -> Number:
@@ -340,4 +381,4 @@ def _short(values: Sequence[Any]) -> str:
     return text
 
 
-__all__ = ["MAX_VALUES", "ActionMap", "ActionSpec", "check_kinds", "mixed_message"]
+__all__ = ["MAX_VALUES", "ActionMap", "ActionSpec"]

@@ -179,13 +179,14 @@ class Agent:
             (action,) = run(feed_names, {obs_name: np.array((obs,), dtype=float32)})
             row = action[0].tolist()
             if discrete:
+                # A discrete action's index -> its value (ints stay ints: 1, not 1.0).
                 return {
-                    n: t[int(a)]  # type: ignore[index]  # ints stay ints: 1, not 1.0
-                    for (n, _, _), t, a in zip(outputs, tables, row)  # noqa: B905
+                    n: (a + 1.0) * half + lo if t is None else t[int(a)]
+                    for (n, lo, half), t, a in zip(outputs, tables, row)  # noqa: B905
                 }
             return {n: (a + 1.0) * half + lo for (n, lo, half), a in zip(outputs, row)}  # noqa: B905
 
-        discrete = all(t is not None for t in tables)
+        discrete = any(t is not None for t in tables)
         return act
 
     def act(self, states: Mapping[str, Any]) -> dict[str, float]:

@@ -239,7 +239,7 @@ class DeclarativeCodec:
         return self.actions.deterministic(dist_inputs)
 
     def decode(self, action: Any) -> list[float]:
-        if self.actions.discrete:
+        if self.actions.discrete or self.actions.mixed:
             # The chosen values themselves (ints stay ints): what the sim receives.
             return self.actions.values(action)  # type: ignore[return-value]
         if isinstance(action, np.ndarray) and action.ndim == 1 and action.dtype.kind == "f":
@@ -276,7 +276,7 @@ class DeclarativeCodec:
         return obs.astype(np.float32), clipped
 
     def decode_batch(self, actions: np.ndarray) -> np.ndarray:
-        if self.actions.discrete:
+        if self.actions.discrete or self.actions.mixed:
             return self.actions.values_batch(actions)
         a = np.clip(np.asarray(actions, dtype=np.float64), -1.0, 1.0)
         return (a + 1.0) * self._act_half + self._act_lo

@@ -297,14 +297,20 @@ def build_graph_module(spec: EnvSpec, module: Any) -> Any:
                 # The env turns non-finite observations (log of a negative, ...) into 0.
                 x = torch.where(torch.isnan(x), torch.zeros_like(x), x)
             out = self.module.forward_inference({"obs": x.to(torch.float32)})
-            if amap.discrete:
-                # The most likely choice of each action, as the value the sim receives.
-                picks = _argmax_columns(out["action_dist_inputs"], amap.sizes)
-                return tuple(t[i] for t, i in zip(tables, picks, strict=True))
-            mean = out["action_dist_inputs"][..., :n_act]
-            a = torch.clamp(mean.to(torch.float64), -1.0, 1.0)
-            values = (a + 1.0) * a_half + a_lo
-            return tuple(values[..., i] for i in range(n_act))
+            inputs = out["action_dist_inputs"]
+            if not (amap.discrete or amap.mixed):
+                mean = inputs[..., :n_act]
+                a = torch.clamp(mean.to(torch.float64), -1.0, 1.0)
+                values = (a + 1.0) * a_half + a_lo
+                return tuple(values[..., i] for i in range(n_act))
+            # The most likely choice of each discrete action, as the value the sim receives;
+            # in a Tuple space the Box part's means and log-stds come first.
+            nc = len(amap.ranges)
+            picks = _argmax_columns(inputs[..., 2 * nc :], amap.sizes)
+            chosen = [t[i] for t, i in zip(tables, picks, strict=True)]
+            a = torch.clamp(inputs[..., :nc].to(torch.float64), -1.0, 1.0)
+            scaled = (a + 1.0) * a_half + a_lo
+            return tuple(scaled[..., j] if kind == "c" else chosen[j] for kind, j in amap.kinds)
 
     return Policy().eval()
 
@@ -338,10 +344,16 @@ def build_core_module(spec: EnvSpec, module: Any) -> Any:
             self.module = module
 
         def forward(self, obs: Any) -> Any:
-            if amap.discrete:
-                picks = _argmax_columns(dist_inputs(obs), amap.sizes)
-                return torch.stack(picks, dim=-1).to(torch.float32)
-            return torch.clamp(dist_inputs(obs)[..., :n_act], -1.0, 1.0)
+            inputs = dist_inputs(obs)
+            if not (amap.discrete or amap.mixed):
+                return torch.clamp(inputs[..., :n_act], -1.0, 1.0)
+            nc = len(amap.ranges)
+            picks = [
+                p.to(torch.float32) for p in _argmax_columns(inputs[..., 2 * nc :], amap.sizes)
+            ]
+            means = torch.clamp(inputs[..., :nc], -1.0, 1.0)
+            columns = [means[..., j] if kind == "c" else picks[j] for kind, j in amap.kinds]
+            return torch.stack(columns, dim=-1)
 
     return Core().eval()
 
@@ -390,6 +402,11 @@ def reference_actions(spec: EnvSpec, module: Any, states: dict[str, np.ndarray])
             [np.asarray(codec.deterministic(row)).reshape(-1) for row in logits]
         ).reshape(len(logits), -1)
         return codec.decode_batch(picks)
+    if codec.actions.mixed:
+        pairs = [codec.deterministic(row) for row in out["action_dist_inputs"].numpy()]
+        box = np.stack([m for m, _ in pairs])
+        disc = np.stack([np.asarray(i).reshape(-1) for _, i in pairs])
+        return codec.decode_batch((box, disc))  # type: ignore[arg-type]
     mean = out["action_dist_inputs"][..., : len(spec.actions)].numpy()
     return codec.decode_batch(mean)
 
@@ -463,11 +480,7 @@ def _manifest(
             for n, r in spec.observations.items()
         ],
         "outputs": [_output(n, r) for n, r in spec.actions.items()],
-        "policy": (
-            "deterministic: the most likely value of each discrete action (argmax)"
-            if action_map(spec).discrete
-            else "deterministic: the mean of the Gaussian action distribution"
-        ),
+        "policy": _policy_text(action_map(spec)),
         "opset": OPSET,
         "verified": {
             "samples": samples,
@@ -477,6 +490,17 @@ def _manifest(
         },
         "core_model": CORE_MODEL,
     }
+
+
+def _policy_text(amap: ActionMap) -> str:
+    if amap.discrete:
+        return "deterministic: the most likely value of each discrete action (argmax)"
+    if amap.mixed:
+        return (
+            "deterministic: the Gaussian's mean for continuous actions, the most likely value "
+            "(argmax) for discrete ones"
+        )
+    return "deterministic: the mean of the Gaussian action distribution"
 
 
 def _output(name: str, action: Any) -> dict[str, Any]:
@@ -542,10 +566,11 @@ def export_run(
     # action's physical scale, decides what "equal" means. A discrete action is right or
     # wrong: its values are compared as they are (half 1), and must be equal.
     amap = action_map(spec)
-    half = (
-        np.ones(len(amap.names))
-        if amap.discrete
-        else np.array([(hi - lo) / 2.0 for lo, hi in amap.ranges])
+    half = np.array(
+        [
+            1.0 if kind == "d" else (amap.ranges[j][1] - amap.ranges[j][0]) / 2.0
+            for kind, j in amap.kinds
+        ]
     )
 
     def refuse(what: str, got: np.ndarray) -> tuple[float, float]:
