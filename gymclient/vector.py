@@ -219,7 +219,13 @@ class SimVectorEnv(gym.vector.VectorEnv):
         """Step all sub-envs; those that finished last step are reset instead (NEXT_STEP)."""
         n, episodes, totals = self.num_envs, self._episodes, self.totals
         # Scale every action in one numpy pass (per-row calls would cost more than the wire).
-        if self._uniform:
+        if isinstance(actions, tuple):  # a Tuple space: (continuous rows, discrete rows)
+            if self._uniform:
+                scaled = self.codecs[0].decode_batch(actions)  # type: ignore[arg-type]
+            else:
+                rows = [tuple(part[i] for part in actions) for i in range(n)]
+                scaled = np.array([self.codecs[i].decode(rows[i]) for i in range(n)])
+        elif self._uniform:
             scaled = self.codecs[0].decode_batch(np.asarray(actions).reshape(n, -1))
         else:
             scaled = np.array([self.codecs[i].decode(actions[i]) for i in range(n)])
