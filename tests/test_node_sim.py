@@ -11,6 +11,7 @@ runs ``npm ci`` itself when they are missing or older than the lock file.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import math
@@ -27,6 +28,7 @@ from typing import Any
 import pytest
 import yaml
 
+from gymclient.conformance import ConformanceSuite
 from gymclient.connection import Connection
 
 REPO = Path(__file__).resolve().parent.parent
@@ -91,16 +93,18 @@ class NodeSample:
         self.address = self.file.read_text().strip()
 
     def stop(self) -> str:
-        """SIGTERM to the group (npm and node); returns the sample's log."""
+        """SIGTERM to the group (npm and node); returns the sample's log once node is done."""
         try:
             os.killpg(self.proc.pid, signal.SIGTERM)
             self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(5)
-        except ProcessLookupError:
-            self.proc.wait(5)
+            # npm dies of the signal at once; node logs "stopped (...)" when it has closed all.
+            deadline = time.monotonic() + 10
+            while "stopped (" not in self.log_path.read_text() and time.monotonic() < deadline:
+                time.sleep(0.05)
         finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)  # whatever of the group is left
+            self.proc.wait(5)
             self.log.close()
         return self.log_path.read_text()
 
@@ -219,6 +223,22 @@ def test_a_short_simgym_train_against_the_js_sample(sample: NodeSample, tmp_path
     assert float(metrics["env_steps_total"]) >= 200 and float(metrics["episodes_total"]) >= 2
     assert float(metrics["sim_errors"]) == 0
     assert not (run_dir / "error.txt").exists()
+
+
+@pytest.fixture(scope="class")
+def js_address(request: pytest.FixtureRequest, sample: NodeSample) -> None:
+    request.cls.address = sample.address
+
+
+# The pytest kit as a C#, Java or C++ author would use it (docs/conformance.md): the stock
+# ConformanceSuite, its address set to a server in another language. Slow: it repeats the
+# protocol checks per test (~5 s), which test_simgym_check... already runs in the default suite.
+@pytest.mark.slow
+@pytest.mark.usefixtures("js_address")
+class TestJsSampleConformance(ConformanceSuite):
+    """Every check of the conformance kit, against the JS sample."""
+
+    spec = str(CSTR_SPEC)
 
 
 @pytest.mark.slow  # the kit's own suite (node:test), ~10 s: make test-slow
