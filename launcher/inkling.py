@@ -168,6 +168,17 @@ class _StateRef:
 
 
 @dataclass
+class _Source:
+    """The curriculum's simulator: its action, config and state types."""
+
+    action: StructType
+    config: StructType | None
+    state: StructType | None
+    state_name: str
+    package: list[str]
+
+
+@dataclass
 class Imported:
     """What an import produced: the two specs (as YAML-ready dicts) and notes for the user."""
 
@@ -442,7 +453,10 @@ class _Importer:
     # -- expressions -----------------------------------------------------------------------
 
     def expr(self, node: Any, scope: dict[str, Any]) -> ast.expr:
-        """Inkling expression -> Python ``ast`` in the expression language's subset."""
+        """Inkling expression -> Python ``ast`` in the expression language's subset.
+
+        One piece: one dispatch over the grammar's expression rules, each branch a few lines.
+        """
         kind = node.data if _is_tree(node) else "token"
         kids = node.children if _is_tree(node) else []
         if len(kids) == 1 and kind in _PASS_THROUGH:
@@ -682,6 +696,36 @@ class _Importer:
     def run_import(self, concept_name: str | None, sim: str | None, name: str | None) -> Imported:
         concept = self.pick_concept(concept_name)
         cname = self.name(concept.children[1])
+        observed, curriculum = self.concept_parts(concept, cname)
+        src = self.simulator_types(curriculum, concept, cname)
+        spec: dict[str, Any] = {"name": name or cname}
+        if sim:
+            spec["sim"] = {"target": sim}
+        else:
+            where = f" (Bonsai package {src.package[0]!r})" if src.package else ""
+            self.notes.append(
+                f"the .ink does not say how to start the sim{where}: add sim.target "
+                "to spec.yaml, or import again with --sim file.py:Class"
+            )
+        spec["observations"] = self.observations(observed, src.state, src.state_name)
+        spec["actions"] = self.actions(src.action)
+        settings, algorithm, lesson_nodes = self.curriculum(curriculum.children, src, spec)
+        total, lesson_settings = self.episode_settings(settings, spec)
+        lessons = self.lessons(lesson_nodes, src.config, lesson_settings, "goals" in spec)
+        if lessons is not None:
+            spec["lessons"] = lessons
+        train: dict[str, Any] = {
+            "env": "spec.yaml",
+            "algorithm": algorithm,
+            "stop": {"max_time": "30m"},
+            "experiment": spec["name"],
+        }
+        if total is not None:
+            train["stop"]["env_steps"] = self.count(total, "TotalIterationLimit")
+        return Imported(spec, train, self.notes, cname)
+
+    def concept_parts(self, concept: Any, cname: str) -> tuple[StructType, Any]:
+        """The observed type (the graph's input) and the concept's curriculum."""
         graph_param = self.graph.children[0]
         input_name = self.name(graph_param.children[0])
         if graph_param.children[1] is None:
@@ -701,9 +745,11 @@ class _Importer:
         curricula = [c for c in body if _is_tree(c, "curriculum")]
         if not curricula:
             self.fail(concept, f"concept {cname}", "has no curriculum")
-        items = curricula[0].children
+        return observed, curricula[0]
 
-        # The simulator: inline (`source simulator (Action: A, Config: C): S {}`) or named.
+    def simulator_types(self, curriculum: Any, concept: Any, cname: str) -> _Source:
+        """The simulator: inline (``source simulator (Action: A, Config: C): S {}``) or named."""
+        items = curriculum.children
         sim_decl: Any = None
         for item in items:
             if _is_tree(item, "source_inline"):
@@ -714,7 +760,7 @@ class _Importer:
                     self.fail(item, "source", f"no simulator {sname!r} in the file")
                 sim_decl = self.simulators[sname]
         if sim_decl is None:
-            self.fail(curricula[0], "curriculum", "has no source simulator")
+            self.fail(curriculum, "curriculum", "has no source simulator")
         offset = 1  # after the name (inline sources may leave it out: a placeholder)
         sim_params = sim_decl.children[offset].children if sim_decl.children[offset] else []
         action_t: StructType | None = None
@@ -738,19 +784,13 @@ class _Importer:
             self.fail(concept, f"concept {cname}", "has no action type")
         assert action_t is not None
         package = [str(i.children[1]).strip('"') for i in sim_decl.children[-1].children]
+        return _Source(action_t, config_t, state_t, state_name, package)
 
-        spec: dict[str, Any] = {"name": name or cname}
-        if sim:
-            spec["sim"] = {"target": sim}
-        else:
-            where = f" (Bonsai package {package[0]!r})" if package else ""
-            self.notes.append(
-                f"the .ink does not say how to start the sim{where}: add sim.target "
-                "to spec.yaml, or import again with --sim file.py:Class"
-            )
-        spec["observations"] = self.observations(observed, state_t, state_name)
-        spec["actions"] = self.actions(action_t)
-
+    def curriculum(
+        self, items: list[Any], src: _Source, spec: dict[str, Any]
+    ) -> tuple[dict[str, tuple[Any, Any]], str, list[Any]]:
+        """Reward, terminal and goals into ``spec``; the training settings, algorithm, lessons."""
+        state_t, state_name = src.state, src.state_name
         reward = terminal = None
         goals: dict[str, Any] = {}
         settings: dict[str, tuple[Any, Any]] = {}
@@ -788,7 +828,12 @@ class _Importer:
             spec["goals"] = goals
         if reward is None and not goals:
             self.notes.append("no reward function and no goal: training uses the sim's reward")
+        return settings, algorithm, lessons_nodes
 
+    def episode_settings(
+        self, settings: dict[str, tuple[Any, Any]], spec: dict[str, Any]
+    ) -> tuple[Any, dict[str, tuple[Any, Any]]]:
+        """``max_episode_steps`` into ``spec``; TotalIterationLimit and the lesson settings."""
         limit = settings.pop("EpisodeIterationLimit", None)
         if limit is None:
             spec["max_episode_steps"] = BONSAI_EPISODE_ITERATION_LIMIT
@@ -809,20 +854,7 @@ class _Importer:
             if why is None:
                 self.fail(node, f"training.{key}", "not a training setting simgym knows")
             self.notes.append(f"training.{key} ignored: {why}")
-
-        lessons = self.lessons(lessons_nodes, config_t, lesson_settings, bool(goals))
-        if lessons is not None:
-            spec["lessons"] = lessons
-
-        train: dict[str, Any] = {
-            "env": "spec.yaml",
-            "algorithm": algorithm,
-            "stop": {"max_time": "30m"},
-            "experiment": spec["name"],
-        }
-        if total is not None:
-            train["stop"]["env_steps"] = self.count(total, "TotalIterationLimit")
-        return Imported(spec, train, self.notes, cname)
+        return total, lesson_settings
 
     def count(self, setting: tuple[Any, Any], key: str) -> int:
         node, value_node = setting
@@ -884,6 +916,19 @@ class _Importer:
 
     def actions(self, action: StructType) -> dict[str, Any]:
         out: dict[str, Any] = {}
+        kinds: dict[bool, str] = {}
+        for fname, (ftype, _) in action.fields.items():
+            if isinstance(ftype, NumberType):
+                discrete = ftype.values is not None or ftype.named is not None
+                kinds.setdefault(discrete or ftype.step is not None, fname)
+        if len(kinds) == 2:
+            self.fail(
+                action.where,
+                "action type",
+                f"mixes discrete ({kinds[True]}) and continuous ({kinds[False]}) actions: "
+                "simgym trains one kind per spec (give the continuous one a step, or split "
+                "the concept)",
+            )
         for fname, (ftype, at) in action.fields.items():
             self.scalar(ftype, at, f"action {fname}")
             assert isinstance(ftype, NumberType)
@@ -978,12 +1023,16 @@ class _Importer:
             lname = self.name(node.children[0])
             scenario: dict[str, Any] = {}
             settings = dict(curriculum_settings)
+            own: dict[str, tuple[Any, Any]] = {}
             for part in node.children[2:]:
                 if _is_tree(part, "scenario"):
                     scenario.update(self.scenario(part, config))
                 elif _is_tree(part, "training_block"):
-                    settings.update(self.settings(part))
-            lessons.append({"name": lname, "config": scenario, "_settings": settings, "_at": node})
+                    own.update(self.settings(part))
+            settings.update(own)
+            lessons.append(
+                {"name": lname, "config": scenario, "_settings": settings, "_own": own, "_at": node}
+            )
         if len(lessons) == 1:
             self.check_no_threshold(lessons[0])
             return lessons[0]["config"]
@@ -998,7 +1047,7 @@ class _Importer:
         return out
 
     def check_no_threshold(self, lesson: dict[str, Any], last: bool = False) -> None:
-        given = [k for k in lesson["_settings"] if k.startswith("Lesson")]
+        given = [k for k in lesson["_own"] if k.startswith("Lesson")]
         if given:
             why = "the last lesson has no next one" if last else "there is one lesson"
             self.notes.append(f"lesson {lesson['name']}: {', '.join(given)} ignored ({why})")
@@ -1223,6 +1272,19 @@ def dump_yaml(data: dict[str, Any], header: Sequence[str]) -> str:
     return "".join(f"# {line}\n" for line in header) + text
 
 
+def render(imported: Imported, source: str | Path) -> dict[str, str]:
+    """The text of ``spec.yaml`` and ``train.yaml``, by file name."""
+    origin = (
+        f"Imported from {Path(source).name} (concept {imported.concept}) by simgym import-inkling."
+    )
+    return {
+        "spec.yaml": dump_yaml(
+            imported.spec, [origin, "The env spec: docs/spec.md; the mapping: docs/inkling.md."]
+        ),
+        "train.yaml": dump_yaml(imported.train, [origin, "The training spec: docs/training.md."]),
+    }
+
+
 def write_specs(
     imported: Imported, out: Path, source: str | Path, *, force: bool = False
 ) -> list[Path]:
@@ -1232,24 +1294,14 @@ def write_specs(
         SimgymError: A file exists (without ``force``), or what was written does not load.
     """
     out.mkdir(parents=True, exist_ok=True)
-    paths = [out / "spec.yaml", out / "train.yaml"]
+    texts = render(imported, source)
+    paths = [out / name for name in texts]
     if not force:
         for p in paths:
             if p.exists():
                 raise SimgymError(f"{p} exists: choose another --out folder, or --force")
-    origin = (
-        f"Imported from {Path(source).name} (concept {imported.concept}) by simgym import-inkling."
-    )
-    paths[0].write_text(
-        dump_yaml(
-            imported.spec, [origin, "The env spec: docs/spec.md; the mapping: docs/inkling.md."]
-        ),
-        encoding="utf-8",
-    )
-    paths[1].write_text(
-        dump_yaml(imported.train, [origin, "The training spec: docs/training.md."]),
-        encoding="utf-8",
-    )
+    for p, text in zip(paths, texts.values(), strict=True):
+        p.write_text(text, encoding="utf-8")
     from gymclient.spec import load_spec
     from launcher.trainspec import load_train_spec
 
