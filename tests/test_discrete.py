@@ -87,6 +87,33 @@ def test_several_discrete_actions_make_a_multidiscrete_space(tmp_path):
         amap.values(np.array([0, 5, 0]))
 
 
+def test_discrete_and_continuous_actions_make_a_tuple_space(tmp_path):
+    from gymclient.actions import ActionMap
+
+    spec = load_spec(
+        _spec(
+            tmp_path,
+            """
+            heat: {values: [0, 1]}
+            stage: {min: 0, max: 4}
+            mode: {values: {cool: 2, off: 0, heat: 1}}
+            """,
+        )
+    )
+    amap = ActionMap(spec.source, spec.actions, ["heat", "stage", "mode"])
+    box = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
+    assert amap.space() == gym.spaces.Tuple((box, gym.spaces.MultiDiscrete([2, 3])))
+    # Session order: heat (index 1 -> 1), stage (0.5 -> 3.0 on [0, 4]), mode (index 0 -> 2).
+    assert amap.values((np.array([0.5], np.float32), np.array([1, 0]))) == [1, 3.0, 2]
+    batch = amap.values_batch((np.array([[0.5], [-1.0]]), np.array([[1, 0], [0, 2]])))
+    assert batch.tolist() == [[1, 3.0, 2], [0, 0.0, 1]]
+    # RLlib's inputs for a Tuple: the Box part's mean and log-std, then each action's logits.
+    mean, picks = amap.deterministic(np.array([0.25, -3.0, 0.1, 0.9, 5.0, 0.0, 1.0]))
+    assert mean.tolist() == [0.25] and picks.tolist() == [1, 0]
+    with pytest.raises(ValueError, match="a \\(continuous array, discrete indices\\) pair"):
+        amap.values(np.array([1, 0]))
+
+
 @pytest.mark.parametrize(
     ("actions", "key", "message"),
     [
@@ -102,11 +129,6 @@ def test_several_discrete_actions_make_a_multidiscrete_space(tmp_path):
         ("heat: {min: 0}", "actions.heat.max", "Field required"),
         ("heat: {max: 1}", "actions.heat", "give min as well as max"),
         ("heat: {min: 0, max: 0.5, step: 0.00001}", "actions.heat", "at most 10000"),
-        (
-            "heat: {values: [0, 1]}\nu: {min: -1, max: 1}",
-            "actions",
-            "'heat' is discrete and 'u' continuous",
-        ),
     ],
 )
 def test_spec_errors_name_file_and_key(tmp_path, actions, key, message):
@@ -208,6 +230,33 @@ def test_the_sim_receives_the_values_as_ints(tmp_path, start_server):
         assert all(type(v) is int for v in env.codec.decode(np.array([1, 4, 0])))
     finally:
         env.close()
+    # Discrete and continuous together: a Tuple; the continuous part is scaled, not rounded.
+    mixed = _spec(
+        tmp_path,
+        """
+        heat: {values: [0, 1]}
+        stage: {min: 0, max: 4}
+        mode: {values: {cool: 2, off: 0, heat: 1}}
+        """,
+        f"sim: {{address: '{furnace.address}'}}",
+    )
+    env = SimEnv({"spec": str(mixed)})
+    vec = SimVectorEnv(str(mixed), 2)
+    try:
+        assert isinstance(env.action_space, gym.spaces.Tuple)
+        env.reset(seed=0)
+        *_, info = env.step((np.array([0.5], np.float32), np.array([1, 0])))
+        states = info["states"]
+        assert (states["got_on"], states["got_stage"], states["got_mode"]) == (1, 3.0, 2)
+        # The vector env takes RLlib's batched form: (continuous rows, discrete rows).
+        vec.reset(seed=0)
+        vec.step((np.array([[0.5], [1.0]], np.float32), np.array([[1, 0], [0, 1]])))
+        *_, infos = vec.step((np.zeros((2, 1), np.float32), np.array([[0, 2], [1, 1]])))
+        got = [(s["got_on"], s["got_stage"], s["got_mode"]) for s in infos["states"]]
+        assert got == [(0, 2.0, 1), (1, 2.0, 0)]
+    finally:
+        env.close()
+        vec.close()
     # Values written as floats (1.0) reach the sim as floats: the int is the spec's word.
     heater = start_server("discrete.py:Heater")
     for values, received in (("[0, 1]", 1), ("[0.0, 1.0]", None)):
@@ -239,7 +288,8 @@ def _train_spec(tmp_path: Path, algorithm: str, env: str, actions: dict, steps: 
         "lessons": {"T0": {"min": 10, "max": 25}},
     }
     (tmp_path / "env.yaml").write_text(yaml.safe_dump(env_spec, sort_keys=False))
-    config = {"train_batch_size_per_learner": 400, "min_time_s_per_iteration": 1}
+    config = {"train_batch_size_per_learner": 400 if algorithm == "PPO" else 200,
+              "min_time_s_per_iteration": 1}  # fmt: skip
     if algorithm == "PPO":
         config.update(minibatch_size=100, num_epochs=4, entropy_coeff=0.01)
     train = {
@@ -274,7 +324,7 @@ def test_ppo_learns_a_switch_and_evaluate_export_predict_give_the_sims_values(
     from launcher.train import train
 
     actions = {"heat": {"values": {"off": 0, "on": 1}}}
-    run_dir, state = train(_train_spec(tmp_path, "PPO", "Heater", actions, 8000))
+    run_dir, state = train(_train_spec(tmp_path, "PPO", "Heater", actions, 6000))
     assert state.finished and not (run_dir / "error.txt").exists()
     rows = [r for r in csv.DictReader((run_dir / "metrics.csv").open()) if r["episode_reward_mean"]]
     first, last = float(rows[0]["episode_reward_mean"]), float(rows[-1]["episode_reward_mean"])
@@ -325,18 +375,31 @@ def test_ppo_learns_a_switch_and_evaluate_export_predict_give_the_sims_values(
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("algorithm", ["IMPALA", "APPO"])
-def test_impala_and_appo_train_multidiscrete_actions(tmp_path, ray_session, algorithm):
+@pytest.mark.parametrize(("algorithm", "stage"), [("IMPALA", 1), ("APPO", None)])
+def test_impala_and_appo_train_multidiscrete_and_tuple_actions(
+    tmp_path, ray_session, algorithm, stage
+):
+    """IMPALA: three discrete actions (MultiDiscrete); APPO: stage continuous (a Tuple)."""
     from launcher.train import train
 
     actions = {
         "heat": {"values": [0, 1]},
-        "stage": {"min": 0, "max": 4, "step": 1},
+        "stage": {"min": 0, "max": 4, **({"step": stage} if stage else {})},
         "mode": {"values": {"cool": 2, "off": 0, "heat": 1}},
     }
-    run_dir, state = train(_train_spec(tmp_path, algorithm, "Furnace", actions, 2000))
-    assert state.finished and state.stop_reason == "env_steps 2000 reached", state.stop_reason
+    run_dir, state = train(_train_spec(tmp_path, algorithm, "Furnace", actions, 600))
+    assert state.finished and state.stop_reason == "env_steps 600 reached", state.stop_reason
     rows = list(csv.DictReader((run_dir / "metrics.csv").open()))
     # Every sim call succeeded: a float or an index would have raised in Furnace.step.
     assert rows and all(float(r.get("sim_errors") or 0) == 0 for r in rows)
     assert float(rows[-1]["episodes_total"]) > 0
+    # The exported agent gives each action as the sim takes it (checkpoint: the last one).
+    pytest.importorskip("onnxruntime")
+    from gymclient.agent import load_agent
+    from launcher.export import export_run
+
+    export_run(run_dir, tmp_path / "agent")
+    act = load_agent(tmp_path / "agent").act({"T": 15.0})
+    assert act["heat"] in (0, 1) and act["mode"] in (0, 1, 2) and 0 <= act["stage"] <= 4
+    assert type(act["heat"]) is int and type(act["mode"]) is int
+    assert (type(act["stage"]) is int) == (stage is not None)
