@@ -36,7 +36,7 @@ from gymclient.packedsocket import (
     SocketPackedStream,
     packed_socket_path,
 )
-from gymclient.spec import EnvSpec, load_spec
+from gymclient.spec import EnvSpec, Range, load_spec
 from gymclient.stream import PackedStream, Stream
 from simgym import PROTOCOL
 from simgym.v1 import simulator_pb2 as pb
@@ -342,18 +342,20 @@ def _stopped(watch: Watch | None, ep: int, report: Report) -> bool:
     return bool(reason)
 
 
+def _declared_range(r: Range | None) -> tuple[float, float]:
+    """An observation's declared range ([-1, 1] for a reference spec's, or one not given)."""
+    if r is None or r.min is None or r.max is None:
+        return (-1.0, 1.0)
+    return (r.min, r.max)
+
+
 def _observation_stats(env: SimEnv) -> dict[str, ObservationStats]:
     """Empty statistics per observation, with the range each is checked against."""
     spec = env.spec_
     # Declarative specs: raw state values against declared ranges. Reference specs have
     # no ranges, so their (already normalised) observations are tracked against [-1, 1].
     return {
-        name: ObservationStats(
-            name,
-            (spec.observations[name].min, spec.observations[name].max)
-            if name in spec.observations
-            else (-1.0, 1.0),
-        )
+        name: ObservationStats(name, _declared_range(spec.observations.get(name)))
         for name in env.codec.obs_names
     }
 

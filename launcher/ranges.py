@@ -31,6 +31,7 @@ import numpy as np
 import yaml
 
 from gymclient.codec import (
+    DeclarativeCodec,
     declared_action_names,
     declared_integer_actions,
     sample_config,
@@ -148,6 +149,7 @@ def estimate(
         )
         try:
             codec = session_codec(work, session)
+            assert isinstance(codec, DeclarativeCodec)  # reference specs have no unranged ones
             space = codec.action_space()
             space.seed(seed)
 

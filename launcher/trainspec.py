@@ -319,7 +319,8 @@ def _train_fields_at(loc: tuple[Any, ...]) -> list[str]:
     """The keys a training spec accepts at ``loc`` ([] if unknown), for typo hints."""
     model: Any = TrainSpec
     for part in loc:
-        field = model.model_fields.get(str(part)) if isinstance(model, type) else None
+        fields: dict[str, Any] = getattr(model, "model_fields", {})
+        field = fields.get(str(part))
         if field is None:
             return []
         args = [a for a in typing.get_args(field.annotation) if a is not type(None)]
