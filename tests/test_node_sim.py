@@ -139,6 +139,30 @@ def test_simgym_check_passes_against_the_js_sample(sample: NodeSample) -> None:
         assert "│ ok" in line, line
 
 
+def test_health_and_reflection_of_the_js_sample(sample: NodeSample) -> None:
+    # What an orchestrator probes and what grpcurl reads: the stock grpcio clients.
+    import grpc
+    from google.protobuf.descriptor_pool import DescriptorPool
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+    from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
+        ProtoReflectionDescriptorDatabase,
+    )
+
+    with grpc.insecure_channel(sample.address) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        for service in ("", "simgym.v1.Simulator"):
+            reply = health.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING
+        database = ProtoReflectionDescriptorDatabase(channel)
+        assert set(database.get_services()) >= {"simgym.v1.Simulator", "grpc.health.v1.Health"}
+        pool = DescriptorPool(database)
+        methods = [m.name for m in pool.FindServiceByName("simgym.v1.Simulator").methods]
+        assert "PackedStream" in methods and "Open" in methods
+        # google.protobuf.Struct resolves: the descriptors name the files they depend on.
+        config = pool.FindMessageTypeByName("simgym.v1.ResetRequest").fields_by_name["config"]
+        assert config.message_type.full_name == "google.protobuf.Struct"
+
+
 def _python_cstr() -> Any:
     spec = importlib.util.spec_from_file_location(
         "simgym_node_test_cstr", REPO / "examples" / "cstr" / "sim.py"

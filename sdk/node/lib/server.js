@@ -11,6 +11,7 @@ import * as grpc from '@grpc/grpc-js';
 import { HealthImplementation, protoPath as healthProto } from 'grpc-health-check';
 import * as protoLoader from '@grpc/proto-loader';
 import { ReflectionService } from '@grpc/reflection';
+import descriptor from 'protobufjs/ext/descriptor/index.js';
 import { ConfigError, SimServerError, clip } from './errors.js';
 import { WRONG_TOKEN, checkProtocol, sameSecret } from './handshake.js';
 import { Logger } from './log.js';
@@ -92,6 +93,57 @@ export function isLoopback(host) {
   if (net.isIPv4(bare)) return bare.startsWith('127.');
   if (net.isIPv6(bare)) return bare === '::1' || bare === '0:0:0:0:0:0:0:1';
   return false;
+}
+
+/**
+ * Fill in the `dependency` lists of a proto-loader definition's file descriptors, in place.
+ *
+ * proto-loader leaves them empty (grpc-node issue 2595), so a reflection client (grpcurl,
+ * Python's descriptor pool) given simulator.proto's descriptor cannot resolve
+ * google.protobuf.Struct. Each file gets the files that define the types it references.
+ */
+export function linkDependencies(definition) {
+  const FDP = descriptor.FileDescriptorProto;
+  const files = new Map();
+  for (const def of Object.values(definition)) {
+    for (const bin of def.fileDescriptorProtos ?? []) {
+      const file = FDP.decode(bin);
+      files.set(file.name, file);
+    }
+  }
+  const owner = new Map(); // fully qualified type name -> file name
+  const index = (prefix, messages, enums, file) => {
+    for (const e of enums ?? []) owner.set(prefix ? `${prefix}.${e.name}` : e.name, file);
+    for (const m of messages ?? []) {
+      const name = prefix ? `${prefix}.${m.name}` : m.name;
+      owner.set(name, file);
+      index(name, m.nestedType, m.enumType, file);
+    }
+  };
+  for (const file of files.values()) index(file.package ?? '', file.messageType, file.enumType, file.name);
+  for (const file of files.values()) {
+    const deps = new Set(file.dependency ?? []);
+    const refs = [];
+    const walk = (messages) => {
+      for (const m of messages ?? []) {
+        for (const f of m.field ?? []) if (f.typeName) refs.push(f.typeName);
+        walk(m.nestedType);
+      }
+    };
+    walk(file.messageType);
+    for (const svc of file.service ?? []) for (const m of svc.method ?? []) refs.push(m.inputType, m.outputType);
+    for (const ref of refs) {
+      // Absolute (".pkg.Type") or, as proto-loader writes them, relative to the root or the file's package.
+      const bare = ref.replace(/^\./, '');
+      const other = owner.get(bare) ?? owner.get(`${file.package}.${bare}`);
+      if (other && other !== file.name) deps.add(other);
+    }
+    file.dependency = [...deps];
+  }
+  const encoded = new Map([...files].map(([name, file]) => [name, Buffer.from(FDP.encode(file).finish())]));
+  for (const def of Object.values(definition)) {
+    if (def.fileDescriptorProtos) def.fileDescriptorProtos = def.fileDescriptorProtos.map((bin) => encoded.get(FDP.decode(bin).name));
+  }
 }
 
 /** Write the bound address atomically, so a poller never reads half a line. */
@@ -230,6 +282,7 @@ export class SimServer {
       includeDirs: [this.contract.dir],
       keepCase: true,
     });
+    linkDependencies(definition);
     new ReflectionService(definition).addToServer(this.server);
   }
 
