@@ -43,6 +43,14 @@ BONSAI_EPISODE_ITERATION_LIMIT = 1000
 #: Our advance rule for a lesson of a goal curriculum that names no threshold.
 DEFAULT_SUCCESS_THRESHOLD = 0.9
 _ALGORITHMS = {"PPO", "APPO", "IMPALA"}
+#: train.yaml's ``config:`` for PPO (lr, discount, batch of 2000 steps in 8 minibatches).
+PPO_RECIPE: dict[str, Any] = {
+    "lr": 0.0003,
+    "gamma": 0.99,
+    "train_batch_size_per_learner": 2000,
+    "minibatch_size": 250,
+    "num_epochs": 10,
+}
 _IGNORED_SETTINGS = {
     "NoProgressIterationLimit": "simgym stops on stop: conditions (train.yaml)",
     "EpisodeIterationLimitPerLesson": "not supported",
@@ -720,6 +728,10 @@ class _Importer:
             "stop": {"max_time": "30m"},
             "experiment": spec["name"],
         }
+        if algorithm == "PPO":
+            # Bonsai users never chose hyperparameters: a recipe that trains small control
+            # problems in minutes (examples/bonsai-cartpole's), rather than RLlib's defaults.
+            train["config"] = dict(PPO_RECIPE)
         if total is not None:
             train["stop"]["env_steps"] = self.count(total, "TotalIterationLimit")
         return Imported(spec, train, self.notes, cname)

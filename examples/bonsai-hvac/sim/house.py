@@ -27,8 +27,8 @@ class House:
 
     def reset(
         self,
-        Tset: int = 21,  # noqa: N803 - Bonsai's names
-        Tin_initial: float = 20.0,  # noqa: N803
+        Tset: int = 21,  # Bonsai's names, as the .ink spells them
+        Tin_initial: float = 20.0,
         schedule_index: int = 1,
         start_hour: float = 0.0,
     ) -> None:
@@ -40,11 +40,11 @@ class House:
         self.hvacON = 0
 
     @property
-    def Tout(self) -> float:  # noqa: N802
+    def Tout(self) -> float:
         """The outside temperature now."""
         return self.mean - self.swing * math.cos(2 * math.pi * (self.hour - 4.0) / 24.0)
 
-    def step(self, hvacON: int) -> None:  # noqa: N803
+    def step(self, hvacON: int) -> None:
         """Advance five minutes with the heater off (0) or on (1); nothing else is accepted."""
         if hvacON not in (0, 1):
             raise ValueError(f"hvacON must be 0 or 1, got {hvacON!r}")
