@@ -159,6 +159,21 @@ def check_exportable(spec: EnvSpec) -> None:
         )
 
 
+def observation_range(spec: EnvSpec, name: str) -> tuple[float, float]:
+    """An observation's (min, max).
+
+    Raises:
+        ExportError: The spec leaves it out (a run's spec.resolved.yaml has it filled in).
+    """
+    r = spec.observations[name]
+    if r.min is None or r.max is None:
+        raise ExportError(
+            f"{spec.source}: observations.{name}: no min/max; export a run (its "
+            "spec.resolved.yaml holds the ranges estimated at train start) or give them"
+        )
+    return float(r.min), float(r.max)
+
+
 def action_map(spec: EnvSpec) -> ActionMap:
     """The spec's actions in the graph's order (the spec's): ranges or discrete values."""
     return ActionMap(spec.source, spec.actions, list(spec.actions))
@@ -259,8 +274,9 @@ def build_graph_module(spec: EnvSpec, module: Any) -> Any:
     obs = list(spec.observations.items())
     plain = {n: states.index(n) for n, r in obs if not r.expr}
     derived = {n: _torch_expr(r.expr) for n, r in obs if r.expr}
-    lo = torch.tensor([r.min for _, r in obs], dtype=torch.float64)
-    scale = torch.tensor([2.0 / (r.max - r.min) for _, r in obs], dtype=torch.float64)
+    bounds = [observation_range(spec, n) for n, _ in obs]
+    lo = torch.tensor([a for a, _ in bounds], dtype=torch.float64)
+    scale = torch.tensor([2.0 / (b - a) for a, b in bounds], dtype=torch.float64)
     amap = action_map(spec)
     a_lo = torch.tensor([lo for lo, _ in amap.ranges], dtype=torch.float64)
     a_half = torch.tensor([(hi - lo) / 2.0 for lo, hi in amap.ranges], dtype=torch.float64)
@@ -297,18 +313,18 @@ def build_graph_module(spec: EnvSpec, module: Any) -> Any:
                 # The env turns non-finite observations (log of a negative, ...) into 0.
                 x = torch.where(torch.isnan(x), torch.zeros_like(x), x)
             out = self.module.forward_inference({"obs": x.to(torch.float32)})
-            inputs = out["action_dist_inputs"]
+            dist = out["action_dist_inputs"]
             if not (amap.discrete or amap.mixed):
-                mean = inputs[..., :n_act]
+                mean = dist[..., :n_act]
                 a = torch.clamp(mean.to(torch.float64), -1.0, 1.0)
                 values = (a + 1.0) * a_half + a_lo
                 return tuple(values[..., i] for i in range(n_act))
             # The most likely choice of each discrete action, as the value the sim receives;
             # in a Tuple space the Box part's means and log-stds come first.
             nc = len(amap.ranges)
-            picks = _argmax_columns(inputs[..., 2 * nc :], amap.sizes)
+            picks = _argmax_columns(dist[..., 2 * nc :], amap.sizes)
             chosen = [t[i] for t, i in zip(tables, picks, strict=True)]
-            a = torch.clamp(inputs[..., :nc].to(torch.float64), -1.0, 1.0)
+            a = torch.clamp(dist[..., :nc].to(torch.float64), -1.0, 1.0)
             scaled = (a + 1.0) * a_half + a_lo
             return tuple(scaled[..., j] if kind == "c" else chosen[j] for kind, j in amap.kinds)
 
@@ -371,8 +387,9 @@ def sample_states(spec: EnvSpec, n: int, rng: np.random.Generator) -> dict[str, 
     for name in input_states(spec):
         r = spec.observations.get(name)
         if r is not None and not r.expr:
-            pad = 0.1 * (r.max - r.min)
-            out[name] = rng.uniform(r.min - pad, r.max + pad, n)
+            lo, hi = observation_range(spec, name)
+            pad = 0.1 * (hi - lo)
+            out[name] = rng.uniform(lo - pad, hi + pad, n)
         else:
             out[name] = rng.uniform(-10.0, 10.0, n)
     return out
