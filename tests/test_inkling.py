@@ -153,9 +153,7 @@ def test_several_lessons_become_the_list_form_with_advance_rules():
 
 def test_no_episode_limit_is_bonsais_default_and_said(tmp_path):
     ink = tmp_path / "t.ink"
-    ink.write_text(
-        (DATA / "goals.ink").read_text().replace("EpisodeIterationLimit: 300,", "")
-    )
+    ink.write_text((DATA / "goals.ink").read_text().replace("EpisodeIterationLimit: 300,", ""))
     imported = import_inkling(ink)
     assert imported.spec["max_episode_steps"] == BONSAI_EPISODE_ITERATION_LIMIT == 1000
     assert any("EpisodeIterationLimit" in n for n in imported.notes)
@@ -209,8 +207,20 @@ ERROR_CASES = [
         39,
         "Goal.Sphere: a vector objective is not supported",
     ),
-    ("State.c in Goal.RangeAbove(3)", "State.z in Goal.RangeAbove(3)", 40, 34, "S has no field 'z'"),
-    ("            source Sim\n", "            source Sim\n            state Obs\n", 34, 13, "state Obs"),
+    (
+        "State.c in Goal.RangeAbove(3)",
+        "State.z in Goal.RangeAbove(3)",
+        40,
+        34,
+        "S has no field 'z'",
+    ),
+    (
+        "            source Sim\n",
+        "            source Sim\n            state Obs\n",
+        34,
+        13,
+        "state Obs",
+    ),
     ("                    target: 5,", "                    speed: 5,", 49, 21, "scenario speed"),
     ("EpisodeIterationLimit: 300,", "EpisodeIterationLimit: 1.5,", 43, 17, "positive whole"),
     ("    a: number,", "    a: number<>,", 9, 15, "syntax: unexpected '>'"),
@@ -273,13 +283,17 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
 
 def test_the_command_writes_both_specs_and_fails_in_one_line(tmp_path):
     (tmp_path / "s.py").write_text("class S: ...\n")
-    ok = run_cli("import-inkling", str(DATA / "goals.ink"), "--out", str(tmp_path), "--sim", "s.py:S")
+    ok = run_cli(
+        "import-inkling", str(DATA / "goals.ink"), "--out", str(tmp_path), "--sim", "s.py:S"
+    )
     assert ok.returncode == 0, ok.stderr
     assert "wrote" in ok.stdout
     data = yaml.safe_load((tmp_path / "spec.yaml").read_text())
     assert data["sim"] == {"target": "s.py:S"} and len(data["lessons"]) == 3
     bad = tmp_path / "bad.ink"
-    bad.write_text((DATA / "goals.ink").read_text().replace("    u: number<-2 .. 2>,", "    u: number,"))
+    bad.write_text(
+        (DATA / "goals.ink").read_text().replace("    u: number<-2 .. 2>,", "    u: number,")
+    )
     proc = run_cli("import-inkling", str(bad), "--out", str(tmp_path / "b"))
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and "Traceback" not in proc.stderr
