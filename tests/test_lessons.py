@@ -35,7 +35,11 @@ def _write(tmp_path: Path, text: str, name: str = "spec.yaml") -> Path:
 
 
 def _lesson_spec(tmp_path: Path, extra: str = "") -> Path:
-    """Two lessons (`easy` level 0, `hard` an integer level 18..24); `temp` and `t` unranged."""
+    """Two lessons (`easy` level 0, `hard` an integer level 18..24); `temp` and `t` unranged.
+
+    `easy` moves on after 10 episodes: its reward threshold always holds, its success one
+    only when the episodes report `goal_success` (the goal is never violated).
+    """
     return _write(
         tmp_path,
         f"""\
@@ -48,11 +52,13 @@ def _lesson_spec(tmp_path: Path, extra: str = "") -> Path:
         actions:
           u: {{min: -1, max: 1}}
         reward: {{state: t}}
+        goals:                # never violated: every episode reports goal_success true
+          Bounded: {{avoid: "abs(temp)", above: 100000}}
         log_states: [level]
         lessons:
           - name: easy
             config: {{level: 0}}
-            advance: {{reward: -1.0e9, min_episodes: 10}}
+            advance: {{reward: -1.0e9, success: 0.5, min_episodes: 10}}
           - name: hard
             config: {{level: {{min: 18, max: 24, step: 1}}}}
         {extra}""",
@@ -183,11 +189,15 @@ def test_the_cli_shows_every_problem_and_exits_2_without_a_traceback(tmp_path):
 def test_curriculum_moves_on_after_min_episodes_of_its_own_lesson(tmp_path):
     spec = load_spec(_lesson_spec(tmp_path))
     cur = Curriculum(spec.lesson_stages())
-    cur.observe([(1, 5.0, None)] * 50)  # another lesson's episodes do not count
-    cur.observe([(0, 1.0, None)] * 9)
+    cur.observe([(1, 5.0, 1.0)] * 50)  # another lesson's episodes do not count
+    cur.observe([(0, 1.0, 1.0)] * 9)
     assert cur.ready() == ""  # 9 < min_episodes 10
     cur.observe([(0, 1.0, None)])
-    assert cur.ready() == "episode_reward_mean 1 >= -1e+09 over the last 10 episodes"
+    assert cur.ready() == ""  # an episode without goal_success: the success rate lacks it
+    cur.observe([(0, 1.0, 1.0)])
+    assert cur.ready() == (
+        "episode_reward_mean 1 >= -1e+09 and goal success 1 >= 0.5 over the last 10 episodes"
+    )
     cur.advance()
     assert (cur.number, cur.stage.name, cur.episodes) == (2, "hard", 0)
     cur.observe([(1, 3.0, None)] * 500)
