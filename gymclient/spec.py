@@ -81,6 +81,16 @@ class Range(_Model):
         """True when min and max are given (False: estimated from statistics)."""
         return self.min is not None and self.max is not None
 
+    def bounds(self) -> tuple[float, float]:
+        """(min, max), for code that needs a range (export, a filled-in run spec).
+
+        Raises:
+            ValueError: The range is not given and was not estimated yet (launcher.ranges).
+        """
+        if self.min is None or self.max is None:
+            raise ValueError("no min/max: estimated by simgym train, or give them in the spec")
+        return self.min, self.max
+
     @model_validator(mode="after")
     def _ordered(self) -> Range:
         if self.min is None or self.max is None:
