@@ -298,3 +298,14 @@ def test_the_command_writes_both_specs_and_fails_in_one_line(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and "Traceback" not in proc.stderr
     assert f"{bad}:15:5: action u: needs a range" in proc.stderr
+
+
+@pytest.mark.parametrize("sample", sorted(SAMPLES))
+def test_the_imported_samples_are_sound_on_their_sims(sample):
+    # The house indexes a list with schedule_index and refuses an hvacON other than 0/1: a
+    # float draw or a rounded continuous action would make the check unsound.
+    from launcher.check import run_check
+
+    folder = SAMPLES[sample][0]
+    report = run_check(load_spec(folder / "spec.yaml"), episodes=2)
+    assert report.sound, report

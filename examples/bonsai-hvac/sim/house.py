@@ -14,7 +14,7 @@ import math
 
 STEP_MINUTES = 5
 TAU_HOURS = 3.0  # the house's cooling time constant
-HEAT_RATE = 6.0  # K/h the heater adds when on
+HEAT_RATE = 10.0  # K/h the heater adds when on (30 K above the outside at most)
 # Outside temperature profiles (°C): mean and half the day's swing, coldest at 04:00.
 PROFILES = [(-2.0, 4.0), (4.0, 5.0), (9.0, 6.0), (14.0, 4.0)]
 
