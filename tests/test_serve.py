@@ -306,11 +306,22 @@ def test_token_body_size_chunked_and_connection_limits(agent_dir):
 
         # Two idle keep-alive connections hold both slots: the third is refused at once.
         server.conn.close()
-        first = http.client.HTTPConnection(server.host, server.port, timeout=10)
-        second = http.client.HTTPConnection(server.host, server.port, timeout=10)
-        for conn in (first, second):
-            conn.request("GET", "/v1/status", headers=auth)
-            assert conn.getresponse().read()
+
+        def hold_a_slot() -> http.client.HTTPConnection:
+            # The refused connections above free their slots once the server has read
+            # their close (after a lingering read): until then a new one may see a 503.
+            for _ in range(200):
+                conn = http.client.HTTPConnection(server.host, server.port, timeout=10)
+                conn.request("GET", "/v1/status", headers=auth)
+                reply = conn.getresponse()
+                reply.read()
+                if reply.status == 200:
+                    return conn
+                conn.close()
+                time.sleep(0.05)
+            raise AssertionError("no connection slot came free")
+
+        first, second = hold_a_slot(), hold_a_slot()
         status_request = b"GET /v1/status HTTP/1.1\r\nHost: x\r\nAuthorization: s3cret-token\r\n"
         refused = _raw(server.host, server.port, status_request + b"\r\n")
         assert refused.startswith(b"HTTP/1.1 503 ") and b"connection limit" in refused
