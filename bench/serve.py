@@ -13,6 +13,11 @@ network):
 * ``v2 keep-alive``          — ``POST /v2/clients/{id}/predict``, same.
 * ``v1 raw socket``          — the same request bytes written to a socket and the reply read
                                back with no HTTP library: the server's own cost per request.
+* ``floor: socket echo``     — baselines for the raw-socket path, in processes of their own:
+  ``floor: bare http.server``  a socket that answers a fixed reply (the loopback round trip),
+                               and ``ThreadingHTTPServer`` with a handler that only reads the
+                               body and answers ``{}`` (what the standard library's server
+                               costs before any work of ours).
 * ``v1 requests.post``       — ``requests.post(url, json=state)`` per call, a new connection
                                each time: what Bonsai's sample integrations did.
 * ``v1 N clients``           — N client processes, each with its own keep-alive connection, at
@@ -36,6 +41,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -131,6 +137,56 @@ def raw_client(host: str, port: int, path: str, body: bytes) -> Callable[[], Any
     return call
 
 
+class _Bare(BaseHTTPRequestHandler):
+    """The least a ``ThreadingHTTPServer`` handler can do: read the body, answer ``{}``."""
+
+    protocol_version = "HTTP/1.1"
+    wbufsize = 64 * 1024
+
+    def setup(self) -> None:
+        super().setup()
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"{}")
+
+
+def _floor_server(kind: str, out: Any) -> None:
+    if kind == "http":
+        server = ThreadingHTTPServer(("127.0.0.1", 0), _Bare)
+        server.daemon_threads = True
+        out.put(server.server_address[1])
+        server.serve_forever()
+    listener = socket.create_server(("127.0.0.1", 0))
+    out.put(listener.getsockname()[1])
+    conn, _ = listener.accept()
+    conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    reply = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}"
+    while conn.recv(65536):
+        conn.sendall(reply)
+
+
+def floor(kind: str, seconds: float) -> list[float]:
+    """The raw-socket client against a floor server (``echo`` or ``http``) in its own process."""
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_floor_server, args=(kind, queue), daemon=True)
+    proc.start()
+    try:
+        port = queue.get(timeout=60)
+        return timed(raw_client("127.0.0.1", port, "/", json.dumps(STATE).encode()), seconds)
+    finally:
+        proc.terminate()
+        proc.join(timeout=10)
+
+
 def _client_process(host: str, port: int, seconds: float, start_at: float, out: Any) -> None:
     call = keep_alive_client(host, port, "/v1/prediction", json.dumps(STATE).encode())
     for _ in range(20):
@@ -218,6 +274,8 @@ def main() -> None:
                     timed(raw_client(host, port, "/v1/prediction", body), args.seconds),
                 )
             )
+            rows.append(row("floor: socket echo", floor("echo", args.seconds)))
+            rows.append(row("floor: bare http.server", floor("http", args.seconds)))
             try:
                 import requests
             except ImportError:  # not a simgym dependency (MLflow brings it with `train`)
