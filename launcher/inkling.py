@@ -989,22 +989,36 @@ class _Importer:
                 self.fail(target, construct, "expected Goal.Range/RangeAbove/RangeBelow(...)")
             gfun = str(target.children[0].children[1])
             args = list(target.children[1].children) if target.children[1] is not None else []
-            if gfun == "Sphere":
-                self.fail(target, "Goal.Sphere", "a vector objective is not supported")
-            expected = {"Range": 2, "RangeAbove": 1, "RangeBelow": 1}
+            expected = {"Range": 2, "RangeAbove": 1, "RangeBelow": 1, "Sphere": 2}
             if gfun not in expected:
                 self.fail(target, f"Goal.{gfun}", "not a goal range simgym knows")
             if len(args) != expected[gfun]:
                 self.fail(target, f"Goal.{gfun}", f"takes {expected[gfun]} argument(s)")
-            bounds = [self.number(a, f"Goal.{gfun}") for a in args]
+            if _is_tree(_unwrap(value), "array"):
+                self.fail(value, construct, "a vector objective is not supported")
             goal[kind] = self.emit(self.expr(value, scope), value, construct)
-            if gfun == "Range":
-                if bounds[1] < bounds[0]:
-                    self.fail(target, "Goal.Range", f"high end {bounds[1]} below {bounds[0]}")
+            # Bounds are numbers; avoid/drive/reach also take expressions over states (a
+            # target that moves), evaluated every step.
+            moving = kind in ("avoid", "drive", "reach")
+            bounds = [self.bound(a, scope, f"Goal.{gfun}", moving) for a in args]
+            if gfun == "Sphere":  # a scalar's sphere: the range centre ± radius
+                centre, radius = bounds
+                if isinstance(centre, str) or isinstance(radius, str):
+                    bounds = [
+                        ast.unparse(ast.parse(f"({centre}) {op} ({radius})", mode="eval"))
+                        for op in "-+"
+                    ]
+                else:
+                    bounds = [centre - radius, centre + radius]
+            if gfun in ("Range", "Sphere"):
+                if all(not isinstance(b, str) for b in bounds) and bounds[1] < bounds[0]:
+                    self.fail(target, f"Goal.{gfun}", f"high end {bounds[1]} below {bounds[0]}")
                 goal["range"] = bounds
             else:
                 goal["above" if gfun == "RangeAbove" else "below"] = bounds[0]
             if within is not None:
+                if kind not in ("drive", "reach"):
+                    self.fail(within, f"{construct} within", "only drive and reach take within")
                 goal["within"] = self.number(within, f"{construct} within")
             if weight is not None:
                 goal["weight"] = self.number(weight, f"{construct} weight")
@@ -1012,6 +1026,15 @@ class _Importer:
                 self.fail(objective, construct, "a goal of this name is given twice")
             out[gname] = goal
         return out
+
+    def bound(self, node: Any, scope: dict[str, Any], construct: str, moving: bool) -> Any:
+        """A goal bound: a number, or (``moving``) an expression text over states."""
+        tree = _fold(self.expr(node, scope))
+        if isinstance(tree, ast.Constant) and _is_number(tree.value):
+            return int(tree.value) if isinstance(tree.value, bool) else tree.value
+        if not moving:
+            self.fail(node, construct, "minimize/maximize bounds must be constant numbers")
+        return self.emit(tree, node, construct)
 
     # -- lessons ---------------------------------------------------------------------------
 

@@ -129,6 +129,26 @@ def test_goals_of_every_kind():
     assert "reward" not in spec and "terminal" not in spec
 
 
+def test_goal_bounds_that_move_and_a_scalar_sphere(tmp_path):
+    ink = tmp_path / "g.ink"
+    ink.write_text(
+        (DATA / "goals.ink")
+        .read_text()
+        .replace("State.a in Goal.Range(-Band, Band)", "State.a in Goal.Sphere(State.c, Band)")
+        .replace("Goal.RangeAbove(9)", "Goal.RangeAbove(State.b * 2)")
+    )
+    goals = import_inkling(ink).spec["goals"]
+    assert goals["Center"]["range"] == ["c - 0.5", "c + 0.5"]
+    assert goals["Top"]["above"] == "b * 2"
+    ink.write_text(
+        (DATA / "goals.ink")
+        .read_text()
+        .replace("Goal.RangeBelow(Band)", "Goal.RangeBelow(State.c)")
+    )
+    with pytest.raises(InklingError, match="must be constant numbers"):
+        import_inkling(ink)
+
+
 def test_several_lessons_become_the_list_form_with_advance_rules():
     imported = import_inkling(DATA / "goals.ink")
     assert imported.spec["lessons"] == [
@@ -201,11 +221,11 @@ ERROR_CASES = [
     ("    return Math.Hypot(p, q)", "    return p[0]", 24, 12, "array index"),
     ("    return Math.Hypot(p, q)", "    var z = 1", 23, 1, "function Dist: does not return"),
     (
-        "Goal.RangeAbove(9)",
-        "Goal.Sphere([0, 0], 1)",
+        "State.c in Goal.RangeAbove(9)",
+        "[State.a, State.c] in Goal.Sphere([0, 0], 1)",
         38,
-        39,
-        "Goal.Sphere: a vector objective is not supported",
+        28,
+        "reach Top: a vector objective is not supported",
     ),
     (
         "State.c in Goal.RangeAbove(3)",
