@@ -595,14 +595,20 @@ def problems(exc: ValidationError, fields_at: Any = None) -> list[tuple[str, str
     repeat the typo). A problem the model validator of an enclosing section reports with
     its own key (``lessons.0.advance: ...``) keeps that key.
     """
+    import difflib
+
     errors = sorted(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")
-    typo_parents = {tuple(e["loc"][:-1]) for e in errors if e["type"] == "extra_forbidden"}
+    unknown: dict[tuple[Any, ...], list[str]] = {}
+    for e in errors:
+        if e["type"] == "extra_forbidden":
+            unknown.setdefault(tuple(e["loc"][:-1]), []).append(str(e["loc"][-1]))
     out: list[tuple[str, str]] = []
     for err in errors:
         loc = tuple(err["loc"])
         msg = str(err["msg"]).removeprefix("Value error, ")
-        if msg == "Field required" and loc[:-1] in typo_parents:
-            continue
+        typos = unknown.get(loc[:-1], [])
+        if msg == "Field required" and difflib.get_close_matches(str(loc[-1]), typos, cutoff=0.6):
+            continue  # the typo's own line says it (`maxx` for `max`)
         if (
             len(loc) > 1
             and loc[-1] in ("int", "float")

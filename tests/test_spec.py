@@ -264,3 +264,44 @@ def test_a_spec_that_is_not_utf8_is_one_line_naming_the_file(tmp_path):
             f"simgym: error: {path}: not UTF-8 text (byte 0x{byte:02x} at offset {offset}); "
             "save it as UTF-8"
         ], proc.stderr
+
+
+# ---------------------------------------------------------------- issue 16: training specs
+
+
+def test_an_env_spec_is_a_training_spec_with_documented_defaults(tmp_path):
+    from launcher.trainspec import ENV_SPEC_DEFAULTS, load_train_spec
+
+    env = tmp_path / "spec.yaml"
+    env.write_text(
+        "name: HVAC on/off\nobservations: {Tin: {min: 10, max: 30}}\n"
+        "actions: {u: {min: -1, max: 1}}\n"
+    )
+    spec = load_train_spec(env)
+    assert spec.implied and spec.env == "spec.yaml" and spec.load_env_spec().name == "HVAC on/off"
+    assert (spec.algorithm, spec.stop.max_time) == (ENV_SPEC_DEFAULTS["algorithm"], 600.0)
+    assert (spec.resources.env_runners, spec.resources.envs_per_runner) == (1, 8)
+    assert spec.experiment == "HVAC-on-off"  # the run folder's prefix and the MLflow experiment
+    # A training spec without `experiment` takes the env spec's name too; one with it keeps it.
+    train = tmp_path / "train.yaml"
+    train.write_text("env: spec.yaml\nstop: {iterations: 1}\n")
+    assert load_train_spec(train).experiment == "HVAC-on-off"
+    assert not load_train_spec(train).implied
+    train.write_text("env: spec.yaml\nexperiment: mine\n")
+    assert load_train_spec(train).experiment == "mine"
+
+
+def test_every_training_spec_problem_is_listed_and_a_missing_env_says_what_to_do(tmp_path):
+    from launcher.trainspec import load_train_spec
+
+    train = tmp_path / "train.yaml"
+    train.write_text("algoritm: PPO\nstop: {max_time: soon}\nresources: {env_runners: -1}\n")
+    with pytest.raises(SpecError) as info:
+        load_train_spec(train)
+    lines = str(info.value).splitlines()
+    assert lines[0] == f"{train}: 4 problems:"
+    assert [line.split(": ")[1] for line in lines[1:]] == [
+        "algoritm", "env", "resources.env_runners", "stop.max_time",
+    ]  # fmt: skip
+    assert "unknown key (did you mean 'algorithm'?)" in lines[1]
+    assert "simgym train also takes an env spec itself" in lines[2]
