@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Mapping, Sequence
@@ -122,6 +123,16 @@ class SimEnv(gym.Env[np.ndarray, np.ndarray]):
         self.clip_totals: np.ndarray = np.zeros(len(self.codec.obs_names), np.int64)
         self.last_sim_seconds: float = 0.0
         self._info_states = bool(cfg.get("info_states", True))
+        unranged = [n for n, r in self.spec_.observations.items() if not r.ranged]
+        if unranged:
+            # simgym train and simgym check estimate them first (launcher.ranges); an env
+            # made directly would feed the agent raw values, clipped to [-1, 1].
+            logging.getLogger("gymclient").warning(
+                "%s: observations %s have no min/max: passed to the agent unscaled (clipped "
+                "to [-1, 1]); give them, or run simgym check --write-ranges",
+                self.spec_.source,
+                ", ".join(unranged),
+            )
         # The lesson resets draw from (0-based; `lessons:` as a list), and the lesson the
         # current episode was drawn from: training moves it on (set_lesson).
         self.lesson = 0

@@ -819,10 +819,14 @@ def load_lessons(path: Path, source: str | None = None) -> dict[str, Lesson]:
     if not isinstance(data, Mapping):
         raise SpecError(src, "", "expected a mapping of config name → {min, max} or {values}")
     lessons: dict[str, Lesson] = {}
+    found: list[tuple[str, str]] = []  # every problem of the file, not only the first
     for key, value in data.items():
         try:
             lessons[str(key)] = Lesson.model_validate(_lesson(value))
         except ValidationError as exc:
-            err = exc.errors()[0]
-            raise SpecError(src, str(key), err["msg"].removeprefix("Value error, ")) from None
+            found += [
+                (".".join(k for k in (str(key), sub) if k), msg) for sub, msg in problems(exc)
+            ]
+    if found:
+        raise SpecError(src, *found[0], more=found[1:])
     return lessons
