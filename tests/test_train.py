@@ -759,7 +759,7 @@ def _lesson_overrides(tmp_path: Path, iterations: int) -> dict:
         "stop": Stop(iterations=iterations),
         "resources": Resources(env_runners=1, envs_per_runner=4, cpus=2),
         "config": {"train_batch_size_per_learner": 200, "minibatch_size": 100,
-                   "num_epochs": 1, "min_time_s_per_iteration": 1},
+                   "num_epochs": 1, "min_time_s_per_iteration": 0},
         "checkpoint": Checkpointing(every=10, keep=3),  # the final one only
         "output": str(tmp_path / "runs"),
     }  # fmt: skip
