@@ -560,7 +560,10 @@ class _Handler(BaseHTTPRequestHandler):
         self.close_connection = self.request_version == "HTTP/1.0" or connection == "close"
         if connection == "keep-alive":
             self.close_connection = False
-        if headers.get("expect", "").lower() == "100-continue" and not self.close_connection:
+        if (
+            headers.get("expect", "").lower() == "100-continue"
+            and self.request_version != "HTTP/1.0"
+        ):
             return self.handle_expect_100()
         return True
 

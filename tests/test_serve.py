@@ -275,6 +275,33 @@ def _raw(host: str, port: int, request: bytes) -> bytes:
     return b"".join(chunks)
 
 
+RAW = [
+    # The server's own request parser: the standard library's bounds and rules.
+    (b"POST /v1/prediction HTTP/1.1\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n{}",
+     b"400 ", b"two different Content-Length"),
+    (b"POST /v1/prediction HTTP/1.1\r\nno colon here\r\n\r\n", b"400 ", b"bad header line"),
+    (b"GET /v1/status HTTP/2.0\r\n\r\n", b"505 ", b"HTTP version not supported"),
+    (b"GET /v1/status\r\n\r\n", b"400 ", b"bad request line"),
+    (b"GET /v1/status HTTP/1.1\r\n" + b"X-A: 1\r\n" * 101 + b"\r\n", b"431 ", b"more than 100"),
+    (b"GET /v1/status HTTP/1.1\r\nX-Long: " + b"a" * 70000 + b"\r\n\r\n", b"431 ", b"too long"),
+    (b"HEAD /v1/status HTTP/1.1\r\n\r\n", b"501 ", b"Unsupported method"),
+    # Accepted: HTTP/1.0 (answered, then closed), any header case, Expect: 100-continue.
+    (b"GET /v1/status HTTP/1.0\r\n\r\n", b"200 ", b'"status":"ok"'),
+    (b"POST /v1/prediction HTTP/1.1\r\ncontent-LENGTH: 16\r\nconnection: close\r\n\r\n"
+     b'{"x": 1, "t": 2}', b"200 ", b'{"u":'),
+    (b"POST /v1/prediction HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 16\r\n"
+     b'Connection: close\r\n\r\n{"x": 1, "t": 2}', b"100 Continue", b'{"u":'),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("request_bytes", "status", "text"), RAW)
+def test_raw_requests(served, request_bytes, status, text):
+    reply = _raw(served.host, served.port, request_bytes)
+    assert reply.startswith(b"HTTP/1.1 " + status), reply[:200]
+    assert text in reply, reply[:300]
+    assert served.call("GET", "/v1/status")[0] == 200  # and the server goes on
+
+
 def test_token_body_size_chunked_and_connection_limits(agent_dir):
     # The token from the environment (kept out of `ps`), every path behind it.
     server = Served(
@@ -282,25 +309,40 @@ def test_token_body_size_chunked_and_connection_limits(agent_dir):
         env={"SIMGYM_SERVE_TOKEN": "s3cret-token"},
     )  # fmt: skip
     auth = {"Authorization": "s3cret-token"}
+
+    def again_on_503(send: Any) -> Any:
+        # With 2 slots, a connection the server has just refused holds its slot a moment
+        # longer (it reads the rest of the refused body, then sees the close): a new
+        # connection may meet a 503 meanwhile, which is the limit working.
+        for _ in range(200):
+            reply = send()
+            if (reply[0] if isinstance(reply, tuple) else int(reply[9:12])) != 503:
+                return reply
+            time.sleep(0.05)
+        raise AssertionError("503 for 10 s")
+
+    def call(*args: Any) -> tuple[int, dict[str, str], Any]:
+        return again_on_503(lambda: server.call(*args))  # type: ignore[no-any-return]
+
     try:
-        status, _, reply = server.call("POST", "/v1/prediction", {"x": 1.0, "t": 2.0})
+        status, _, reply = call("POST", "/v1/prediction", {"x": 1.0, "t": 2.0})
         assert status == 401 and "no Authorization header" in reply["detail"]
-        status, _, reply = server.call("GET", "/v1/status", headers={"Authorization": "guess"})
+        status, _, reply = call("GET", "/v1/status", None, {"Authorization": "guess"})
         assert status == 403 and "wrong token" in reply["detail"]
         for value in ("s3cret-token", "Bearer s3cret-token"):
-            ok = server.call(
-                "POST", "/v1/prediction", {"x": 1.0, "t": 2.0}, {"Authorization": value}
-            )
+            ok = call("POST", "/v1/prediction", {"x": 1.0, "t": 2.0}, {"Authorization": value})
             assert ok[0] == 200 and set(ok[2]) == {"u"}
 
         big = {"x": 1.0, "t": 2.0, "pad": "p" * 4096}
-        status, _, reply = server.call("POST", "/v1/prediction", big, auth)
+        status, _, reply = call("POST", "/v1/prediction", big, auth)
         assert status == 413 and "at most 1,024" in reply["detail"]
-        chunked = _raw(
-            server.host,
-            server.port,
-            b"POST /v1/prediction HTTP/1.1\r\nHost: x\r\nAuthorization: s3cret-token\r\n"
-            b"Transfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n",
+        chunked = again_on_503(
+            lambda: _raw(
+                server.host,
+                server.port,
+                b"POST /v1/prediction HTTP/1.1\r\nHost: x\r\nAuthorization: s3cret-token\r\n"
+                b"Transfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n",
+            )
         )
         assert chunked.startswith(b"HTTP/1.1 411 ")
 
