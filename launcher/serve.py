@@ -26,11 +26,12 @@ depending on them would put a web stack into every inference install for a handf
 routes. ``http.server`` adds no dependency and is what ``simserver.bonsai`` already runs for
 the Bonsai simulator API (same patterns here: a thread per keep-alive connection, a bounded
 connection count, one write per reply, ``TCP_NODELAY``, a lingering close after a refused
-body). Its cost, ~0.2-0.3 ms per request on loopback against ~25 µs for the action, is
-measured by ``bench/serve.py`` (docs/performance.md). ``Agent.act`` is thread-safe
-(onnxruntime sessions are), so connections predict in parallel where onnxruntime releases
-the GIL. Safe by default: loopback only; any other host needs ``token`` (the
-``Authorization`` header, bare or ``Bearer``) or an explicit ``insecure``.
+body), except for the request line and headers, read by a plain parser instead of the
+``email`` package (``_Handler.parse_request``). A prediction costs ~0.14 ms on loopback
+against ~20 µs for the action in process (``bench/serve.py``, docs/performance.md).
+``Agent.act`` is thread-safe (onnxruntime sessions are), so connections predict in parallel
+where onnxruntime releases the GIL. Safe by default: loopback only; any other host needs
+``token`` (the ``Authorization`` header, bare or ``Bearer``) or an explicit ``insecure``.
 """
 
 from __future__ import annotations
