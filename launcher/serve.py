@@ -524,6 +524,7 @@ class _Handler(BaseHTTPRequestHandler):
         twice with two values is refused (it is how requests are smuggled past proxies).
         """
         self.command = ""
+        self.headers = _Headers()  # type: ignore[assignment]  # none yet (not the last request's)
         self.request_version = self.default_request_version
         self.close_connection = True
         self.requestline = str(self.raw_requestline, "iso-8859-1").rstrip("\r\n")
@@ -556,7 +557,7 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self.send_error(431, f"more than {MAX_HEADERS} headers")
             return False
-        self.headers = headers  # type: ignore[assignment]  # read only through .get here
+        self.headers = headers  # type: ignore[assignment]  # read only through .get
         connection = headers.get("connection", "").lower()
         self.close_connection = self.request_version == "HTTP/1.0" or connection == "close"
         if connection == "keep-alive":

@@ -175,6 +175,7 @@ def test_discrete_actions_are_served_as_the_values_the_sim_takes(agent_dir, tmp_
     env = yaml.safe_load((SIMS / "toy_spec.yaml").read_text())
     env["sim"]["target"] = f"{SIMS / 'toy.py'}:Toy"
     env["reward"] = f"{SIMS / 'reward.py'}:reward"
+    env["name"] = "Heater"  # the spec's name: the manifest's, then v2's concept by default
     env["actions"] = {
         "heat": {"values": {"off": 0, "on": 1}},
         "stage": {"min": 0, "max": 4, "step": 1},
@@ -183,7 +184,7 @@ def test_discrete_actions_are_served_as_the_values_the_sim_takes(agent_dir, tmp_
     discrete = export_untrained(tmp_path / "agent", tmp_path / "spec.yaml")
     agent = load_agent(discrete)
     # In process this time (a real socket all the same): AgentServer is simgym serve's body.
-    server = AgentServer(discrete, ServeOptions(port=0, concept="Heater"))
+    server = AgentServer(discrete, ServeOptions(port=0))
     host, port = server.start().removeprefix("http://").split(":")
     conn = http.client.HTTPConnection(host, int(port), timeout=30)
 
