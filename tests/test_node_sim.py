@@ -12,8 +12,8 @@ runs ``npm ci`` itself when they are missing or older than the lock file.
 from __future__ import annotations
 
 import contextlib
+import csv
 import importlib.util
-import json
 import math
 import os
 import shutil
@@ -220,10 +220,17 @@ def test_js_sample_steps_as_the_python_sample_through_the_wire(
 
 
 def test_a_short_simgym_train_against_the_js_sample(sample: NodeSample, tmp_path: Path) -> None:
-    # Two envs, 200 env steps: each env finishes an episode (91 steps), so episodes, their
-    # reward and the logged states reach the metrics. No env-runner actor (env_runners: 0:
-    # the envs step in the trainer's own process): the shortest real `simgym train`.
-    train = {
+    # What `simgym train` runs (launcher.train.train), in this process as tests/test_train.py
+    # does, on a Ray of the test's own: the CLI would add an interpreter and its imports (~4 s)
+    # to a default-suite test. Two envs, 200 env steps: each env finishes an episode (91
+    # steps), so episodes, their reward and the logged states reach the metrics. No env-runner
+    # actor (env_runners: 0: the envs step in the trainer's process): the shortest real run.
+    pytest.importorskip("ray.rllib", reason="training needs the train extra (installed by make)")
+    from launcher.train import train
+
+    from .conftest import private_ray
+
+    spec = {
         "env": str(CSTR_SPEC),
         "sim": {"address": sample.address},
         "algorithm": "PPO",
@@ -235,17 +242,14 @@ def test_a_short_simgym_train_against_the_js_sample(sample: NodeSample, tmp_path
         "experiment": "node-cstr",
     }
     path = tmp_path / "train.yaml"
-    path.write_text(yaml.safe_dump(train))
-    proc = _simgym("train", str(path))
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    (run_dir,) = (tmp_path / "runs").iterdir()
-    state = json.loads((run_dir / "run.json").read_text())
-    assert state["finished"] and state["iteration"] == 1, state
-    rows = (run_dir / "metrics.csv").read_text().splitlines()
-    header, last = rows[0].split(","), rows[-1].split(",")
-    metrics = dict(zip(header, last, strict=True))
-    assert float(metrics["env_steps_total"]) >= 200 and float(metrics["episodes_total"]) >= 2
-    assert float(metrics["sim_errors"]) == 0
+    path.write_text(yaml.safe_dump(spec))
+    with private_ray(num_cpus=2):
+        run_dir, state = train(path)
+    assert state.finished and state.iteration == 1, state
+    assert state.env_steps >= 200 and state.episodes >= 2, state
+    rows = list(csv.DictReader((run_dir / "metrics.csv").open()))
+    assert float(rows[-1]["sim_errors"]) == 0 and float(rows[-1]["episodes_total"]) >= 2
+    assert "episode_reward_mean" in rows[-1]
     assert not (run_dir / "error.txt").exists()
 
 
