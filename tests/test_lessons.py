@@ -305,3 +305,46 @@ def test_the_terminal_shows_no_third_party_warnings_but_train_log_keeps_them(tmp
     (run_dir,) = (tmp_path / "runs").iterdir()
     log = (run_dir / "train.log").read_text()
     assert "simgym.stderr: " in log and "new API stack" in log
+
+
+def test_evaluation_draws_from_the_last_lesson_or_the_one_named(tmp_path):
+    from launcher.evaluate import load_scenarios
+
+    spec = load_spec(_lesson_spec(tmp_path))
+    scenarios = _write(
+        tmp_path,
+        """\
+        scenarios:
+          - {name: default, lesson: spec, count: 20}
+          - {name: first, lesson: "spec:easy", count: 5}
+          - {name: numbered, lesson: "spec:1", count: 5}
+        """,
+        "scenarios.yaml",
+    )
+    episodes = load_scenarios(scenarios, spec).episodes
+    levels = {name: {e.config["level"] for e in episodes if e.scenario == name}
+              for name in ("default", "first", "numbered")}  # fmt: skip
+    assert levels["default"] <= set(range(18, 25)) and len(levels["default"]) > 1
+    assert levels["first"] == levels["numbered"] == {0}
+    scenarios.write_text("scenarios:\n  - {lesson: 'spec:medium', count: 1}\n")
+    with pytest.raises(SpecError, match=r"scenarios\[0\]\.lesson: no lesson 'medium'"):
+        load_scenarios(scenarios, spec)
+
+
+@pytest.mark.parametrize(
+    ("line", "noise"),
+    [
+        ("[2026-12-03 05:37:07,033 E 11158 11158] core_worker.cc:2465: Actor with class", True),
+        ("2026-12-03 05:37:04,850\tWARNING algorithm_config.py:5160 -- You are running PPO", True),
+        ("2026/12/03 05:37:14 INFO mlflow.store.db.utils: Creating initial MLflow database", True),
+        ("/x/.venv/lib/python3.11/site-packages/marshmallow/schema.py:129: "
+         "RemovedInMarshmallow4Warning: The `ordered` option is deprecated.", True),
+        ("simgym: error: spec.yaml: observations.x: the sim has no state 'x'", False),
+        ("Traceback (most recent call last):", False),
+        ("my_sim.py:12: UserWarning: the user's own warning", False),
+    ],
+)  # fmt: skip
+def test_only_third_party_lines_are_kept_out_of_the_terminal(line, noise):
+    from launcher.quiet import is_noise
+
+    assert is_noise(line) is noise
