@@ -348,3 +348,29 @@ def test_only_third_party_lines_are_kept_out_of_the_terminal(line, noise):
     from launcher.quiet import is_noise
 
     assert is_noise(line) is noise
+
+
+def test_stderr_lines_go_to_the_log_and_only_others_reach_the_terminal(tmp_path):
+    # A child process, so that its file descriptor 2 is the one redirected (C++ writes too).
+    script = textwrap.dedent(
+        f"""\
+        import logging, os, sys
+        from launcher.quiet import ThirdPartyOutput
+        handler = logging.FileHandler({str(tmp_path / "train.log")!r})
+        logging.getLogger("simgym").addHandler(handler)
+        logging.getLogger("simgym").setLevel(logging.INFO)
+        with ThirdPartyOutput():
+            os.write(2, b"[2026-12-03 05:37:07,033 E 1 1] core_worker.cc:2465: noise\\n")
+            sys.stderr.write("/v/site-packages/azure/x.py:1: FutureWarning: old\\n  src\\n")
+            sys.stderr.write("simgym: error: the user's problem\\n")
+        sys.stderr.write("after\\n")
+        """
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == "simgym: error: the user's problem\nafter\n"
+    log = (tmp_path / "train.log").read_text()
+    for line in ("core_worker.cc:2465: noise", "FutureWarning: old", "  src", "the user's problem"):
+        assert line in log
