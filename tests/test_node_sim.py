@@ -119,6 +119,19 @@ def sample(npm: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeS
     assert "signal 15: shutting down" in log and "stopped (" in log, log
 
 
+TOKEN = "n0de-t0k"
+
+
+@pytest.fixture(scope="module")
+def unix_sample(npm: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeSample]:
+    """The JS CSTR sample on a unix socket (so with its packed socket), with a token."""
+    tmp = tmp_path_factory.mktemp("nodeu")
+    server = NodeSample(npm, ["--unix", str(tmp / "js.sock"), "--token", TOKEN], tmp)
+    yield server
+    log = server.stop()
+    assert "signal 15: shutting down" in log and "stopped (" in log, log
+
+
 def _simgym(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-c", "from launcher.cli import main; main()", *args],
@@ -181,29 +194,67 @@ def _python_cstr() -> Any:
 CROSS_RTOL = 1e-9
 
 
-@pytest.mark.parametrize("noise", [0, 5])
+class _Unary:
+    """One JS session stepped with unary calls (``RemoteSession``)."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.session = conn.open(["Tc_adjust"], client="test_node_sim")
+
+    def reset(self, config: dict[str, Any], seed: int) -> Any:
+        return self.session.reset(config, seed)
+
+    def step(self, action: float) -> Any:
+        return self.session.step([action])
+
+
+class _Lane(_Unary):
+    """One JS session stepped over a packed lane: the packed socket when the server has one."""
+
+    def __init__(self, conn: Connection) -> None:
+        from gymclient.lane import PackedLane
+        from gymclient.packedsocket import SocketPackedStream
+
+        super().__init__(conn)
+        self.lane = PackedLane(conn, [self.session])
+        self.lane.run_single([0.0], ({}, 0))
+        assert isinstance(self.lane._stream, SocketPackedStream), self.lane._stream
+
+    def reset(self, config: dict[str, Any], seed: int) -> Any:
+        return self.lane.run_single([0.0], (config, seed))
+
+    def step(self, action: float) -> Any:
+        return self.lane.run_single([action], None)
+
+
+@pytest.mark.parametrize(("noise", "where"), [(0, "tcp, unary"), (5, "unix, packed socket, token")])
 def test_js_sample_steps_as_the_python_sample_through_the_wire(
-    sample: NodeSample, noise: int
+    request: pytest.FixtureRequest, noise: int, where: str
 ) -> None:
     # Every signal, seeded, one action sequence that drives the plant around (and past
-    # runaway at times): the JS sim over gRPC against examples/cstr/sim.py in this process.
+    # runaway at times): the JS sim over the wire against examples/cstr/sim.py in this
+    # process. The second case steps through gymclient's packed-socket client (its framing
+    # against the kit's, the token in HELLO).
+    from gymclient.connection import ConnectOptions
+
+    if where.startswith("tcp"):
+        address, options, driver = request.getfixturevalue("sample").address, None, _Unary
+    else:
+        address = request.getfixturevalue("unix_sample").address
+        options, driver = ConnectOptions(token=TOKEN), _Lane
     cstr = _python_cstr()
     names = cstr.state_names
-    conn = Connection(sample.address)
+    conn = Connection(address, options)
     try:
-        session = conn.open(["Tc_adjust"], client="test_node_sim")
-        assert [v.name for v in session.info.states] == list(names)
+        js = driver(conn)
+        assert [v.name for v in js.session.info.states] == list(names)
         worst = 0.0
         for signal_id in range(1, 7):
             config = {"Cref_signal": signal_id, "noise_percentage": noise}
             local = cstr(native=False)
-            want = local.reset(config, seed=signal_id)
-            got = session.reset(config, signal_id)
-            rows = [(want, got)]
+            rows = [(local.reset(config, seed=signal_id), js.reset(config, signal_id))]
             for k in range(91):
                 action = 9.0 * math.sin(0.37 * k + signal_id)
-                want = local.step({"Tc_adjust": action})
-                got = session.step([action])
+                want, got = local.step({"Tc_adjust": action}), js.step(action)
                 rows.append((want, got))
                 assert (got.terminated, got.truncated) == (local.termination(), local.truncation())
                 if got.terminated or got.truncated:
@@ -213,10 +264,10 @@ def test_js_sample_steps_as_the_python_sample_through_the_wire(
                     expected = want[name]
                     worst = max(worst, abs(value - expected) / max(abs(expected), 1e-12))
                     assert value == pytest.approx(expected, rel=CROSS_RTOL, abs=1e-12), name
-        session.close()
+        js.session.close()
     finally:
         conn.close()
-    print(f"largest relative difference JS vs Python: {worst:.2g}")
+    print(f"largest relative difference JS vs Python ({where}): {worst:.2g}")
 
 
 def test_a_short_simgym_train_against_the_js_sample(sample: NodeSample, tmp_path: Path) -> None:
