@@ -329,3 +329,11 @@ def test_the_imported_samples_are_sound_on_their_sims(sample):
     folder = SAMPLES[sample][0]
     report = run_check(load_spec(folder / "spec.yaml"), episodes=2)
     assert report.sound, report
+
+
+def test_without_lark_the_error_says_what_to_install(monkeypatch):
+    from gymclient.errors import SimgymError
+
+    monkeypatch.setitem(sys.modules, "lark", None)  # `import lark` now fails as if missing
+    with pytest.raises(SimgymError, match=r"pip install 'simgym\[train\]'"):
+        import_inkling(DATA / "goals.ink")
