@@ -246,13 +246,30 @@ def parse_inkling(text: str, source: str = "<inkling>") -> Tree:
             ) from None
         if token is not None:
             found = "end of file" if token.type == "$END" else repr(str(token))
-            expected = sorted(getattr(exc, "expected", ()) or ())
-            hint = f" (expected one of: {', '.join(expected[:8])})" if expected else ""
+            expected = sorted({_readable(t) for t in getattr(exc, "expected", ()) or ()} - {""})
+            hint = f" (expected one of: {' '.join(expected[:10])})" if expected else ""
             raise InklingError(
                 source, line, column, "syntax", f"unexpected {found}{hint}"
             ) from None
         char = getattr(exc, "char", "")
         raise InklingError(source, line, column, "syntax", f"unexpected {char!r}") from None
+
+
+_PUNCTUATION = {
+    "LBRACE": "{", "RBRACE": "}", "LPAR": "(", "RPAR": ")", "LSQB": "[", "RSQB": "]",
+    "COLON": ":", "COMMA": ",", "DOT": ".", "EQUAL": "=", "MINUS": "-", "PLUS": "+", "LT": "<",
+    "GT": ">", "MUL_OP": "*", "COMP_OP": "==", "NAME": "name", "QUOTED_NAME": "`name`",
+    "NUMBER": "number", "STRING": "string", "$END": "end-of-file",
+}  # fmt: skip
+
+
+def _readable(terminal: str) -> str:
+    """A lark terminal's name as the user would type it (``LBRACE`` -> ``{``)."""
+    if terminal in _PUNCTUATION:
+        return _PUNCTUATION[terminal]
+    if terminal.isalpha() and terminal.isupper():
+        return terminal.lower()  # a keyword: TRAINING -> training
+    return ""
 
 
 # ---- the importer -----------------------------------------------------------------------
