@@ -2,7 +2,8 @@
 
 The sample runs as its own process (``npm run sample -- --port 0 --address-file FILE``, the
 kit's npm script with simserver's flags) on loopback; everything on the Python side is the
-stock client: ``simgym check --address``, gymclient sessions and ``simgym train``.
+stock client: ``simgym check --address`` (the CLI), gymclient sessions on both transports, the
+stock ``ConformanceSuite`` (slow), and the training ``simgym train`` runs (in-process).
 
 Node.js and npm are required, not optional: without them these tests fail (in CI too), naming
 the install. ``make`` installs the kit's packages (``npm ci --prefix sdk/node``); the fixture
