@@ -213,22 +213,25 @@ class SimVectorEnv(gym.vector.VectorEnv):
         self._add_round_info(infos, result, resets)
         return self._obs.copy(), infos
 
+    def _decode(self, actions: Any) -> np.ndarray:
+        """The agent's actions as the sims' values, a (sub-envs × actions) array."""
+        n = self.num_envs
+        # Scale every action in one numpy pass (per-row calls would cost more than the wire).
+        if isinstance(actions, tuple):  # a Tuple space: (continuous rows, discrete rows)
+            if self._uniform:
+                return self.codecs[0].decode_batch(actions)  # type: ignore[arg-type]
+            rows = [tuple(part[i] for part in actions) for i in range(n)]
+            return np.array([self.codecs[i].decode(rows[i]) for i in range(n)])
+        if self._uniform:
+            return self.codecs[0].decode_batch(np.asarray(actions).reshape(n, -1))
+        return np.array([self.codecs[i].decode(actions[i]) for i in range(n)])
+
     def step(
         self, actions: Any
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
         """Step all sub-envs; those that finished last step are reset instead (NEXT_STEP)."""
         n, episodes, totals = self.num_envs, self._episodes, self.totals
-        # Scale every action in one numpy pass (per-row calls would cost more than the wire).
-        if isinstance(actions, tuple):  # a Tuple space: (continuous rows, discrete rows)
-            if self._uniform:
-                scaled = self.codecs[0].decode_batch(actions)  # type: ignore[arg-type]
-            else:
-                rows = [tuple(part[i] for part in actions) for i in range(n)]
-                scaled = np.array([self.codecs[i].decode(rows[i]) for i in range(n)])
-        elif self._uniform:
-            scaled = self.codecs[0].decode_batch(np.asarray(actions).reshape(n, -1))
-        else:
-            scaled = np.array([self.codecs[i].decode(actions[i]) for i in range(n)])
+        scaled = self._decode(actions)
         finished = np.flatnonzero(self._autoreset).tolist()
         resets = {i: self._config(i, None) for i in finished}
         started = time.perf_counter()

@@ -509,6 +509,21 @@ def _manifest(
     }
 
 
+def _units(amap: ActionMap) -> np.ndarray:
+    """Per action, what a difference is divided by before it is compared with TOLERANCE.
+
+    A continuous action in the agent's own units ([-1, 1]): a float32 network's rounding, not
+    the action's physical scale, decides what "equal" means. A discrete action is right or
+    wrong: its values are compared as they are (1), and must be equal.
+    """
+    return np.array(
+        [
+            1.0 if kind == "d" else (amap.ranges[j][1] - amap.ranges[j][0]) / 2.0
+            for kind, j in amap.kinds
+        ]
+    )
+
+
 def _policy_text(amap: ActionMap) -> str:
     if amap.discrete:
         return "deterministic: the most likely value of each discrete action (argmax)"
@@ -579,16 +594,7 @@ def export_run(
     rng = np.random.default_rng(seed)
     states = sample_states(spec, samples, rng)
     expected = reference_actions(spec, module, states)
-    # Compared in the agent's own units ([-1, 1]): a float32 network's rounding, not the
-    # action's physical scale, decides what "equal" means. A discrete action is right or
-    # wrong: its values are compared as they are (half 1), and must be equal.
-    amap = action_map(spec)
-    half = np.array(
-        [
-            1.0 if kind == "d" else (amap.ranges[j][1] - amap.ranges[j][0]) / 2.0
-            for kind, j in amap.kinds
-        ]
-    )
+    half = _units(action_map(spec))
 
     def refuse(what: str, got: np.ndarray) -> tuple[float, float]:
         diff_physical = float(np.max(np.abs(got - expected))) if expected.size else 0.0
