@@ -36,10 +36,13 @@ demo: $(STAMP)
 	$(BIN)/simgym train examples/cstr/train.yaml --max-time $(DEMO_TIME)
 
 ## ci-setup: system packages the tests need (Open MPI for the multi-node test, iproute2 for
-## network namespaces); installed only when missing. .ci/run calls it before `make test`.
+## network namespaces, Node.js and npm for the Node.js sim kit); installed only when missing.
+## .ci/run calls it before `make test`.
 ci-setup:
 	@command -v mpirun >/dev/null 2>&1 && command -v ip >/dev/null 2>&1 || { \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openmpi-bin iproute2; }
+	@command -v npm >/dev/null 2>&1 || { \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm; }
 
 ## test: the default suite (what CI runs via .ci/run).
 test: $(STAMP) $(NODE_STAMP)
