@@ -62,7 +62,12 @@ def _number(name: str, value: Any) -> float:
     # bool is an int to Python, but True is no temperature.
     if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
         raise AgentInputError(name, f"expected a number, got {type(value).__name__} {value!r}")
-    number = float(value)
+    try:
+        number = float(value)
+    except OverflowError:  # an int beyond ~1.8e308 (JSON allows any number of digits)
+        raise AgentInputError(
+            name, "expected a finite number, got an integer too large for a float"
+        ) from None
     if not math.isfinite(number):
         raise AgentInputError(name, f"expected a finite number, got {number!r}")
     return number

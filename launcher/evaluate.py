@@ -563,6 +563,16 @@ def summarize(results: Sequence[Result], log_states: Sequence[str], scen: Scenar
     return rows
 
 
+def action_columns(state_names: Sequence[str], action_names: Sequence[str]) -> list[str]:
+    """trajectories.csv's action columns: an action named like a state is ``action.<name>``.
+
+    A sim may report the action it received as a state of the same name (``hvacON``); two
+    columns of one name would collapse in a CSV reader.
+    """
+    states = set(state_names)
+    return [f"action.{n}" if n in states else n for n in action_names]
+
+
 def write_outputs(
     out: Path,
     results: Sequence[Result],
@@ -618,7 +628,15 @@ def write_outputs(
     with (out / "trajectories.csv").open("w", newline="") as f:
         w = csv.writer(f)
         w.writerow(
-            ["controller", "scenario", "seed", "step", *state_names, *action_names, "reward"]
+            [
+                "controller",
+                "scenario",
+                "seed",
+                "step",
+                *state_names,
+                *action_columns(state_names, action_names),
+                "reward",
+            ]
         )
         for r in results:
             for t, values in enumerate(r.states):
