@@ -241,6 +241,13 @@ BAD = [
     ("POST", "/v1/prediction", {"x": "hot", "t": 3}, 400, "state 'x': expected a number"),
     ("POST", "/v1/prediction", {"x": True, "t": 3}, 400, "state 'x': expected a number"),
     ("POST", "/v1/prediction", b'{"x": NaN, "t": 3}', 400, "expected a finite number"),
+    (
+        "POST",
+        "/v1/prediction",
+        b'{"x": 1' + b"0" * 400 + b', "t": 3}',
+        400,
+        "state 'x': expected a",
+    ),
     ("POST", "/v1/prediction", b'{"x": 1', 400, "the body is not JSON"),
     ("POST", "/v1/prediction", None, 400, "the body is empty"),
     ("POST", "/v1/prediction", [1.0], 400, "1 values without names; give 2 in this order: x, t"),
