@@ -27,7 +27,7 @@ routes. ``http.server`` adds no dependency and is what ``simserver.bonsai`` alre
 the Bonsai simulator API (same patterns here: a thread per keep-alive connection, a bounded
 connection count, one write per reply, ``TCP_NODELAY``, a lingering close after a refused
 body), except for the request line and headers, read by a plain parser instead of the
-``email`` package (``_Handler.parse_request``). A prediction costs ~0.14 ms on loopback
+``email`` package (``_Handler.parse_request``). A prediction costs 0.14-0.31 ms on loopback
 against ~20 µs for the action in process (``bench/serve.py``, docs/performance.md).
 ``Agent.act`` is thread-safe (onnxruntime sessions are), so connections predict in parallel
 where onnxruntime releases the GIL. Safe by default: loopback only; any other host needs
