@@ -58,6 +58,7 @@ test-all: test test-slow
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy simserver gymclient launcher
 
 ## proto: regenerate simgym/v1 from proto/ (commit the result).
 proto: $(STAMP)

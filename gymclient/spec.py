@@ -306,8 +306,8 @@ class BonsaiSims(_Model):
             )
         if self.copies == 0 and (port == 0 or not keyed):
             raise ValueError(
-                "copies: 0 (every sim joins from elsewhere) needs listen with a fixed port and "
-                "token or token_env: the address and key those sims are given"
+                "with copies: 0 (every sim joins from elsewhere), give listen with a fixed port "
+                "and token or token_env: the address and key those sims are given"
             )
         return self
 

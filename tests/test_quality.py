@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 from .conftest import REPO
 
 
@@ -24,6 +26,7 @@ def test_ruff_format():
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
+@pytest.mark.slow  # ~45 s of type checking: make test-slow (CI runs it; run it before a commit)
 def test_mypy():
     proc = _run("mypy", "simserver", "gymclient", "launcher")
     assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -328,6 +328,7 @@ def _check(report: dict[str, Any]) -> None:
     assert not report["problems"], "\n".join(report["problems"]) + "\n" + summary
 
 
+@pytest.mark.slow  # ~30 s of load: make test-slow
 def test_soak_short(start_server, tmp_path):
     _check(soak(start_server, tmp_path, seconds=20.0))
 

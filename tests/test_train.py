@@ -132,6 +132,7 @@ def test_each_algorithm_trains_the_toy(tmp_path, algorithm):
     assert Path(state.checkpoints[-1]).is_dir()
 
 
+@pytest.mark.slow  # two trainings, ~35 s: make test-slow
 def test_resume_continues_counters_and_weights(tmp_path):
     spec = _spec(tmp_path, stop={"iterations": 2})
     run_dir, first = train(spec)
