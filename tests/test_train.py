@@ -104,10 +104,15 @@ def test_train_writes_checkpoints_metrics_and_curve(tmp_path):
 
 
 # Small batches and 1 s iterations: ~20 s each (mostly building the algorithm). IMPALA (the
-# default) and APPO are trained nowhere else, so they run in the default suite; PPO, which
-# every other test here trains, only with the slow ones.
+# default) runs in the default suite; APPO (IMPALA's learner with PPO's loss) and PPO, which
+# every other test here trains, with the slow ones (the default suite must stay < 15 minutes).
 @pytest.mark.parametrize(
-    "algorithm", ["IMPALA", "APPO", pytest.param("PPO", marks=pytest.mark.slow)]
+    "algorithm",
+    [
+        "IMPALA",
+        pytest.param("APPO", marks=pytest.mark.slow),
+        pytest.param("PPO", marks=pytest.mark.slow),
+    ],
 )
 def test_each_algorithm_trains_the_toy(tmp_path, algorithm):
     from launcher.rllib_setup import ALGO_DEFAULTS
@@ -187,6 +192,7 @@ def test_resume_continues_counters_and_weights(tmp_path):
     assert any(not np.allclose(np.asarray(fresh[k]), np.asarray(saved[k])) for k in keys)
 
 
+@pytest.mark.slow  # a training of ~20 s: make test-slow
 def test_resume_from_a_checkpoint_without_simgym_json_keeps_counting(tmp_path):
     # Checkpoints written before simgym.json existed: the counters come from metrics.csv.
     spec = _spec(tmp_path, stop={"iterations": 2})
@@ -206,6 +212,7 @@ def test_resume_from_a_checkpoint_without_simgym_json_keeps_counting(tmp_path):
     )
 
 
+@pytest.mark.slow  # a training of ~20 s: make test-slow
 def test_a_resumed_run_that_fails_does_not_quote_the_previous_runs_sim_errors(tmp_path):
     spec = _spec(tmp_path, stop={"iterations": 1})
     run_dir, _ = train(spec)
@@ -277,6 +284,7 @@ def test_sidecar_killed_mid_training_is_restarted(tmp_path):
     assert "sidecar restarted: sim server 0" in run_log and "(restart 1 of 5)" in run_log
 
 
+@pytest.mark.slow  # a training of ~20 s: make test-slow
 def test_flaky_sims_do_not_stop_training(tmp_path):
     # Raises and NaNs at seeded random steps; one hung call per server, at step 5 of the
     # first episode that gets there (3 s, past the 1 s deadline).
@@ -321,6 +329,7 @@ def test_setup_errors_fail_before_ray_with_one_line(tmp_path, start_server):
         assert message in _first_paragraph(run_dir / "error.txt")
 
 
+@pytest.mark.slow  # a training of ~20 s: make test-slow
 def test_a_failed_training_frees_its_sessions_on_the_users_server(tmp_path, start_server):
     # A server the user runs, with exactly as many session slots as the training's envs:
     # sessions a failed run left open (until their 300 s lease) would refuse the rerun.
@@ -711,6 +720,7 @@ def test_iterations_that_collect_nothing_end_the_run(tmp_path, start_server):
     assert "Final checkpoint" in _first_paragraph(run_dir / "error.txt")
 
 
+@pytest.mark.slow  # a training of ~20 s: make test-slow
 def test_a_sim_that_fails_on_most_steps_uses_up_the_error_budget(tmp_path):
     spec = _spec(
         tmp_path,
