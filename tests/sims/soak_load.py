@@ -364,7 +364,10 @@ def run_probe(addresses: list[str], period: float = 0.25, deadline: float = 1.0)
     threading.Thread(target=lambda: (sys.stdin.read(), closed.set()), daemon=True).start()
     channels = {a: grpc.insecure_channel(a) for a in addresses}
     stubs = {a: health_pb2_grpc.HealthStub(c) for a, c in channels.items()}
-    out: dict[str, Any] = {a: {"probes": 0, "worst": 0.0, "failures": []} for a in addresses}
+    out: dict[str, Any] = {
+        a: {"probes": 0, "worst": 0.0, "failures": [], "streak": 0, "worst_streak": 0}
+        for a in addresses
+    }
     took_all: dict[str, list[float]] = {a: [] for a in addresses}
     began = time.monotonic()
     while not closed.wait(period):
@@ -382,6 +385,10 @@ def run_probe(addresses: list[str], period: float = 0.25, deadline: float = 1.0)
             took_all[address].append(took)
             if status != "SERVING" or took > deadline:
                 rec["failures"].append([round(started - began, 2), status, round(took, 3)])
+                rec["streak"] += 1
+                rec["worst_streak"] = max(rec["worst_streak"], rec["streak"])
+            else:
+                rec["streak"] = 0
     for channel in channels.values():
         channel.close()
     for address, took in took_all.items():
