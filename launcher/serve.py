@@ -52,6 +52,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
 from gymclient.errors import SimgymError
+from simgym.lingering import linger
 
 if TYPE_CHECKING:
     from gymclient.agent import Agent
@@ -471,25 +472,7 @@ class _Handler(BaseHTTPRequestHandler):
     def finish(self) -> None:
         super().finish()
         if self.close_connection and self.unread_body:
-            self._linger()
-
-    def _linger(self) -> None:
-        """Read and drop what the client still sends after a refusal, then close.
-
-        A client still sending a refused body (413) would otherwise be reset by our close
-        before it reads the reply, and see a broken pipe instead of the reason.
-        """
-        try:
-            self.connection.shutdown(socket.SHUT_WR)
-            self.connection.settimeout(0.5)
-            deadline, budget = time.monotonic() + LINGER_SECONDS, LINGER_BYTES
-            while budget > 0 and time.monotonic() < deadline:
-                chunk = self.connection.recv(min(budget, 65536))
-                if not chunk:
-                    break
-                budget -= len(chunk)
-        except OSError:
-            pass
+            linger(self.connection, LINGER_BYTES, LINGER_SECONDS)
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("%s: " + format, self.address_string(), *args)

@@ -30,13 +30,13 @@ import select
 import signal
 import socket
 import threading
-import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from simgym.lingering import linger
 from simserver.adapters import SimFactory
 from simserver.bonsai_sims import (
     FREE_SIM_WAIT,
@@ -194,26 +194,7 @@ class _Handler(BaseHTTPRequestHandler):
     def finish(self) -> None:
         super().finish()  # flushes the last reply
         if self.close_connection and self.unread_body:
-            self._linger()
-
-    def _linger(self) -> None:
-        """Read and drop what the client still sends after a refusal, then close.
-
-        A client that is still sending a refused body (413) would otherwise be reset by our
-        close before it reads the reply, and see a broken pipe instead of the reason (what
-        web servers call a lingering close). Bounded in bytes and time.
-        """
-        try:
-            self.connection.shutdown(socket.SHUT_WR)
-            self.connection.settimeout(0.5)
-            deadline, budget = time.monotonic() + LINGER_SECONDS, LINGER_BYTES
-            while budget > 0 and time.monotonic() < deadline:
-                chunk = self.connection.recv(min(budget, 65536))
-                if not chunk:
-                    break
-                budget -= len(chunk)
-        except OSError:
-            pass
+            linger(self.connection, LINGER_BYTES, LINGER_SECONDS)
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("%s: " + format, self.address_string(), *args)
