@@ -27,6 +27,7 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from launcher.simcommand import CommandServer
 from launcher.trainspec import Launch
 from simserver.process import ServerProcess, ServerStartError
 
@@ -115,6 +116,8 @@ def launch_members(
     # before the server reaps the old one.
     max_sessions = launch.sessions_per_server * 2 + 4
     args = ["--max-sessions", str(max_sessions), "--lease", str(lease_seconds)]
+    if launch.command is not None:
+        return command_members(launch, log_dir, args)
     if launch.isolate is not None:
         args += ["--isolate", launch.isolate]
     if launch.max_sim_rss is not None:
@@ -134,6 +137,26 @@ def launch_members(
             ),
             f"sim server {i}",
             launch.target,
+        )
+        for i in range(launch.servers)
+    ]
+
+
+def command_members(launch: Launch, log_dir: Path, args: list[str]) -> list[Member]:
+    """``launch.servers`` copies of ``launch.command`` (with simserver's flags and ``args``)."""
+    assert launch.command is not None
+    what = " ".join(launch.command)
+    return [
+        Member(
+            CommandServer(
+                launch.command,
+                cwd=launch.cwd or ".",
+                transport=launch.transport,
+                args=args,
+                log_file=log_dir / f"server-{i}.log",
+            ),
+            f"sim server {i}",
+            what,
         )
         for i in range(launch.servers)
     ]

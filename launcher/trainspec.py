@@ -79,11 +79,34 @@ class Launch(_Model):
     # the MiB a sim's worker process may use (--max-sim-rss, with isolate: process).
     isolate: Literal["thread", "process"] | None = None
     max_sim_rss: float | None = Field(None, gt=0, allow_inf_nan=False)
+    # A server of your own that takes simserver's flags (a sim image's `simserver`, the Node.js
+    # kit's `npm run sample --`), run instead of `python -m simserver <target>` from `cwd`
+    # (relative to the training spec; default: its folder); simgym appends the transport
+    # flags (launcher.simcommand).
+    command: list[str] | None = None
+    cwd: str | None = None
 
     @model_validator(mode="after")
     def _rss_needs_processes(self) -> Launch:
         if self.max_sim_rss is not None and self.isolate != "process":
             raise ValueError("max_sim_rss needs isolate: process (a worker process to bound)")
+        return self
+
+    @model_validator(mode="after")
+    def _command(self) -> Launch:
+        if self.command is None:
+            if self.cwd is not None:
+                raise ValueError("cwd: is the folder of sim.launch.command; give the command")
+            return self
+        if not self.command or not all(isinstance(w, str) and w.strip() for w in self.command):
+            raise ValueError("command: give the program and its arguments, a list of words")
+        # simserver's own options: a command passes them itself, in its words.
+        for key in ("target", "kwargs", "shape", "isolate", "max_sim_rss"):
+            if getattr(self, key) is not None:
+                raise ValueError(
+                    f"{key}: the command starts its own server; give {key} or command, not "
+                    "both (put the server's arguments in the command)"
+                )
         return self
 
 
@@ -98,6 +121,16 @@ class SimPlacement(_Model):
     token_env: str | None = None
     tls: bool | None = None
     tls_ca: str | None = None
+    # A sim that ships as its own image (`simgym submit --sim-image`): the job's environment
+    # is built from it, and its command runs as the launch sidecars (docs/azure.md).
+    image: str | None = None
+
+    @field_validator("image")
+    @classmethod
+    def _image_reference(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._/:@+-]*", value):
+            raise ValueError(f"{value!r} is not an image reference (registry/name:tag)")
+        return value
 
     @model_validator(mode="after")
     def _one(self) -> SimPlacement:
@@ -105,6 +138,12 @@ class SimPlacement(_Model):
         if len(given) > 1:
             raise ValueError(
                 f"give one of launch, bonsai, address, addresses (got {', '.join(given)})"
+            )
+        elsewhere = [k for k in ("bonsai", "address", "addresses") if getattr(self, k)]
+        if self.image is not None and elsewhere:
+            raise ValueError(
+                f"image: the image's sims run as launch sidecars; give image or {elsewhere[0]}, "
+                "not both"
             )
         return self
 
@@ -226,6 +265,11 @@ class TrainSpec(_Model):
         if self.sim.address or self.sim.addresses or self.bonsai(env) is not None:
             return None
         launch = self.sim.launch or Launch()
+        if launch.command is None and launch.target is None:
+            launch = self._image_launch(launch)
+        if launch.command is not None:
+            cwd = self.path(launch.cwd or ".").resolve()
+            return launch.model_copy(update={"cwd": str(cwd)})
         if launch.target is None:
             if not env.sim.target:
                 raise SpecError(self.source, "sim", "give sim.launch.target or sim.address(es)")
@@ -234,6 +278,27 @@ class TrainSpec(_Model):
             shape = env.sim.shape if launch.shape is None else launch.shape
             update = {"target": env.sim.target, "kwargs": kwargs, "shape": shape}
             launch = launch.model_copy(update=update)
+        return launch
+
+    def _image_launch(self, launch: Launch) -> Launch:
+        """``launch`` running the command a combined image carries (``SIMGYM_SIM_COMMAND``).
+
+        Unchanged outside such an image, unless ``sim.image`` says the sims are an image's:
+        then its command must be given.
+        """
+        from launcher.simcommand import COMMAND_VAR, image_command
+
+        found = image_command()
+        if found is not None:
+            return launch.model_copy(update={"command": found[0], "cwd": found[1]})
+        if self.sim.image is not None:
+            raise SpecError(
+                self.source,
+                "sim.launch.command",
+                f"sim.image {self.sim.image}: the image's sim command is not known here "
+                f"({COMMAND_VAR} is not set): give sim.launch.command (and cwd), as the image's "
+                "ENTRYPOINT + CMD would run it",
+            )
         return launch
 
 
