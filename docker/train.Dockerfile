@@ -9,14 +9,27 @@ USER root
 # Python 3.11 in its own venv, apart from the base image's conda: the version the lock files
 # are resolved for and CI installs with (Ubuntu 24.04's own python3 is 3.12), from the
 # deadsnakes archive.
-RUN apt-get update \
-    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends software-properties-common gpg-agent \
-    && add-apt-repository -y ppa:deadsnakes/ppa \
-    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends python3.11 python3.11-venv \
-    && rm -rf /var/lib/apt/lists/*
+# Skipped when the base already has /usr/bin/python3.11 with venv (a Debian bookworm base does).
+RUN if /usr/bin/python3.11 -c "import ensurepip, venv" 2>/dev/null; then \
+        echo "python3.11 with venv present: deadsnakes not needed"; \
+    else \
+        apt-get update \
+        && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends software-properties-common gpg-agent \
+        && add-apt-repository -y ppa:deadsnakes/ppa \
+        && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends python3.11 python3.11-venv \
+        && rm -rf /var/lib/apt/lists/*; \
+    fi
 
 # The CPU build of torch (a plain PyPI torch is the multi-GB CUDA build).
 ARG PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu
+# pip behind a proxy or a mirror (docs/docker.md, "pip behind a proxy or mirror"): pip reads
+# these from the build's environment. A CA bundle put in the build context is at
+# /opt/simgym-build/NAME: --build-arg PIP_CERT=/opt/simgym-build/NAME. Build args are visible
+# in `docker history`: never put credentials in them.
+ARG PIP_INDEX_URL
+ARG PIP_FIND_LINKS
+ARG PIP_TRUSTED_HOST
+ARG PIP_CERT
 ENV PYTHONUNBUFFERED=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
 COPY . /opt/simgym-build
 RUN PYTHON=/usr/bin/python3.11 sh /opt/simgym-build/install.sh train /opt/simgym \
