@@ -23,11 +23,11 @@ Why the standard library's ``ThreadingHTTPServer``: an exported agent must serve
 simgym's core and the ``infer`` extra (onnxruntime) are installed. FastAPI/uvicorn, aiohttp
 and Flask are in this venv only because the ``train`` extra (Ray, MLflow) pulls them in;
 depending on them would put a web stack into every inference install for a handful of JSON
-routes. ``http.server`` adds no dependency and is what ``simserver.bonsai`` already runs for
-the Bonsai simulator API (same patterns here: a thread per keep-alive connection, a bounded
-connection count, one write per reply, ``TCP_NODELAY``, a lingering close after a refused
-body), except for the request line and headers, read by a plain parser instead of the
-``email`` package (``_Handler.parse_request``). A prediction costs 0.14-0.31 ms on loopback
+routes. ``http.server`` adds no dependency and is what ``simserver.bonsai`` also runs for
+the Bonsai simulator API; both stand on ``simgym.httpbase`` (a thread per keep-alive
+connection, a bounded connection count, one write per reply, ``TCP_NODELAY``, a lingering
+close after a refused body, the request line and headers read by a plain parser instead of
+the ``email`` package). A prediction costs 0.14-0.31 ms on loopback
 against ~20 µs for the action in process (``bench/serve.py``, docs/performance.md).
 ``Agent.act`` is thread-safe (onnxruntime sessions are), so connections predict in parallel
 where onnxruntime releases the GIL. Safe by default: loopback only; any other host needs
@@ -36,23 +36,19 @@ where onnxruntime releases the GIL. Safe by default: loopback only; any other ho
 
 from __future__ import annotations
 
-import hmac
 import ipaddress
 import json
 import logging
-import socket
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from email.utils import formatdate
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
 from gymclient.errors import SimgymError
-from simgym.lingering import linger
+from simgym.httpbase import JSONHandler, Refusal, SlotServer, cannot_listen, problem_body
 
 if TYPE_CHECKING:
     from gymclient.agent import Agent
@@ -68,20 +64,6 @@ IDLE_TIMEOUT = 60.0
 # A refused body still in flight is read and dropped for at most this long / this much.
 LINGER_SECONDS = 2.0
 LINGER_BYTES = 16 * 2**20
-_TITLES = {
-    400: "Bad Request",
-    401: "Unauthorized",
-    403: "Forbidden",
-    404: "Not Found",
-    405: "Method Not Allowed",
-    411: "Length Required",
-    413: "Payload Too Large",
-    431: "Request Header Fields Too Large",
-    500: "Internal Server Error",
-    501: "Not Implemented",
-    503: "Service Unavailable",
-    505: "HTTP Version Not Supported",
-}
 _JSON_TYPES = {
     dict: "an object",
     list: "an array",
@@ -101,15 +83,13 @@ class ServeError(SimgymError):
     """``simgym serve`` cannot start: unsafe or impossible options, or the address is taken."""
 
 
-class BadRequest(Exception):
+class BadRequest(Refusal):
     """A request the API refuses (``status``), with what was wrong (``detail``)."""
 
     def __init__(
         self, status: int, detail: str, errors: dict[str, list[str]] | None = None
     ) -> None:
-        super().__init__(detail)
-        self.status = status
-        self.detail = detail
+        super().__init__(status, detail)
         self.errors = errors
 
 
@@ -237,12 +217,7 @@ class Reply:
 
 def problem(status: int, detail: str, errors: dict[str, list[str]] | None = None) -> Reply:
     """A ``ProblemDetails`` error reply (``errors``: per state, as ASP.NET's validation)."""
-    body: dict[str, Any] = {
-        "type": "about:blank",
-        "title": _TITLES.get(status, "Error"),
-        "status": status,
-        "detail": detail,
-    }
+    body = problem_body(status, detail)
     if errors:
         body["errors"] = errors
     return Reply(status, body)
@@ -375,215 +350,37 @@ def _parse(body: bytes | None, example: str) -> Any:
         raise BadRequest(400, f"the body is not JSON: {str(exc)[:80]}") from None
 
 
-def _dumps(payload: Any) -> bytes:
-    # allow_nan=False: a non-finite action would be invalid JSON for every client; the
-    # agent clips its actions, so this only guards against a broken export.
-    return json.dumps(payload, allow_nan=False, separators=(",", ":")).encode()
+class _HTTPServer(SlotServer):
+    """The shared connection-slot server, with ``simgym serve``'s app and backlog."""
 
-
-class _Headers(dict[str, str]):
-    """A request's headers by lower-case name; ``get`` takes any case (as ``Message.get``)."""
-
-    def get(self, name: str, default: Any = None) -> Any:  # type: ignore[override]
-        """The header's value (the last one sent), or ``default``."""
-        return dict.get(self, name.lower(), default)
-
-
-#: At most this many header lines, each at most this long (http.server's own bounds).
-MAX_HEADERS = 100
-MAX_LINE = 65536
-
-
-class _Date:
-    """The ``Date`` header's value, formatted once per second (not per reply)."""
-
-    def __init__(self) -> None:
-        self.second = -1
-        self.text = ""
-
-    def now(self) -> str:
-        second = int(time.time())
-        if second != self.second:  # a benign race: two threads format the same second
-            self.text, self.second = formatdate(second, usegmt=True), second
-        return self.text
-
-
-_DATE = _Date()
-
-
-class _HTTPServer(ThreadingHTTPServer):
-    """One thread per connection, at most ``max_connections`` at once (503 beyond)."""
-
-    daemon_threads = True
-    allow_reuse_address = True  # a restarted server takes its port back despite TIME_WAIT
     request_queue_size = 128  # the listen backlog (the default 5 drops bursts of clients)
 
     def __init__(self, address: tuple[str, int], app: AgentServer) -> None:
-        self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         self.app = app
-        self._slots = threading.BoundedSemaphore(app.options.max_connections)
-        super().__init__(address, _Handler)
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        if not self._slots.acquire(blocking=False):
-            body = _dumps(problem(503, "connection limit reached; retry later").payload)
-            try:
-                request.sendall(
-                    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/"
-                    b"problem+json\r\nContent-Length: %d\r\nConnection: close\r\n"
-                    b"Retry-After: 1\r\n\r\n%s" % (len(body), body)
-                )
-            except OSError:
-                pass
-            self.shutdown_request(request)
-            return
-        super().process_request(request, client_address)
-
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
-        try:
-            super().process_request_thread(request, client_address)
-        finally:
-            self._slots.release()
+        super().__init__(address, _Handler, app.options.max_connections)
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(JSONHandler):
     """One connection: requests in turn (keep-alive), each answered by the API."""
 
-    protocol_version = "HTTP/1.1"
     server_version = "simgym-serve"
-    # One buffered write per reply: headers and body in one segment (in two, Nagle's
-    # algorithm and the client's delayed ACK would hold the body ~40 ms).
-    wbufsize = 64 * 1024
+    log = log
+    linger_bytes = LINGER_BYTES
+    linger_seconds = LINGER_SECONDS
+    # allow_nan stays False: a non-finite action would be invalid JSON for every client;
+    # the agent clips its actions, so this only guards against a broken export.
     server: _HTTPServer
-    raw_requestline: bytes  # set by BaseHTTPRequestHandler.handle_one_request
 
     def setup(self) -> None:
         super().setup()
         self.connection.settimeout(self.server.app.options.idle_timeout)
-        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.unread_body = False
 
-    def handle(self) -> None:
-        try:
-            super().handle()
-        except OSError:  # reset by the peer
-            pass
-
-    def finish(self) -> None:
-        super().finish()
-        if self.close_connection and self.unread_body:
-            linger(self.connection, LINGER_BYTES, LINGER_SECONDS)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        log.debug("%s: " + format, self.address_string(), *args)
-
-    def do_GET(self) -> None:
-        self.server.app.serve_request(self, "GET")
-
-    def do_POST(self) -> None:
-        self.server.app.serve_request(self, "POST")
-
-    def do_DELETE(self) -> None:
-        self.server.app.serve_request(self, "DELETE")
-
-    def do_PUT(self) -> None:
-        self.server.app.serve_request(self, "PUT")
-
-    def do_PATCH(self) -> None:
-        self.server.app.serve_request(self, "PATCH")
-
-    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
-        """http.server's own errors (a request it cannot parse) as ``ProblemDetails`` too."""
-        self.close_connection = True
-        self.send(problem(code, (message or _TITLES.get(code, "Error"))[:200]), close=True)
-
-    def parse_request(self) -> bool:
-        """The request line and headers, as ``http.server`` parses them, with a plain parser.
-
-        The standard library reads headers through the ``email`` package: ~55 µs of the
-        ~200 µs a prediction took in the server (timed with ``perf_counter`` around each
-        part, docs/performance.md); here a dict of lower-case names. Same bounds (100 lines
-        of 64 KiB), same keep-alive and ``Expect: 100-continue`` rules; a body length sent
-        twice with two values is refused (it is how requests are smuggled past proxies).
-        """
-        self.command = ""
-        self.headers = _Headers()  # type: ignore[assignment]  # none yet (not the last request's)
-        self.request_version = self.default_request_version
-        self.close_connection = True
-        self.requestline = str(self.raw_requestline, "iso-8859-1").rstrip("\r\n")
-        words = self.requestline.split()
-        if len(words) != 3 or not words[2].startswith("HTTP/1."):
-            if len(words) == 3 and words[2].startswith("HTTP/"):
-                self.send_error(505, f"HTTP version not supported: {words[2][:20]}")
-            else:
-                self.send_error(400, f"bad request line {self.requestline[:80]!r}")
-            return False
-        self.command, self.path, self.request_version = words
-        headers = _Headers()
-        for _ in range(MAX_HEADERS + 1):
-            line = self.rfile.readline(MAX_LINE + 1)
-            if len(line) > MAX_LINE:
-                self.send_error(431, "a header line is too long")
-                return False
-            if line in (b"\r\n", b"\n", b""):
-                break
-            name, colon, value = line.decode("iso-8859-1").partition(":")
-            key = name.lower()
-            if not colon or not name or name != name.strip():
-                self.send_error(400, f"bad header line {line[:40]!r}")
-                return False
-            value = value.strip()
-            if key == "content-length" and headers.get(key, value) != value:
-                self.send_error(400, "two different Content-Length headers")
-                return False
-            headers[key] = value
-        else:
-            self.send_error(431, f"more than {MAX_HEADERS} headers")
-            return False
-        self.headers = headers  # type: ignore[assignment]  # read only through .get
-        connection = headers.get("connection", "").lower()
-        self.close_connection = self.request_version == "HTTP/1.0" or connection == "close"
-        if connection == "keep-alive":
-            self.close_connection = False
-        if (
-            headers.get("expect", "").lower() == "100-continue"
-            and self.request_version != "HTTP/1.0"
-        ):
-            return self.handle_expect_100()
-        return True
+    def dispatch(self, method: str) -> None:
+        self.server.app.serve_request(self, method)
 
     def send(self, reply: Reply, *, close: bool = False) -> None:
         """Write one reply (JSON, or no body for 204) in one write."""
-        data = b"" if reply.payload is None else _dumps(reply.payload)
-        status = reply.status
-        lines = [
-            f"{self.protocol_version} {status} {self.responses.get(status, ('Error',))[0]}",
-            f"Server: {self.server_version}",
-            f"Date: {_DATE.now()}",
-        ]
-        if reply.payload is not None:
-            kind = "application/problem+json" if status >= 400 else "application/json"
-            lines.append(f"Content-Type: {kind}; charset=utf-8")
-        lines.append(f"Content-Length: {len(data)}")
-        lines.extend(f"{name}: {value}" for name, value in reply.headers)
-        if close:
-            lines.append("Connection: close")
-            self.close_connection = True
-            self.unread_body = _unread(self)
-        lines.append("\r\n")
-        self.log_request(status, len(data))
-        self.wfile.write("\r\n".join(lines).encode("latin-1") + data)
-
-
-def _unread(req: _Handler) -> bool:
-    """Whether a request's body may be left unread (its connection must then close)."""
-    headers = getattr(req, "headers", None)  # None when the request line itself was bad
-    if headers is None:
-        return False
-    return bool(headers.get("Transfer-Encoding")) or headers.get("Content-Length", "0") not in (
-        "",
-        "0",
-    )
+        self.send_json(reply.status, reply.payload, close=close, headers=reply.headers)
 
 
 class AgentServer:
@@ -620,16 +417,10 @@ class AgentServer:
         try:
             self._http = _HTTPServer((host, self.options.port), self)
         except OSError as exc:
-            raise ServeError(
-                f"--host/--port: cannot listen on {host}:{self.options.port}: "
-                f"{(exc.strerror or str(exc)).lower()}"
-            ) from None
-        port = self._http.server_address[1]
+            raise ServeError(cannot_listen("--host/--port", host, self.options.port, exc)) from None
+        port = self._http.serve_in_thread("simgym-serve", 0.1)
         shown = "127.0.0.1" if host in ("0.0.0.0", "") else host
         self.url = f"http://[{shown}]:{port}" if ":" in shown else f"http://{shown}:{port}"
-        threading.Thread(
-            target=self._http.serve_forever, args=(0.1,), name="simgym-serve", daemon=True
-        ).start()
         if not is_loopback(host):
             log.warning(
                 "serving beyond loopback on %s:%d over plain HTTP: %s",
@@ -644,17 +435,21 @@ class AgentServer:
     def stop(self) -> None:
         """Stop listening (replies in flight finish on their threads)."""
         if self._http is not None:
-            self._http.shutdown()
-            self._http.server_close()
+            self._http.close()
             self._http = None
 
     def serve_request(self, req: _Handler, method: str) -> None:
         """Answer one HTTP request: the token, the body's size, then the API."""
-        if not self._authorized(req):
+        if not req.authorized(
+            self.options.token,
+            "no Authorization header: send the server's --token",
+            "wrong token in the Authorization header",
+        ):
             return
         try:
-            body = self._body(req)
-        except BadRequest as exc:
+            size = req.body_size(self.options.max_body_bytes)
+            body = req.rfile.read(size) if size else None
+        except Refusal as exc:
             req.send(problem(exc.status, exc.detail), close=True)
             self.api.stats.count(False)
             return
@@ -664,42 +459,6 @@ class AgentServer:
             log.exception("simgym serve: %s %s failed", method, req.path[:80])
             reply = problem(500, f"the server failed: {type(exc).__name__}")
         req.send(reply)
-
-    def _authorized(self, req: _Handler) -> bool:
-        token = self.options.token
-        if not token:
-            return True
-        given = req.headers.get("Authorization")
-        if given is None:
-            req.send(problem(401, "no Authorization header: send the server's --token"), close=True)
-            return False
-        key = given[7:] if given.startswith("Bearer ") else given
-        if not hmac.compare_digest(key.encode(), token.encode()):
-            req.send(problem(403, "wrong token in the Authorization header"), close=True)
-            return False
-        return True
-
-    def _body(self, req: _Handler) -> bytes | None:
-        """The request's body bytes (None without one).
-
-        Raises:
-            BadRequest: 411 (chunked), 413 (over the limit), 400 (a bad Content-Length).
-        """
-        if req.headers.get("Transfer-Encoding"):
-            raise BadRequest(411, "send the body with a Content-Length (chunked is not served)")
-        length = req.headers.get("Content-Length") or "0"
-        try:
-            size = int(length)
-        except ValueError:
-            raise BadRequest(400, f"Content-Length {length[:20]!r} is not a number") from None
-        if size < 0:
-            raise BadRequest(400, f"Content-Length {size} is negative")
-        limit = self.options.max_body_bytes
-        if size > limit:
-            raise BadRequest(
-                413, f"the body has {size:,} bytes; this server takes at most {limit:,}"
-            )
-        return req.rfile.read(size) if size else None
 
 
 def serve_until_stopped(

@@ -16,13 +16,13 @@ GET      /v2/workspaces/{w}/simulatorSessions/{id}/action       the last event s
 
 Errors are ``ProblemDetails`` JSON bodies. With a token, the ``Authorization`` header must be
 it (as the SDK sends the access key; ``Bearer <token>`` is taken too): 401 without one, 403
-with another. HTTP/1.1 with keep-alive, from the standard library (``http.server``): simserver
-never imports the SDK. What lies behind the paths: ``simserver.bonsai_sims``.
+with another. HTTP/1.1 with keep-alive, from the standard library (``http.server``, through
+``simgym.httpbase``, shared with ``simgym serve``): simserver never imports the SDK. What
+lies behind the paths: ``simserver.bonsai_sims``.
 """
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
 import os
@@ -31,12 +31,11 @@ import signal
 import socket
 import threading
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from simgym.lingering import linger
+from simgym.httpbase import JSONHandler, Refusal, SlotServer, cannot_listen
 from simserver.adapters import SimFactory
 from simserver.bonsai_sims import (
     FREE_SIM_WAIT,
@@ -69,18 +68,6 @@ LINGER_SECONDS = 2.0
 LINGER_BYTES = 64 * 2**20
 #: Seconds a sim refused for the registration limit is told to wait (``Retry-After``).
 RETRY_AFTER = 5
-_TITLES = {
-    400: "Bad Request",
-    401: "Unauthorized",
-    403: "Forbidden",
-    404: "Not Found",
-    405: "Method Not Allowed",
-    411: "Length Required",
-    413: "Payload Too Large",
-    429: "Too Many Requests",
-    500: "Internal Server Error",
-    503: "Service Unavailable",
-}
 
 
 @dataclass
@@ -123,65 +110,38 @@ class BonsaiOptions:
             )
 
 
-class _HTTPServer(ThreadingHTTPServer):
-    """One thread per connection, at most ``max_connections`` at once."""
-
-    daemon_threads = True
-    # A restarted server takes its port back despite connections in TIME_WAIT (on Linux this
-    # never lets two servers listen on one port).
-    allow_reuse_address = True
+class _HTTPServer(SlotServer):
+    """The shared connection-slot server: two connections a sim and a few spare."""
 
     def __init__(self, address: tuple[str, int], endpoint: BonsaiEndpoint) -> None:
-        self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         self.endpoint = endpoint
-        self._slots = threading.BoundedSemaphore(2 * endpoint.options.max_sims + 8)
-        super().__init__(address, _Handler)
+        super().__init__(address, _Handler, 2 * endpoint.options.max_sims + 8)
 
-    def process_request(self, request: Any, client_address: Any) -> None:
-        if not self._slots.acquire(blocking=False):
-            log_throttled(log, logging.WARNING, "bonsai connections", "Bonsai endpoint: "
-                          "connection limit reached, one refused")  # fmt: skip
-            try:
-                request.sendall(
-                    b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n"
-                    b"Connection: close\r\n\r\n"
-                )
-            except OSError:
-                pass
-            self.shutdown_request(request)
-            return
-        super().process_request(request, client_address)
-
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
-        try:
-            super().process_request_thread(request, client_address)
-        finally:
-            self._slots.release()
+    def refused(self) -> None:
+        log_throttled(log, logging.WARNING, "bonsai connections", "Bonsai endpoint: "
+                      "connection limit reached, one refused")  # fmt: skip
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(JSONHandler):
     """One connection: requests in turn (keep-alive), each routed to the endpoint."""
 
-    protocol_version = "HTTP/1.1"
     server_version = "simserver-bonsai"
     timeout = IDLE_TIMEOUT
-    # A buffered writer, flushed once per reply: headers and body leave in one segment (in
-    # two, Nagle's algorithm and the client's delayed ACK would hold the body ~40 ms).
-    wbufsize = 64 * 1024
+    log = log
+    linger_bytes = LINGER_BYTES
+    linger_seconds = LINGER_SECONDS
+    # The events carry what the trainer sent; a NaN there reaches the sim as Python's json
+    # writes it (NaN), as it always did, instead of failing the reply.
+    allow_nan = True
     server: _HTTPServer
 
     def setup(self) -> None:
         super().setup()
-        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.sims: list[str] = []  # the sims that posted on this connection
-        self.peer_closed = False
-        self.unread_body = False  # a refused request's body is still on its way
 
     def handle(self) -> None:
         try:
-            super().handle()
-        except OSError:  # reset by the peer: its process ended
-            self.peer_closed = True
+            super().handle()  # a reset by the peer sets peer_closed
         finally:
             self.server.endpoint.registry.disconnected(self.sims, self.peer_closed)
 
@@ -191,32 +151,8 @@ class _Handler(BaseHTTPRequestHandler):
         if not self.raw_requestline:
             self.peer_closed = True
 
-    def finish(self) -> None:
-        super().finish()  # flushes the last reply
-        if self.close_connection and self.unread_body:
-            linger(self.connection, LINGER_BYTES, LINGER_SECONDS)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        log.debug("%s: " + format, self.address_string(), *args)
-
-    def do_GET(self) -> None:
-        self.server.endpoint.route(self, "GET")
-
-    def do_POST(self) -> None:
-        self.server.endpoint.route(self, "POST")
-
-    def do_DELETE(self) -> None:
-        self.server.endpoint.route(self, "DELETE")
-
-    def do_PUT(self) -> None:
-        self.server.endpoint.route(self, "PUT")
-
-    def do_PATCH(self) -> None:
-        self.server.endpoint.route(self, "PATCH")
-
-    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
-        """http.server's own errors (a request it cannot parse) as ``ProblemDetails`` too."""
-        self.problem(code, clip(message or _TITLES.get(code, "Error"), 200), close=True)
+    def dispatch(self, method: str) -> None:
+        self.server.endpoint.route(self, method)
 
     def peer_gone(self) -> bool:
         """Whether the client closed the connection while its request waits (no data due)."""
@@ -226,30 +162,14 @@ class _Handler(BaseHTTPRequestHandler):
         except OSError:
             return True
 
-    def reply(
-        self, status: int, payload: Any = None, *, close: bool = False, retry_after: int = 0
-    ) -> None:
+    def reply(self, status: int, payload: Any = None) -> None:
         """Send a JSON reply (no body for 204)."""
-        data = b"" if payload is None else json.dumps(payload).encode()
-        self.send_response(status)
-        if retry_after:
-            self.send_header("Retry-After", str(retry_after))
-        if payload is not None:
-            kind = "application/problem+json" if status >= 400 else "application/json"
-            self.send_header("Content-Type", kind)
-        self.send_header("Content-Length", str(len(data)))
-        if close:
-            self.send_header("Connection", "close")
-            self.close_connection = True
-            self.unread_body = _unread(self)
-        self.end_headers()
-        self.wfile.write(data)
+        self.send_json(status, payload)
 
     def problem(self, status: int, detail: str, *, close: bool = False) -> None:
         """Send a ``ProblemDetails`` error (429 says when to try again: the SDK then retries)."""
-        title = _TITLES.get(status, "Error")
-        body = {"type": "about:blank", "title": title, "status": status, "detail": detail}
-        self.reply(status, body, close=close, retry_after=RETRY_AFTER if status == 429 else 0)
+        retry = (("Retry-After", str(RETRY_AFTER)),) if status == 429 else ()
+        self.send_problem(status, detail, close=close, headers=retry)
 
 
 class BonsaiEndpoint:
@@ -278,15 +198,10 @@ class BonsaiEndpoint:
         try:
             self._http = _HTTPServer((host, self.options.port), self)
         except OSError as exc:
-            raise ConfigError(
-                f"--bonsai-host/--bonsai-port: cannot listen on {host}:{self.options.port}: "
-                f"{(exc.strerror or str(exc)).lower()}"
-            ) from None
-        port = self._http.server_address[1]
+            flags = "--bonsai-host/--bonsai-port"
+            raise ConfigError(cannot_listen(flags, host, self.options.port, exc)) from None
+        port = self._http.serve_in_thread("simserver-bonsai")
         self.url = f"http://{connectable_host(self.options.host)}:{port}"
-        threading.Thread(
-            target=self._http.serve_forever, name="simserver-bonsai", daemon=True
-        ).start()
         self.registry.start()
         where = "" if is_loopback(self.options.host) else f" (listening on {host}:{port})"
         log.info(
@@ -316,8 +231,7 @@ class BonsaiEndpoint:
         """Unregister every sim at its next poll and stop listening."""
         self.registry.stop()
         if self._http is not None:
-            self._http.shutdown()
-            self._http.server_close()
+            self._http.close()
         s = self.registry.stats
         log.info(
             "Bonsai endpoint stopped (%d sims registered, %d deleted their session, %d dropped "
@@ -334,14 +248,18 @@ class BonsaiEndpoint:
         """Answer one request (any failure becomes a ``ProblemDetails`` reply)."""
         parts = [unquote(p) for p in urlsplit(req.path).path.strip("/").split("/")]
         if len(parts) < 4 or parts[:2] != ["v2", "workspaces"] or parts[3] != "simulatorSessions":
-            req.problem(404, f"no such path {clip(req.path, 80)}", close=_unread(req))
+            req.problem(404, f"no such path {clip(req.path, 80)}", close=req.body_unread())
             return
-        if not self._authorized(req):
+        if not req.authorized(
+            self.options.token,
+            "no Authorization header: set SIM_ACCESS_KEY to simserver's --token",
+            "wrong access key: SIM_ACCESS_KEY must be simserver's --token",
+        ):
             return
         try:
             body = self._body(req)
             self._dispatch(req, method, parts[2], parts[4:], body)
-        except Refused as exc:
+        except Refusal as exc:
             self.registry.stats.refused += exc.status == 429
             req.problem(exc.status, exc.detail, close=exc.status in (411, 413))
         except OSError:
@@ -391,44 +309,13 @@ class BonsaiEndpoint:
         posted = Posted(state, bool(halted), str(error) if error else "")
         req.reply(200, self.registry.advance(session_id, seq, posted, req.peer_gone))
 
-    def _authorized(self, req: _Handler) -> bool:
-        """Check the access key; a refused request is answered (and its connection closed)."""
-        token = self.options.token
-        if not token:
-            return True
-        given = req.headers.get("Authorization")
-        if given is None:
-            req.problem(401, "no Authorization header: set SIM_ACCESS_KEY to simserver's "
-                        "--token", close=True)  # fmt: skip
-            return False
-        key = given[7:] if given.startswith("Bearer ") else given
-        if not hmac.compare_digest(key.encode(), token.encode()):
-            req.problem(403, "wrong access key: SIM_ACCESS_KEY must be simserver's --token",
-                        close=True)  # fmt: skip
-            return False
-        return True
-
     def _body(self, req: _Handler) -> Any:
         """The request's JSON body (None when it has none).
 
         Raises:
             Refused: 411 (chunked), 413 (over the limit) or 400 (not JSON).
         """
-        if req.headers.get("Transfer-Encoding"):
-            raise Refused(411, "send the body with a Content-Length (chunked is not served)")
-        length = req.headers.get("Content-Length") or "0"
-        try:
-            size = int(length)
-        except ValueError:
-            raise Refused(400, f"Content-Length {clip(length, 20)} is not a number") from None
-        if size < 0:
-            raise Refused(400, f"Content-Length {size} is negative")
-        if size > self.options.max_body_bytes:
-            raise Refused(
-                413,
-                f"the body has {size:,} bytes; this endpoint takes at most "
-                f"{self.options.max_body_bytes:,} (simserver --max-message-mb)",
-            )
+        size = req.body_size(self.options.max_body_bytes, " (simserver --max-message-mb)")
         if not size:
             return None
         data = req.rfile.read(size)
@@ -436,17 +323,6 @@ class BonsaiEndpoint:
             return json.loads(data)
         except (ValueError, RecursionError) as exc:  # RecursionError: nested past the limit
             raise Refused(400, f"the body is not JSON: {clip(exc, 80)}") from None
-
-
-def _unread(req: _Handler) -> bool:
-    """Whether a request's body may be left unread (its connection must then close)."""
-    headers = getattr(req, "headers", None)  # None when the request line itself was bad
-    if headers is None:
-        return False
-    return bool(headers.get("Transfer-Encoding")) or headers.get("Content-Length", "0") not in (
-        "",
-        "0",
-    )
 
 
 def serve(

@@ -43,6 +43,7 @@ from typing import Any
 
 import grpc
 
+from simgym.httpbase import Refusal
 from simserver.adapters import ClassSim, Outcome, SimFactory, Variable
 from simserver.errors import SimCallFailed, SimServerError, clip, log_throttled
 from simserver.isolation import SimHung, SimWorkerDied
@@ -71,12 +72,8 @@ _FLAG_KEYS = ("terminated", "truncated", "done")
 _DROPPED_KEPT = 1024
 
 
-class Refused(Exception):
+class Refused(Refusal):
     """A request the endpoint answers with an HTTP error (status and a one-line detail)."""
-
-    def __init__(self, status: int, detail: str) -> None:
-        super().__init__(detail)
-        self.status, self.detail = status, detail
 
 
 class NoFreeSim(SimHung):
