@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.simgym-installed
 TORCH_INDEX ?=
 PIP_TORCH := $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX),)
 
-.PHONY: demo test test-slow test-all lint proto bench clean ci-setup
+.PHONY: demo test test-slow test-docker test-all lint proto bench clean ci-setup
 
 $(STAMP): pyproject.toml examples/cstr/native/_cstr_native.c examples/cstr/native/setup.py examples/cstr/native/pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "simgym needs Python >= 3.11 (found " + sys.version.split()[0] + "); set PYTHON=python3.11")'
@@ -36,13 +36,15 @@ demo: $(STAMP)
 	$(BIN)/simgym train examples/cstr/train.yaml --max-time $(DEMO_TIME)
 
 ## ci-setup: system packages the tests need (Open MPI for the multi-node test, iproute2 for
-## network namespaces, Node.js and npm for the Node.js sim kit); installed only when missing.
+## network namespaces, Node.js and npm for the Node.js sim kit, docker.io and debootstrap for
+## the image tests); installed only when missing. Starts dockerd when no engine answers.
 ## .ci/run calls it before `make test`.
 ci-setup:
 	@command -v mpirun >/dev/null 2>&1 && command -v ip >/dev/null 2>&1 || { \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openmpi-bin iproute2; }
 	@command -v npm >/dev/null 2>&1 || { \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm; }
+	sh .ci/docker-engine.sh
 
 ## test: the default suite (what CI runs via .ci/run).
 test: $(STAMP) $(NODE_STAMP)
@@ -51,6 +53,10 @@ test: $(STAMP) $(NODE_STAMP)
 ## test-slow: only the long tests (real training runs, multi-node, long soak, image locks).
 test-slow: $(STAMP) $(NODE_STAMP)
 	$(BIN)/python -m pytest -m slow -q
+
+## test-docker: the image tests only (real Docker builds and containers; part of test-slow).
+test-docker: $(STAMP)
+	$(BIN)/python -m pytest -m docker -q
 
 ## test-all: every test: the default suite, then the long ones (what .ci/run runs).
 test-all: test test-slow
