@@ -43,6 +43,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from _timing import best_us  # beside this file, on sys.path as its folder
+
 BASE = """
 observations:
   x: {min: -3, max: 3}
@@ -72,25 +74,6 @@ VARIANTS = {
     "goals": GOALS,
     "all": REWARD + CONDITIONS + GOALS,
 }
-
-
-def best_us(fn: Callable[[], object], seconds: float, repeats: int = 10) -> float:
-    """Best over ``repeats`` rounds of the mean µs per call: others only ever add time."""
-    for _ in range(200):
-        fn()
-    results = []
-    for _ in range(repeats):
-        n, start = 0, time.perf_counter()
-        deadline = start + seconds / repeats
-        while True:
-            for _ in range(100):
-                fn()
-            n += 100
-            now = time.perf_counter()
-            if now >= deadline:
-                break
-        results.append((now - start) / n * 1e6)
-    return min(results)
 
 
 def load(variant: str, folder: Path) -> Any:

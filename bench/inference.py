@@ -24,7 +24,6 @@ import argparse
 import os
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -32,28 +31,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from _timing import best_us  # beside this file, on sys.path as its folder
 
-def per_call_us(fn: Callable[[], object], seconds: float = 1.5, repeats: int = 15) -> float:
-    """Best over ``repeats`` rounds of the mean µs per call (``seconds`` in all).
 
-    The best round, not the median: on a shared machine other processes only ever add time.
-    """
-    for _ in range(200):
-        fn()
-    results = []
-    for _ in range(repeats):
-        n = 0
-        start = time.perf_counter()
-        deadline = start + seconds / repeats
-        while True:
-            for _ in range(100):
-                fn()
-            n += 100
-            now = time.perf_counter()
-            if now >= deadline:
-                break
-        results.append((now - start) / n * 1e6)
-    return min(results)
+def per_call_us(fn: Callable[[], object], seconds: float = 1.5) -> float:
+    """Best over 15 rounds of the mean µs per call (``seconds`` in all; ``_timing.best_us``)."""
+    return best_us(fn, seconds, repeats=15)
 
 
 def main() -> None:

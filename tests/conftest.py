@@ -49,6 +49,20 @@ def start_server() -> Iterator[Callable[..., ServerProcess]]:
         server.cleanup()
 
 
+def served(target: str, **kwargs: Any) -> Iterator[str]:
+    """A simserver child on a unix socket for a fixture's life: yields its address.
+
+    For module-scoped fixtures (``yield from served("toy.py:Toy")``): one server for the
+    module's tests, stopped after the last (``start_server`` is per test).
+    """
+    server = ServerProcess(target, workdir=SIMS, transport="unix", **kwargs)
+    server.start(timeout=60)
+    try:
+        yield server.address
+    finally:
+        server.cleanup()
+
+
 @pytest.fixture(params=["unix", "tcp"])
 def transport(request: pytest.FixtureRequest) -> str:
     return request.param

@@ -21,9 +21,8 @@ from gymclient.errors import RewardError, SpecError, SpecMismatch
 from gymclient.expr import ARITY, FUNCTIONS, compile_expr, parse, parse_derived
 from gymclient.spec import load_spec
 from gymclient.vector import SimVectorEnv
-from simserver.process import ServerProcess
 
-from .conftest import SIMS
+from .conftest import served
 
 # ---------------------------------------------------------------- the language
 
@@ -210,12 +209,7 @@ def test_numbers_are_expressions(tmp_path):
 
 @pytest.fixture(scope="module")
 def toy() -> Iterator[str]:
-    server = ServerProcess("toy.py:Toy", workdir=SIMS, transport="unix")
-    server.start(timeout=60)
-    try:
-        yield server.address
-    finally:
-        server.cleanup()
+    yield from served("toy.py:Toy")
 
 
 def _run(env: SimEnv, actions: list[float], config: dict[str, float]) -> list[tuple]:

@@ -28,9 +28,8 @@ from gymclient.errors import RewardError, SpecError
 from gymclient.goals import DEFAULT_HORIZON, StepRules
 from gymclient.spec import EnvSpec, load_spec
 from gymclient.vector import SimVectorEnv
-from simserver.process import ServerProcess
 
-from .conftest import SIMS
+from .conftest import SIMS, served
 
 BASE = """
 observations:
@@ -266,12 +265,7 @@ def test_bad_goals_name_file_and_key(tmp_path, goal, key, message):
 
 @pytest.fixture(scope="module")
 def toy() -> Iterator[str]:
-    server = ServerProcess("toy.py:Toy", workdir=SIMS, transport="unix")
-    server.start(timeout=60)
-    try:
-        yield server.address
-    finally:
-        server.cleanup()
+    yield from served("toy.py:Toy")
 
 
 GOALS = """
