@@ -29,6 +29,7 @@ from __future__ import annotations
 import ast
 import hashlib
 import json
+import logging
 import time
 import warnings
 from dataclasses import dataclass
@@ -109,10 +110,32 @@ def resolve_checkpoint(run_dir: Path | None, checkpoint: Path | None) -> Path:
     raise ExportError(f"{checkpoint}: no RLlib policy module in this checkpoint")
 
 
+class _RLModuleConfigNotice(logging.Filter):
+    """Drops RLlib's ``RLModuleConfig`` deprecation notice, and no other record.
+
+    ``RLModule.__init__`` (ray 2.60, ``rl_module.py:463``) builds an ``RLModuleConfig`` on
+    every construction, for old subclasses that still read ``self.config``; that class is
+    ``@Deprecated(error=False)``, so the first module built in a process logs "DeprecationWarning:
+    `RLModule(config=[RLModuleConfig object])` has been deprecated" through the logger
+    ``ray._common.deprecation`` (logging, not ``warnings``: a warnings filter misses it),
+    whichever API built the module: ``RLModule.from_checkpoint`` here, no call of ours passes
+    a config. Nothing for the user to do, so ``simgym evaluate`` and ``simgym export`` leave
+    it out; ``simgym train`` sends it to ``train.log`` (``launcher.quiet``).
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "RLModuleConfig" not in record.getMessage()
+
+
+_RLMODULE_CONFIG_NOTICE = _RLModuleConfigNotice()
+
+
 def load_module(module_dir: Path) -> Any:
     """The RLlib module, from its checkpoint folder, on CPU in eval mode."""
     from ray.rllib.core.rl_module.rl_module import RLModule
 
+    # addFilter keeps one copy of a filter: loading again adds nothing.
+    logging.getLogger("ray._common.deprecation").addFilter(_RLMODULE_CONFIG_NOTICE)
     module: Any = RLModule.from_checkpoint(str(module_dir))
     module.eval()  # a TorchRLModule is a torch.nn.Module
     return module

@@ -171,6 +171,8 @@ def test_agent_and_its_export_score_the_same(toy, tmp_path_factory):
                   str(tmp_path_factory.mktemp("ev")))  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "Overall" in proc.stdout and "agent" in proc.stdout
+    # Loading the run's module logged RLlib's RLModuleConfig deprecation notice (not ours).
+    assert "RLModuleConfig" not in proc.stderr, proc.stderr[-2000:]
     out = Path(proc.stdout.split("→")[-1].split("/summary.csv")[0].strip())
     rows = list(csv.DictReader((out / "episodes.csv").open()))
     by = {}
