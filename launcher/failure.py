@@ -10,9 +10,13 @@ from __future__ import annotations
 import textwrap
 import traceback
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from gymclient.errors import SimgymError
 from launcher.sidecars import SidecarPool, log_error_line
+
+if TYPE_CHECKING:
+    from launcher.raysims import RaySims
 
 # Failed sim calls, appended by the env runners (launcher.rllib_setup); error.txt quotes
 # the last one.
@@ -88,7 +92,7 @@ def write_error(
     run_dir: Path,
     what: str,
     exc: BaseException,
-    pool: SidecarPool | None,
+    pool: SidecarPool | RaySims | None,
     sim_errors: int = 0,
     sim_error_start: int = 0,
     checkpoint: str | None = None,

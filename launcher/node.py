@@ -3,16 +3,19 @@
 Azure ML runs one copy of the job's command per node under its own ``mpirun``. Every copy:
 
 1. reads its rank and the head's address from the variables the MPI launcher sets;
-2. starts **this node's** sidecar sim servers (on private unix sockets, supervised) and checks
-   them (preflight), so a broken sim fails the node in seconds, before Ray starts;
-3. starts a Ray node whose processes inherit the sims' addresses in ``SIMGYM_NODE_SIMS`` and
-   advertise them as a ``sim_slot`` resource (one slot per sim session), so Ray places no more
-   env runners on a node than its sims can serve and every env runner steps its own node's sims;
-4. rank 0 (``ray start --head``) waits until every rank has joined (timeout, clear error), runs
+2. starts a Ray node that advertises a ``sim_slot`` resource (one slot per sim session its
+   sims will serve), so Ray places no more env runners on a node than its sims can serve;
+3. rank 0 (``ray start --head``) waits until every rank has joined (timeout, clear error), runs
    the training and returns its exit code; other ranks (``ray start --address``) wait until the
    head is gone;
-5. stops what it started — only that: its sidecars and the Ray processes that carry its own
-   marker in their environment (never a global ``ray stop``).
+4. stops what it started — only that: the Ray processes that carry its own marker in their
+   environment (never a global ``ray stop``).
+
+The sims are not its business: the training places them through Ray, one supervising actor
+per node next to that node's env runners (``launcher.raysims``), as on any Ray cluster. A
+node's sim logs go to the run folder when the node sees it (one machine, a shared file
+system), else to ``<output>/nodes/rank-R/sims/`` (``SIMGYM_NODE_LOG_DIR``), which Azure ML
+uploads with that node's outputs.
 
 Each Ray node gets a private ``--temp-dir``, so no other ``ray.init()`` on the machine can
 mistake it for "the latest local cluster".
@@ -40,14 +43,13 @@ from pathlib import Path
 from typing import Any
 
 from gymclient.errors import SimgymError
-from launcher.bonsai_sims import NODE_TOKEN_VAR, BonsaiPlan
+from launcher.bonsai_sims import BonsaiPlan
 from launcher.failure import TrainingError
-from launcher.placement import NODE_RANK_VAR, NODE_SIMS_VAR, PLACEMENT_VAR, SLOT
-from launcher.sidecars import SidecarPool
-from launcher.sims import start_sims, train_plan
-from launcher.train import preflight, train
+from launcher.placement import NODE_RANK_VAR, SLOT
+from launcher.raysims import LOG_DIR_VAR
+from launcher.sims import train_plan
+from launcher.train import train
 from launcher.trainspec import TrainSpec, load_train_spec
-from simserver.process import ServerStartError
 
 log = logging.getLogger("simgym.node")
 
@@ -563,55 +565,36 @@ class _Node:
         self.outcome_file = (self.dir / "outcome.json").resolve()
         self.outcome_file.unlink(missing_ok=True)
         self.stage = "reading the training spec"
-        self.pool: SidecarPool | None = None
-        self.sim_token: str | None = None  # this node's Bonsai endpoint's key
         self.ray_node: RayNode | None = None
         self.driver = False
         self.code = 2  # what the head tells the other ranks, unless training says otherwise
 
-    def start_sims(self) -> tuple[list[str] | None, dict[str, float]]:
-        """Start and check this node's sidecars: their addresses and the node's Ray resources.
+    def resources(self) -> dict[str, float]:
+        """This node's Ray resources: its rank's marker and its sims' ``sim_slot``s.
 
-        The addresses are None when the user runs the sims (``sim.address``). Bonsai sims:
-        this node's endpoint and copies (by default this node's share of the env runners'
-        sessions), its key kept for the node's Ray processes (``NODE_TOKEN_VAR``).
+        The sims themselves start with the training, through Ray (``launcher.raysims``);
+        none when the user runs them (``sim.address``).
         """
         env_spec = self.spec.load_env_spec()
         launch = train_plan(self.spec, env_spec, nodes=self.info.size)
         resources: dict[str, float] = {f"simgym_node_{self.info.rank}": 1.0}
-        if launch is None:
-            return None, resources
-        self.stage = "starting this node's sim servers"
-        try:
-            self.pool = start_sims(env_spec, launch, self.dir / "sims")
-        except ServerStartError as exc:
-            raise NodeError(str(exc).splitlines()[0] + f" (log: {self.dir / 'sims'})") from None
-        addresses = self.pool.addresses
         if isinstance(launch, BonsaiPlan):
-            env_spec, self.sim_token = launch.connect_spec(env_spec), launch.token
             resources[SLOT] = float(launch.copies)
-        else:
+        elif launch is not None:
             resources[SLOT] = float(launch.servers * launch.sessions_per_server)
-        self.stage = "checking this node's sims (preflight)"
-        preflight(env_spec, addresses, self.spec.seed)
-        self.say(self.info, f"{len(addresses)} sim server(s) ready: {', '.join(addresses)}")
-        return addresses, resources
+        return resources
 
-    def ray_env(self, env: Mapping[str, str], addresses: list[str] | None) -> dict[str, str]:
+    def ray_env(self, env: Mapping[str, str]) -> dict[str, str]:
         """The environment of this node's Ray processes (and of the head's driver)."""
-        ray_env = {
+        return {
             **{k: v for k, v in env.items() if k != "RAY_AUTH_TOKEN_PATH"},
             **ray_auth_env(env),
             NODE_RANK_VAR: str(self.info.rank),
-            # Per node: on Azure ML every node uploads its own outputs/ folder.
-            PLACEMENT_VAR: str((self.dir / "placement.jsonl").resolve()),
+            # Sim logs of a node that does not see the run folder: its own outputs/ folder
+            # (on Azure ML every node uploads its own).
+            LOG_DIR_VAR: str(self.dir.resolve()),
             OUTCOME_VAR: str(self.outcome_file),
         }
-        if addresses is not None:
-            ray_env[NODE_SIMS_VAR] = json.dumps(addresses)
-        if self.sim_token is not None:
-            ray_env[NODE_TOKEN_VAR] = self.sim_token
-        return ray_env
 
     def run_head(
         self,
@@ -627,13 +610,7 @@ class _Node:
         self.ray_node.start()
         say(info, f"Ray head at {self.ray_node.head_address}; waiting for {info.size} node(s)")
         # The driver (this process) runs the learner and the local env runner.
-        driver_vars = (
-            *ray_auth_env(ray_env),
-            NODE_RANK_VAR,
-            PLACEMENT_VAR,
-            NODE_SIMS_VAR,
-            NODE_TOKEN_VAR,
-        )
+        driver_vars = (*ray_auth_env(ray_env), NODE_RANK_VAR, LOG_DIR_VAR)
         os.environ.update({k: ray_env[k] for k in driver_vars if k in ray_env})
         import ray
 
@@ -688,8 +665,6 @@ class _Node:
         while misses < 3:
             time.sleep(1.0)
             misses = 0 if _port_open(info.head_ip, ray_port) else misses + 1
-            if self.pool is not None and self.pool.failed():
-                say(info, f"warning: {self.pool.failed()[0].detail}")
         told = read_outcome(self.outcome_file)
         if told is None:
             say(info, "the head is gone without telling how the training ended: failing")
@@ -716,8 +691,6 @@ class _Node:
                 ray.shutdown()
         if self.ray_node is not None:
             self.ray_node.stop()
-        if self.pool is not None:
-            self.pool.stop()
 
 
 def run_node(
@@ -749,8 +722,8 @@ def run_node(
         f"{info.node_ip or 'auto'}")  # fmt: skip
     try:
         with _sigterm_raises():
-            addresses, resources = node.start_sims()
-            ray_env = node.ray_env(env, addresses)
+            resources = node.resources()
+            ray_env = node.ray_env(env)
             node.ray_node = RayNode(
                 info, port=ray_port, resources=resources, env=ray_env, cpus=cpus,
                 log_file=node.dir / "ray-start.log",
@@ -762,7 +735,9 @@ def run_node(
                 overrides["experiment"] = experiment
             return node.run_head(
                 spec_path, ray_env, join_timeout, max_time=max_time,
-                node_sims=addresses, overrides=overrides,
+                overrides=overrides,
+                env_runner_resources={SLOT: float(spec.resources.envs_per_runner)}
+                if SLOT in resources else None,
             )  # fmt: skip
     except _Terminated:
         say(info, f"terminated while {node.stage}: shutting down")

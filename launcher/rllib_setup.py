@@ -21,7 +21,7 @@ from gymclient.episode import NONFINITE
 from gymclient.errors import SimTimeout
 from gymclient.spec import EnvSpec
 from launcher.failure import first_line
-from launcher.placement import node_sim_addresses
+from launcher.placement import node_sims
 from launcher.trainspec import TrainSpec
 
 log = logging.getLogger("simgym.train")
@@ -54,8 +54,10 @@ def make_env(ctx: Any) -> Any:
     worker = int(getattr(ctx, "worker_index", os.environ.get(_WORKER_VAR, 0)))
     workers = int(getattr(ctx, "num_workers", os.environ.get(_WORKERS_VAR, 0)))
     num_envs = cfg.pop("num_envs", None)
-    # Under `simgym node`, every env runner steps the sims of the node it runs on.
-    cfg["addresses"] = node_sim_addresses(worker) or cfg.get("addresses")
+    # Sims placed by Ray (launcher.raysims): every env runner steps its own node's sims.
+    ray_sims = cfg.pop("ray_sims", None)
+    if ray_sims:
+        cfg["addresses"] = node_sims(ray_sims, worker)["addresses"]
     # RLlib keeps every step's info in its episodes, and a dict of states per step and
     # sub-env costs training throughput (more live objects for the garbage collector; see
     # docs/performance.md, issue 13): training reads only the episode-end entries.

@@ -33,7 +33,7 @@ from gymclient.env import connect_options
 from gymclient.errors import SimgymError, SpecError
 from gymclient.spec import EnvSpec
 from launcher import ranges
-from launcher.bonsai_sims import NODE_TOKEN_VAR, BonsaiPlan, with_token
+from launcher.bonsai_sims import BonsaiPlan
 from launcher.curriculum import RESULT_EVENT, RESULT_LESSON
 from launcher.failure import (
     SIM_ERROR_LOG,
@@ -45,8 +45,8 @@ from launcher.failure import (
     sim_error_log_size,
     write_error,
 )
-from launcher.placement import SLOT
 from launcher.quiet import ThirdPartyOutput
+from launcher.raysims import RaySims
 from launcher.rllib_setup import (
     build_config,
     effective_settings,
@@ -205,21 +205,6 @@ def _params(spec: TrainSpec, resolved: dict[str, Any]) -> dict[str, Any]:
     return params
 
 
-def _sim_plan(
-    spec: TrainSpec, env_spec: EnvSpec, node_sims: list[str] | None
-) -> tuple[EnvSpec, SimPlan | None]:
-    """The sims this run starts (None: ``simgym node`` or the user did), and the env spec.
-
-    Under ``simgym node``, each node's Bonsai endpoint has its own key, which its env
-    runners find in their environment (``NODE_TOKEN_VAR``).
-    """
-    if node_sims is None:
-        return env_spec, train_plan(spec, env_spec)
-    if spec.bonsai(env_spec) is not None:
-        env_spec = with_token(env_spec, token_env=NODE_TOKEN_VAR)
-    return env_spec, None
-
-
 def _max_time_reached(stop: Stop) -> str:
     assert stop.max_time is not None
     return f"max_time {stop.max_time:.0f} s reached"
@@ -259,7 +244,8 @@ class _Run:
     ) -> None:
         self.spec, self.env_spec, self.dir, self.state = spec, env_spec, run_dir, state
         self.stage = _SETUP_STAGES[0]
-        self.pool: SidecarPool | None = None
+        # The sims we supervise: here (a local pool), or through Ray on every node.
+        self.pool: SidecarPool | RaySims | None = None
         self.algo: Any = None
         self.tracker: Any = None
         self.sim_errors = 0
@@ -335,15 +321,23 @@ class _Run:
         saved = Counters.load(Path(self.state.checkpoints[-1]))
         return (saved.lesson if saved is not None else self.state.lesson) - 1
 
-    def start_sims(self, launch: SimPlan | None, node_sims: list[str] | None) -> list[str]:
-        """Sidecars we supervise, or the servers the user (or ``simgym node``) runs; checked."""
-        if launch is not None:
+    def start_sims(self, launch: SimPlan | None, ray_address: str | None) -> list[str]:
+        """Sidecars we supervise, or the servers the user runs; checked.
+
+        On a Ray cluster (``ray_address``) the sims are placed by Ray, one host actor per
+        node (``launcher.raysims``): Ray starts first, then this node's sims.
+        """
+        if launch is not None and ray_address:
+            init_ray(self.spec, ray_address)
+            self.pool = RaySims(self.env_spec, launch, self.dir, self.spec.seed)
+            addresses = self.pool.start()
+        elif launch is not None:
             self.pool = start_sims(self.env_spec, launch, self.dir / "sims")
             addresses = self.pool.addresses
-            if isinstance(launch, BonsaiPlan):
-                self.env_spec = launch.connect_spec(self.env_spec)
         else:
-            addresses = self.env_spec.sim.address_list() if node_sims is None else list(node_sims)
+            addresses = self.env_spec.sim.address_list()
+        if isinstance(launch, BonsaiPlan):  # every node's endpoint has the run's token
+            self.env_spec = launch.connect_spec(self.env_spec)
         self.stage = _SETUP_STAGES[1]
         preflight(self.env_spec, addresses, self.spec.seed)
         log.info("sims ready: %s", ", ".join(addresses))
@@ -353,9 +347,10 @@ class _Run:
         """Ray, and the algorithm stepping ``addresses``."""
         self.stage = "starting Ray and building the algorithm"
         error_log = str(self.dir / SIM_ERROR_LOG)
-        config.environment(
-            env_config=env_config(self.env_spec, addresses, error_log, self.lesson_index)
-        )
+        settings = env_config(self.env_spec, addresses, error_log, self.lesson_index)
+        if isinstance(self.pool, RaySims):  # each env runner steps its own node's sims
+            settings["ray_sims"] = self.pool.locator
+        config.environment(env_config=settings)
         init_ray(self.spec, ray_address)
         self.algo = config.build_algo()
 
@@ -522,6 +517,8 @@ class _Run:
     def failure(self, exc: Exception) -> SimgymError:
         """Write ``error.txt``; the one-line error to raise for ``exc``."""
         stage = self.stage
+        if isinstance(self.pool, RaySims):  # the nodes' latest news (sims that failed on one)
+            self.pool.refresh()
         # A run that cannot go on still keeps what it learnt: --resume continues from it.
         checkpoint = self.final_checkpoint() if isinstance(exc, RunFault) else None
         path = write_error(
@@ -564,17 +561,18 @@ def train(
     on_progress: Callable[[Progress], None] | None = None,
     on_start: Callable[[Path, list[str]], None] | None = None,
     max_time: float | None = None,
-    node_sims: list[str] | None = None,
+    env_runner_resources: dict[str, float] | None = None,
     overrides: dict[str, Any] | None = None,
     quiet_third_party: bool = False,
 ) -> tuple[Path, RunState]:
     """Run a training spec to a stop condition; returns the run folder and its final state.
 
     ``max_time`` (like ``stop.max_time``) is the wall time of this call, set-up included;
-    reached mid-iteration, it ends the iteration there. ``node_sims``: the sims are per-node
-    sidecars started by ``simgym node`` (these are the driver's node's, for the preflight);
-    each env runner takes its own node's addresses from its environment and needs
-    ``sim_slot`` resources. ``overrides``: top-level spec keys replaced (e.g. ``output``).
+    reached mid-iteration, it ends the iteration there. ``ray_address``: join that Ray
+    cluster; the sims a spec launches are then placed by Ray, next to every env runner on
+    every node (``launcher.raysims``). ``env_runner_resources``: Ray resources each env
+    runner asks for (``simgym node``'s ``sim_slot``). ``overrides``: top-level spec keys
+    replaced (e.g. ``output``).
     ``quiet_third_party``: third-party stderr lines to ``train.log`` only (``launcher.quiet``).
 
     Raises:
@@ -590,16 +588,15 @@ def train(
     if max_time is not None:
         spec = spec.model_copy(update={"stop": spec.stop.model_copy(update={"max_time": max_time})})
     env_spec = spec.load_env_spec()
-    env_spec, launch = _sim_plan(spec, env_spec, node_sims)
-    slots = None if node_sims is None else {SLOT: float(spec.resources.envs_per_runner)}
-    config, resolved = _prepare_config(spec, env_spec, launch, slots)
+    launch = train_plan(spec, env_spec)
+    config, resolved = _prepare_config(spec, env_spec, launch, env_runner_resources)
     run_dir, state = open_run(spec, spec_path, resume)
     (run_dir / "spec.resolved.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
     state.save(run_dir)
     run = _Run(spec, env_spec, run_dir, state, quiet_third_party)
     run.announce(spec_path, resume is not None)
     try:
-        addresses = run.start_sims(launch, node_sims)
+        addresses = run.start_sims(launch, ray_address)
         run.before_algo(addresses, resume is not None, resolved)
         if on_start:
             on_start(run_dir, addresses)

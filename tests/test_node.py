@@ -1,9 +1,9 @@
 """The multi-node bootstrap, launched the way Azure ML launches it: ``mpirun -np 2``.
 
-Two ranks on this machine act as two nodes: each starts its own sidecar sims and its own
-Ray node (rank 0 the head, on 127.0.0.2; rank 1 on 127.0.0.3 — loopback only), a short
-training runs over both, and every env runner is shown to have stepped the sims of the
-node it ran on. Nothing is left running afterwards.
+Two ranks on this machine act as two nodes: each starts its own Ray node (rank 0 the head,
+on 127.0.0.2; rank 1 on 127.0.0.3 — loopback only), a short training runs over both with
+its sims placed by Ray (one host actor per node), and every env runner is shown to have
+stepped the sims of the node it ran on. Nothing is left running afterwards.
 """
 
 from __future__ import annotations
@@ -154,31 +154,28 @@ def test_two_nodes_under_mpirun_train_on_their_own_sidecars(tmp_path):
     assert {n["ip"] for n in cluster} == {"127.0.0.2", "127.0.0.3"}
     assert all(n["resources"]["sim_slot"] == 4 for n in cluster)
 
-    # Each node's sidecars (their logs name their addresses) ...
-    sims = {}
-    for rank in (0, 1):
-        logs = list((out / "nodes" / f"rank-{rank}" / "sims").glob("server-*.log"))
-        assert len(logs) == 1
-        sims[rank] = logs[0].read_text()
-        assert "for SimVectorEnv[" in sims[rank], f"no env runner stepped rank {rank}'s sims"
+    # Each node's sims, started by its host actor: one machine, so both log under the run
+    # folder, each in its node's folder ...
+    records = [json.loads(line) for line in (run_dir / "placement.jsonl").read_text().splitlines()]
+    hosts = {r["node_id"]: r for r in records if r["kind"] == "host"}
+    assert sorted(rank_of[node_id] for node_id in hosts) == [0, 1]
+    for node_id, host in hosts.items():
+        assert host["shared"] and Path(host["log_dir"]).parent == run_dir / "sims"
+        assert "for SimVectorEnv[" in (Path(host["log_dir"]) / "server-0.log").read_text(), (
+            f"no env runner stepped rank {rank_of[node_id]}'s sims"
+        )
 
     # ... and every env runner: it ran on the Ray node of one rank and used that rank's sims.
-    records = []
-    for rank in (0, 1):
-        for line in (out / "nodes" / f"rank-{rank}" / "placement.jsonl").read_text().splitlines():
-            records.append({**json.loads(line), "file_rank": rank})
-    runners = [r for r in records if r["worker_index"] > 0]
+    runners = [r for r in records if r["kind"] == "env_runner" and r["worker_index"] > 0]
     assert {r["worker_index"] for r in runners} == {1, 2}
     seen_ranks = set()
     for rec in runners:
         rank = rank_of[rec["ray_node_id"]]  # where Ray actually placed this runner
-        assert rec["node_rank"] == str(rank) and rec["file_rank"] == rank
-        for address in rec["addresses"]:
-            assert address in sims[rank], f"runner on rank {rank} used {address}"
+        assert rec["node_rank"] == str(rank)
+        assert rec["addresses"] == hosts[rec["ray_node_id"]]["addresses"]
         seen_ranks.add(rank)
     assert seen_ranks == {0, 1}, "expected one env runner per node"
-    addresses = {rank: {a for rec in runners if rank_of[rec["ray_node_id"]] == rank
-                        for a in rec["addresses"]} for rank in (0, 1)}  # fmt: skip
+    addresses = [set(host["addresses"]) for host in hosts.values()]
     assert addresses[0].isdisjoint(addresses[1]), "two nodes shared sims"
 
     # Nothing left: no Ray process of ours, no private Ray temp dir.
