@@ -15,9 +15,15 @@ network):
                                back with no HTTP library: the server's own cost per request.
 * ``floor: socket echo``     — baselines for the raw-socket path, in processes of their own:
   ``floor: bare http.server``  a socket that answers a fixed reply (the loopback round trip),
-                               and ``ThreadingHTTPServer`` with a handler that only reads the
-                               body and answers ``{}`` (what the standard library's server
-                               costs before any work of ours).
+  ``floor: simgym.httpbase``   and three servers whose handler only reads the body and answers
+  ``floor: h11``               ``{}``: ``ThreadingHTTPServer`` as the standard library parses,
+                               ``simgym.httpbase`` (what ``simgym serve`` stands on: its plain
+                               parser, one-write replies) and h11 (the sans-I/O HTTP/1.1
+                               library, on the same thread-per-connection server), so that
+                               the three parsers are compared in one run.
+* ``parse + reply in process`` — no socket at all: one keep-alive request's bytes parsed and
+                               its ``{}`` reply written, by ``simgym.httpbase.JSONHandler`` and
+                               by an ``h11.Connection`` (the CPU cost of each parser alone).
 * ``v1 requests.post``       — ``requests.post(url, json=state)`` per call, a new connection
                                each time: what Bonsai's sample integrations did.
 * ``v1 N clients``           — N client processes, each with its own keep-alive connection, at
@@ -32,15 +38,18 @@ from __future__ import annotations
 
 import argparse
 import http.client
+import importlib.util
 import json
 import multiprocessing as mp
 import re
 import socket
+import socketserver
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable
+from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -50,6 +59,11 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from _timing import best_us  # noqa: E402  # beside this file (on sys.path as its folder)
+
+from simgym.httpbase import JSONHandler, SlotServer  # noqa: E402  # REPO on sys.path first
+
+HAVE_H11 = importlib.util.find_spec("h11") is not None
 STATE = {
     "Cr": 8.57,
     "Tr": 311.3,
@@ -137,6 +151,49 @@ def raw_client(host: str, port: int, path: str, body: bytes) -> Callable[[], Any
     return call
 
 
+class _Floor(JSONHandler):
+    """``simgym.httpbase``'s handler doing no work: read the body, answer ``{}``."""
+
+    def dispatch(self, method: str) -> None:
+        self.rfile.read(self.body_size(2**20))
+        self.send_json(200, {})
+
+
+def _h11_serve(sock: socket.socket) -> None:
+    """One keep-alive connection served with h11: read each request's body, answer ``{}``."""
+    import h11
+
+    conn = h11.Connection(h11.SERVER)
+    while True:
+        event = conn.next_event()
+        if event is h11.NEED_DATA:
+            conn.receive_data(sock.recv(65536))
+        elif isinstance(event, h11.EndOfMessage):
+            sock.sendall(
+                conn.send(h11.Response(status_code=200, headers=_H11_HEADERS))
+                + conn.send(h11.Data(data=b"{}"))
+                + conn.send(h11.EndOfMessage())
+            )
+            conn.start_next_cycle()
+        elif isinstance(event, h11.ConnectionClosed) or conn.our_state is h11.MUST_CLOSE:
+            return
+
+
+# What simgym.httpbase's reply carries too (h11 adds no Date or Server of its own).
+_H11_HEADERS = [
+    ("Server", "h11-floor"),
+    ("Date", formatdate(usegmt=True)),
+    ("Content-Type", "application/json; charset=utf-8"),
+    ("Content-Length", "2"),
+]
+
+
+class _H11Handler(socketserver.BaseRequestHandler):
+    def handle(self) -> None:
+        self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        _h11_serve(self.request)
+
+
 class _Bare(BaseHTTPRequestHandler):
     """The least a ``ThreadingHTTPServer`` handler can do: read the body, answer ``{}``."""
 
@@ -159,8 +216,14 @@ class _Bare(BaseHTTPRequestHandler):
 
 
 def _floor_server(kind: str, out: Any) -> None:
-    if kind == "http":
-        server = ThreadingHTTPServer(("127.0.0.1", 0), _Bare)
+    if kind in ("http", "httpbase", "h11"):
+        server: socketserver.TCPServer
+        if kind == "http":
+            server = ThreadingHTTPServer(("127.0.0.1", 0), _Bare)
+        elif kind == "httpbase":
+            server = SlotServer(("127.0.0.1", 0), _Floor, 64)
+        else:
+            server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _H11Handler)
         server.daemon_threads = True
         out.put(server.server_address[1])
         server.serve_forever()
@@ -174,7 +237,10 @@ def _floor_server(kind: str, out: Any) -> None:
 
 
 def floor(kind: str, seconds: float) -> list[float]:
-    """The raw-socket client against a floor server (``echo`` or ``http``) in its own process."""
+    """The raw-socket client against a floor server in its own process.
+
+    ``kind``: ``echo``, ``http`` (http.server), ``httpbase`` (simgym.httpbase) or ``h11``.
+    """
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
     proc = ctx.Process(target=_floor_server, args=(kind, queue), daemon=True)
@@ -212,6 +278,45 @@ def concurrent(host: str, port: int, clients: int, seconds: float) -> tuple[list
         proc.join(timeout=30)
     latencies = [t for r in results for t in r]
     return latencies, len(latencies) / seconds
+
+
+def parse_in_process(seconds: float) -> list[dict[str, Any]]:
+    """µs per request parsed and answered ``{}`` with no socket: httpbase's handler vs h11."""
+    import io
+
+    import h11
+
+    body = json.dumps(STATE).encode()
+    request = (
+        f"POST /v1/prediction HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json"
+        f"\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+    handler = _Floor.__new__(_Floor)  # no socket: the parts a request touches, set by hand
+    handler.client_address = ("127.0.0.1", 0)
+    handler.request_version = "HTTP/1.1"
+
+    def ours() -> None:
+        handler.rfile, handler.wfile = io.BytesIO(request), io.BytesIO()
+        handler.raw_requestline = handler.rfile.readline(65537)
+        if not handler.parse_request():
+            raise RuntimeError("httpbase refused the request")
+        handler.dispatch(handler.command)
+
+    conn = h11.Connection(h11.SERVER)
+
+    def theirs() -> None:
+        conn.receive_data(request)
+        while not isinstance(conn.next_event(), h11.EndOfMessage):
+            pass
+        conn.send(h11.Response(status_code=200, headers=_H11_HEADERS))
+        conn.send(h11.Data(data=b"{}"))
+        conn.send(h11.EndOfMessage())
+        conn.start_next_cycle()
+
+    return [
+        {"parser": "simgym.httpbase", "us": best_us(ours, seconds)},
+        {"parser": "h11", "us": best_us(theirs, seconds)},
+    ]
 
 
 def row(name: str, times: list[float], rate: float | None = None) -> dict[str, Any]:
@@ -276,6 +381,9 @@ def main() -> None:
             )
             rows.append(row("floor: socket echo", floor("echo", args.seconds)))
             rows.append(row("floor: bare http.server", floor("http", args.seconds)))
+            rows.append(row("floor: simgym.httpbase", floor("httpbase", args.seconds)))
+            if HAVE_H11:
+                rows.append(row("floor: h11", floor("h11", args.seconds)))
             try:
                 import requests
             except ImportError:  # not a simgym dependency (MLflow brings it with `train`)
@@ -298,6 +406,13 @@ def main() -> None:
             f"{r['p50_us'] / base['p50_us']:7.1f} {r['req_s'] / base['req_s']:8.3f}"
         )
     print("(× : ratio to Agent.act in-process, measured in this run)")
+    if not HAVE_H11:
+        print("h11 is not installed (uvicorn brings it with `train`): its paths are skipped")
+        return
+    parsed = parse_in_process(args.seconds)
+    print(f"\n{'parse + reply in process':<24} {'µs':>9} {'× httpbase':>11}")
+    for p in parsed:
+        print(f"{p['parser']:<24} {p['us']:9.2f} {p['us'] / parsed[0]['us']:11.2f}")
 
 
 if __name__ == "__main__":
