@@ -44,6 +44,13 @@ def submit(
     image: Annotated[
         str | None, typer.Option(help="Use this existing Docker image instead of building one.")
     ] = None,
+    sim_image: Annotated[
+        str | None,
+        typer.Option(
+            help="The sim's own image: build the environment FROM it (+ simgym's training "
+            "layer); every node runs its command as sidecars (as sim.image in the spec)."
+        ),
+    ] = None,
     rebuild_environment: Annotated[
         bool, typer.Option(help="Register a new environment version even if one exists.")
     ] = False,
@@ -72,6 +79,7 @@ def submit(
         "nodes": nodes,
         "environment": environment,
         "image": image,
+        "sim_image": sim_image,
         "rebuild_environment": rebuild_environment or None,
         "gpu": gpu,
         "experiment": experiment,
@@ -156,10 +164,17 @@ def logs(
 
 
 def docker_context(
-    kind: Annotated[str, typer.Argument(help="sim, train or train-gpu.")],
+    kind: Annotated[str, typer.Argument(help="sim, train, train-gpu or sim-train.")],
     out: Annotated[Path, typer.Argument(help="Folder to write the build context to.")],
     requirements: Annotated[
         Path | None, typer.Option(help="The sim's pip requirements file.")
+    ] = None,
+    sim_image: Annotated[
+        str | None,
+        typer.Option(
+            help="sim-train: the sim's own image to build FROM (its command is read "
+            "with docker image inspect when Docker has it)."
+        ),
     ] = None,
 ) -> None:
     """Stage a Docker build context for one of simgym's images (docker build OUT)."""
@@ -167,7 +182,24 @@ def docker_context(
 
     if requirements is not None and not requirements.is_file():
         raise SimgymError(f"--requirements {requirements}: no such file")
-    path = stage_build_context(out, kind, requirements)
+    if (kind == "sim-train") != (sim_image is not None):
+        raise SimgymError("--sim-image goes with the sim-train kind, and sim-train needs it")
+    args = None
+    if sim_image is not None:
+        from launcher.aml.simimage import SimImage, image_command, inspect_config
+
+        config = inspect_config(sim_image)
+        if isinstance(config, str):
+            typer.echo(
+                f"note: {config}: the image carries no sim command; the training spec must give "
+                "sim.launch.command"
+            )
+            args = SimImage(sim_image, None, None, "").build_args()
+        else:
+            words, cwd = image_command(sim_image, config)
+            args = SimImage(sim_image, words, cwd, "").build_args()
+            typer.echo(f"the sims: {' '.join(words)} in {cwd} ({sim_image}'s ENTRYPOINT + CMD)")
+    path = stage_build_context(out, kind, requirements, args)
     typer.echo(f"build context for the {kind} image: {path}  (docker build {path})")
 
 

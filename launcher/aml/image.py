@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import zipfile
+from collections.abc import Mapping
 from pathlib import Path
 
 from launcher.aml.errors import AmlError
@@ -32,9 +33,16 @@ DOCKERFILES = {
     "sim": "sim.Dockerfile",
     "train": "train.Dockerfile",
     "train-gpu": "train-gpu.Dockerfile",
+    # A sim's own image + simgym's training layer (ARG SIM_IMAGE; launcher.aml.simimage).
+    "sim-train": "sim-train.Dockerfile",
 }
 # Copied into every build context beside the Dockerfile (lock-<kind>.txt is added per kind).
 CONTEXT_FILES = ("install.sh", "lock.py", "constraints.txt", ".dockerignore")
+# The lock a kind installs through (its own, unless named here) and its further files.
+LOCK_OF = {"sim-train": "train"}
+KIND_FILES = {"sim-train": ("sim-train.sh",)}
+# ARGs a kind's Dockerfile cannot be built without (staged as the ARG's default).
+REQUIRED_ARGS = {"sim-train": ("SIM_IMAGE",)}
 # pip building the wheel: seconds with the running environment's setuptools, a minute or
 # two when it has to fetch a build backend; past this it is stuck (an index that hangs).
 WHEEL_BUILD_TIMEOUT = 600.0
@@ -45,21 +53,36 @@ ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 _BUILT: dict[str, Path] = {}
 
 
-def stage_build_context(dest: Path, kind: str, requirements: Path | None = None) -> Path:
+def stage_build_context(
+    dest: Path,
+    kind: str,
+    requirements: Path | None = None,
+    build_args: Mapping[str, str] | None = None,
+) -> Path:
     """A Docker build context for one of simgym's images, ready for ``docker build``/Azure ML.
 
     ``dest`` gets ``Dockerfile`` (the kind's), ``install.sh``, ``lock.py``,
     ``constraints.txt``, ``lock-<kind>.txt`` (every package the image installs, pinned),
     ``requirements.txt`` (the sim's, possibly empty) and ``simgym-<version>-*.whl``.
+    ``build_args`` become the defaults of the Dockerfile's ``ARG`` lines of those names
+    (Azure ML builds an environment's context without build arguments): the ``sim-train``
+    kind needs ``SIM_IMAGE``.
 
     Raises:
-        AmlError: An unknown kind, or simgym's wheel cannot be made.
+        AmlError: An unknown kind, a missing or unknown build argument, or simgym's wheel
+            cannot be made.
     """
     if kind not in DOCKERFILES:
         raise AmlError(f"unknown image kind {kind!r} (one of {', '.join(DOCKERFILES)})")
+    args = dict(build_args or {})
+    missing = [a for a in REQUIRED_ARGS.get(kind, ()) if not args.get(a)]
+    if missing:
+        raise AmlError(f"the {kind} image needs {', '.join(missing)} (--sim-image)")
+    dockerfile = set_arg_defaults((DOCKER_DIR / DOCKERFILES[kind]).read_text(), args)
     dest.mkdir(parents=True, exist_ok=True)
-    shutil.copy2(DOCKER_DIR / DOCKERFILES[kind], dest / "Dockerfile")
-    for name in (*CONTEXT_FILES, f"lock-{kind}.txt"):
+    (dest / "Dockerfile").write_text(dockerfile)
+    lock = f"lock-{LOCK_OF.get(kind, kind)}.txt"
+    for name in (*CONTEXT_FILES, lock, *KIND_FILES.get(kind, ())):
         shutil.copy2(DOCKER_DIR / name, dest / name)
     (dest / "requirements.txt").write_text(requirements.read_text() if requirements else "")
     for old in dest.glob("simgym-*.whl"):
@@ -67,6 +90,26 @@ def stage_build_context(dest: Path, kind: str, requirements: Path | None = None)
     shutil.rmtree(dest / "simgym-src", ignore_errors=True)  # from an older simgym
     stage_simgym_wheel(dest)
     return dest
+
+
+def set_arg_defaults(dockerfile: str, values: Mapping[str, str]) -> str:
+    """``dockerfile`` with ``ARG NAME[=...]`` lines set to ``ARG NAME='value'``.
+
+    Single quotes: Docker takes the value literally (no ``$`` substitution, no escapes).
+
+    Raises:
+        AmlError: A name the Dockerfile has no ``ARG`` for, or a value with a single quote.
+    """
+    out = dockerfile
+    for name, value in values.items():
+        if "'" in value or "\n" in value:
+            raise AmlError(f"build argument {name}={value!r}: no quotes or line breaks")
+        pattern = re.compile(rf"^ARG {re.escape(name)}(=.*)?$", re.M)
+        if not pattern.search(out):
+            raise AmlError(f"the Dockerfile has no ARG {name}")
+        # Backslashes doubled: re.sub reads its replacement as a template.
+        out = pattern.sub(f"ARG {name}='{value}'".replace("\\", "\\\\"), out)
+    return out
 
 
 def stage_simgym_wheel(dest: Path) -> Path:

@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from gymclient.errors import SpecError
 from launcher.aml.errors import AmlError, require_sdk
 from launcher.aml.image import DOCKER_DIR, DOCKERFILES, folder_digest, stage_build_context
+from launcher.aml.simimage import TRAIN_PREFIX, SimImage, resolve_sim_image
 from launcher.node import new_ray_token
 from launcher.trainspec import TrainSpec, load_train_spec, parse_duration
 
@@ -93,9 +94,10 @@ class Plan:
     compute: Any  # AmlCompute
     environment: Any  # Environment
     job: Any  # CommandJob
-    image_kind: str  # train | train-gpu | image
+    image_kind: str  # train | train-gpu | sim-train | image
     requirements: Path | None = None  # the sim's requirements, for the image
     notes: list[str] = field(default_factory=list)
+    sim_image: SimImage | None = None  # sim-train: the sim's own image and its command
 
 
 def plan_submission(spec_path: str | os.PathLike[str], options: Mapping[str, Any]) -> Plan:
@@ -110,15 +112,21 @@ def plan_submission(spec_path: str | os.PathLike[str], options: Mapping[str, Any
 
     path = Path(spec_path)
     spec = load_train_spec(path)
-    settings = _settings(spec, options)
+    settings = _settings(spec, {k: v for k, v in options.items() if k != "sim_image"})
+    sim_image = _sim_image(spec, settings, options.get("sim_image"))
     code_dir = Path(settings.code).resolve() if settings.code else path.resolve().parent
     _check_code_folder(spec, path, code_dir)
     spec_rel = path.resolve().relative_to(code_dir).as_posix()
     experiment = settings.experiment or spec.experiment
     notes = _code_folder_notes(code_dir)
-    command = _node_command(spec, settings, spec_rel, experiment, notes)
+    if sim_image is not None:
+        notes.append(_sims_note(spec, sim_image))
+    program = f"{TRAIN_PREFIX}/bin/simgym" if sim_image is not None else "simgym"
+    command = _node_command(spec, settings, spec_rel, experiment, notes, program)
     tags = {"simgym": __version__, "spec": spec_rel}
     kind, requirements = _image(spec, settings)
+    if sim_image is not None:
+        kind, tags = "sim-train", {**tags, "sim_image": sim_image.name}
     return Plan(
         settings=settings,
         code_dir=code_dir,
@@ -130,6 +138,59 @@ def plan_submission(spec_path: str | os.PathLike[str], options: Mapping[str, Any
         image_kind=kind,
         requirements=requirements,
         notes=notes,
+        sim_image=sim_image,
+    )
+
+
+def _sim_image(spec: TrainSpec, settings: AmlSettings, option: str | None) -> SimImage | None:
+    """The sim's own image (``--sim-image``, else ``sim.image``) and its command, or None.
+
+    Raises:
+        AmlError: It cannot go with the other settings, or its command cannot serve.
+        SpecError: No command to be had (Docker is not at hand and the spec gives none).
+    """
+    name = option or spec.sim.image
+    if name is None:
+        return None
+    where = "--sim-image" if option else f"{spec.source}: sim.image"
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._/:@+-]*", name):
+        raise AmlError(f"{where} {name!r}: not an image reference (registry/name:tag)")
+    if settings.image:
+        raise AmlError(
+            f"{where} {name} and --image/aml.image {settings.image}: the environment is built "
+            "FROM the sim's image, or is an image you give, not both"
+        )
+    if settings.gpu:
+        raise AmlError(f"{where} {name}: the sim-train image is CPU only (drop --gpu/aml.gpu)")
+    elsewhere = [k for k in ("bonsai", "address", "addresses") if getattr(spec.sim, k)]
+    if elsewhere:
+        raise AmlError(
+            f"{where} {name}: the training spec's sims are sim.{elsewhere[0]}; the image's "
+            "sims run as sim.launch sidecars on every node"
+        )
+    launch = spec.sim.launch
+    if launch is not None and launch.target is not None:
+        raise SpecError(
+            spec.source,
+            "sim.launch.target",
+            f"the sims come from the sim image {name}: drop the target (or give "
+            "sim.launch.command, the image's server command)",
+        )
+    return resolve_sim_image(name, launch.command if launch else None, spec_source=spec.source)
+
+
+def _sims_note(spec: TrainSpec, sim_image: SimImage) -> str:
+    """What every node runs as its sims, and where that comes from."""
+    launch = spec.sim.launch
+    servers = launch.servers if launch else 1
+    if sim_image.command is not None:
+        words, cwd = sim_image.command, sim_image.cwd
+    else:
+        assert launch is not None and launch.command is not None
+        words, cwd = launch.command, launch.cwd or "the spec's folder"
+    return (
+        f"the environment is built FROM the sim image {sim_image.name}; every node runs "
+        f"{servers} sidecar(s) of `{shlex.join(words)}` in {cwd} ({sim_image.source})"
     )
 
 
@@ -156,6 +217,8 @@ def _check_code_folder(spec: TrainSpec, spec_path: Path, code_dir: Path) -> None
     env_spec = spec.load_env_spec()
     files = {"the training spec": spec_path, "the env spec": spec.path(spec.env)}
     target = (spec.sim.launch.target if spec.sim.launch else None) or env_spec.sim.target
+    if spec.sim.image or (spec.sim.launch and spec.sim.launch.command):
+        target = None  # the sims are a command's (an image's): no sim file to upload
     if target and ":" in target:
         module = target.rsplit(":", 1)[0]
         if module.endswith(".py"):
@@ -190,9 +253,18 @@ def _code_folder_notes(code_dir: Path, warn_mb: float = 50.0) -> list[str]:
 
 
 def _node_command(
-    spec: TrainSpec, settings: AmlSettings, spec_rel: str, experiment: str, notes: list[str]
+    spec: TrainSpec,
+    settings: AmlSettings,
+    spec_rel: str,
+    experiment: str,
+    notes: list[str],
+    program: str = "simgym",
 ) -> str:
-    """``simgym node`` for every node, training short enough to wrap up before the limit."""
+    """``simgym node`` for every node, training short enough to wrap up before the limit.
+
+    ``program``: the ``simgym`` to run (the sim-train image's own, by its path: the sim
+    image may have a ``simgym`` of its own earlier on PATH).
+    """
     limit = settings.max_run_time
     train_time = max(limit - min(WRAP_UP_SECONDS, 0.1 * limit), 0.5 * limit)
     if spec.stop.max_time is not None and spec.stop.max_time <= train_time:
@@ -203,7 +275,7 @@ def _node_command(
             f"({limit:.0f} s): training stops after {train_time:.0f} s instead"
         )
     args = [
-        "simgym", "node", spec_rel,
+        program, "node", spec_rel,
         "--output", "outputs",
         "--experiment", experiment,
         "--max-time", f"{train_time:.0f}s",
@@ -258,7 +330,8 @@ def _environment(settings: AmlSettings, kind: str, tags: dict[str, str]) -> Any:
     return Environment(
         name=settings.environment,
         build=BuildContext(path=str(DOCKER_DIR), dockerfile_path=DOCKERFILES[kind]),
-        description=f"simgym {version} {kind} image (built from simgym's docker/)",
+        description=f"simgym {version} {kind} image (built from simgym's docker/"
+        + (f", FROM the sim image {tags['sim_image']})" if "sim_image" in tags else ")"),
         tags={**tags, "kind": kind},
     )
 
@@ -301,7 +374,8 @@ def stage_environment(plan: Plan, dest: Path) -> Path | None:
     """
     if plan.image_kind == "image":
         return None
-    context = stage_build_context(dest, plan.image_kind, plan.requirements).resolve()
+    args = plan.sim_image.build_args() if plan.sim_image is not None else None
+    context = stage_build_context(dest, plan.image_kind, plan.requirements, args).resolve()
     plan.environment.build.path = str(context)
     plan.environment.build.dockerfile_path = "Dockerfile"
     plan.environment.tags[SOURCE_TAG] = "context:" + folder_digest(context)[:32]
