@@ -49,6 +49,8 @@ STANDIN_LABEL = "org.simgym.standin"
 # Where the images' Dockerfiles copy their build context (CA bundles put there are found).
 CONTEXT_IN_IMAGE = "/opt/simgym-build"
 CERT_NAME = "pip-ca.pem"
+# The port the file server that gives builds this host's local wheel folders tries first.
+FILE_SERVER_PORT = 38517
 SUITE = "bookworm"
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 
@@ -160,6 +162,11 @@ def _image_label(tag: str, label: str) -> str | None:
         "image", "inspect", "--format", f'{{{{index .Config.Labels "{label}"}}}}', tag, check=False
     )
     return proc.stdout.strip() if proc.returncode == 0 else None
+
+
+def image_exists(tag: str) -> bool:
+    """Whether the engine has an image of that name."""
+    return docker("image", "inspect", tag, check=False).returncode == 0
 
 
 def debian_mirror() -> str:
@@ -343,7 +350,12 @@ def bridge_gateway() -> str:
 def _file_server(roots: tuple[str, ...]) -> str:
     """Serve ``roots`` read-only on the bridge's gateway for this process; its ``host:port``."""
     handler = type("Handler", (_FileHandler,), {"roots": roots})
-    server = http.server.ThreadingHTTPServer((bridge_gateway(), 0), handler)
+    try:
+        # A fixed port: build args are part of Docker's cache key, so the same URLs keep
+        # the install layers cached from one run to the next.
+        server = http.server.ThreadingHTTPServer((bridge_gateway(), FILE_SERVER_PORT), handler)
+    except OSError:  # taken (another test process): any port, at the price of the cache
+        server = http.server.ThreadingHTTPServer((bridge_gateway(), 0), handler)
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, daemon=True, name="dockerkit-files").start()
     return f"{bridge_gateway()}:{server.server_address[1]}"
@@ -492,6 +504,9 @@ def build_context_image(
     ``context_args`` go to ``simgym docker-context`` (e.g. ``--sim-image IMAGE``).
     """
     tag = tag or f"{TAG_PREFIX}/{kind}:latest"
+    if os.environ.get("SIMGYM_DOCKER_REUSE") and image_exists(tag):
+        # Working on the tests themselves: take the image as it is (it may be stale).
+        return BuildResult(tag, 0.0, image_size_mb(tag))
     if kind in KIND_BASE:
         ensure_bases([KIND_BASE[kind]])
     work = Path(tempfile.mkdtemp(prefix=f"simgym-ctx-{kind}-"))
