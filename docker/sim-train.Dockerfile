@@ -28,8 +28,11 @@ ARG PIP_CERT
 ARG SIM_COMMAND=
 ARG SIM_CWD=
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
+# Python 3.11 and Open MPI first, on their own: this layer stays cached when simgym changes.
+COPY sim-train.sh /opt/simgym-build/sim-train.sh
+RUN sh /opt/simgym-build/sim-train.sh system
 COPY . /opt/simgym-build
-RUN sh /opt/simgym-build/sim-train.sh /opt/simgym-train && rm -rf /opt/simgym-build
+RUN sh /opt/simgym-build/sim-train.sh install /opt/simgym-train && rm -rf /opt/simgym-build
 # simgym's venv goes LAST on PATH: the sim's command finds its own programs first (a sim image
 # may have a `simgym` or `python` of its own); the job calls /opt/simgym-train/bin/simgym.
 ENV PATH=${PATH}:/opt/simgym-train/bin \

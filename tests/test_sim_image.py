@@ -265,8 +265,8 @@ def test_dry_run_with_a_sim_image_round_trips_through_the_sdk_loaders(tmp_path, 
     args = _dockerfile_args(context / "Dockerfile")
     assert args["SIM_COMMAND"] == "" and args["SIM_CWD"] == ""  # the spec's command is used
     assert ("ENTRYPOINT", "[]") in steps and ("USER", "root") in steps
-    run = next(a for w, a in steps if w == "RUN" and "sim-train.sh" in a)
-    assert "sh /opt/simgym-build/sim-train.sh /opt/simgym-train" in run
+    run = next(a for w, a in steps if w == "RUN" and "sim-train.sh install" in a)
+    assert "sh /opt/simgym-build/sim-train.sh install /opt/simgym-train" in run
     for name in ("sim-train.sh", "install.sh", "lock.py", "lock-train.txt", "requirements.txt"):
         assert (context / name).is_file(), name
     assert (context / "lock-train.txt").read_bytes() == (DOCKER_DIR / "lock-train.txt").read_bytes()
@@ -378,3 +378,144 @@ def test_an_image_command_that_cannot_take_the_flags_is_refused(config, words):
     good = {"Entrypoint": ["simserver"], "Cmd": ["sim.py:CSTR"], "WorkingDir": "/sim"}
     assert from_config("cstr-sim:1", good) == (["simserver", "sim.py:CSTR"], "/sim")
     assert from_config("x", {"Cmd": ["node", "sim.js"]}) == (["node", "sim.js"], "/")
+
+
+# ----------------------------------------------------------------------------- with Docker
+
+
+def _docker_kit():
+    from . import dockerkit
+
+    dockerkit.require_docker()
+    return dockerkit
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_submit_reads_the_sim_command_with_docker_image_inspect(tmp_path, monkeypatch):
+    # Images FROM scratch: metadata only, built in a second, no base needed.
+    pytest.importorskip("azure.ai.ml", reason="needs the aml extra (installed by make)")
+    from launcher.aml.errors import AmlError
+    from launcher.aml.plan import plan_submission
+
+    kit = _docker_kit()
+    monkeypatch.delenv(COMMAND_VAR, raising=False)
+    tags = {"good": "simgym-test/inspect-good:1", "help": "simgym-test/inspect-help:1"}
+    bodies = {"good": 'WORKDIR /sim\nENTRYPOINT ["simserver"]\nCMD ["sim.py:CSTR"]\n',
+              "help": 'ENTRYPOINT ["simserver"]\nCMD ["--help"]\n'}  # fmt: skip
+    try:
+        for key, tag in tags.items():
+            ctx = tmp_path / key
+            ctx.mkdir()
+            (ctx / "Dockerfile").write_text("FROM scratch\n" + bodies[key])
+            kit.docker("build", "-q", "-t", tag, str(ctx))
+        spec = _image_project(tmp_path, {"launch": {"servers": 2}})
+        plan = plan_submission(spec, {"sim_image": tags["good"]})
+        assert plan.sim_image is not None
+        assert (plan.sim_image.command, plan.sim_image.cwd) == (
+            ["simserver", "sim.py:CSTR"],
+            "/sim",
+        )
+        args = plan.sim_image.build_args()
+        assert json.loads(args["SIM_COMMAND"]) == ["simserver", "sim.py:CSTR"]
+        assert args["SIM_CWD"] == "/sim" and args["SIM_IMAGE"] == tags["good"]
+        assert (
+            f"2 sidecar(s) of `simserver sim.py:CSTR` in /sim ({tags['good']}'s " in plan.notes[-1]
+        )
+        with pytest.raises(AmlError, match="only prints help"):
+            plan_submission(spec, {"sim_image": tags["help"]})
+        with pytest.raises(AmlError, match=r"not in this machine's Docker \(docker pull "):
+            plan_submission(spec, {"sim_image": "simgym-test/no-such-image:0"})
+    finally:
+        kit.docker("rmi", "-f", *tags.values(), check=False)
+
+
+def _node_project(tmp_path: Path) -> Path:
+    """The job's code folder: training spec, env spec (no target) and reward; no sim.py."""
+    spec = _image_project(tmp_path, {"image": "simgym-test/cstr-sim:latest",
+                                     "launch": {"servers": 1, "sessions_per_server": 4}})  # fmt: skip
+    train = yaml.safe_load(spec.read_text())
+    train["config"].update({"train_batch_size_per_learner": 200, "minibatch_size": 100,
+                            "num_epochs": 1, "rollout_fragment_length": 25,
+                            "min_time_s_per_iteration": 1})  # fmt: skip
+    train.update(resources={"env_runners": 2, "envs_per_runner": 4}, stop={"iterations": 1},
+                 checkpoint={"every": 5, "keep": 1}, experiment="cstr-image")  # fmt: skip
+    spec.write_text(yaml.safe_dump(train))
+    assert not (spec.parent / "sim.py").exists()
+    return spec
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+@pytest.mark.timeout(3600)  # the image builds (minutes, once per simgym change) + ~2 min run
+def test_the_combined_image_runs_the_multi_node_bootstrap_with_the_images_sims(tmp_path):
+    kit = _docker_kit()
+    # 1. A sim that ships as its own image: simgym's sim image (docker/sim.Dockerfile) with the
+    #    CSTR sample's code and a CMD that names it, as a sim author would build it.
+    ctx = tmp_path / "cstr-image"
+    ctx.mkdir()
+    shutil.copy2(CSTR / "sim.py", ctx / "sim.py")
+    (ctx / "Dockerfile").write_text(
+        f'FROM {kit.sim_image()}\nCOPY sim.py /sim/sim.py\nCMD ["sim.py:CSTR"]\n'
+    )
+    sim_image = kit.build(ctx, "simgym-test/cstr-sim:latest").tag
+    # 2. The combined image, staged as simgym submit --sim-image stages it (the command read
+    #    with docker image inspect) and built with the host's pip sources.
+    built = kit.build_context_image(
+        "sim-train", "simgym-test/cstr-sim-train:latest", context_args=["--sim-image", sim_image]
+    )
+    print(f"sim-train image: {built.seconds:.0f} s to build, {built.size_mb:.0f} MB")
+    config = json.loads(kit.docker("image", "inspect", "--format", "{{json .Config}}",
+                                   built.tag).stdout)  # fmt: skip
+    env = dict(e.split("=", 1) for e in config["Env"])
+    assert json.loads(env[COMMAND_VAR]) == ["simserver", "sim.py:CSTR"]
+    assert env[CWD_VAR] == "/sim" and not config.get("Entrypoint") and not config.get("Cmd")
+    probe = kit.docker("run", "--rm", built.tag, "sh", "-c",
+        "command -v simserver; command -v mpirun; "
+        "/opt/simgym/bin/python -c 'import ray' 2>/dev/null && echo sim-has-ray; "
+        "/opt/simgym-train/bin/python -c 'import ray.rllib, torch; print(\"train-ok\")'",
+    ).stdout.split()  # fmt: skip
+    # The sim's command finds the sim image's simserver (its venv has no Ray); simgym's
+    # training venv has Ray and torch; Open MPI was added (the sim image has none).
+    assert probe == ["/opt/simgym/bin/simserver", "/usr/bin/mpirun", "train-ok"], probe
+
+    # 3. Two containers on one Docker network, each one node of the job, set up as Azure ML's
+    #    MPI launcher sets up its processes (rank, size, head address, the job's Ray token).
+    spec = _node_project(tmp_path)
+    outs = [tmp_path / f"out-{rank}" for rank in (0, 1)]
+    with kit.network() as net:
+        head_name = f"{net}-r0"
+        common = {"OMPI_COMM_WORLD_SIZE": "2", "AZ_BATCH_MASTER_NODE": f"{head_name}:6105",
+                  "SIMGYM_RAY_TOKEN": "ab" * 32, "PYTHONUNBUFFERED": "1"}  # fmt: skip
+        command = ["/opt/simgym-train/bin/simgym", "node", "train.yaml", "--output", "/out",
+                   "--cpus", "1", "--join-timeout", "300s"]  # fmt: skip
+        options = ["-w", "/code", "--shm-size", "512m"]
+
+        def node(rank: int):
+            return kit.run(
+                built.tag, *command, network=net, name=f"{net}-r{rank}",
+                env={**common, "OMPI_COMM_WORLD_RANK": str(rank)},
+                volumes={str(spec.parent): "/code", str(outs[rank]): "/out"}, options=options,
+            )  # fmt: skip
+
+        started = time.monotonic()
+        with node(0) as head, node(1) as worker:
+            codes = [head.wait(900), worker.wait(300)]
+            logs = [head.logs(), worker.logs()]
+        print(f"two-node bootstrap in the combined image: {time.monotonic() - started:.0f} s")
+    assert codes == [0, 0], "\n".join(log[-3000:] for log in logs)
+    assert "[simgym node 0/2] all 2 node(s) joined; training" in logs[0], logs[0][-3000:]
+    assert "[simgym node 1/2] the head is gone (training exit code 0)" in logs[1], logs[1][-3000:]
+    (run_dir,) = (outs[0] / "runs").iterdir()
+    state = json.loads((run_dir / "run.json").read_text())
+    assert state["finished"] and state["iteration"] == 1 and state["env_steps"] > 0
+    # Each node ran the image's command as its sims (the job's code has no sim.py and its env
+    # spec no target: /sim/sim.py in the image is the only CSTR there is) and they were stepped.
+    for rank, out in enumerate(outs):
+        server_logs = list(out.rglob("server-*.log"))
+        assert len(server_logs) == 1, (rank, server_logs)
+        text = server_logs[0].read_text()
+        assert "serving CSTR on unix:" in text and "for SimVectorEnv[" in text, (rank, text)
+    cluster = json.loads((outs[0] / "nodes" / "cluster.json").read_text())
+    assert len({n["ip"] for n in cluster}) == 2  # two containers, two addresses
