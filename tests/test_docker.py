@@ -29,7 +29,8 @@ import yaml
 
 from . import dockerkit
 
-pytestmark = [pytest.mark.docker, pytest.mark.slow]
+# The first test's set-up builds the images (several minutes from cold on 2 cores).
+pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.timeout(2400)]
 
 ROOT = Path(__file__).resolve().parent.parent
 CSTR = ROOT / "examples" / "cstr"
