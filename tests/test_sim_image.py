@@ -237,7 +237,7 @@ def test_dry_run_with_a_sim_image_round_trips_through_the_sdk_loaders(tmp_path, 
     from launcher.aml.image import DOCKER_DIR, folder_digest
     from launcher.aml.plan import SOURCE_TAG, plan_submission, write_dry_run
 
-    from .test_aml import parse_dockerfile
+    from .test_aml import INSTRUCTIONS, parse_dockerfile
 
     monkeypatch.delenv(COMMAND_VAR, raising=False)
     launch = {"command": ["simserver", "sim.py:CSTR"], "cwd": "/sim", "servers": 2,
@@ -259,6 +259,10 @@ def test_dry_run_with_a_sim_image_round_trips_through_the_sdk_loaders(tmp_path, 
     assert env.build.dockerfile_path == "Dockerfile"
     assert env.tags[SOURCE_TAG] == "context:" + folder_digest(context)[:32]
     steps = parse_dockerfile(context / "Dockerfile")
+    for word, arg in steps:  # well formed, as test_aml checks simgym's other Dockerfiles
+        assert word in INSTRUCTIONS and arg, (word, arg)
+        if word in ("ENTRYPOINT", "CMD"):
+            json.loads(arg)  # exec form
     # FROM the sim's image, named in the ARG's default: Azure ML passes no build arguments.
     assert steps[0] == ("ARG", f"SIM_IMAGE='{SIM_IMAGE}'")
     assert steps[1] == ("FROM", "${SIM_IMAGE}")
