@@ -735,7 +735,7 @@ def run_node(
                 overrides["experiment"] = experiment
             return node.run_head(
                 spec_path, ray_env, join_timeout, max_time=max_time,
-                overrides=overrides,
+                overrides=overrides, sim_nodes=info.size,
                 env_runner_resources={SLOT: float(spec.resources.envs_per_runner)}
                 if SLOT in resources else None,
             )  # fmt: skip

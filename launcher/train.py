@@ -562,6 +562,7 @@ def train(
     on_start: Callable[[Path, list[str]], None] | None = None,
     max_time: float | None = None,
     env_runner_resources: dict[str, float] | None = None,
+    sim_nodes: int = 1,
     overrides: dict[str, Any] | None = None,
     quiet_third_party: bool = False,
 ) -> tuple[Path, RunState]:
@@ -571,8 +572,9 @@ def train(
     reached mid-iteration, it ends the iteration there. ``ray_address``: join that Ray
     cluster; the sims a spec launches are then placed by Ray, next to every env runner on
     every node (``launcher.raysims``). ``env_runner_resources``: Ray resources each env
-    runner asks for (``simgym node``'s ``sim_slot``). ``overrides``: top-level spec keys
-    replaced (e.g. ``output``).
+    runner asks for (``simgym node``'s ``sim_slot``). ``sim_nodes``: the nodes the env runners
+    spread over (Bonsai sims default to one node's share of the sessions). ``overrides``:
+    top-level spec keys replaced (e.g. ``output``).
     ``quiet_third_party``: third-party stderr lines to ``train.log`` only (``launcher.quiet``).
 
     Raises:
@@ -588,7 +590,7 @@ def train(
     if max_time is not None:
         spec = spec.model_copy(update={"stop": spec.stop.model_copy(update={"max_time": max_time})})
     env_spec = spec.load_env_spec()
-    launch = train_plan(spec, env_spec)
+    launch = train_plan(spec, env_spec, nodes=sim_nodes)
     config, resolved = _prepare_config(spec, env_spec, launch, env_runner_resources)
     run_dir, state = open_run(spec, spec_path, resume)
     (run_dir / "spec.resolved.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))

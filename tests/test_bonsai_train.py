@@ -315,13 +315,19 @@ def test_each_node_starts_its_own_bonsai_sims(tmp_path):
     # by the env runners on that node.
     cluster = json.loads((out / "nodes" / "cluster.json").read_text())
     assert [n["resources"]["sim_slot"] for n in cluster] == [4, 4]
-    for rank in (0, 1):
-        sims = out / "nodes" / f"rank-{rank}" / "sims"
+    # The sims are placed by Ray (launcher.raysims): one host per node, whose logs are in
+    # the run folder (one machine: every node sees it).
+    records = [json.loads(line) for line in (run_dir / "placement.jsonl").read_text().splitlines()]
+    hosts = {r["node_id"]: r for r in records if r["kind"] == "host"}
+    assert len(hosts) == 2
+    for node_id, host in hosts.items():
+        sims = Path(host["log_dir"])
+        assert sims.parent == run_dir / "sims"
         assert len(list(sims.glob("bonsai-sim-*.log"))) == 4
         assert (sims / "bonsai-server.log").exists()
-        lines = (out / "nodes" / f"rank-{rank}" / "placement.jsonl").read_text().splitlines()
-        runners = [json.loads(line) for line in lines if json.loads(line)["worker_index"] > 0]
-        assert runners, f"no env runner stepped rank {rank}'s sims"
+        runners = [r for r in records if r["kind"] == "env_runner" and r["worker_index"] > 0
+                   and r["ray_node_id"] == node_id]  # fmt: skip
+        assert runners, f"no env runner stepped the sims of node {host['label']}"
     assert not _ray_processes_from(tmp_path)
 
 
