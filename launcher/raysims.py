@@ -45,7 +45,7 @@ from gymclient.spec import EnvSpec
 from launcher.bonsai_sims import BonsaiPlan
 from launcher.placement import HOST_PREFIX
 from launcher.sidecars import SidecarEvent, SidecarPool
-from launcher.sims import SimPlan, start_sims
+from launcher.sims import SimPlan, preflight, start_sims
 
 log = logging.getLogger("simgym.sidecars")
 
@@ -125,8 +125,6 @@ class SimHost:
             env_spec = job.env_spec
             if isinstance(job.plan, BonsaiPlan):
                 env_spec = job.plan.connect_spec(env_spec)
-            from launcher.train import preflight  # the same check as the driver's
-
             preflight(env_spec, self.addresses, job.seed)
         except Exception as exc:  # reported to every caller (see ready)
             self.error = str(exc) or type(exc).__name__

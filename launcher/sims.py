@@ -3,7 +3,8 @@
 ``simgym train``, ``simgym node``, ``simgym evaluate`` and ``simgym check`` all start their
 sims here, so the sizing, supervision and logs are the same whoever asks: ``launch``
 sidecars (simserver hosting the spec's target), or Bonsai SDK sims (``sim.bonsai``: an
-endpoint and copies of the user's command, ``launcher.bonsai_sims``).
+endpoint and copies of the user's command, ``launcher.bonsai_sims``). ``preflight`` checks
+started sims against the spec, wherever they run (the trainer, a node's host actor).
 """
 
 from __future__ import annotations
@@ -11,6 +12,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from gymclient.codec import declared_action_names, sample_config, session_codec
+from gymclient.connection import Connection
+from gymclient.env import connect_options
 from gymclient.errors import SimgymError
 from gymclient.spec import EnvSpec
 from launcher.bonsai_sims import BonsaiPlan, bonsai_pool
@@ -72,3 +78,29 @@ def start_sims(spec: EnvSpec, plan: SimPlan, log_dir: Path) -> SidecarPool:
         pool = SidecarPool(plan, spec.workdir, log_dir)
     pool.start()
     return pool
+
+
+def preflight(env_spec: EnvSpec, addresses: list[str], seed: int | None) -> None:
+    """Open a session on every server, match the spec, run one reset with a lesson draw.
+
+    Raises:
+        SimgymError: Unreachable server, wrong token, spec/sim mismatch, rejected lesson key.
+    """
+    options = connect_options(env_spec)
+    actions = declared_action_names(env_spec)
+    rng = np.random.default_rng(seed)
+    for address in addresses:
+        with Connection(address, options) as conn:
+            session = conn.open(actions, client="simgym train preflight")
+            try:
+                codec = session_codec(env_spec, session)
+                config = sample_config(codec.lessons, rng)
+                try:
+                    session.reset(config, 0)
+                except SimgymError as exc:
+                    raise SimgymError(
+                        f"{env_spec.source}: lessons: the sim at {address} rejected the "
+                        f"reset config {config}: {exc}"
+                    ) from None
+            finally:
+                session.close()

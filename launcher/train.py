@@ -24,12 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import yaml
 
-from gymclient.codec import declared_action_names, sample_config, session_codec
-from gymclient.connection import Connection
-from gymclient.env import connect_options
 from gymclient.errors import SimgymError, SpecError
 from gymclient.spec import EnvSpec
 from launcher import ranges
@@ -66,7 +62,7 @@ from launcher.runfolder import (
     save_checkpoint,
 )
 from launcher.sidecars import SidecarPool
-from launcher.sims import SimPlan, start_sims, train_plan
+from launcher.sims import SimPlan, preflight, start_sims, train_plan
 from launcher.trainspec import Stop, TrainSpec, load_train_spec
 from launcher.watchdog import FaultRules, RunFault, Watchdog
 from simserver.process import ServerStartError
@@ -98,32 +94,6 @@ class Progress:
     checkpoint: str | None = None
     restarts: int = 0
     events: list[str] = field(default_factory=list)  # sidecar events since the last one
-
-
-def preflight(env_spec: EnvSpec, addresses: list[str], seed: int | None) -> None:
-    """Open a session on every server, match the spec, run one reset with a lesson draw.
-
-    Raises:
-        SimgymError: Unreachable server, wrong token, spec/sim mismatch, rejected lesson key.
-    """
-    options = connect_options(env_spec)
-    actions = declared_action_names(env_spec)
-    rng = np.random.default_rng(seed)
-    for address in addresses:
-        with Connection(address, options) as conn:
-            session = conn.open(actions, client="simgym train preflight")
-            try:
-                codec = session_codec(env_spec, session)
-                config = sample_config(codec.lessons, rng)
-                try:
-                    session.reset(config, 0)
-                except SimgymError as exc:
-                    raise SimgymError(
-                        f"{env_spec.source}: lessons: the sim at {address} rejected the "
-                        f"reset config {config}: {exc}"
-                    ) from None
-            finally:
-                session.close()
 
 
 def _prepare_config(
@@ -570,12 +540,10 @@ def train(
 
     ``max_time`` (like ``stop.max_time``) is the wall time of this call, set-up included;
     reached mid-iteration, it ends the iteration there. ``ray_address``: join that Ray
-    cluster; the sims a spec launches are then placed by Ray, next to every env runner on
-    every node (``launcher.raysims``). ``env_runner_resources``: Ray resources each env
-    runner asks for (``simgym node``'s ``sim_slot``). ``sim_nodes``: the nodes the env runners
-    spread over (Bonsai sims default to one node's share of the sessions). ``overrides``:
-    top-level spec keys replaced (e.g. ``output``).
-    ``quiet_third_party``: third-party stderr lines to ``train.log`` only (``launcher.quiet``).
+    cluster, the sims placed by Ray next to every env runner (``launcher.raysims``).
+    ``env_runner_resources``: Ray resources per env runner (``simgym node``'s ``sim_slot``);
+    ``sim_nodes``: nodes the runners spread over (Bonsai copies: one node's share).
+    ``overrides``: top-level spec keys replaced. ``quiet_third_party``: see ``launcher.quiet``.
 
     Raises:
         SpecError: The spec or its RLlib ``config`` is wrong (nothing started, no run folder).
