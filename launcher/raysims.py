@@ -290,6 +290,8 @@ class RaySims:
         self._hosts[node_id] = _HostView(host, info)
         self._note_host(info)
         if info["error"]:
+            # train.log keeps the whole report (the server log's tail); the user gets one line.
+            log.error("sims on Ray node %s failed to start: %s", info["label"], info["error"])
             raise SimgymError(info["error"].splitlines()[0])
         log.info("sims on Ray node %s: %s (logs: %s)", info["label"],
                  ", ".join(info["addresses"]), info["log_dir"])  # fmt: skip
@@ -350,9 +352,12 @@ class RaySims:
             self._note_host(view.info)
             label = view.info["label"]
             if view.info["error"]:
-                error, logs = view.info["error"].splitlines()[0], view.info["log_dir"]
+                error, logs = view.info["error"], view.info["log_dir"]
                 self._down(
-                    view, f"the sims on Ray node {label} failed to start: {error} (logs: {logs})"
+                    view,
+                    f"the sims on Ray node {label} failed to start: {error.splitlines()[0]} "
+                    f"(logs: {logs})",
+                    "\n".join(error.splitlines()[1:]),
                 )
                 return
             log.info("sims on Ray node %s: %s (logs: %s)", label,
@@ -383,9 +388,11 @@ class RaySims:
                        f"{str(exc).splitlines()[0]}")  # fmt: skip
             return None
 
-    def _down(self, view: _HostView, detail: str) -> None:
+    def _down(self, view: _HostView, detail: str, tail: str = "") -> None:
         view.down = True
-        log.error("sidecar gave_up: %s", detail)
+        # The node's log may be out of the driver's reach: its tail goes to train.log.
+        more = f"\n  last lines of its log:\n{tail}" if tail else ""
+        log.error("sidecar gave_up: %s%s", detail, more)
         self.events.append(SidecarEvent(-1, "gave_up", detail))
 
     def stop(self) -> None:
