@@ -34,8 +34,6 @@ from simserver.process import ServerProcess
 log = logging.getLogger("simgym.bonsai")
 
 WORKSPACE = "simgym"  # SIM_WORKSPACE: the endpoint serves any workspace name
-# In the environment of a `simgym node`'s Ray processes: its Bonsai endpoint's access key.
-NODE_TOKEN_VAR = "SIMGYM_NODE_SIM_TOKEN"
 
 # Runs a copy's command after asking the kernel to SIGKILL it when the process that
 # started it ends (even killed with SIGKILL): a sim copy never outlives its trainer.
@@ -88,8 +86,8 @@ class BonsaiPlan:
 def with_token(env: EnvSpec, *, token: str | None = None, token_env: str | None = None) -> EnvSpec:
     """``env`` connecting with ``token``, or with the token in the variable ``token_env``.
 
-    ``simgym node`` uses the variable (``NODE_TOKEN_VAR``): each node has its own endpoint
-    and key, and its env runners find the key in their environment.
+    Every node's endpoint of a run has the run's key (``launcher.raysims`` sends the plan,
+    key included, to each node's host).
     """
     update = {"token": token, "token_env": token_env}
     return env.model_copy(update={"sim": env.sim.model_copy(update=update)})
