@@ -17,6 +17,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -66,6 +67,24 @@ def _placements(run_dir: Path) -> tuple[dict[str, dict], list[dict]]:
         else:
             runners.append(record)
     return hosts, runners
+
+
+def test_a_node_logs_under_the_run_folder_only_when_it_sees_the_runs_token(tmp_path, monkeypatch):
+    from launcher.raysims import LOG_DIR_VAR, TOKEN_FILE, HostJob, _log_dir
+    from launcher.trainspec import Launch
+
+    run = tmp_path / "runs" / "toy-20261203-101500"
+    (run / "sims").mkdir(parents=True)
+    (run / "sims" / TOKEN_FILE).write_text("the-runs-token")
+    job = HostJob(None, Launch(target="toy.py:Toy"), str(run), "the-runs-token", 0)  # type: ignore[arg-type]
+    assert _log_dir(job, "10.0.0.5-3f2a1b9c") == (run / "sims" / "10.0.0.5-3f2a1b9c", True)
+    # Another run folder at the same path (another machine, no shared file system): its own.
+    other = HostJob(None, job.plan, str(run), "another-runs-token", 0)  # type: ignore[arg-type]
+    monkeypatch.setenv(LOG_DIR_VAR, str(tmp_path / "outputs" / "nodes" / "rank-1"))
+    assert _log_dir(other, "n") == (tmp_path / "outputs" / "nodes" / "rank-1" / "sims" / "n", False)
+    monkeypatch.delenv(LOG_DIR_VAR)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "node-tmp"))
+    assert _log_dir(other, "n") == (tmp_path / "node-tmp" / f"simgym-{run.name}" / "n", False)
 
 
 @pytest.mark.timeout(300)  # ~20 s on an idle machine (54 s at load 5 on 2 cores)
