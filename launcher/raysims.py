@@ -50,7 +50,6 @@ from launcher.sims import SimPlan, preflight, start_sims
 log = logging.getLogger("simgym.sidecars")
 
 REGISTRY = "simgym-sims"  # the registry actor's name (in the run's namespace)
-
 LOG_DIR_VAR = "SIMGYM_NODE_LOG_DIR"  # a node-local folder for sim logs (simgym node sets it)
 TOKEN_FILE = ".run-token"  # in <run>/sims/: a host that reads the run's token shares the folder
 PLACEMENT_FILE = "placement.jsonl"  # in the run folder: one line per env runner and per host
