@@ -2,11 +2,15 @@
 # The install steps of simgym's images. The Dockerfiles run this script, and the tests run
 # the same script in a fresh venv, so what CI checks is what an image build does.
 #
-# usage: install.sh KIND PREFIX
+# usage: install.sh KIND PREFIX [--deps-only]
 #   KIND    sim        simgym's base install (the sim side: no Ray, no torch)
 #           train      + the train extra (Ray RLlib, torch CPU, MLflow) + azureml-mlflow
 #           train-gpu  the same with the CUDA build of torch
 #   PREFIX  the virtual environment to create
+#   --deps-only  only what lock-KIND.txt pins, no simgym (needs only this script, lock.py and
+#           the lock): the training images run this first, in a layer of its own, so that
+#           Docker's cache keeps their ~2 GB of dependencies when only simgym changes; the
+#           full install in the same PREFIX then adds simgym (and checks everything again)
 # Files beside this script (a build context staged by `simgym docker-context` or submit):
 #   simgym-<version>-*.whl  simgym itself (built from a checkout, or the installed one repacked)
 #   lock-KIND.txt           every distribution this kind installs, pinned (made by lock.py)
@@ -17,8 +21,13 @@
 # environment as usual.
 set -eu
 
-kind="${1:?usage: install.sh sim|train|train-gpu PREFIX}"
-prefix="${2:?usage: install.sh sim|train|train-gpu PREFIX}"
+kind="${1:?usage: install.sh sim|train|train-gpu PREFIX [--deps-only]}"
+prefix="${2:?usage: install.sh sim|train|train-gpu PREFIX [--deps-only]}"
+mode="${3:-}"
+case "$mode" in
+  ""|--deps-only) ;;
+  *) echo "install.sh: unknown option '$mode' (--deps-only)" >&2; exit 2 ;;
+esac
 here="$(cd "$(dirname "$0")" && pwd)"
 python="${PYTHON:-python3}"
 
@@ -29,6 +38,17 @@ case "$kind" in
 esac
 lock="$here/lock-$kind.txt"
 [ -f "$lock" ] || { echo "install.sh: $lock not found (docker/lock.py makes it)" >&2; exit 2; }
+pip="$prefix/bin/python -m pip"
+report="$prefix/simgym-install-report.json"
+if [ "$mode" = --deps-only ]; then
+  "$python" -m venv "$prefix"
+  $pip install --report "$report" -r "$lock"
+  # A lock that misses a dependency of its own pins shows here already.
+  "$prefix/bin/python" "$here/lock.py" check "$lock" "$report"
+  rm -f "$report"
+  echo "install.sh: the $kind dependencies (lock-$kind.txt) installed in $prefix"
+  exit 0
+fi
 wheel=""
 for w in "$here"/simgym-*.whl; do
   [ -e "$w" ] || continue
@@ -37,9 +57,7 @@ for w in "$here"/simgym-*.whl; do
 done
 [ -n "$wheel" ] || { echo "install.sh: no simgym-*.whl in $here (stage it with simgym docker-context)" >&2; exit 2; }
 
-"$python" -m venv "$prefix"
-pip="$prefix/bin/python -m pip"
-report="$prefix/simgym-install-report.json"
+"$python" -m venv "$prefix"  # an existing venv (--deps-only made it) is kept as it is
 # shellcheck disable=SC2086  # $more is a list
 $pip install -c "$lock" --report "$report" "$wheel$extras" $more
 # Reproducible means nothing floats: fail the build if pip brought a distribution the lock

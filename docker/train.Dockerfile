@@ -23,14 +23,19 @@ RUN if /usr/bin/python3.11 -c "import ensurepip, venv" 2>/dev/null; then \
 # The CPU build of torch (a plain PyPI torch is the multi-GB CUDA build).
 ARG PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu
 # pip behind a proxy or a mirror (docs/docker.md, "pip behind a proxy or mirror"): pip reads
-# these from the build's environment. A CA bundle put in the build context is at
-# /opt/simgym-build/NAME: --build-arg PIP_CERT=/opt/simgym-build/NAME. Build args are visible
+# these from the build's environment. A CA bundle put in the build context as pip-ca.pem is at
+# /opt/simgym-build/pip-ca.pem: --build-arg PIP_CERT=/opt/simgym-build/pip-ca.pem. Build args are visible
 # in `docker history`: never put credentials in them.
 ARG PIP_INDEX_URL
 ARG PIP_FIND_LINKS
 ARG PIP_TRUSTED_HOST
 ARG PIP_CERT
 ENV PYTHONUNBUFFERED=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
+# The dependencies first, from the lock alone (and pip-ca.pem when the context has one:
+# see PIP_CERT), in a layer of their own: Docker's cache keeps it when only simgym changes.
+COPY install.sh lock.py lock-train.txt pip-ca.pe[m] /opt/simgym-build/
+RUN PYTHON=/usr/bin/python3.11 sh /opt/simgym-build/install.sh train /opt/simgym --deps-only \
+    && rm -rf /opt/simgym-build
 COPY . /opt/simgym-build
 RUN PYTHON=/usr/bin/python3.11 sh /opt/simgym-build/install.sh train /opt/simgym \
     && rm -rf /opt/simgym-build

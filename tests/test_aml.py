@@ -639,8 +639,9 @@ def test_dockerfiles_are_well_formed_and_pinned(kind, tmp_path):
             json.loads(args)  # exec form
         if word == "RUN" and "install.sh" in args:
             assert f"install.sh {kind} /opt/simgym" in args
-        if word == "COPY":
-            assert args.split()[0] == "."
+        if word == "COPY":  # the context, or files of it (a dependencies layer's)
+            assert args.split()[-1].startswith("/opt/simgym-build"), args
+            assert all(not a.startswith(("/", "..")) for a in args.split()[:-1]), args
     runs = " ".join(a for w, a in steps if w == "RUN")
     assert "install.sh" in runs
     if kind == "sim":
