@@ -17,13 +17,15 @@ Groups of cases (the first case of a group is its baseline; every ratio is again
 the same run):
 
 * ``cpu``: the 1 ms sim in-process (one env runner) vs through the bridge with 1 and 2 sim
-  processes (target: 2 processes >= 1.6x the in-process baseline);
-* ``io``: the 20 ms waiting sim, one env runner with 1, 8, 64 sessions on one server
-  (target: 64 sessions >= 40x one session);
+  processes, one env runner or two (target: 2 processes >= 1.6x the in-process baseline);
+  in-process with two env runners for comparison;
+* ``io``: the 20 ms waiting sim on one server, 1, 8, 64 sessions in one env runner and
+  64 in two (target: 64 sessions >= 40x one session);
 * ``cost``: 0.1 and 5 ms sims in-process vs the bridge with 2 processes; the 0 ms sim
   through the bridge (the per-step cost of everything but the sim: the capacity model's
   inputs, docs/performance.md "Scaling");
-* ``nodes``: the 1 ms sim, two env runners, on one Ray node vs two Ray nodes.
+* ``nodes``: the 1 ms sim, two env runners, on one Ray node (2 CPUs) vs two Ray nodes of
+  1 CPU each.
 
     .venv/bin/python bench/scaling.py --quick                 # smoke run, < 2 min
     .venv/bin/python bench/scaling.py --groups cpu --json cpu.json
@@ -54,21 +56,26 @@ SIMS = ("Cpu0", "Cpu01", "Cpu1", "Cpu5", "Io20")
 COST_MS = {"Cpu0": 0.0, "Cpu01": 0.1, "Cpu1": 1.0, "Cpu5": 5.0, "Io20": 20.0}
 INT_KEYS = ("envs", "runners", "servers", "nodes", "batch", "epochs", "mb")
 
-# The settings found to reach the targets on 2 cores (docs/performance.md, "Scaling"): PPO
-# with a cheap learner (2 passes over 4000-step batches in 1000-step minibatches), so the
-# sampler's speed-up is not diluted by learning time; every case of a group trains the same.
-CPU_SETTINGS = "batch=4000,epochs=2,mb=1000"
+# The settings for the targets on 2 cores (docs/performance.md, "Scaling"): PPO with the
+# cheapest learner (one pass over each 4000-step batch in one minibatch), so that learning
+# time does not dilute the sampler's speed-up; every case of a group trains the same. The
+# 20 ms waiting sim trains APPO (learning beside sampling; its 1-session case would wait
+# ~90 s for a PPO batch), the driver blocking 0.5 s for samples instead of polling.
+CPU_SETTINGS = "batch=4000,epochs=1,mb=4000"
 IO_SETTINGS = "algo=APPO,wait=0.5"
 GROUPS: dict[str, list[str]] = {
     "cpu": [
         f"local:sim=Cpu1,envs=16,{CPU_SETTINGS}",
         f"bridge:sim=Cpu1,envs=16,servers=1,{CPU_SETTINGS}",
         f"bridge:sim=Cpu1,envs=16,servers=2,{CPU_SETTINGS}",
+        f"bridge:sim=Cpu1,runners=2,envs=8,servers=2,{CPU_SETTINGS}",
+        f"local:sim=Cpu1,runners=2,envs=8,{CPU_SETTINGS}",
     ],
     "io": [
         f"bridge:sim=Io20,envs=1,{IO_SETTINGS}",
         f"bridge:sim=Io20,envs=8,{IO_SETTINGS}",
         f"bridge:sim=Io20,envs=64,{IO_SETTINGS}",
+        f"bridge:sim=Io20,runners=2,envs=32,{IO_SETTINGS}",
     ],
     "cost": [
         f"bridge:sim=Cpu0,envs=16,servers=2,{CPU_SETTINGS}",
@@ -178,8 +185,16 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, help="unmeasured training first (default 15)")
     parser.add_argument("--repeats", type=int, default=1, help="rounds over the cases")
     parser.add_argument("--json", type=Path, help="write every figure and ratio here")
+    parser.add_argument(
+        "--model", nargs="+", type=Path, metavar="JSON",
+        help="fit the capacity model to these runs' --json files, check it, print its table",
+    )  # fmt: skip
     parser.add_argument("--trial", help=argparse.SUPPRESS)
     args = parser.parse_args()
+
+    if args.model:
+        model_report(args.model)
+        return
 
     if args.trial:
         sys.path[:0] = [str(BENCH), str(REPO)]
@@ -233,6 +248,66 @@ def main() -> None:
                 indent=2,
             )
         )  # fmt: skip
+
+
+def model_report(paths: list[Path]) -> None:
+    """Fit the capacity model (bench/_scaling_model.py) to runs, check it on them, tabulate."""
+    sys.path.insert(0, str(BENCH))
+    from _scaling_model import SIZES, best_settings, bottleneck, fit, predict_trial
+
+    trials = [
+        t
+        for path in paths
+        for group in json.loads(path.read_text())["trials"].values()
+        for runs in group.values()
+        for t in runs
+    ]
+    costs = fit(trials)
+    print("per-step costs (ms): " + ", ".join(f"{k} {v:.3f}" for k, v in costs.items()))
+    cores = float(os.cpu_count() or 1)
+    print(f"\n{'case':<58} {'measured':>9} {'model':>7} {'err':>6} {'model*':>7} {'err*':>6}")
+    errors, errors_free = [], []
+    for t in trials:
+        model = predict_trial(costs, t, cores)
+        # model*: the cores other work left this trial (its 'others' CPUs).
+        free = max(cores - t["other_cpus"], 0.5)
+        model_free = predict_trial(costs, t, free)
+        err, err_free = model / t["steps_per_s"] - 1, model_free / t["steps_per_s"] - 1
+        errors.append(abs(err))
+        errors_free.append(abs(err_free))
+        print(
+            f"{t['label'][:58]:<58} {t['steps_per_s']:9.0f} {model:7.0f} {err:+6.0%} "
+            f"{model_free:7.0f} {err_free:+6.0%}"
+        )
+    print(
+        f"median |error|: {statistics.median(errors):.0%} ({cores:.0f} cores), "
+        f"{statistics.median(errors_free):.0%} (cores left by other work)"
+    )
+    sims = ((0.1, False), (1.0, False), (5.0, False), (20.0, True))
+    for sync in (False, True):
+        algo = "PPO (sync, its learning time measured here)" if sync else "APPO (async)"
+        print(f"\n{algo}: env steps/s, env runners x envs, sim processes per node, bound by")
+        print("| size | nodes | 0.1 ms | 1 ms | 5 ms | 20 ms waiting |")
+        print("|---|--:|--:|--:|--:|--:|")
+        for name, (vcpus, gpu) in SIZES.items():
+            for nodes in (1, 4):
+                cells = []
+                for sim_ms, waits in sims:
+                    # A GPU size learns on its GPU (not measurable here): its row is the
+                    # sampling its vCPUs can do, the learner left out.
+                    use = {**costs, "learn": 0.0, "learner_cpu": 1e-9} if gpu else costs
+                    rate, how = best_settings(use, sim_ms, waits, nodes, vcpus, sync)
+                    binds = bottleneck(
+                        use, sim_ms=sim_ms, waits=waits, mode="bridge",
+                        runners=how["runners"], envs=how["envs"],
+                        servers=how["servers_per_node"], nodes=nodes, cores=vcpus, sync=sync,
+                    )  # fmt: skip
+                    cells.append(
+                        f"{rate:,.0f} ({how['runners']}x{how['envs']}, "
+                        f"{how['servers_per_node']}; {binds})"
+                    )
+                label = f"{name} ({vcpus} vCPU{', ' + gpu if gpu else ''})"
+                print(f"| {label} | {nodes} | " + " | ".join(cells) + " |")
 
 
 def report(

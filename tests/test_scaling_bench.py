@@ -19,9 +19,56 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
-pytestmark = pytest.mark.slow  # ~1-2 min: three short trainings
+sys.path.insert(0, str(REPO / "bench"))
+from _scaling_model import bottleneck, fit, predict  # noqa: E402
+
+COSTS = {"r_bridge": 0.3, "r_local": 0.3, "s": 0.1, "learn": 0.2, "learner_cpu": 0.1, "w": 0.05}
+ONE_MS = {"sim_ms": 1.0, "waits": False, "nodes": 1, "cores": 2.0}
 
 
+def test_model_in_process_runner_steps_its_sims_itself() -> None:
+    # 16 envs x (0.3 + 1.0) ms per vector step: 769 steps/s; PPO adds 0.2 ms per step.
+    case = {**ONE_MS, "mode": "local", "runners": 1, "envs": 16, "servers": 1}
+    assert predict(COSTS, **case, sync=False) == pytest.approx(1e3 / 1.3)
+    assert predict(COSTS, **case, sync=True) == pytest.approx(1e3 / 1.5)
+    assert bottleneck(COSTS, **case, sync=True) == "runners"
+
+
+def test_model_bridge_two_processes_lock_step_then_cores() -> None:
+    # One runner, 16 envs over 2 servers: 16 x 0.3 + 8 x 1.1 = 13.6 ms per 16 steps.
+    one = {**ONE_MS, "mode": "bridge", "runners": 1, "envs": 16, "servers": 2, "sync": True}
+    assert predict(COSTS, **one) == pytest.approx(1 / (13.6e-3 / 16 + 0.2e-3))
+    # Two runners: the cores bind: 2 cores / (0.3 + 1.0 + 0.1) ms.
+    two = {**one, "runners": 2, "envs": 8}
+    assert predict(COSTS, **two) == pytest.approx(1 / (1.4e-3 / 2 + 0.2e-3))
+    assert bottleneck(COSTS, **{**two, "sync": False}) == "cpu"
+
+
+def test_model_waiting_sims_step_together_until_the_learner_binds() -> None:
+    case = {"sim_ms": 20.0, "waits": True, "mode": "bridge", "servers": 1, "nodes": 1}
+    one = predict(COSTS, **case, runners=1, envs=1, cores=2.0, sync=False)
+    assert one == pytest.approx(1e3 / (0.3 + 20.05))
+    many = predict(COSTS, **case, runners=1, envs=64, cores=2.0, sync=False)
+    assert many == pytest.approx(64e3 / (64 * 0.3 + 20 + 64 * 0.05))
+    # Ten nodes of 64 cores: sampling could go far past one CPU learner's 1/0.1 ms.
+    big = {**case, "runners": 40, "envs": 64, "cores": 64.0, "nodes": 10, "sync": False}
+    assert predict(COSTS, **big) == pytest.approx(1e4)
+    assert bottleneck(COSTS, **big) == "learner"
+
+
+def test_fit_reads_costs_per_role() -> None:
+    trial = {
+        "mode": "bridge", "sim": "Cpu1", "envs": 16, "algorithm": "PPO", "learn_s": 0.8,
+        "config": {"train_batch_size_per_learner": 4000},
+        "cpu_ms_per_step": {"env_runners": 0.33, "sim_servers": 1.12, "driver": 0.2},
+    }  # fmt: skip
+    costs = fit([trial])
+    assert costs["r_bridge"] == pytest.approx(0.33)
+    assert costs["s"] == pytest.approx(0.12)
+    assert costs["learn"] == pytest.approx(0.2)
+
+
+@pytest.mark.slow  # ~1-2 min: three short trainings
 def test_quick_run_writes_every_figure(tmp_path: Path) -> None:
     out = tmp_path / "scaling.json"
     proc = subprocess.run(
