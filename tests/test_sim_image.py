@@ -483,6 +483,11 @@ def test_the_combined_image_runs_the_multi_node_bootstrap_with_the_images_sims(t
     # The sim's command finds the sim image's simserver (its venv has no Ray); simgym's
     # training venv has Ray and torch; Open MPI was added (the sim image has none).
     assert probe == ["/opt/simgym/bin/simserver", "/usr/bin/mpirun", "train-ok"], probe
+    # The Open MPI it added launches ranks (Azure ML runs the job's command with it).
+    ranks = kit.docker("run", "--rm", built.tag, "mpirun", "--allow-run-as-root",
+        "--oversubscribe", "-np", "2", "sh", "-c", "echo rank-$OMPI_COMM_WORLD_RANK",
+    ).stdout.split()  # fmt: skip
+    assert sorted(ranks) == ["rank-0", "rank-1"], ranks
 
     # 3. Two containers on one Docker network, each one node of the job, set up as Azure ML's
     #    MPI launcher sets up its processes (rank, size, head address, the job's Ray token).
