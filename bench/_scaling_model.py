@@ -2,8 +2,9 @@
 
 Per env step, from the measured trials (CPU time per role over env steps, RLlib's timers):
 
-* ``r_bridge``: an env runner's CPU through the bridge (RLlib's sampling, gymclient, the
-  packed socket's client side); ``r_local``: its CPU in-process beyond the sim's own;
+* ``r_bridge + a / E``: an env runner's CPU through the bridge (RLlib's sampling, gymclient,
+  the packed socket's client side) with E envs: ``a`` per vector step (the policy's forward
+  pass, connectors), ``r_bridge`` per env; ``r_local``: per env in-process, beyond the sim;
 * ``s``: a sim server's CPU beyond the sim's own (simserver, the packed socket's server side);
 * ``learn``: PPO's learning time (wall) per env step of its batch (sync: sampling waits);
   ``learner_cpu``: IMPALA/APPO's learner CPU per env step (async: beside sampling).
@@ -52,6 +53,7 @@ def _waits(sim: str) -> bool:
 def fit(trials: list[dict[str, Any]]) -> dict[str, float]:
     """The per-step costs (ms) from measured trials (medians over the trials that show each)."""
     r_bridge, r_local, s, learn, learner_cpu, w = [], [], [], [], [], []
+    per_vector: list[tuple[float, float]] = []  # (1 / envs, env runner CPU per env step)
     for t in trials:
         cpu, x = t["cpu_ms_per_step"], _cost_ms(t["sim"])
         runners = cpu.get("env_runners")
@@ -62,6 +64,7 @@ def fit(trials: list[dict[str, Any]]) -> dict[str, float]:
                 r_local.append(runners - x)
         else:
             r_bridge.append(runners)
+            per_vector.append((1.0 / t.get("envs", 16), runners))
             server = cpu.get("sim_servers", 0.0)
             if not _waits(t["sim"]):
                 s.append(server - x)
@@ -75,12 +78,26 @@ def fit(trials: list[dict[str, Any]]) -> dict[str, float]:
     def med(xs: list[float], default: float) -> float:
         return statistics.median(xs) if xs else default
 
+    # An env runner's CPU per env step = a / envs + b: RLlib's work per vector step (the
+    # policy's forward pass, connectors) spread over its envs, plus the work per env.
+    a = 0.0
+    if len({x for x, _ in per_vector}) > 1:
+        xs, ys = [x for x, _ in per_vector], [y for _, y in per_vector]
+        mx, my = statistics.fmean(xs), statistics.fmean(ys)
+        a = max(
+            sum((x - mx) * (y - my) for x, y in per_vector) / sum((x - mx) ** 2 for x in xs), 0.0
+        )
+        r_bridge = [y - a * x for x, y in per_vector]
+        r_local = [v - a / 16 for v in r_local]  # the in-process cases step 8-16 envs
     return {
+        "a": a,
         "r_bridge": med(r_bridge, 0.35),
         "r_local": med(r_local, 0.30),
         "s": max(med(s, 0.10), 0.0),
         "learn": med(learn, 0.20),
-        "learner_cpu": med(learner_cpu, 0.10),
+        # The learner's CPU per env step falls as more steps come in (it idles and polls
+        # between batches): its busiest trial is the closest to its cost at full load.
+        "learner_cpu": min(learner_cpu) if learner_cpu else 0.10,
         "w": max(med(w, 0.05), 0.0),
     }
 
@@ -102,12 +119,13 @@ def predict(
 ) -> Any:
     """Env steps/s the model expects (see the module docstring); ``why``: what binds."""
     runners = max(runners, 1)
+    per_vector = costs.get("a", 0.0) / envs
     if mode == "local":
-        r = costs["r_local"]
+        r = costs["r_local"] + per_vector
         vector = envs * (r + sim_ms)
         cpu = r + (0.0 if waits else sim_ms)
     else:
-        r = costs["r_bridge"]
+        r = costs["r_bridge"] + per_vector
         if waits:
             wall = sim_ms + costs["w"] * envs
             cpu = r + costs["s"]

@@ -145,18 +145,21 @@ def run_in_subprocess(options: list[dict[str, Any]]) -> list[dict[str, Any]]:
     One trial per interpreter in a measurement; ``--quick`` runs its cases in one (saves
     Ray's and the learner's start-ups).
     """
-    proc = subprocess.run(
-        [sys.executable, str(Path(__file__).resolve()), "--trial", json.dumps(options)],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-    )
-    for line in reversed(proc.stdout.splitlines()):
-        if line.startswith("RESULT "):
-            return list(json.loads(line[len("RESULT ") :]))
-    sys.stderr.write(proc.stdout[-3000:] + proc.stderr[-5000:])
     labels = ", ".join(o["label"] for o in options)
-    raise RuntimeError(f"trial {labels} failed (exit {proc.returncode})")
+    for attempt in (1, 2):
+        proc = subprocess.run(
+            [sys.executable, str(Path(__file__).resolve()), "--trial", json.dumps(options)],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+        )
+        for line in reversed(proc.stdout.splitlines()):
+            if line.startswith("RESULT "):
+                return list(json.loads(line[len("RESULT ") :]))
+        sys.stderr.write(proc.stdout[-3000:] + proc.stderr[-5000:])
+        # Once more: on a loaded machine Ray's own start-up can time out.
+        print(f"trial {labels} failed (exit {proc.returncode}, attempt {attempt})", flush=True)
+    raise RuntimeError(f"trial {labels} failed twice")
 
 
 def describe(r: dict[str, Any]) -> str:
