@@ -31,6 +31,11 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
 # Python 3.11 and Open MPI first, on their own: this layer stays cached when simgym changes.
 COPY sim-train.sh /opt/simgym-build/sim-train.sh
 RUN sh /opt/simgym-build/sim-train.sh system
+# Then the locked dependencies alone (~2 GB, and pip-ca.pem when the context has one: see
+# PIP_CERT), in a layer of their own that the cache keeps when only simgym changes.
+COPY sim-train.sh install.sh lock.py lock-train.txt pip-ca.pe[m] /opt/simgym-build/
+RUN sh /opt/simgym-build/sim-train.sh install /opt/simgym-train --deps-only \
+    && rm -rf /opt/simgym-build
 COPY . /opt/simgym-build
 RUN sh /opt/simgym-build/sim-train.sh install /opt/simgym-train && rm -rf /opt/simgym-build
 # simgym's venv goes LAST on PATH: the sim's command finds its own programs first (a sim image

@@ -3,8 +3,9 @@
 # root, FROM the sim image), in two steps so that Docker caches the first across simgym updates:
 #
 #   sim-train.sh system          Python 3.11 and Open MPI, with apt-get, if the image lacks them
-#   sim-train.sh install PREFIX  install.sh train into the venv PREFIX (files beside this script:
-#                                those of install.sh)
+#   sim-train.sh install PREFIX [--deps-only]
+#                                install.sh train into the venv PREFIX (files beside this script:
+#                                those of install.sh; --deps-only: the lock's packages alone)
 #
 # PYTHON picks the interpreter for simgym's venv (default: the image's python3.11, else the one
 # the system step installed). The limits: a glibc Linux (Ray and torch ship manylinux wheels
@@ -13,7 +14,7 @@
 # to the sim image, or give PYTHON).
 set -eu
 
-step="${1:?usage: sim-train.sh system | install PREFIX}"
+step="${1:?usage: sim-train.sh system | install PREFIX [--deps-only]}"
 here="$(cd "$(dirname "$0")" && pwd)"
 fail() { echo "sim-train.sh: $*" >&2; exit 2; }
 
@@ -57,11 +58,12 @@ case "$step" in
     [ -n "$(find_python)" ] || fail "no usable Python 3.11 after apt-get"
     ;;
   install)
-    prefix="${2:?usage: sim-train.sh install PREFIX}"
+    prefix="${2:?usage: sim-train.sh install PREFIX [--deps-only]}"
     python="$(find_python)"
     [ -n "$python" ] || fail "no Python 3.11 with venv (run sim-train.sh system first, or give PYTHON)"
     echo "sim-train.sh: simgym's training venv at $prefix with $python ($("$python" -c 'import sys; print(sys.version.split()[0])'))"
-    PYTHON="$python" sh "$here/install.sh" train "$prefix"
+    # shellcheck disable=SC2086  # ${3:-}: the option, or nothing
+    PYTHON="$python" sh "$here/install.sh" train "$prefix" ${3:-}
     ;;
-  *) fail "unknown step '$step' (system or install PREFIX)" ;;
+  *) fail "unknown step '$step' (system, or install PREFIX [--deps-only])" ;;
 esac
