@@ -310,10 +310,10 @@ def run_trial(options: dict[str, Any], keep_ray: bool = False) -> dict[str, Any]
     finally:
         if algo is not None:
             algo.stop()
+        for pool in pools:  # RaySims asks its Ray actors: before Ray goes
+            pool.stop()
         if ray.is_initialized() and not (keep_ray and mode != "nodes"):
             ray.shutdown()
-        for pool in pools:
-            pool.stop()
         for node in reversed(nodes):
             node.stop()
         tmp.cleanup()
