@@ -12,7 +12,8 @@ Per env step, from the measured trials (CPU time per role over env steps, RLlib'
 A case (R env runners of E envs, S sim processes per node, N nodes of C cores, a sim of X ms)
 then trains at
 
-    T = min(R * E / t_v, N * C / c)  then  sync: 1 / (1/T + learn), async: min(T, 1/learner_cpu)
+    T = min(R * E / t_v, N * S / (X + s), N * C / c)
+    then  sync: 1 / (1/T + learn), async: min(T, 1/learner_cpu)
 
 with ``t_v = E * r + W`` the lock-step time of one runner's vector step (the runner computes
 while its sims wait, then its sims step while it waits): ``W = ceil(E / min(S, E)) * (X + s)``
@@ -136,7 +137,11 @@ def predict(
         vector = envs * r + wall
     if not sync:
         cpu += costs["learner_cpu"]
-    rate, binds = _rates(costs, runners * envs / vector, nodes * cores / cpu, sync, learners)
+    runner_cap = runners * envs / vector
+    if mode == "bridge" and not waits:
+        # A sim process steps one session at a time, whichever runner it serves.
+        runner_cap = min(runner_cap, servers * nodes / (sim_ms + costs["s"]))
+    rate, binds = _rates(costs, runner_cap, nodes * cores / cpu, sync, learners)
     return binds if why else rate
 
 
@@ -156,7 +161,8 @@ def _rates(
 
 
 def bottleneck(costs: dict[str, float], **case: Any) -> str:
-    """What limits ``predict(costs, **case)``: ``runners`` (lock-step), ``cpu`` or ``learner``."""
+    """What limits ``predict(costs, **case)``: ``runners`` (lock-step or sim processes), ``cpu``
+    or ``learner``."""
     return str(predict(costs, why=True, **case))
 
 

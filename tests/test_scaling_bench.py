@@ -100,3 +100,10 @@ def test_quick_run_writes_every_figure(tmp_path: Path) -> None:
     expected = bridge["steps_per_s"] / local["steps_per_s"]
     assert ratios[labels[1]] == pytest.approx(expected)
     assert "ratio" in proc.stdout or "x1.00" in proc.stdout
+
+
+def test_model_one_sim_process_serves_one_session_at_a_time() -> None:
+    # Two runners cannot overlap on a single sim process: it caps at 1 / (X + s).
+    case = {**ONE_MS, "mode": "bridge", "runners": 2, "envs": 8, "servers": 1, "sync": False}
+    assert predict(COSTS, **case) == pytest.approx(1e3 / 1.1)
+    assert bottleneck(COSTS, **case) == "runners"
