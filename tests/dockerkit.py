@@ -16,6 +16,7 @@ Also a command line, to reproduce by hand::
 
     python -m tests.dockerkit bases             # build the stand-ins (once per machine)
     python -m tests.dockerkit build sim|train   # build an image as the tests do
+    python -m tests.dockerkit build all         # every image the tests use (two at a time)
 """
 
 from __future__ import annotations
@@ -549,6 +550,59 @@ def built_images() -> dict[str, BuildResult]:
     return dict(_BUILT_IMAGES)
 
 
+# The CSTR sample as a sim author ships it (tests/test_sim_image.py): simgym's sim image with the
+# sample's code and a CMD that names it, and the combined image `simgym submit --sim-image`
+# builds FROM it.
+CSTR_SIM_TAG = f"{TAG_PREFIX}/cstr-sim:latest"
+CSTR_SIM_TRAIN_TAG = f"{TAG_PREFIX}/cstr-sim-train:latest"
+
+
+def cstr_sim_image() -> BuildResult:
+    """The CSTR sample in its own image: FROM the sim image, its code at /sim, CMD naming it."""
+    if CSTR_SIM_TAG not in _BUILT_IMAGES:
+        work = Path(tempfile.mkdtemp(prefix="simgym-ctx-cstr-"))
+        try:
+            shutil.copy2(ROOT / "examples" / "cstr" / "sim.py", work / "sim.py")
+            (work / "Dockerfile").write_text(
+                f'FROM {sim_image()}\nCOPY sim.py /sim/sim.py\nCMD ["sim.py:CSTR"]\n'
+            )
+            _BUILT_IMAGES[CSTR_SIM_TAG] = build(work, CSTR_SIM_TAG)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+    return _BUILT_IMAGES[CSTR_SIM_TAG]
+
+
+def cstr_sim_train_image() -> BuildResult:
+    """The combined image of ``simgym submit --sim-image`` for the CSTR sample's image."""
+    if CSTR_SIM_TRAIN_TAG not in _BUILT_IMAGES:
+        sim = cstr_sim_image().tag
+        _BUILT_IMAGES[CSTR_SIM_TRAIN_TAG] = build_context_image(
+            "sim-train", CSTR_SIM_TRAIN_TAG, context_args=["--sim-image", sim]
+        )
+    return _BUILT_IMAGES[CSTR_SIM_TRAIN_TAG]
+
+
+def build_all(log=print) -> dict[str, BuildResult]:
+    """Every image the docker tests use, the two long installs side by side.
+
+    The training image and the combined image each spend minutes in one pip process that
+    mostly uses one core; built one after the other they were ~10 of the slow suite's
+    minutes on a fresh 2-core machine. Later ``build`` calls for the same contexts are
+    Docker cache hits.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    start = time.monotonic()
+    ensure_bases()
+    pip_build_args()  # one file server for both builds (its port is in the cache key)
+    with ThreadPoolExecutor(2) as pool:
+        train = pool.submit(_built, "train")
+        chain = pool.submit(cstr_sim_train_image)
+        train.result(), chain.result()
+    log(f"dockerkit: all images in {time.monotonic() - start:.0f} s")
+    return built_images()
+
+
 # ----------------------------------------------------------------------------- run
 
 
@@ -650,10 +704,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{tag}  {image_id[:19]}  {image_size_mb(tag):.0f} MB")
         print(f"dockerkit: bases ready in {time.monotonic() - start:.0f} s")
         return 0
+    if argv[:1] == ["build"] and argv[1:] == ["all"]:
+        build_all()
+        return 0
     if argv[:1] == ["build"] and len(argv) == 2 and argv[1] in KIND_BASE:
         build_context_image(argv[1])
         return 0
-    print("usage: python -m tests.dockerkit bases | build sim|train", file=sys.stderr)
+    print("usage: python -m tests.dockerkit bases | build sim|train|all", file=sys.stderr)
     return 2
 
 

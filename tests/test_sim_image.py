@@ -464,18 +464,10 @@ def test_the_combined_image_runs_the_multi_node_bootstrap_with_the_images_sims(t
     kit = _docker_kit()
     # 1. A sim that ships as its own image: simgym's sim image (docker/sim.Dockerfile) with the
     #    CSTR sample's code and a CMD that names it, as a sim author would build it.
-    ctx = tmp_path / "cstr-image"
-    ctx.mkdir()
-    shutil.copy2(CSTR / "sim.py", ctx / "sim.py")
-    (ctx / "Dockerfile").write_text(
-        f'FROM {kit.sim_image()}\nCOPY sim.py /sim/sim.py\nCMD ["sim.py:CSTR"]\n'
-    )
-    sim_image = kit.build(ctx, "simgym-test/cstr-sim:latest").tag
+    #    (dockerkit.cstr_sim_image; test_docker.py's fixture builds it beside the training image.)
     # 2. The combined image, staged as simgym submit --sim-image stages it (the command read
     #    with docker image inspect) and built with the host's pip sources.
-    built = kit.build_context_image(
-        "sim-train", "simgym-test/cstr-sim-train:latest", context_args=["--sim-image", sim_image]
-    )
+    built = kit.cstr_sim_train_image()
     print(f"sim-train image: {built.seconds:.0f} s to build, {built.size_mb:.0f} MB")
     config = json.loads(kit.docker("image", "inspect", "--format", "{{json .Config}}",
                                    built.tag).stdout)  # fmt: skip
