@@ -17,6 +17,7 @@ Also a command line, to reproduce by hand::
     python -m tests.dockerkit bases             # build the stand-ins (once per machine)
     python -m tests.dockerkit build sim|train   # build an image as the tests do
     python -m tests.dockerkit build all         # every image the tests use (two at a time)
+    python -m tests.dockerkit build all --low-priority   # the same on idle CPU only
 """
 
 from __future__ import annotations
@@ -476,10 +477,17 @@ def stage_context(
     return dest
 
 
+# Extra `docker build` options of this process: `build all --low-priority` (make test-all
+# builds the images beside the default suite) gives builds the smallest CPU share, so they
+# take only CPU the tests leave idle. Not part of Docker's cache key.
+BUILD_OPTIONS: list[str] = []
+
+
 def build(context: Path, tag: str, *, build_args: Sequence[str] = (), log=print) -> BuildResult:
     """``docker build --pull=false`` of a staged context with this host's pip build args."""
     start = time.monotonic()
-    args = ["build", "--pull=false", "-t", tag, *pip_build_args(context), *build_args, str(context)]
+    args = ["build", "--pull=false", *BUILD_OPTIONS, "-t", tag, *pip_build_args(context),
+            *build_args, str(context)]  # fmt: skip
     proc = docker(*args, check=False, timeout=1800)
     seconds = time.monotonic() - start
     if proc.returncode != 0:
@@ -704,13 +712,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{tag}  {image_id[:19]}  {image_size_mb(tag):.0f} MB")
         print(f"dockerkit: bases ready in {time.monotonic() - start:.0f} s")
         return 0
-    if argv[:1] == ["build"] and argv[1:] == ["all"]:
+    if argv[:2] == ["build", "all"] and set(argv[2:]) <= {"--low-priority"}:
+        if "--low-priority" in argv:
+            BUILD_OPTIONS[:] = ["--cpu-shares", "2"]
+            os.nice(19)  # debootstrap (the stand-ins) runs on the host: niced with us
         build_all()
         return 0
     if argv[:1] == ["build"] and len(argv) == 2 and argv[1] in KIND_BASE:
         build_context_image(argv[1])
         return 0
-    print("usage: python -m tests.dockerkit bases | build sim|train|all", file=sys.stderr)
+    print(
+        "usage: python -m tests.dockerkit bases | build sim|train | build all [--low-priority]",
+        file=sys.stderr,
+    )
     return 2
 
 

@@ -21,9 +21,9 @@ the server ends packed-socket connections stuck in the middle of a frame and str
 send (the slowloris clients see them closed).
 
 Servers get ``--isolate process`` and ``--max-sim-rss`` when ``simserver`` has them (sims that
-hang or kill their process can only be survived in a process the server can kill). The short
-version runs in the default suite; ``SIMGYM_SOAK_SECONDS`` sets the long one's duration
-(``-m slow``). ``SIMGYM_SOAK_REPORT=file.json`` writes the figures docs/reliability.md quotes.
+hang or kill their process can only be survived in a process the server can kill). One test,
+``-m slow``; ``SIMGYM_SOAK_SECONDS`` sets its duration (default 300 s; CI's ``.ci/run`` runs
+120 s, ``SIMGYM_SOAK_SECONDS=20`` is a quick look). ``SIMGYM_SOAK_REPORT=file.json`` writes the figures docs/reliability.md quotes.
 """
 
 from __future__ import annotations
@@ -331,11 +331,6 @@ def _check(report: dict[str, Any]) -> None:
         indent=1,
     )
     assert not report["problems"], "\n".join(report["problems"]) + "\n" + summary
-
-
-@pytest.mark.slow  # ~30 s of load: make test-slow
-def test_soak_short(start_server, tmp_path):
-    _check(soak(start_server, tmp_path, seconds=20.0))
 
 
 HEALTH_STREAK = 3
