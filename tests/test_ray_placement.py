@@ -27,6 +27,7 @@ import yaml
 
 from launcher.node import OWNER_VAR, kill_owned
 
+from .conftest import REPO as ROOT
 from .conftest import SIMS, private_ray
 
 SIMGYM = str(Path(sys.executable).parent / "simgym")
@@ -205,12 +206,26 @@ class TwoNodes:
         return self
 
     def _hold(self, node: str, visible: Path, prefix: list[str]) -> None:
-        """A mount namespace with a private /tmp in which only ``visible`` is bound back."""
+        """A mount namespace with a private /tmp in which only ``visible`` is bound back.
+
+        The checkout and its venv are bound back too when they live under /tmp (CI clones
+        there): the nodes run the venv's ``ray`` and the project's sim code from them.
+        """
         naptime = f"3600.{self.tag}{ord(node)}"
+        keep = {Path(p).resolve() for p in (ROOT, sys.prefix)}
+        keep = {p for p in keep if p.is_relative_to("/tmp") and p != visible}
+        # Each hidden folder stays reachable through a descriptor the shell holds open
+        # (visible through its cwd): bound back in place once the tmpfs covers /tmp, outer
+        # folders first.
+        fds = {visible: "/proc/self/cwd"} | {p: f"/proc/self/fd/{i}" for i, p in
+                                              enumerate(sorted(keep), start=3)}  # fmt: skip
+        opens = " ".join(f'{fd.rsplit("/", 1)[1]}<"{p}"' for p, fd in fds.items()
+                         if fd.startswith("/proc/self/fd"))  # fmt: skip
+        binds = " && ".join(f'mkdir -p "{p}" && mount --no-canonicalize --bind {fds[p]} "{p}"'
+                            for p in sorted(fds, key=lambda p: len(p.parts)))  # fmt: skip
         script = (
-            f'cd "{visible}" && mount -t tmpfs tmpfs /tmp && mkdir -p "{visible}" && '
-            # The shell's folder is the original (now hidden) one: bind it back in place.
-            f'mount --no-canonicalize --bind /proc/self/cwd "{visible}" && exec sleep {naptime}'
+            f'cd "{visible}" && {("exec " + opens + " && ") if opens else ""}'
+            f"mount -t tmpfs tmpfs /tmp && {binds} && exec sleep {naptime}"
         )
         self.holders[node] = subprocess.Popen(
             [*prefix, "unshare", "--mount", "--propagation", "private", "sh", "-c", script],
